@@ -1,0 +1,34 @@
+//! The seam between a msg-svc and the room services.
+//!
+//! A msg-svc hands frames for a room's owner to an [`UpLink`]; the room side
+//! answers through a bounded channel of [`ToMsgSvc`]. In the embedded server
+//! both ends are in-process channels; in a cluster they are node links. The
+//! services see the same interface either way.
+
+use chatroom_proto::cluster::v1::{ToMsgSvc, ToRoomSvc};
+use tokio::sync::mpsc;
+
+/// Frames from room services to one msg-svc, bounded. At the bound the room
+/// side waits: the msg-svc never waits on the room side, so this cannot
+/// deadlock, and the wait backs up into `OVERLOADED` answers to senders.
+pub type DownLink = mpsc::Sender<ToMsgSvc>;
+
+/// The receiving end of a [`DownLink`].
+pub type DownLinkRx = mpsc::Receiver<ToMsgSvc>;
+
+/// How a msg-svc reaches the owner of a room.
+pub trait UpLink: Send + Sync + std::fmt::Debug + 'static {
+    /// Queues `frame` for the owner of the room it names, without waiting.
+    fn try_send(&self, frame: ToRoomSvc) -> Result<(), LinkError>;
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The link's queue is at its bound; try again shortly.
+    #[error("link to the room service is saturated")]
+    Full,
+    /// No room service can be reached for this room.
+    #[error("room service is unreachable")]
+    Down,
+}
