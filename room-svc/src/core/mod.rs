@@ -1,0 +1,28 @@
+//! The sans-I/O core of the room service: plain data structures that decide,
+//! with time passed in by the caller. No tasks, sockets or clock reads here,
+//! so tests and the simulation drive the very same code deterministically.
+//!
+//! - [`room`]: [`RoomState`], one room's state and its accept / stamp logic.
+//! - [`members`]: who is present on which msg-svc node.
+//! - [`moderation`]: mutes, bans and the whitelist.
+//! - [`limiter`]: the per-lane upstream limiter (governor GCRA, passed-in time).
+//! - [`dedupe`]: acks of recent messages, for senders' retries.
+//! - [`clock`]: the strictly increasing room clock.
+//! - [`config`]: per-room settings, defaults and bounds.
+//! - [`stats`]: counters and the operators' snapshot.
+
+pub mod clock;
+pub mod config;
+pub mod dedupe;
+pub mod limiter;
+pub mod members;
+pub mod moderation;
+pub mod room;
+pub mod stats;
+
+pub use clock::RoomClock;
+pub use config::{ConfigError, default_room_config, validate_config};
+pub use members::NodeIdx;
+pub use moderation::{ModerationError, MuteLeft};
+pub use room::{Accepted, Now, PresenceChange, RoomState, SendInput};
+pub use stats::RoomStats;

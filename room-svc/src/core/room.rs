@@ -1,0 +1,501 @@
+//! One room's state and the decisions made on it: who is in it and on which
+//! nodes, which nodes want its broadcasts, whether a message is accepted
+//! (DESIGN §4's checks, in order), and how it is stamped.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chatroom_cluster::auth::Roles;
+use chatroom_proto::cluster::v1::RoomConfig;
+use chatroom_proto::v1::{self, ChatMessage, Cursor, ErrorCode, Kind, Lane, SendAck};
+
+use super::clock::RoomClock;
+use super::config::{ConfigError, validate_config};
+use super::dedupe::Dedupe;
+use super::limiter::{LaneLimiter, Limited};
+use super::members::{Members, NodeIdx};
+use super::moderation::{Moderation, ModerationError, MuteLeft};
+use super::stats::{Counters, RoomStats};
+
+/// The time of a decision, read by the caller: wall clock for stamps and
+/// mutes, monotonic for limits and dedupe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Now {
+    /// Microseconds since the Unix epoch.
+    pub unix_us: u64,
+    /// Nanoseconds on a monotonic clock.
+    pub mono_ns: u64,
+}
+
+/// A message a member wants to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendInput {
+    /// The sending user.
+    pub sender: String,
+    /// The sender's roles, from their token.
+    pub roles: Roles,
+    /// The sender's id for the message; 0 turns dedupe off.
+    pub client_msg_id: u64,
+    /// A `Kind` value or an application kind.
+    pub kind: i32,
+    /// Application bytes.
+    pub payload: Bytes,
+}
+
+/// A send the room accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// A new message, stamped and in the history: broadcast it.
+    New(ChatMessage),
+    /// A retry of a message accepted earlier: answer with its ack only.
+    Duplicate(SendAck),
+}
+
+impl Accepted {
+    /// What the sender is told.
+    pub fn ack(&self) -> SendAck {
+        match self {
+            Self::New(msg) => SendAck {
+                msg_id: msg.msg_id,
+                ts: msg.ts,
+                lane: msg.lane,
+            },
+            Self::Duplicate(ack) => *ack,
+        }
+    }
+}
+
+/// What a membership report changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PresenceChange {
+    /// The member count differs from before the report.
+    pub count_changed: bool,
+    /// Reported joiners who are banned: not added, to be kicked again.
+    pub banned: Vec<String>,
+}
+
+/// Everything the room service owns about one room.
+pub struct RoomState {
+    room_id: Arc<str>,
+    epoch: u64,
+    config: RoomConfig,
+    members: Members,
+    subscribers: BTreeSet<NodeIdx>,
+    moderation: Moderation,
+    normal_limit: LaneLimiter,
+    priority_limit: LaneLimiter,
+    dedupe: Dedupe,
+    clock: RoomClock,
+    /// The newest message's position: its msg_id, ts and normal_seq are
+    /// where the next message counts from.
+    latest: Cursor,
+    history: VecDeque<ChatMessage>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for RoomState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomState")
+            .field("room_id", &self.room_id)
+            .field("epoch", &self.epoch)
+            .field("members", &self.members.count())
+            .field("subscribers", &self.subscribers)
+            .field("latest", &self.latest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RoomState {
+    /// A room with no members, no messages and a new stream `epoch`. The
+    /// config is taken as given (see [`validate_config`]); limiters treat a
+    /// zero burst as 1.
+    pub fn new(room_id: Arc<str>, epoch: u64, config: RoomConfig) -> Self {
+        Self {
+            room_id,
+            epoch,
+            normal_limit: LaneLimiter::new(config.normal_per_s, config.normal_burst),
+            priority_limit: LaneLimiter::new(config.priority_per_s, config.priority_burst),
+            history: VecDeque::with_capacity(config.history_size.min(256) as usize),
+            config,
+            members: Members::new(),
+            subscribers: BTreeSet::new(),
+            moderation: Moderation::new(),
+            dedupe: Dedupe::new(),
+            clock: RoomClock::new(),
+            latest: Cursor::start(epoch),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The room's id.
+    pub fn room_id(&self) -> &Arc<str> {
+        &self.room_id
+    }
+
+    /// The identity of the room's stream.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The room's settings.
+    pub fn config(&self) -> &RoomConfig {
+        &self.config
+    }
+
+    /// Validates and applies new settings. A lane whose rate or burst changed
+    /// gets a fresh limiter (its bucket starts full); the history is trimmed
+    /// to the new size.
+    pub fn set_config(&mut self, config: RoomConfig) -> Result<(), ConfigError> {
+        validate_config(&config)?;
+        if !self
+            .normal_limit
+            .enforces(config.normal_per_s, config.normal_burst)
+        {
+            self.normal_limit = LaneLimiter::new(config.normal_per_s, config.normal_burst);
+        }
+        if !self
+            .priority_limit
+            .enforces(config.priority_per_s, config.priority_burst)
+        {
+            self.priority_limit = LaneLimiter::new(config.priority_per_s, config.priority_burst);
+        }
+        self.config = config;
+        self.trim_history();
+        Ok(())
+    }
+
+    // --- Nodes and members -------------------------------------------------
+
+    /// `node` wants the room's broadcasts; whether it did not before.
+    pub fn subscribe(&mut self, node: NodeIdx) -> bool {
+        self.subscribers.insert(node)
+    }
+
+    /// `node` no longer wants broadcasts and has no members here any more;
+    /// whether the member count changed.
+    pub fn unsubscribe(&mut self, node: NodeIdx) -> bool {
+        self.subscribers.remove(&node);
+        let before = self.members.count();
+        self.members.remove_node(node);
+        self.members.count() != before
+    }
+
+    /// Whether `node` gets the room's broadcasts.
+    pub fn is_subscribed(&self, node: NodeIdx) -> bool {
+        self.subscribers.contains(&node)
+    }
+
+    /// The subscribed nodes, in index order.
+    pub fn subscribers(&self) -> impl ExactSizeIterator<Item = NodeIdx> + '_ {
+        self.subscribers.iter().copied()
+    }
+
+    /// Applies a node's report of users now present (`joined`, applied first)
+    /// and no longer present (`left`) there. Banned joiners are not added.
+    pub fn apply_membership(
+        &mut self,
+        node: NodeIdx,
+        joined: &[String],
+        left: &[String],
+    ) -> PresenceChange {
+        let before = self.members.count();
+        let mut banned = Vec::new();
+        for user in joined {
+            if self.moderation.is_banned(user) {
+                banned.push(user.clone());
+            } else {
+                self.members.join(user, node);
+            }
+        }
+        for user in left {
+            self.members.leave(user, node);
+        }
+        PresenceChange {
+            count_changed: self.members.count() != before,
+            banned,
+        }
+    }
+
+    /// The nodes `user` is present on.
+    pub fn nodes_of(&self, user: &str) -> &[NodeIdx] {
+        self.members.nodes_of(user)
+    }
+
+    /// Distinct users present on some node.
+    pub fn member_count(&self) -> usize {
+        self.members.count()
+    }
+
+    // --- Messages ----------------------------------------------------------
+
+    /// Decides on a member's message: checks membership, ban, mute, kind,
+    /// payload size, dedupe and the lane's limit, in that order, then stamps
+    /// the message and appends it to the history. A banned user is no member
+    /// (the ban removed them), and is told BANNED rather than NOT_JOINED so
+    /// their client does not try to join again.
+    pub fn accept(&mut self, send: SendInput, now: Now) -> Result<Accepted, v1::Error> {
+        let outcome = self.decide(send, now);
+        match &outcome {
+            Ok(Accepted::New(msg)) => self.counters.accepted(msg.lane()),
+            Ok(Accepted::Duplicate(_)) => self.counters.duplicates += 1,
+            Err(error) => self.counters.rejected(error.code),
+        }
+        outcome
+    }
+
+    fn decide(&mut self, send: SendInput, now: Now) -> Result<Accepted, v1::Error> {
+        let sender = send.sender.as_str();
+        if !self.members.contains(sender) && !self.moderation.is_banned(sender) {
+            return Err(v1::Error::new(
+                ErrorCode::NotJoined,
+                "join the room before sending to it",
+            ));
+        }
+        if self.moderation.is_banned(sender) {
+            return Err(v1::Error::new(
+                ErrorCode::Banned,
+                "you are banned from this room",
+            ));
+        }
+        if !send.roles.privileged()
+            && let Some(left) = self.moderation.mute_left(sender, now.unix_us)
+        {
+            return Err(muted(left));
+        }
+        if !Kind::is_allowed(send.kind) {
+            return Err(v1::Error::new(
+                ErrorCode::BadRequest,
+                format!("kind {} is reserved", send.kind),
+            ));
+        }
+        if send.kind == Kind::Notice as i32 && !send.roles.privileged() {
+            return Err(v1::Error::new(
+                ErrorCode::Forbidden,
+                "only admin or system senders may post notices",
+            ));
+        }
+        self.check_payload(&send.payload)?;
+        if let Some(ack) = self.dedupe.get(sender, send.client_msg_id, now.mono_ns) {
+            return Ok(Accepted::Duplicate(ack));
+        }
+        let lane = self.lane_for(sender, send.roles, send.kind);
+        let limiter = match lane {
+            Lane::Normal => &self.normal_limit,
+            Lane::Priority => &self.priority_limit,
+        };
+        limiter
+            .check_at(now.mono_ns)
+            .map_err(|limited| rate_limited(lane, limiter.per_s(), limited))?;
+        let msg = self.stamp(
+            send.sender,
+            lane,
+            send.kind,
+            send.payload,
+            send.client_msg_id,
+            now,
+        );
+        let ack = SendAck {
+            msg_id: msg.msg_id,
+            ts: msg.ts,
+            lane: msg.lane,
+        };
+        self.dedupe
+            .remember(&msg.sender, msg.client_msg_id, ack, now.mono_ns);
+        Ok(Accepted::New(msg))
+    }
+
+    /// Posts an admin or system notice: PRIORITY lane, no membership check,
+    /// no limit; only the payload size is checked.
+    pub fn post_notice(
+        &mut self,
+        sender: String,
+        payload: Bytes,
+        now: Now,
+    ) -> Result<ChatMessage, v1::Error> {
+        if let Err(error) = self.check_payload(&payload) {
+            self.counters.rejected(error.code);
+            return Err(error);
+        }
+        let msg = self.stamp(sender, Lane::Priority, Kind::Notice as i32, payload, 0, now);
+        self.counters.accepted(Lane::Priority);
+        Ok(msg)
+    }
+
+    /// The lane a message goes to: PRIORITY for privileged or whitelisted
+    /// senders and for the room's priority kinds.
+    pub fn lane_for(&self, sender: &str, roles: Roles, kind: i32) -> Lane {
+        if roles.privileged()
+            || self.moderation.is_whitelisted(sender)
+            || self.config.priority_kinds.contains(&kind)
+        {
+            Lane::Priority
+        } else {
+            Lane::Normal
+        }
+    }
+
+    fn check_payload(&self, payload: &Bytes) -> Result<(), v1::Error> {
+        let max = self.config.max_payload_bytes;
+        if payload.len() > max as usize {
+            return Err(v1::Error::new(
+                ErrorCode::PayloadTooLarge,
+                format!("payload is {} bytes, this room allows {max}", payload.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn stamp(
+        &mut self,
+        sender: String,
+        lane: Lane,
+        kind: i32,
+        payload: Bytes,
+        client_msg_id: u64,
+        now: Now,
+    ) -> ChatMessage {
+        let ts = self.clock.stamp(now.unix_us);
+        let msg_id = self.latest.msg_id.saturating_add(1);
+        let normal_seq = match lane {
+            Lane::Normal => self.latest.normal_seq.saturating_add(1),
+            Lane::Priority => self.latest.normal_seq,
+        };
+        let msg = ChatMessage {
+            msg_id,
+            ts,
+            normal_seq,
+            sender,
+            lane: lane as i32,
+            kind,
+            payload,
+            client_msg_id,
+        };
+        self.latest = Cursor::after(self.epoch, &msg);
+        if self.config.history_size > 0 {
+            self.history.push_back(msg.clone());
+            self.trim_history();
+        }
+        msg
+    }
+
+    fn trim_history(&mut self) {
+        let keep = self.config.history_size as usize;
+        if self.history.len() > keep {
+            self.history.drain(..self.history.len() - keep);
+        }
+    }
+
+    /// The room's newest position (ts 0 before the first message).
+    pub fn latest(&self) -> Cursor {
+        self.latest
+    }
+
+    /// The recent messages, oldest first.
+    pub fn history(&self) -> impl DoubleEndedIterator<Item = &ChatMessage> + ExactSizeIterator {
+        self.history.iter()
+    }
+
+    // --- Moderation --------------------------------------------------------
+
+    /// The room's moderation lists.
+    pub fn moderation(&self) -> &Moderation {
+        &self.moderation
+    }
+
+    /// Mutes `user` until `until_us` (wall clock) or indefinitely.
+    pub fn mute(
+        &mut self,
+        user: &str,
+        until_us: Option<u64>,
+        now_us: u64,
+    ) -> Result<(), ModerationError> {
+        self.moderation.mute(user, until_us, now_us)
+    }
+
+    /// Lifts a mute; whether one was running.
+    pub fn unmute(&mut self, user: &str, now_us: u64) -> bool {
+        self.moderation.unmute(user, now_us)
+    }
+
+    /// Bans `user` and removes them from the room; the nodes they were
+    /// present on, which should kick them.
+    pub fn ban(&mut self, user: &str) -> Result<Vec<NodeIdx>, ModerationError> {
+        self.moderation.ban(user)?;
+        Ok(self.members.remove_user(user))
+    }
+
+    /// Lifts a ban; whether there was one.
+    pub fn unban(&mut self, user: &str) -> bool {
+        self.moderation.unban(user)
+    }
+
+    /// Sends `user`'s messages to the PRIORITY lane from now on.
+    pub fn whitelist_add(&mut self, user: &str) -> Result<bool, ModerationError> {
+        self.moderation.whitelist_add(user)
+    }
+
+    /// Takes `user` off the whitelist; whether they were on it.
+    pub fn whitelist_remove(&mut self, user: &str) -> bool {
+        self.moderation.whitelist_remove(user)
+    }
+
+    // --- Stats ---------------------------------------------------------------
+
+    /// Counts `frames` Broadcast frames carrying `messages` message copies.
+    pub fn record_broadcast(&mut self, frames: u64, messages: u64) {
+        self.counters.broadcast_frames += frames;
+        self.counters.broadcast_messages += messages;
+    }
+
+    /// A snapshot for operators at wall-clock `now_us`.
+    pub fn stats(&self, now_us: u64) -> RoomStats {
+        let c = &self.counters;
+        RoomStats {
+            room_id: self.room_id.to_string(),
+            members: self.members.count() as u64,
+            nodes: self.subscribers.len() as u64,
+            accepted_normal: c.accepted_normal,
+            accepted_priority: c.accepted_priority,
+            duplicates: c.duplicates,
+            rejected: c.rejected_by_code(),
+            broadcast_frames: c.broadcast_frames,
+            broadcast_messages: c.broadcast_messages,
+            history: self.history.len() as u64,
+            mutes: self.moderation.mute_count(now_us) as u64,
+            bans: self.moderation.ban_count() as u64,
+            whitelist: self.moderation.whitelist_count() as u64,
+            latest: self.latest,
+        }
+    }
+}
+
+fn muted(left: MuteLeft) -> v1::Error {
+    match left {
+        MuteLeft::Indefinite => v1::Error::new(
+            ErrorCode::Muted,
+            "muted in this room until a moderator lifts it",
+        ),
+        MuteLeft::Micros(us) => {
+            let secs = us.div_ceil(1_000_000);
+            let ms = u32::try_from(us.div_ceil(1_000)).unwrap_or(u32::MAX);
+            v1::Error::new(ErrorCode::Muted, format!("muted for {secs} s more")).retry_after(ms)
+        }
+    }
+}
+
+fn rate_limited(lane: Lane, per_s: u32, limited: Limited) -> v1::Error {
+    let lane = match lane {
+        Lane::Normal => "normal",
+        Lane::Priority => "priority",
+    };
+    let message = if limited.closed {
+        format!("the {lane} lane of this room is closed")
+    } else {
+        format!("{lane} lane limit {per_s} msg/s reached")
+    };
+    v1::Error::new(ErrorCode::RateLimited, message).retry_after(limited.retry_after_ms)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,20 @@
+//! The chatroom room service: owns rooms (sharded by room id), decides on
+//! every message and fans accepted ones out, one copy per subscribed msg-svc
+//! node.
+//!
+//! Per room it keeps the members and the nodes they are on, the subscribed
+//! nodes, moderation (mutes, bans, whitelist), a limiter per lane, the room
+//! clock and epoch, the config and a capped recent history.
+//!
+//! Layout:
+//! - [`core`]: the sans-I/O part. [`core::RoomState`] and what it is made of
+//!   (members, moderation, limiter, dedupe, clock, config, stats); time is
+//!   passed in, nothing waits or reads a clock.
+//! - [`service`]: the in-process service. [`RoomService`] runs the worker
+//!   tasks that own the rooms, hands msg-svc nodes a [`NodePort`] (their
+//!   [`UpLink`](chatroom_cluster::link::UpLink)) and takes admin operations.
+
+pub mod core;
+pub mod service;
+
+pub use service::{AdminError, NodePort, RoomService, RoomServiceConfig};

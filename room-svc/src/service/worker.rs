@@ -1,0 +1,592 @@
+//! One worker task: owns a share of the rooms, handles their frames and admin
+//! jobs in queue order, and answers in batches.
+//!
+//! A worker drains what is queued (up to [`BATCH`] inputs), handles it, then
+//! flushes: each room that accepted messages gets one Broadcast per
+//! subscribed node carrying all of them in order. Replies go out in the order
+//! they were made, so a sender's ack always precedes the broadcast of its
+//! message. Sending waits when a node's downlink is full (the backpressure
+//! policy of the node link: the worker's own queue then fills and senders
+//! are refused with `LinkError::Full`); a node whose downlink is closed is
+//! detached.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chatroom_cluster::auth::Roles;
+use chatroom_cluster::clock::{mono_nanos, unix_micros};
+use chatroom_cluster::link::DownLink;
+use chatroom_proto::cluster::v1::{
+    Broadcast, Kick, Membership, RoomConfig, RoomUpdate, SendRequest, SendResult, SubscribeAck,
+    ToMsgSvc, ToRoomSvc, send_result, to_msg_svc, to_room_svc,
+};
+use chatroom_proto::ids::check_id;
+use chatroom_proto::v1::{self, ChatMessage, ErrorCode, KickReason, SendAck};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior, interval_at};
+use tracing::{debug, info, warn};
+
+use super::AdminError;
+use crate::core::{Accepted, NodeIdx, Now, RoomClock, RoomState, RoomStats, SendInput};
+
+/// Most inputs handled between two flushes.
+const BATCH: usize = 256;
+
+/// An attached msg-svc node as the workers see it.
+#[derive(Debug)]
+pub(super) struct NodeLink {
+    pub(super) idx: NodeIdx,
+    /// The id it attached with, for logs.
+    pub(super) id: Arc<str>,
+    pub(super) down: DownLink,
+}
+
+/// A job run on the worker owning a room; it hands its reply to
+/// [`Worker::reply_after_flush`].
+pub(super) type AdminJob = Box<dyn FnOnce(&mut Worker) + Send>;
+
+/// Sends an admin job's answer.
+pub(super) type Reply = Box<dyn FnOnce() + Send>;
+
+/// What a worker's queue carries.
+pub(super) enum Input {
+    /// A frame from a node.
+    Frame {
+        node: Arc<NodeLink>,
+        frame: ToRoomSvc,
+    },
+    /// An admin operation.
+    Admin(AdminJob),
+}
+
+/// A room and what the worker has yet to send for it.
+struct RoomSlot {
+    state: RoomState,
+    /// Accepted messages not broadcast yet, oldest first.
+    pending: Vec<ChatMessage>,
+    /// The member count the subscribers were last told.
+    pushed_members: u64,
+}
+
+/// The rooms of one worker task and everything it has to send.
+pub(super) struct Worker {
+    defaults: RoomConfig,
+    rooms: HashMap<Arc<str>, RoomSlot>,
+    /// Nodes that sent this worker a frame (and so may be answered).
+    nodes: HashMap<NodeIdx, Arc<NodeLink>>,
+    /// Frames to send at the next flush, in the order they were made.
+    outbox: Vec<(NodeIdx, ToMsgSvc)>,
+    /// Rooms with pending messages, in the order their first one arrived.
+    pending_rooms: Vec<Arc<str>>,
+    /// Rooms whose member count may have changed since the last push.
+    members_changed: HashSet<Arc<str>>,
+    /// Answers to admin jobs, sent once their frames are sent.
+    replies: Vec<Reply>,
+    /// Issues room epochs: creation time in microseconds, distinct even for
+    /// rooms created (or closed and re-created) within one microsecond.
+    epochs: RoomClock,
+}
+
+fn now() -> Now {
+    Now {
+        unix_us: unix_micros(),
+        mono_ns: mono_nanos(),
+    }
+}
+
+fn frame(body: to_msg_svc::Body) -> ToMsgSvc {
+    ToMsgSvc { body: Some(body) }
+}
+
+impl Worker {
+    pub(super) fn new(defaults: RoomConfig) -> Self {
+        Self {
+            defaults,
+            rooms: HashMap::new(),
+            nodes: HashMap::new(),
+            outbox: Vec::new(),
+            pending_rooms: Vec::new(),
+            members_changed: HashSet::new(),
+            replies: Vec::new(),
+            epochs: RoomClock::new(),
+        }
+    }
+
+    /// Runs `reply` after the frames queued so far are sent, so an admin
+    /// call returns once its effects (kicks, updates, broadcasts) are on the
+    /// nodes' downlinks.
+    pub(super) fn reply_after_flush(&mut self, reply: Reply) {
+        self.replies.push(reply);
+    }
+
+    /// Handles inputs until every sender of `queue` is gone.
+    pub(super) async fn run(mut self, mut queue: mpsc::Receiver<Input>, member_update: Duration) {
+        debug!("worker started");
+        let mut tick = interval_at(Instant::now() + member_update, member_update);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                received = queue.recv_many(&mut batch, BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    for input in batch.drain(..) {
+                        match input {
+                            Input::Frame { node, frame } => self.on_frame(node, frame),
+                            Input::Admin(job) => job(&mut self),
+                        }
+                    }
+                }
+                _ = tick.tick() => self.push_member_counts(),
+            }
+            self.flush().await;
+            for reply in self.replies.drain(..) {
+                reply();
+            }
+        }
+        debug!(rooms = self.rooms.len(), "worker stopped");
+    }
+
+    // --- Frames from nodes ---------------------------------------------------
+
+    fn on_frame(&mut self, link: Arc<NodeLink>, frame: ToRoomSvc) {
+        let node = link.idx;
+        self.nodes.entry(node).or_insert(link);
+        match frame.body {
+            Some(to_room_svc::Body::Subscribe(sub)) => self.on_subscribe(node, sub.room_id),
+            Some(to_room_svc::Body::Unsubscribe(unsub)) => {
+                self.on_unsubscribe(node, &unsub.room_id)
+            }
+            Some(to_room_svc::Body::Membership(membership)) => self.on_membership(node, membership),
+            Some(to_room_svc::Body::Send(send)) => self.on_send(node, send),
+            // The port drops body-less frames before they get here.
+            None => {}
+        }
+    }
+
+    fn on_subscribe(&mut self, node: NodeIdx, room_id: String) {
+        if let Err(error) = check_id(&room_id) {
+            warn!(%node, %error, "subscribe with a bad room id dropped");
+            return;
+        }
+        // Messages accepted before the subscribe are in the history the ack
+        // carries; only the nodes already subscribed get them as a broadcast.
+        self.broadcast_pending(&room_id);
+        let slot = self.room_or_create(&room_id);
+        slot.state.subscribe(node);
+        debug!(%node, room = %room_id, "node subscribed");
+        let state = &slot.state;
+        let ack = SubscribeAck {
+            latest: Some(state.latest()),
+            config: Some(state.config().clone()),
+            member_count: state.member_count() as u64,
+            history: state.history().cloned().collect(),
+            room_id,
+        };
+        self.outbox
+            .push((node, frame(to_msg_svc::Body::SubscribeAck(ack))));
+    }
+
+    fn on_unsubscribe(&mut self, node: NodeIdx, room_id: &str) {
+        if let Err(error) = check_id(room_id) {
+            warn!(%node, %error, "unsubscribe with a bad room id dropped");
+            return;
+        }
+        self.broadcast_pending(room_id);
+        if let Some(slot) = self.rooms.get_mut(room_id) {
+            debug!(%node, room = room_id, "node unsubscribed");
+            if slot.state.unsubscribe(node) {
+                self.members_changed
+                    .insert(Arc::clone(slot.state.room_id()));
+            }
+        }
+    }
+
+    fn on_membership(&mut self, node: NodeIdx, mut report: Membership) {
+        if let Err(error) = check_id(&report.room_id) {
+            warn!(%node, %error, "membership with a bad room id dropped");
+            return;
+        }
+        let reported = report.joined.len() + report.left.len();
+        report.joined.retain(|user| check_id(user).is_ok());
+        report.left.retain(|user| check_id(user).is_ok());
+        let dropped = reported - report.joined.len() - report.left.len();
+        if dropped > 0 {
+            warn!(
+                %node,
+                room = %report.room_id,
+                dropped,
+                "bad user ids in a membership report dropped"
+            );
+        }
+        let slot = if report.joined.is_empty() {
+            // Only departures: nothing to do for a room that does not exist.
+            match self.rooms.get_mut(report.room_id.as_str()) {
+                Some(slot) => slot,
+                None => return,
+            }
+        } else {
+            room_or_create(
+                &mut self.rooms,
+                &mut self.epochs,
+                &self.defaults,
+                &report.room_id,
+            )
+        };
+        let change = slot
+            .state
+            .apply_membership(node, &report.joined, &report.left);
+        if change.count_changed {
+            self.members_changed
+                .insert(Arc::clone(slot.state.room_id()));
+        }
+        for user in change.banned {
+            debug!(%node, room = %report.room_id, %user, "banned user rejoined; kicking again");
+            self.outbox.push((node, kick(&report.room_id, user)));
+        }
+    }
+
+    fn on_send(&mut self, node: NodeIdx, send: SendRequest) {
+        let (session_id, request_id) = (send.session_id, send.request_id);
+        let outcome = self.accept(send);
+        let result = SendResult {
+            session_id,
+            request_id,
+            outcome: Some(outcome),
+        };
+        self.outbox
+            .push((node, frame(to_msg_svc::Body::SendResult(result))));
+    }
+
+    fn accept(&mut self, send: SendRequest) -> send_result::Outcome {
+        use send_result::Outcome;
+        if let Err(error) = check_id(&send.room_id) {
+            let message = format!("room id {error}");
+            return Outcome::Error(v1::Error::new(ErrorCode::BadRequest, message));
+        }
+        if let Err(error) = check_id(&send.sender) {
+            let message = format!("sender id {error}");
+            return Outcome::Error(v1::Error::new(ErrorCode::BadRequest, message));
+        }
+        let Some(slot) = self.rooms.get_mut(send.room_id.as_str()) else {
+            return Outcome::Error(v1::Error::new(
+                ErrorCode::NotJoined,
+                "join the room before sending to it",
+            ));
+        };
+        let input = SendInput {
+            sender: send.sender,
+            roles: Roles::from_names(&send.sender_roles),
+            client_msg_id: send.client_msg_id,
+            kind: send.kind,
+            payload: send.payload,
+        };
+        match slot.state.accept(input, now()) {
+            Ok(accepted) => {
+                let ack = accepted.ack();
+                if let Accepted::New(msg) = accepted {
+                    slot.queue_broadcast(msg, &mut self.pending_rooms);
+                }
+                Outcome::Ack(ack)
+            }
+            Err(error) => Outcome::Error(error),
+        }
+    }
+
+    // --- Admin jobs ------------------------------------------------------------
+
+    fn known_room(&mut self, room_id: &str) -> Result<&mut RoomSlot, AdminError> {
+        self.rooms
+            .get_mut(room_id)
+            .ok_or_else(|| AdminError::UnknownRoom(room_id.to_owned()))
+    }
+
+    pub(super) fn config(&mut self, room_id: &str) -> Result<RoomConfig, AdminError> {
+        Ok(self.known_room(room_id)?.state.config().clone())
+    }
+
+    pub(super) fn set_config(
+        &mut self,
+        room_id: &str,
+        config: RoomConfig,
+    ) -> Result<RoomConfig, AdminError> {
+        let slot = self.room_or_create(room_id);
+        slot.state.set_config(config)?;
+        let member_count = slot.state.member_count() as u64;
+        slot.pushed_members = member_count;
+        let config = slot.state.config().clone();
+        info!(room = room_id, "room config changed");
+        let update = RoomUpdate {
+            room_id: room_id.to_owned(),
+            config: Some(config.clone()),
+            member_count,
+            closed: false,
+        };
+        self.send_to_subscribers(room_id, to_msg_svc::Body::RoomUpdate(update));
+        Ok(config)
+    }
+
+    pub(super) fn mute(
+        &mut self,
+        room_id: &str,
+        user: &str,
+        duration: Option<Duration>,
+    ) -> Result<(), AdminError> {
+        let now_us = unix_micros();
+        let until_us = duration
+            .map(|d| now_us.saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)));
+        self.room_or_create(room_id)
+            .state
+            .mute(user, until_us, now_us)?;
+        info!(room = room_id, user, ?duration, "user muted");
+        Ok(())
+    }
+
+    pub(super) fn unmute(&mut self, room_id: &str, user: &str) {
+        if let Some(slot) = self.rooms.get_mut(room_id) {
+            slot.state.unmute(user, unix_micros());
+            info!(room = room_id, user, "user unmuted");
+        }
+    }
+
+    pub(super) fn ban(&mut self, room_id: &str, user: &str) -> Result<(), AdminError> {
+        let slot = room_or_create(&mut self.rooms, &mut self.epochs, &self.defaults, room_id);
+        let nodes = slot.state.ban(user)?;
+        if !nodes.is_empty() {
+            self.members_changed
+                .insert(Arc::clone(slot.state.room_id()));
+        }
+        info!(room = room_id, user, kicked_on = nodes.len(), "user banned");
+        for node in nodes {
+            self.outbox.push((node, kick(room_id, user.to_owned())));
+        }
+        Ok(())
+    }
+
+    pub(super) fn unban(&mut self, room_id: &str, user: &str) {
+        if let Some(slot) = self.rooms.get_mut(room_id) {
+            slot.state.unban(user);
+            info!(room = room_id, user, "user unbanned");
+        }
+    }
+
+    pub(super) fn whitelist_add(&mut self, room_id: &str, user: &str) -> Result<(), AdminError> {
+        self.room_or_create(room_id).state.whitelist_add(user)?;
+        info!(room = room_id, user, "user whitelisted");
+        Ok(())
+    }
+
+    pub(super) fn whitelist_remove(&mut self, room_id: &str, user: &str) {
+        if let Some(slot) = self.rooms.get_mut(room_id) {
+            slot.state.whitelist_remove(user);
+            info!(room = room_id, user, "user taken off the whitelist");
+        }
+    }
+
+    pub(super) fn post_notice(
+        &mut self,
+        room_id: &str,
+        sender: String,
+        payload: Bytes,
+    ) -> Result<SendAck, AdminError> {
+        let slot = room_or_create(&mut self.rooms, &mut self.epochs, &self.defaults, room_id);
+        let msg = slot
+            .state
+            .post_notice(sender, payload, now())
+            .map_err(AdminError::NoticeRefused)?;
+        let ack = SendAck {
+            msg_id: msg.msg_id,
+            ts: msg.ts,
+            lane: msg.lane,
+        };
+        slot.queue_broadcast(msg, &mut self.pending_rooms);
+        Ok(ack)
+    }
+
+    pub(super) fn stats(&mut self, room_id: &str) -> Result<RoomStats, AdminError> {
+        Ok(self.known_room(room_id)?.state.stats(unix_micros()))
+    }
+
+    pub(super) fn close(&mut self, room_id: &str) -> Result<(), AdminError> {
+        self.known_room(room_id)?;
+        self.broadcast_pending(room_id);
+        let Some(slot) = self.rooms.remove(room_id) else {
+            return Err(AdminError::UnknownRoom(room_id.to_owned()));
+        };
+        self.members_changed.remove(room_id);
+        let update = RoomUpdate {
+            room_id: room_id.to_owned(),
+            config: Some(slot.state.config().clone()),
+            member_count: slot.state.member_count() as u64,
+            closed: true,
+        };
+        let body = to_msg_svc::Body::RoomUpdate(update);
+        let nodes: Vec<NodeIdx> = slot.state.subscribers().collect();
+        self.push_to(&nodes, body);
+        info!(room = room_id, nodes = nodes.len(), "room closed");
+        Ok(())
+    }
+
+    // --- Sending ---------------------------------------------------------------
+
+    fn room_or_create(&mut self, room_id: &str) -> &mut RoomSlot {
+        room_or_create(&mut self.rooms, &mut self.epochs, &self.defaults, room_id)
+    }
+
+    /// Queues `body` for every node subscribed to the room.
+    fn send_to_subscribers(&mut self, room_id: &str, body: to_msg_svc::Body) {
+        let Some(slot) = self.rooms.get(room_id) else {
+            return;
+        };
+        let nodes: Vec<NodeIdx> = slot.state.subscribers().collect();
+        self.push_to(&nodes, body);
+    }
+
+    /// Queues one copy of `body` per node; the last copy is the original.
+    fn push_to(&mut self, nodes: &[NodeIdx], body: to_msg_svc::Body) {
+        if let Some((&last, rest)) = nodes.split_last() {
+            for &node in rest {
+                self.outbox.push((node, frame(body.clone())));
+            }
+            self.outbox.push((last, frame(body)));
+        }
+    }
+
+    /// Queues one Broadcast per subscribed node with the room's pending
+    /// messages.
+    fn broadcast_pending(&mut self, room_id: &str) {
+        let Some(slot) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        if slot.pending.is_empty() {
+            return;
+        }
+        let messages = std::mem::take(&mut slot.pending);
+        let nodes: Vec<NodeIdx> = slot.state.subscribers().collect();
+        let copies = nodes.len() as u64;
+        slot.state
+            .record_broadcast(copies, copies * messages.len() as u64);
+        let broadcast = Broadcast {
+            room_id: room_id.to_owned(),
+            messages,
+        };
+        self.push_to(&nodes, to_msg_svc::Body::Broadcast(broadcast));
+    }
+
+    /// Pushes the member count of every room whose count changed since it
+    /// was last pushed.
+    fn push_member_counts(&mut self) {
+        for room_id in std::mem::take(&mut self.members_changed) {
+            let Some(slot) = self.rooms.get_mut(&room_id) else {
+                continue;
+            };
+            let member_count = slot.state.member_count() as u64;
+            if member_count == slot.pushed_members {
+                continue;
+            }
+            slot.pushed_members = member_count;
+            let update = RoomUpdate {
+                room_id: room_id.to_string(),
+                config: None,
+                member_count,
+                closed: false,
+            };
+            self.send_to_subscribers(&room_id, to_msg_svc::Body::RoomUpdate(update));
+        }
+    }
+
+    /// Broadcasts what the rooms accepted, then sends everything queued, in
+    /// order, waiting on full downlinks. Nodes whose downlink is closed are
+    /// detached afterwards.
+    async fn flush(&mut self) {
+        let rooms = std::mem::take(&mut self.pending_rooms);
+        for room_id in &rooms {
+            self.broadcast_pending(room_id);
+        }
+        self.pending_rooms = rooms;
+        self.pending_rooms.clear();
+
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let mut closed: Vec<NodeIdx> = Vec::new();
+        for (node, frame) in outbox.drain(..) {
+            if closed.contains(&node) {
+                continue;
+            }
+            let Some(link) = self.nodes.get(&node) else {
+                continue;
+            };
+            if link.down.send(frame).await.is_err() {
+                closed.push(node);
+            }
+        }
+        self.outbox = outbox;
+        for node in closed {
+            self.detach(node);
+        }
+    }
+
+    /// Forgets a node whose downlink is closed: unsubscribed from every room
+    /// of this worker, its members gone.
+    fn detach(&mut self, node: NodeIdx) {
+        let Some(link) = self.nodes.remove(&node) else {
+            return;
+        };
+        let mut rooms = 0;
+        for (room_id, slot) in &mut self.rooms {
+            if slot.state.is_subscribed(node) {
+                rooms += 1;
+            }
+            if slot.state.unsubscribe(node) {
+                self.members_changed.insert(Arc::clone(room_id));
+            }
+        }
+        info!(%node, node_id = %link.id, rooms, "node's downlink is closed; detached");
+    }
+}
+
+impl RoomSlot {
+    /// Adds an accepted message to the next broadcast of the room.
+    fn queue_broadcast(&mut self, msg: ChatMessage, pending_rooms: &mut Vec<Arc<str>>) {
+        if self.pending.is_empty() {
+            pending_rooms.push(Arc::clone(self.state.room_id()));
+        }
+        self.pending.push(msg);
+    }
+}
+
+/// The room's slot, created with the defaults and a new epoch if absent.
+fn room_or_create<'a>(
+    rooms: &'a mut HashMap<Arc<str>, RoomSlot>,
+    epochs: &mut RoomClock,
+    defaults: &RoomConfig,
+    room_id: &str,
+) -> &'a mut RoomSlot {
+    if !rooms.contains_key(room_id) {
+        let id: Arc<str> = room_id.into();
+        let epoch = epochs.stamp(unix_micros());
+        let state = RoomState::new(Arc::clone(&id), epoch, defaults.clone());
+        debug!(room = room_id, epoch = state.epoch(), "room created");
+        rooms.insert(
+            id,
+            RoomSlot {
+                state,
+                pending: Vec::new(),
+                pushed_members: 0,
+            },
+        );
+    }
+    // Inserted just above when it was missing.
+    rooms.get_mut(room_id).expect("the room was just created")
+}
+
+fn kick(room_id: &str, user_id: String) -> ToMsgSvc {
+    frame(to_msg_svc::Body::Kick(Kick {
+        room_id: room_id.to_owned(),
+        user_id,
+        reason: KickReason::Banned as i32,
+        message: "banned from this room".to_owned(),
+    }))
+}
