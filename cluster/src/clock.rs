@@ -2,7 +2,7 @@
 //! pass the value in, so tests and the simulation can drive time themselves.
 
 use std::sync::OnceLock;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Wall-clock microseconds since the Unix epoch: what room timestamps are made of.
 pub fn unix_micros() -> u64 {
@@ -19,7 +19,15 @@ pub fn mono_millis() -> u64 {
 
 /// Monotonic nanoseconds on the same base as [`mono_millis`].
 pub fn mono_nanos() -> u64 {
+    u64::try_from(start().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The [`Instant`] of a [`mono_millis`] reading, to sleep until it.
+pub fn instant_at(mono_ms: u64) -> Instant {
+    start() + Duration::from_millis(mono_ms)
+}
+
+fn start() -> Instant {
     static START: OnceLock<Instant> = OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    *START.get_or_init(Instant::now)
 }

@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
-use crate::v1::{ChatMessage, JoinAck, Notify, PullResult};
+use crate::v1::{ChatMessage, Delta, JoinAck, Notify, PullResult};
 
 // Field numbers in client.proto.
 const SERVER_FRAME_REQUEST_ID: u32 = 1;
@@ -28,25 +28,34 @@ pub fn encode_message(msg: &ChatMessage) -> Bytes {
     msg.encode_to_vec().into()
 }
 
-/// A `ServerFrame` notifying `head.room_id`, with a delta when `delta` is
-/// `Some`: its head (messages left empty) and the encoded messages.
-pub fn notify_frame<'a, I>(head: &Notify, delta: Option<(&crate::v1::Delta, I)>) -> Bytes
+/// A `ServerFrame` notifying `head.room_id` with the messages inline: the
+/// delta's head (messages left empty) and the encoded messages.
+pub fn notify_frame<'a, I>(head: &Notify, delta: &Delta, msgs: I) -> Bytes
 where
     I: Iterator<Item = &'a [u8]> + Clone,
 {
-    debug_assert!(head.delta.is_none(), "the delta goes in separately");
-    let delta_len = delta
-        .as_ref()
-        .map(|(d, msgs)| d.encoded_len() + repeated_len(DELTA_MESSAGES, msgs.clone()));
-    let notify_len = head.encoded_len() + delta_len.map_or(0, |len| field_len(NOTIFY_DELTA, len));
+    debug_assert!(
+        head.delta.is_none() && delta.messages.is_empty(),
+        "parts go in separately"
+    );
+    let delta_len = delta.encoded_len() + repeated_len(DELTA_MESSAGES, msgs.clone());
+    let notify_len = head.encoded_len() + field_len(NOTIFY_DELTA, delta_len);
     let mut buf = BytesMut::with_capacity(field_len(SERVER_FRAME_NOTIFY, notify_len));
     put_field_head(SERVER_FRAME_NOTIFY, notify_len, &mut buf);
     put_message(head, &mut buf);
-    if let (Some((delta, msgs)), Some(len)) = (delta, delta_len) {
-        put_field_head(NOTIFY_DELTA, len, &mut buf);
-        put_message(delta, &mut buf);
-        put_repeated(DELTA_MESSAGES, msgs, &mut buf);
-    }
+    put_field_head(NOTIFY_DELTA, delta_len, &mut buf);
+    put_message(delta, &mut buf);
+    put_repeated(DELTA_MESSAGES, msgs, &mut buf);
+    buf.freeze()
+}
+
+/// A `ServerFrame` notifying `head.room_id` without messages: pull.
+pub fn plain_notify_frame(head: &Notify) -> Bytes {
+    debug_assert!(head.delta.is_none(), "a plain notify has no delta");
+    let len = head.encoded_len();
+    let mut buf = BytesMut::with_capacity(field_len(SERVER_FRAME_NOTIFY, len));
+    put_field_head(SERVER_FRAME_NOTIFY, len, &mut buf);
+    put_message(head, &mut buf);
     buf.freeze()
 }
 
@@ -163,7 +172,7 @@ fn put_message(msg: &impl Message, buf: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v1::{Cursor, Delta, Lane, RoomLimits, ServerFrame, server_frame::Body};
+    use crate::v1::{Cursor, Lane, RoomLimits, ServerFrame, server_frame::Body};
 
     fn msg(msg_id: u64, lane: Lane) -> ChatMessage {
         ChatMessage {
@@ -238,7 +247,7 @@ mod tests {
             dropped_priority: 0,
             messages: Vec::new(),
         };
-        let frame = notify_frame(&head, Some((&delta, encoded.iter().map(|b| &b[..]))));
+        let frame = notify_frame(&head, &delta, encoded.iter().map(|b| &b[..]));
         let want = ServerFrame::reply(
             0,
             Body::Notify(Notify {
@@ -251,7 +260,7 @@ mod tests {
         );
         assert_eq!(decode(&frame), want);
 
-        let plain = notify_frame(&head, None::<(&Delta, std::iter::Empty<&[u8]>)>);
+        let plain = plain_notify_frame(&head);
         assert_eq!(decode(&plain), ServerFrame::reply(0, Body::Notify(head)));
     }
 
