@@ -1,0 +1,148 @@
+//! Frames from the room owners: subscription acks fill rings, broadcasts
+//! append to them and wake the shards, send results go back to their
+//! sessions, kicks and room updates change memberships.
+
+use std::sync::Arc;
+
+use chatroom_cluster::link::DownLinkRx;
+use chatroom_proto::cluster::v1::{
+    Broadcast, Kick, RoomUpdate, SendResult, SubscribeAck, send_result, to_msg_svc,
+};
+use chatroom_proto::v1::{self, ErrorCode, KickReason, Kicked, server_frame};
+use tracing::{debug, warn};
+
+use crate::node::MsgNode;
+use crate::room::{RoomKey, Subscription, round_config};
+use crate::shard::ShardCmd;
+
+/// Processes frames from the room owners until the link closes.
+pub(crate) async fn run(node: Arc<MsgNode>, mut rx: DownLinkRx) {
+    while let Some(frame) = rx.recv().await {
+        let Some(body) = frame.body else {
+            warn!("empty frame from a room service");
+            continue;
+        };
+        match body {
+            to_msg_svc::Body::SubscribeAck(ack) => subscribed(&node, ack).await,
+            to_msg_svc::Body::Broadcast(broadcast) => broadcast_arrived(&node, broadcast).await,
+            to_msg_svc::Body::SendResult(result) => send_result(&node, result),
+            to_msg_svc::Body::Kick(kick) => kicked(&node, kick).await,
+            to_msg_svc::Body::RoomUpdate(update) => room_updated(&node, update).await,
+        }
+    }
+    debug!("room service link closed");
+}
+
+async fn subscribed(node: &MsgNode, ack: SubscribeAck) {
+    let Some(room) = node.room(&ack.room_id) else {
+        debug!(room = %ack.room_id, "ack for a room no longer here");
+        return;
+    };
+    let config = ack.config.unwrap_or_default();
+    room.activate(
+        ack.latest.unwrap_or_default(),
+        config.clone(),
+        ack.member_count,
+        &ack.history,
+    );
+    let round = round_config(&config);
+    node.to_all_shards(|| ShardCmd::Config {
+        room: RoomKey(Arc::clone(&room)),
+        config: round,
+    })
+    .await;
+    node.mark_dirty(&room).await;
+}
+
+async fn broadcast_arrived(node: &MsgNode, broadcast: Broadcast) {
+    let Some(room) = node.room(&broadcast.room_id) else {
+        return;
+    };
+    if !matches!(room.state.lock().subscription, Subscription::Active) {
+        return;
+    }
+    {
+        let mut ring = room.ring.write();
+        for msg in &broadcast.messages {
+            ring.append(msg);
+        }
+    }
+    node.mark_dirty(&room).await;
+}
+
+fn send_result(node: &MsgNode, result: SendResult) {
+    let Some(session) = node.sessions.get(result.session_id) else {
+        return;
+    };
+    let body = match result.outcome {
+        Some(send_result::Outcome::Ack(ack)) => server_frame::Body::SendAck(ack),
+        Some(send_result::Outcome::Error(error)) => server_frame::Body::Error(error),
+        None => server_frame::Body::Error(v1::Error::new(
+            ErrorCode::Internal,
+            "room service sent no outcome",
+        )),
+    };
+    session.reply(result.request_id, body);
+}
+
+/// Removes `user`'s sessions here from the room and tells them why.
+async fn kicked(node: &MsgNode, kick: Kick) {
+    let reason = KickReason::try_from(kick.reason).unwrap_or(KickReason::Unspecified);
+    for session in node.sessions.of_user(&kick.user_id) {
+        let room = {
+            let mut rooms = session.rooms();
+            let Some(index) = rooms.iter().position(|room| *room.id == *kick.room_id) else {
+                continue;
+            };
+            rooms.swap_remove(index)
+        };
+        session.reply(0, kicked_frame(&kick.room_id, reason, &kick.message));
+        node.leave(&session, &room).await;
+    }
+}
+
+async fn room_updated(node: &MsgNode, update: RoomUpdate) {
+    let Some(room) = node.room(&update.room_id) else {
+        return;
+    };
+    if update.closed {
+        room.state.lock().subscription = Subscription::Closed;
+        node.remove_room(&room);
+        for session in node.sessions.all() {
+            let removed = {
+                let mut rooms = session.rooms();
+                let before = rooms.len();
+                rooms.retain(|r| !Arc::ptr_eq(r, &room));
+                before != rooms.len()
+            };
+            if removed {
+                session.reply(
+                    0,
+                    kicked_frame(&room.id, KickReason::RoomClosed, "the room was closed"),
+                );
+                node.leave(&session, &room).await;
+            }
+        }
+        node.to_all_shards(|| ShardCmd::Forget(RoomKey(Arc::clone(&room))))
+            .await;
+        return;
+    }
+    room.state.lock().member_count = update.member_count;
+    if let Some(config) = update.config {
+        let round = round_config(&config);
+        room.reconfigure(config);
+        node.to_all_shards(|| ShardCmd::Config {
+            room: RoomKey(Arc::clone(&room)),
+            config: round,
+        })
+        .await;
+    }
+}
+
+fn kicked_frame(room_id: &str, reason: KickReason, message: &str) -> server_frame::Body {
+    server_frame::Body::Kicked(Kicked {
+        room_id: room_id.to_owned(),
+        reason: reason as i32,
+        message: message.to_owned(),
+    })
+}

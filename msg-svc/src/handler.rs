@@ -1,0 +1,333 @@
+//! What each client frame does. Transport-neutral: the WebSocket (and later
+//! QUIC) connection tasks decode frames and hand them here.
+
+use std::sync::Arc;
+
+use chatroom_cluster::link::LinkError;
+use chatroom_proto::cluster::v1::{SendRequest, ToRoomSvc, to_room_svc};
+use chatroom_proto::compose::{join_ack_frame, pull_result_frame};
+use chatroom_proto::framing::ws::close_code;
+use chatroom_proto::ids::check_id;
+use chatroom_proto::v1::{
+    self, ClientFrame, Connect, ConnectAck, ErrorCode, Join, JoinAck, KickReason, Kind, Leave,
+    LeaveAck, Pong, Pull, PullResult, RoomPosition, Send, client_frame, server_frame,
+};
+use tracing::{debug, info};
+
+use crate::node::MsgNode;
+use crate::room::{LocalRoom, RoomKey, limits};
+use crate::session::{Identity, Session, Urgency};
+use crate::shard::ShardCmd;
+
+/// Handles one decoded frame. Errors are answered to the client; nothing here
+/// ends the connection except a failed Connect.
+pub(crate) async fn handle(node: &MsgNode, session: &Arc<Session>, frame: ClientFrame) {
+    let request_id = frame.request_id;
+    let Some(body) = frame.body else {
+        answer_error(
+            session,
+            request_id,
+            v1::Error::new(ErrorCode::BadRequest, "unknown frame"),
+        );
+        return;
+    };
+    let result = match body {
+        client_frame::Body::Connect(connect) => self::connect(node, session, request_id, connect),
+        _ if session.identity().is_none() => {
+            Err(v1::Error::new(ErrorCode::Unauthenticated, "connect first"))
+        }
+        client_frame::Body::Join(join) => self::join(node, session, request_id, join).await,
+        client_frame::Body::Leave(leave) => self::leave(node, session, request_id, leave).await,
+        client_frame::Body::Send(send) => self::send(node, session, request_id, send),
+        client_frame::Body::Pull(pull) => self::pull(node, session, request_id, pull).await,
+        client_frame::Body::Ping(_) => {
+            pong(session, request_id);
+            Ok(())
+        }
+    };
+    if let Err(error) = result {
+        answer_error(session, request_id, error);
+    }
+}
+
+/// Answers `request_id` with an error.
+pub(crate) fn answer_error(session: &Session, request_id: u64, error: v1::Error) {
+    debug!(session = session.id, code = error.code, message = %error.message, "request refused");
+    session.reply(request_id, server_frame::Body::Error(error));
+}
+
+fn bad_request(message: impl Into<String>) -> v1::Error {
+    v1::Error::new(ErrorCode::BadRequest, message)
+}
+
+fn connect(
+    node: &MsgNode,
+    session: &Arc<Session>,
+    request_id: u64,
+    connect: Connect,
+) -> Result<(), v1::Error> {
+    if session.identity().is_some() {
+        return Err(bad_request("already connected"));
+    }
+    let who = match node.tokens.verify(&connect.token) {
+        Ok(who) => who,
+        Err(error) => {
+            let message = format!("invalid token: {error}");
+            answer_error(
+                session,
+                request_id,
+                v1::Error::new(ErrorCode::Unauthenticated, &message),
+            );
+            session.close_with(KickReason::Protocol, close_code::POLICY_VIOLATION, &message);
+            return Ok(());
+        }
+    };
+    let device = if connect.device_id.is_empty() {
+        "default"
+    } else {
+        &connect.device_id
+    };
+    if let Err(error) = check_id(device) {
+        return Err(bad_request(format!("device id {error}")));
+    }
+    let device: Arc<str> = device.into();
+    match node.sessions.register_device(
+        &who.user,
+        &device,
+        session.id,
+        node.config.max_sessions_per_user,
+    ) {
+        Ok(Some(replaced)) => {
+            if let Some(old) = node.sessions.get(replaced) {
+                old.kick(
+                    KickReason::Replaced,
+                    "replaced by a newer session of the same device",
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(_) => {
+            let message = format!(
+                "user has {} sessions already",
+                node.config.max_sessions_per_user
+            );
+            answer_error(
+                session,
+                request_id,
+                v1::Error::new(ErrorCode::Forbidden, &message),
+            );
+            session.close_with(KickReason::Protocol, close_code::POLICY_VIOLATION, &message);
+            return Ok(());
+        }
+    }
+    info!(session = session.id, user = %who.user, %device, remote = %session.remote, "connected");
+    let ack = ConnectAck {
+        session_id: session.id,
+        heartbeat_ms: u32::try_from(node.config.heartbeat.as_millis()).unwrap_or(u32::MAX),
+        user_id: who.user.to_string(),
+        max_rooms: u32::try_from(node.config.max_rooms_per_session).unwrap_or(u32::MAX),
+    };
+    session.set_identity(Identity {
+        user: who.user,
+        roles: who.roles,
+    });
+    session.reply(request_id, server_frame::Body::ConnectAck(ack));
+    Ok(())
+}
+
+fn joined_room(session: &Session, room_id: &str) -> Result<Arc<LocalRoom>, v1::Error> {
+    session
+        .rooms()
+        .iter()
+        .find(|room| &*room.id == room_id)
+        .cloned()
+        .ok_or_else(|| v1::Error::new(ErrorCode::NotJoined, format!("not in room {room_id:?}")))
+}
+
+async fn join(
+    node: &MsgNode,
+    session: &Arc<Session>,
+    request_id: u64,
+    join: Join,
+) -> Result<(), v1::Error> {
+    check_id(&join.room_id).map_err(|e| bad_request(format!("room id {e}")))?;
+    let rejoin = joined_room(session, &join.room_id).is_ok();
+    if !rejoin && session.rooms().len() >= node.config.max_rooms_per_session {
+        return Err(bad_request(format!(
+            "a session may join at most {} rooms",
+            node.config.max_rooms_per_session
+        )));
+    }
+    let room = node.room_for_join(&join.room_id).await?;
+    let (default_backfill, max_backfill) = node.config.backfill;
+    let backfill = match join.backfill {
+        0 => default_backfill,
+        n => n.min(max_backfill),
+    } as usize;
+    let (config, member_count) = {
+        let state = room.state.lock();
+        (state.config.clone(), state.member_count)
+    };
+    let (frame, cursor) = {
+        let ring = room.ring.read();
+        let latest = ring.latest();
+        let resume = join.since.filter(|since| since.epoch == ring.epoch());
+        let reset = join.since.is_some() && resume.is_none();
+        let (recent, cursor) = match resume {
+            Some(since) => (Vec::new(), since),
+            None => (ring.recent(backfill), latest),
+        };
+        let head = JoinAck {
+            room_id: join.room_id.clone(),
+            latest: Some(latest),
+            member_count,
+            limits: Some(limits(&config, node.config.pull.1)),
+            recent: Vec::new(),
+            reset,
+        };
+        let frame = join_ack_frame(request_id, &head, recent.iter().map(|e| &e.encoded[..]));
+        (frame, cursor)
+    };
+    if rejoin {
+        // Already counted in: undo this join's count.
+        node.release(&room);
+    } else {
+        session.rooms().push(Arc::clone(&room));
+    }
+    // The ack goes out before the shard learns of the member, so the first
+    // Notify cannot overtake it.
+    session.send(0, &frame, Urgency::Reply);
+    if rejoin {
+        let cmd = ShardCmd::Join {
+            room: RoomKey(Arc::clone(&room)),
+            config: crate::room::round_config(&config),
+            session: Arc::clone(session),
+            cursor,
+        };
+        node.to_shard(session.shard, cmd).await;
+    } else {
+        node.enter(session, &room, cursor).await;
+    }
+    Ok(())
+}
+
+async fn leave(
+    node: &MsgNode,
+    session: &Arc<Session>,
+    request_id: u64,
+    leave: Leave,
+) -> Result<(), v1::Error> {
+    let room = {
+        let mut rooms = session.rooms();
+        let Some(index) = rooms.iter().position(|room| *room.id == *leave.room_id) else {
+            return Err(v1::Error::new(
+                ErrorCode::NotJoined,
+                format!("not in room {:?}", leave.room_id),
+            ));
+        };
+        rooms.swap_remove(index)
+    };
+    node.leave(session, &room).await;
+    session.reply(
+        request_id,
+        server_frame::Body::LeaveAck(LeaveAck {
+            room_id: leave.room_id,
+        }),
+    );
+    Ok(())
+}
+
+fn send(node: &MsgNode, session: &Session, request_id: u64, send: Send) -> Result<(), v1::Error> {
+    let room = joined_room(session, &send.room_id)?;
+    let max_payload = room.state.lock().config.max_payload_bytes as usize;
+    if send.payload.len() > max_payload {
+        return Err(v1::Error::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "payload of {} bytes exceeds the room's {max_payload}",
+                send.payload.len()
+            ),
+        ));
+    }
+    if !Kind::is_allowed(send.kind) {
+        return Err(bad_request(format!("unknown message kind {}", send.kind)));
+    }
+    let Some(identity) = session.identity() else {
+        return Err(v1::Error::new(ErrorCode::Unauthenticated, "connect first"));
+    };
+    node.presence.flush_room(&room.id, node.uplink.as_ref());
+    let frame = ToRoomSvc {
+        body: Some(to_room_svc::Body::Send(SendRequest {
+            room_id: send.room_id,
+            sender: identity.user.to_string(),
+            sender_roles: identity.roles.names(),
+            session_id: session.id,
+            request_id,
+            client_msg_id: send.client_msg_id,
+            kind: send.kind,
+            payload: send.payload,
+        })),
+    };
+    node.uplink.try_send(frame).map_err(|error| {
+        let retry_after = match error {
+            LinkError::Full => 100,
+            LinkError::Down => 1_000,
+        };
+        v1::Error::new(ErrorCode::Overloaded, error.to_string()).retry_after(retry_after)
+    })
+}
+
+async fn pull(
+    node: &MsgNode,
+    session: &Arc<Session>,
+    request_id: u64,
+    pull: Pull,
+) -> Result<(), v1::Error> {
+    let room = joined_room(session, &pull.room_id)?;
+    let since = pull
+        .since
+        .ok_or_else(|| bad_request("pull needs a cursor"))?;
+    let (default_limit, max_limit) = node.config.pull;
+    let limit = match pull.limit {
+        0 => default_limit,
+        n => n.min(max_limit),
+    } as usize;
+    let (frame, cursor) = {
+        let ring = room.ring.read();
+        let selection = ring.select(&since, limit, None);
+        let head = PullResult {
+            room_id: pull.room_id,
+            messages: Vec::new(),
+            dropped: selection.dropped,
+            dropped_priority: selection.dropped_priority,
+            cursor: Some(selection.cursor),
+            more: selection.more,
+            reset: selection.reset,
+        };
+        (
+            pull_result_frame(request_id, &head, selection.encoded()),
+            selection.cursor,
+        )
+    };
+    session.send(0, &frame, Urgency::Reply);
+    let cmd = ShardCmd::Pulled {
+        room: RoomKey(room),
+        session: session.id,
+        cursor,
+    };
+    node.to_shard(session.shard, cmd).await;
+    Ok(())
+}
+
+fn pong(session: &Session, request_id: u64) {
+    let rooms = session
+        .rooms()
+        .iter()
+        .map(|room| RoomPosition {
+            room_id: room.id.to_string(),
+            latest: Some(room.ring.read().latest()),
+            member_count: room.state.lock().member_count,
+        })
+        .collect();
+    session.reply(request_id, server_frame::Body::Pong(Pong { rooms }));
+}

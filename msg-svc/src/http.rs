@@ -1,0 +1,36 @@
+//! The node's HTTP surface: liveness and readiness (admin and metrics join
+//! it later).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::node::MsgNode;
+
+/// Serves HTTP until `stop`.
+pub(crate) async fn serve(
+    node: Arc<MsgNode>,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(node);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+}
+
+async fn ready(State(node): State<Arc<MsgNode>>) -> (StatusCode, &'static str) {
+    if node.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    }
+}

@@ -1,0 +1,30 @@
+//! msg-svc: terminates client connections and fans room messages out to them.
+//!
+//! Layout:
+//! - sans-I/O cores, driven with time passed in: [`ring`] (a room's two
+//!   bounded lanes and what a cursor is owed) and [`notifier`] (who gets what
+//!   each round).
+//! - the node: `node` (sessions, rooms, shards, housekeeping), `session` (a
+//!   connection's way out: shared frames written straight to the socket),
+//!   `room` (a room as this node holds it), `shard` (notifier tasks),
+//!   `handler` (what each client frame does), `downlink` (frames from room
+//!   owners), `presence` (batched membership reports).
+//! - transports: `ws` (WebSocket), `http` (health).
+//! - [`standalone`]: the embedded server, both roles in one process.
+
+pub mod notifier;
+pub mod ring;
+pub mod standalone;
+
+mod downlink;
+mod handler;
+mod http;
+mod node;
+mod presence;
+mod room;
+mod session;
+mod sessions;
+mod shard;
+mod ws;
+
+pub use node::NodeConfig;

@@ -1,0 +1,242 @@
+//! `msg-svc`: serve (`--standalone` runs both roles in one process) or mint a
+//! client token (`msg-svc token --user alice`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use chatroom_cluster::auth::{Roles, SecretSource, default_secret_file};
+use chatroom_cluster::telemetry::{self, LogArgs};
+use clap::{Args, Parser, Subcommand};
+use msg_svc::NodeConfig;
+use msg_svc::standalone::{self, Listeners, StandaloneConfig};
+use room_svc::RoomServiceConfig;
+use tokio::net::TcpListener;
+
+/// Exit status for a configuration that cannot work (sysexits EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "msg-svc", version, about = "chatroom message service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mint a client token signed with this node's secret.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct SecretArgs {
+    /// HS256 secret for client tokens (at least 16 bytes).
+    #[arg(
+        long,
+        env = "CHATROOM_TOKEN_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    token_secret: Option<String>,
+    /// File holding the secret. Standalone mode creates it with a random
+    /// secret when absent. Default: $XDG_STATE_HOME/chatroom/token-secret.
+    #[arg(long, env = "CHATROOM_TOKEN_SECRET_FILE", global = true)]
+    token_secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    fn source(&self) -> SecretSource {
+        match (&self.token_secret, &self.token_secret_file) {
+            (Some(secret), _) => SecretSource::Inline(secret.clone()),
+            (None, Some(file)) => SecretSource::File(file.clone()),
+            (None, None) => SecretSource::File(default_secret_file()),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Run the room service and the message service in this one process,
+    /// with in-memory state and no ZooKeeper or Redis.
+    #[arg(long, env = "CHATROOM_STANDALONE")]
+    standalone: bool,
+    /// WebSocket listen address (clients connect to ws://ADDR/ws).
+    #[arg(long, env = "CHATROOM_WS_LISTEN", default_value = "127.0.0.1:7400")]
+    ws_listen: SocketAddr,
+    /// HTTP listen address (/healthz, /readyz).
+    #[arg(long, env = "CHATROOM_HTTP_LISTEN", default_value = "127.0.0.1:7401")]
+    http_listen: SocketAddr,
+    /// Clients ping at least this often; three silent intervals end a session.
+    #[arg(long, env = "CHATROOM_HEARTBEAT_MS", default_value_t = 10_000)]
+    heartbeat_ms: u64,
+    /// Largest client frame, bytes.
+    #[arg(long, env = "CHATROOM_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    max_frame_bytes: usize,
+    /// Rooms one session may join.
+    #[arg(long, env = "CHATROOM_MAX_ROOMS_PER_SESSION", default_value_t = 16)]
+    max_rooms_per_session: usize,
+    /// Sessions (devices) one user may hold on a node.
+    #[arg(long, env = "CHATROOM_MAX_SESSIONS_PER_USER", default_value_t = 16)]
+    max_sessions_per_user: usize,
+    /// Fan-out shards; default: one per CPU.
+    #[arg(long, env = "CHATROOM_SHARDS")]
+    shards: Option<usize>,
+    /// Room-service workers; default: one per CPU.
+    #[arg(long, env = "CHATROOM_ROOM_WORKERS")]
+    room_workers: Option<usize>,
+    /// How long shutdown waits for clients to leave, ms.
+    #[arg(long, env = "CHATROOM_DRAIN_GRACE_MS", default_value_t = 5_000)]
+    drain_grace_ms: u64,
+    #[command(flatten)]
+    secret: SecretArgs,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// The user id (the token's `sub`).
+    #[arg(long)]
+    user: String,
+    /// A role to grant: admin or system (repeatable).
+    #[arg(long = "role", value_parser = ["admin", "system"])]
+    roles: Vec<String>,
+    /// How long the token is valid, e.g. 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::Token(args)) => mint(args, &cli.serve.secret),
+        None => serve(cli.serve),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("msg-svc: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mint(args: &TokenArgs, secret: &SecretArgs) -> anyhow::Result<ExitCode> {
+    let (key, _) = secret
+        .source()
+        .load(false)
+        .context("no token secret (start `msg-svc --standalone` once, or pass --token-secret)")?;
+    let token = key.mint(&args.user, Roles::from_names(&args.roles), args.ttl)?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if let Err(error) = telemetry::init(&args.log) {
+        eprintln!("msg-svc: bad log settings: {error}");
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    if !args.standalone {
+        eprintln!(
+            "msg-svc: only --standalone is available in this build (the distributed mode needs ZooKeeper and Redis)"
+        );
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    let source = args.secret.source();
+    let (tokens, created) = match source.load(true) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("msg-svc: {error}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let config = standalone_config(&args);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listeners = Listeners {
+            ws: bind(args.ws_listen, "websocket").await?,
+            http: bind(args.http_listen, "http").await?,
+        };
+        banner(&listeners, &source, created)?;
+        standalone::run(config, tokens, listeners, shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn standalone_config(args: &ServeArgs) -> StandaloneConfig {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    StandaloneConfig {
+        node: NodeConfig {
+            heartbeat: Duration::from_millis(args.heartbeat_ms.max(100)),
+            max_frame_bytes: args.max_frame_bytes,
+            max_rooms_per_session: args.max_rooms_per_session,
+            max_sessions_per_user: args.max_sessions_per_user,
+            shards: args.shards.unwrap_or(cpus),
+            ..NodeConfig::default()
+        },
+        rooms: RoomServiceConfig {
+            workers: args.room_workers.unwrap_or(cpus),
+            ..RoomServiceConfig::default()
+        },
+        drain_grace: Duration::from_millis(args.drain_grace_ms),
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+fn banner(listeners: &Listeners, source: &SecretSource, created: bool) -> anyhow::Result<()> {
+    let ws = listeners.ws.local_addr()?;
+    let http = listeners.http.local_addr()?;
+    let secret = match source {
+        SecretSource::Inline(_) => "given by --token-secret".to_owned(),
+        SecretSource::File(path) if created => format!("{} (created)", path.display()),
+        SecretSource::File(path) => path.display().to_string(),
+    };
+    println!("chatroom standalone server");
+    println!("  websocket  ws://{ws}/ws");
+    println!("  http       http://{http}  (/healthz, /readyz)");
+    println!("  secret     {secret}");
+    println!("  token      cargo run -p msg-svc -- token --user alice");
+    println!("  chat       cargo run -p loadtest -- chat --room demo --user alice");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminated => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

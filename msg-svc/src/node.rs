@@ -1,0 +1,404 @@
+//! The msg-svc node: its sessions, its rooms, its fan-out shards and its link
+//! to the room owners, and the housekeeping that keeps them consistent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chatroom_cluster::auth::TokenKey;
+use chatroom_cluster::clock;
+use chatroom_cluster::link::{LinkError, UpLink};
+use chatroom_proto::cluster::v1::{Subscribe, ToRoomSvc, Unsubscribe, to_room_svc};
+use chatroom_proto::framing::ws::close_code;
+use chatroom_proto::v1::{self, ErrorCode, KickReason};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::presence::PresenceReports;
+use crate::room::{LocalRoom, RoomKey, Subscription, round_config};
+use crate::session::{Session, Transport};
+use crate::sessions::SessionTable;
+use crate::shard::{self, FrameLimits, ShardCmd, ShardTx};
+
+/// Settings of a msg-svc node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Clients ping at least this often; three silent intervals close a session.
+    pub heartbeat: Duration,
+    /// Time from TCP accept to a completed Connect.
+    pub connect_timeout: Duration,
+    /// Largest client frame, bytes.
+    pub max_frame_bytes: usize,
+    /// Rooms one session may join.
+    pub max_rooms_per_session: usize,
+    /// Sessions (devices) one user may hold on this node.
+    pub max_sessions_per_user: usize,
+    /// Bytes queued for a slow socket before the session is closed.
+    pub max_outbound_bytes: usize,
+    /// Fan-out shards (parallel notifier tasks).
+    pub shards: usize,
+    /// Commands queued per shard before senders wait.
+    pub shard_queue: usize,
+    /// Messages a cursorless joiner gets by default, and at most.
+    pub backfill: (u32, u32),
+    /// Messages per Pull by default, and at most (also caps inline deltas).
+    pub pull: (u32, u32),
+    /// How long a room nobody here is in stays subscribed.
+    pub unsubscribe_grace: Duration,
+    /// How often presence changes are reported.
+    pub presence_tick: Duration,
+    /// Malformed frames a session may send before it is closed.
+    pub malformed_limit: u32,
+    /// How long a room owner may take to answer a Subscribe.
+    pub subscribe_timeout: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            max_frame_bytes: 64 * 1024,
+            max_rooms_per_session: 16,
+            max_sessions_per_user: 16,
+            max_outbound_bytes: 2 * 1024 * 1024,
+            shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            shard_queue: 65_536,
+            backfill: (10, 50),
+            pull: (100, 200),
+            unsubscribe_grace: Duration::from_secs(30),
+            presence_tick: Duration::from_millis(20),
+            malformed_limit: 3,
+            subscribe_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A msg-svc node. Shared by every task of the node.
+#[derive(Debug)]
+pub(crate) struct MsgNode {
+    pub(crate) config: NodeConfig,
+    pub(crate) tokens: TokenKey,
+    pub(crate) uplink: Arc<dyn UpLink>,
+    pub(crate) sessions: SessionTable,
+    rooms: Mutex<HashMap<Arc<str>, Arc<LocalRoom>>>,
+    shards: Vec<ShardTx>,
+    pub(crate) presence: PresenceReports,
+    next_session: AtomicU64,
+    ready: AtomicBool,
+}
+
+impl MsgNode {
+    /// A node with its shards running.
+    pub(crate) fn start(
+        config: NodeConfig,
+        tokens: TokenKey,
+        uplink: Arc<dyn UpLink>,
+    ) -> Arc<Self> {
+        let limits = FrameLimits {
+            max_messages: config.pull.1 as usize,
+        };
+        let shards = (0..config.shards.max(1))
+            .map(|_| shard::spawn(config.shard_queue, limits))
+            .collect();
+        Arc::new(Self {
+            config,
+            tokens,
+            uplink,
+            sessions: SessionTable::default(),
+            rooms: Mutex::default(),
+            shards,
+            presence: PresenceReports::default(),
+            next_session: AtomicU64::new(1),
+            ready: AtomicBool::new(true),
+        })
+    }
+
+    /// Runs presence reports and the sweeper until `stop`.
+    pub(crate) fn spawn_housekeeping(self: &Arc<Self>, stop: CancellationToken) {
+        let node = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut presence = tokio::time::interval(node.config.presence_tick);
+            let mut sweep = tokio::time::interval(node.config.heartbeat / 2);
+            presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = presence.tick() => node.presence.flush(node.uplink.as_ref()),
+                    _ = sweep.tick() => node.sweep(clock::mono_millis()),
+                }
+            }
+        });
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// A new session for an accepted connection.
+    pub(crate) fn open_session(
+        &self,
+        remote: std::net::SocketAddr,
+        transport: Transport,
+    ) -> Arc<Session> {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let session = Arc::new(Session::new(
+            id,
+            (id % self.shards.len() as u64) as usize,
+            remote,
+            transport,
+            self.config.max_outbound_bytes,
+            clock::mono_millis(),
+        ));
+        self.sessions.insert(Arc::clone(&session));
+        session
+    }
+
+    /// Releases everything a finished session held.
+    pub(crate) async fn close_session(&self, session: &Arc<Session>) {
+        self.sessions.remove(session);
+        let rooms = std::mem::take(&mut *session.rooms());
+        for room in rooms {
+            self.leave(session, &room).await;
+        }
+    }
+
+    /// Sends a command to the session's shard. The shard never waits on its
+    /// senders, so this wait ends.
+    pub(crate) async fn to_shard(&self, shard: usize, cmd: ShardCmd) {
+        if self.shards[shard].send(cmd).await.is_err() {
+            warn!(shard, "fan-out shard is gone");
+        }
+    }
+
+    /// Tells every shard that `room` has new messages.
+    pub(crate) async fn mark_dirty(&self, room: &Arc<LocalRoom>) {
+        for shard in 0..self.shards.len() {
+            self.to_shard(shard, ShardCmd::Dirty(RoomKey(Arc::clone(room))))
+                .await;
+        }
+    }
+
+    pub(crate) async fn to_all_shards(&self, cmd: impl Fn() -> ShardCmd) {
+        for shard in 0..self.shards.len() {
+            self.to_shard(shard, cmd()).await;
+        }
+    }
+
+    pub(crate) fn room(&self, id: &str) -> Option<Arc<LocalRoom>> {
+        self.rooms.lock().get(id).cloned()
+    }
+
+    /// The room for a joiner, subscribed and with its ring filled. Counts the
+    /// joiner in, so the room is not reaped meanwhile; a failed join must call
+    /// [`release`](Self::release).
+    pub(crate) async fn room_for_join(&self, id: &str) -> Result<Arc<LocalRoom>, v1::Error> {
+        let (room, created) = {
+            let mut rooms = self.rooms.lock();
+            let mut created = false;
+            let room = rooms
+                .entry(Arc::from(id))
+                .or_insert_with_key(|id| {
+                    created = true;
+                    Arc::new(LocalRoom::pending(id.clone()))
+                })
+                .clone();
+            let mut state = room.state.lock();
+            state.sessions += 1;
+            state.empty_since = None;
+            drop(state);
+            (room, created)
+        };
+        if created {
+            self.subscribe(&room);
+        }
+        let waiter = {
+            let mut state = room.state.lock();
+            match &mut state.subscription {
+                Subscription::Active => None,
+                Subscription::Closed => {
+                    drop(state);
+                    self.release(&room);
+                    return Err(v1::Error::new(ErrorCode::Forbidden, "room is closed"));
+                }
+                Subscription::Pending { waiters, .. } => {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push(tx);
+                    Some(rx)
+                }
+            }
+        };
+        if let Some(rx) = waiter {
+            match tokio::time::timeout(self.config.subscribe_timeout, rx).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    self.release(&room);
+                    return Err(v1::Error::new(
+                        ErrorCode::Overloaded,
+                        "room service did not answer",
+                    )
+                    .retry_after(1_000));
+                }
+            }
+        }
+        Ok(room)
+    }
+
+    /// Sends the room's Subscribe; if the link cannot take it, the sweeper
+    /// tries again.
+    fn subscribe(&self, room: &LocalRoom) {
+        let frame = ToRoomSvc {
+            body: Some(to_room_svc::Body::Subscribe(Subscribe {
+                room_id: room.id.to_string(),
+            })),
+        };
+        match self.uplink.try_send(frame) {
+            Ok(()) => {
+                if let Subscription::Pending { sent, .. } = &mut room.state.lock().subscription {
+                    *sent = true;
+                }
+            }
+            Err(error) => warn!(%error, room = %room.id, "subscribe deferred"),
+        }
+    }
+
+    /// Undoes the count of a joiner that did not join.
+    pub(crate) fn release(&self, room: &LocalRoom) {
+        let mut state = room.state.lock();
+        state.sessions = state.sessions.saturating_sub(1);
+        if state.sessions == 0 {
+            state.empty_since = Some(clock::mono_millis());
+        }
+    }
+
+    /// Records that `session` is in `room` (after the JoinAck went out) and
+    /// tells its shard.
+    pub(crate) async fn enter(
+        &self,
+        session: &Arc<Session>,
+        room: &Arc<LocalRoom>,
+        cursor: v1::Cursor,
+    ) {
+        let Some(identity) = session.identity() else {
+            return;
+        };
+        let config = {
+            let mut state = room.state.lock();
+            let count = state.presence.entry(identity.user.clone()).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                self.presence.record(&room.id, &identity.user, true);
+            }
+            round_config(&state.config)
+        };
+        let cmd = ShardCmd::Join {
+            room: RoomKey(Arc::clone(room)),
+            config,
+            session: Arc::clone(session),
+            cursor,
+        };
+        self.to_shard(session.shard, cmd).await;
+    }
+
+    /// Takes `session` out of `room` (the caller removed the room from the
+    /// session's list).
+    pub(crate) async fn leave(&self, session: &Session, room: &Arc<LocalRoom>) {
+        if let Some(identity) = session.identity() {
+            let mut state = room.state.lock();
+            if let Some(count) = state.presence.get_mut(&identity.user) {
+                *count -= 1;
+                if *count == 0 {
+                    state.presence.remove(&identity.user);
+                    self.presence.record(&room.id, &identity.user, false);
+                }
+            }
+        }
+        self.release(room);
+        let cmd = ShardCmd::Leave {
+            room: RoomKey(Arc::clone(room)),
+            session: session.id,
+        };
+        self.to_shard(session.shard, cmd).await;
+    }
+
+    /// Heartbeat and connect deadlines; reaping rooms nobody here is in;
+    /// retrying subscriptions the link could not take.
+    fn sweep(&self, now: u64) {
+        let silent_for = 3 * self.config.heartbeat.as_millis() as u64;
+        let connect_for = self.config.connect_timeout.as_millis() as u64;
+        for session in self.sessions.all() {
+            let idle = now.saturating_sub(session.last_seen());
+            if session.identity().is_none() && idle > connect_for {
+                session.close_with(
+                    KickReason::Protocol,
+                    close_code::POLICY_VIOLATION,
+                    "no connect in time",
+                );
+            } else if idle > silent_for {
+                debug!(session = session.id, "heartbeat timeout");
+                session.kick(
+                    KickReason::HeartbeatTimeout,
+                    "no ping for three heartbeat intervals",
+                );
+            }
+        }
+        let grace = self.config.unsubscribe_grace.as_millis() as u64;
+        let mut reaped = Vec::new();
+        let mut pending = Vec::new();
+        self.rooms.lock().retain(|_, room| {
+            let state = room.state.lock();
+            let expired = state.sessions == 0
+                && state
+                    .empty_since
+                    .is_some_and(|t| now.saturating_sub(t) >= grace);
+            if expired {
+                reaped.push(Arc::clone(room));
+            } else if matches!(
+                state.subscription,
+                Subscription::Pending { sent: false, .. }
+            ) {
+                pending.push(Arc::clone(room));
+            }
+            !expired
+        });
+        for room in reaped {
+            let closed = matches!(room.state.lock().subscription, Subscription::Closed);
+            if closed {
+                continue;
+            }
+            let frame = ToRoomSvc {
+                body: Some(to_room_svc::Body::Unsubscribe(Unsubscribe {
+                    room_id: room.id.to_string(),
+                })),
+            };
+            if let Err(LinkError::Full | LinkError::Down) = self.uplink.try_send(frame) {
+                debug!(room = %room.id, "unsubscribe dropped; the owner drops it with the link");
+            }
+        }
+        for room in pending {
+            self.subscribe(&room);
+        }
+    }
+
+    /// Forgets a room its owner closed; its members were already kicked.
+    pub(crate) fn remove_room(&self, room: &Arc<LocalRoom>) {
+        let mut rooms = self.rooms.lock();
+        if rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room)) {
+            rooms.remove(&room.id);
+        }
+    }
+
+    /// Stops taking new work and asks every client to go.
+    pub(crate) fn drain(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+        let sessions = self.sessions.all();
+        info!(sessions = sessions.len(), "draining");
+        for session in sessions {
+            session.kick(KickReason::Shutdown, "server shutting down");
+        }
+    }
+}

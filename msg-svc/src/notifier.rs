@@ -1,0 +1,367 @@
+//! The notifier: decides, round by round, what each member of a room gets.
+//!
+//! A room with new messages is *dirty*; once per round interval its members
+//! are visited. A member whose cursor is behind gets exactly one frame in the
+//! round: the messages themselves (an inline delta, shared by every member at
+//! the same cursor) when they are few enough, otherwise a plain Notify, after
+//! which it is *pulling*. A pulling member gets nothing new until it pulls or
+//! `pull_timeout` passes; then it is notified again, and after
+//! `slow_consumer_notifies` unanswered notifies in a row it is kicked.
+//!
+//! Sans-I/O and generic over the room key `K` and session handle `H`: the
+//! server plugs in its rooms and sockets, the simulation plain counters, and
+//! time is passed in as milliseconds.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+
+use chatroom_proto::v1::Cursor;
+
+/// Session identifier, unique per node.
+pub type SessionId = u64;
+
+/// Per-room timing of the notifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundConfig {
+    /// A room is visited at most this often, ms.
+    pub interval_ms: u64,
+    /// A notified member that has not pulled is left alone this long, ms.
+    pub pull_timeout_ms: u64,
+    /// Unanswered notifies in a row before the member is kicked.
+    pub slow_consumer_notifies: u32,
+}
+
+/// Where a round gets its frames from. Frames are built lazily and at most
+/// once per distinct cursor per round.
+pub trait RoundSource {
+    /// A built frame; cloned for every recipient, so it should be cheap to
+    /// clone (e.g. `Bytes`).
+    type Frame;
+    /// The room's newest position at the start of the round.
+    fn latest(&self) -> Cursor;
+    /// The inline delta from `since` to [`latest`](Self::latest), or `None`
+    /// when it is too large to inline.
+    fn delta(&mut self, since: &Cursor) -> Option<Self::Frame>;
+    /// A Notify without messages.
+    fn plain(&mut self) -> Self::Frame;
+}
+
+/// What happened to a frame handed to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Written or queued for the socket.
+    Accepted,
+    /// Not taken: the session's socket is backed up.
+    Refused,
+}
+
+/// What a round asks of the I/O layer.
+#[derive(Debug)]
+pub enum Action<'a, H, F> {
+    /// Hand `frame` (a delta) to the session; the member's cursor moves to the
+    /// round's latest if accepted.
+    Deliver(&'a H, &'a F),
+    /// Hand `frame` (a plain Notify) to the session.
+    Notify(&'a H, &'a F),
+    /// The member left notifies unanswered too long: remove the session.
+    Kick(&'a H),
+}
+
+/// What one round did, for metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RoundStats {
+    /// Inline deltas accepted.
+    pub delivered: u32,
+    /// Plain notifies sent (first or repeated).
+    pub notified: u32,
+    /// Members behind but inside their pull timeout.
+    pub suppressed: u32,
+    /// Frames a backed-up session refused.
+    pub refused: u32,
+    /// Members kicked as slow.
+    pub kicked: u32,
+    /// Distinct frames built for the round.
+    pub frames_built: u32,
+}
+
+#[derive(Debug)]
+struct Member<H> {
+    session: SessionId,
+    handle: H,
+    cursor: Cursor,
+    /// When the unanswered notify was sent, while pulling.
+    notified_at: Option<u64>,
+    unanswered: u32,
+}
+
+#[derive(Debug)]
+struct FanoutRoom<H> {
+    members: Vec<Member<H>>,
+    slots: HashMap<SessionId, usize>,
+    config: RoundConfig,
+    dirty: bool,
+    next_round_at: u64,
+    /// Earliest moment a pulling member is due a repeat notify.
+    renotify_at: Option<u64>,
+}
+
+impl<H> FanoutRoom<H> {
+    fn due(&self, now: u64) -> bool {
+        (self.dirty && now >= self.next_round_at) || self.renotify_at.is_some_and(|at| now >= at)
+    }
+
+    fn next_wakeup(&self) -> Option<u64> {
+        let dirty = self.dirty.then_some(self.next_round_at);
+        match (dirty, self.renotify_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn remove_at(&mut self, slot: usize) -> Member<H> {
+        let member = self.members.swap_remove(slot);
+        self.slots.remove(&member.session);
+        if let Some(moved) = self.members.get(slot) {
+            self.slots.insert(moved.session, slot);
+        }
+        member
+    }
+}
+
+/// The notifier of one fan-out shard: the members of its sessions in every room.
+#[derive(Debug)]
+pub struct Notifier<K, H> {
+    rooms: HashMap<K, FanoutRoom<H>>,
+    /// Rooms that may be due: dirty or waiting on a pulling member.
+    pending: HashSet<K>,
+}
+
+impl<K: Hash + Eq + Clone, H> Default for Notifier<K, H> {
+    fn default() -> Self {
+        Self {
+            rooms: HashMap::new(),
+            pending: HashSet::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, H> Notifier<K, H> {
+    /// An empty notifier.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `session` to `room` at `cursor` (replacing an earlier membership of
+    /// the same session). The room's timing comes with its first member.
+    pub fn join(
+        &mut self,
+        room: K,
+        config: RoundConfig,
+        session: SessionId,
+        handle: H,
+        cursor: Cursor,
+    ) {
+        let entry = self
+            .rooms
+            .entry(room.clone())
+            .or_insert_with(|| FanoutRoom {
+                members: Vec::new(),
+                slots: HashMap::new(),
+                config,
+                dirty: false,
+                next_round_at: 0,
+                renotify_at: None,
+            });
+        let member = Member {
+            session,
+            handle,
+            cursor,
+            notified_at: None,
+            unanswered: 0,
+        };
+        match entry.slots.get(&session) {
+            Some(&slot) => entry.members[slot] = member,
+            None => {
+                entry.slots.insert(session, entry.members.len());
+                entry.members.push(member);
+            }
+        }
+        // The joiner may be behind already: let the next round look.
+        entry.dirty = true;
+        self.pending.insert(room);
+    }
+
+    /// Removes `session` from `room`; returns whether it was a member.
+    pub fn leave(&mut self, room: &K, session: SessionId) -> bool {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        let Some(&slot) = entry.slots.get(&session) else {
+            return false;
+        };
+        entry.remove_at(slot);
+        if entry.members.is_empty() {
+            self.rooms.remove(room);
+            self.pending.remove(room);
+        }
+        true
+    }
+
+    /// Drops a room and all its members (the room was closed).
+    pub fn forget(&mut self, room: &K) {
+        self.rooms.remove(room);
+        self.pending.remove(room);
+    }
+
+    /// The member pulled up to `cursor`: it is no longer pulling.
+    pub fn pulled(&mut self, room: &K, session: SessionId, cursor: Cursor) {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(&slot) = entry.slots.get(&session) else {
+            return;
+        };
+        let member = &mut entry.members[slot];
+        if cursor.epoch != member.cursor.epoch || cursor.msg_id > member.cursor.msg_id {
+            member.cursor = cursor;
+        }
+        member.notified_at = None;
+        member.unanswered = 0;
+        // Anything that arrived after the pull is the next round's business.
+        entry.dirty = true;
+        self.pending.insert(room.clone());
+    }
+
+    /// New messages arrived in `room`.
+    pub fn mark_dirty(&mut self, room: &K) {
+        if let Some(entry) = self.rooms.get_mut(room) {
+            entry.dirty = true;
+            self.pending.insert(room.clone());
+        }
+    }
+
+    /// Changes a room's timing.
+    pub fn set_config(&mut self, room: &K, config: RoundConfig) {
+        if let Some(entry) = self.rooms.get_mut(room) {
+            entry.config = config;
+        }
+    }
+
+    /// Members of `room` in this notifier.
+    pub fn member_count(&self, room: &K) -> usize {
+        self.rooms.get(room).map_or(0, |r| r.members.len())
+    }
+
+    /// The earliest moment any room is due, if any is waiting.
+    pub fn next_wakeup(&self) -> Option<u64> {
+        self.pending
+            .iter()
+            .filter_map(|k| self.rooms.get(k)?.next_wakeup())
+            .min()
+    }
+
+    /// Rooms due a round at `now`.
+    pub fn due(&self, now: u64) -> Vec<K> {
+        self.pending
+            .iter()
+            .filter(|k| self.rooms.get(*k).is_some_and(|r| r.due(now)))
+            .cloned()
+            .collect()
+    }
+
+    /// Runs one round of `room` at `now`: every member gets at most one frame.
+    /// `act` performs each action; for deliveries and notifies it reports
+    /// whether the session took the frame.
+    pub fn round<S: RoundSource>(
+        &mut self,
+        room: &K,
+        now: u64,
+        source: &mut S,
+        mut act: impl FnMut(Action<'_, H, S::Frame>) -> Delivery,
+    ) -> RoundStats {
+        let mut stats = RoundStats::default();
+        let Some(entry) = self.rooms.get_mut(room) else {
+            self.pending.remove(room);
+            return stats;
+        };
+        let config = entry.config;
+        let latest = source.latest();
+        let mut deltas: HashMap<(u64, u64), Option<S::Frame>> = HashMap::new();
+        let mut plain: Option<S::Frame> = None;
+        let mut renotify_at: Option<u64> = None;
+        let mut slot = 0;
+        while slot < entry.members.len() {
+            let member = &mut entry.members[slot];
+            if member.cursor.epoch == latest.epoch && member.cursor.msg_id >= latest.msg_id {
+                slot += 1;
+                continue;
+            }
+            if let Some(at) = member.notified_at {
+                let due_at = at.saturating_add(config.pull_timeout_ms);
+                if now < due_at {
+                    stats.suppressed += 1;
+                    renotify_at = Some(renotify_at.map_or(due_at, |r| r.min(due_at)));
+                    slot += 1;
+                    continue;
+                }
+                if member.unanswered >= config.slow_consumer_notifies {
+                    act(Action::Kick(&member.handle));
+                    stats.kicked += 1;
+                    entry.remove_at(slot);
+                    continue;
+                }
+            } else {
+                let key = (member.cursor.epoch, member.cursor.msg_id);
+                let frame = deltas.entry(key).or_insert_with(|| {
+                    stats.frames_built += 1;
+                    source.delta(&member.cursor)
+                });
+                if let Some(frame) = frame {
+                    match act(Action::Deliver(&member.handle, frame)) {
+                        Delivery::Accepted => {
+                            stats.delivered += 1;
+                            member.cursor = latest;
+                            member.unanswered = 0;
+                            slot += 1;
+                            continue;
+                        }
+                        Delivery::Refused => stats.refused += 1,
+                    }
+                    // A backed-up socket counts as an unanswered notify.
+                    member.notified_at = Some(now);
+                    member.unanswered += 1;
+                    let due_at = now.saturating_add(config.pull_timeout_ms);
+                    renotify_at = Some(renotify_at.map_or(due_at, |r| r.min(due_at)));
+                    slot += 1;
+                    continue;
+                }
+            }
+            let frame = plain.get_or_insert_with(|| {
+                stats.frames_built += 1;
+                source.plain()
+            });
+            match act(Action::Notify(&member.handle, frame)) {
+                Delivery::Accepted => stats.notified += 1,
+                Delivery::Refused => stats.refused += 1,
+            }
+            member.notified_at = Some(now);
+            member.unanswered += 1;
+            let due_at = now.saturating_add(config.pull_timeout_ms);
+            renotify_at = Some(renotify_at.map_or(due_at, |r| r.min(due_at)));
+            slot += 1;
+        }
+        entry.dirty = false;
+        entry.next_round_at = now.saturating_add(config.interval_ms);
+        entry.renotify_at = renotify_at;
+        if entry.members.is_empty() {
+            self.rooms.remove(room);
+            self.pending.remove(room);
+        } else if renotify_at.is_none() {
+            self.pending.remove(room);
+        }
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests;

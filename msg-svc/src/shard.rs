@@ -1,0 +1,220 @@
+//! Fan-out shards: each owns the notifier state of a share of the sessions
+//! (by session id) and runs their rooms' rounds. Shards run in parallel on
+//! the runtime's workers; within a shard everything is sequential, so the
+//! notifier needs no lock.
+//!
+//! Commands arrive on a bounded channel. Senders wait at the bound (joins,
+//! pulls and broadcasts then slow down); the shard never waits on them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chatroom_cluster::clock;
+use chatroom_proto::compose::{notify_frame, plain_notify_frame};
+use chatroom_proto::v1::{Cursor, Delta, KickReason, Notify};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::notifier::{Action, Notifier, RoundConfig, RoundSource, SessionId};
+use crate::room::{LocalRoom, RoomKey};
+use crate::session::{Session, Urgency};
+
+/// Commands a shard takes.
+#[derive(Debug)]
+pub(crate) enum ShardCmd {
+    /// A session joined a room at a cursor.
+    Join {
+        room: RoomKey,
+        config: RoundConfig,
+        session: Arc<Session>,
+        cursor: Cursor,
+    },
+    /// A session left a room.
+    Leave { room: RoomKey, session: SessionId },
+    /// A session pulled up to a cursor.
+    Pulled {
+        room: RoomKey,
+        session: SessionId,
+        cursor: Cursor,
+    },
+    /// New messages in a room.
+    Dirty(RoomKey),
+    /// A room's timing changed.
+    Config { room: RoomKey, config: RoundConfig },
+    /// A room was closed.
+    Forget(RoomKey),
+}
+
+/// Commands a shard drains before running its due rounds.
+const DRAIN_BATCH: usize = 4_096;
+
+/// A shard's handle.
+pub(crate) type ShardTx = mpsc::Sender<ShardCmd>;
+
+/// Starts a shard task; it ends when every sender is dropped.
+pub(crate) fn spawn(queue: usize, limits: FrameLimits) -> ShardTx {
+    let (tx, rx) = mpsc::channel(queue);
+    let shard = Shard {
+        notifier: Notifier::new(),
+        rx,
+        limits,
+    };
+    tokio::spawn(shard.run());
+    tx
+}
+
+/// How large a delta a round may inline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrameLimits {
+    /// Most messages in one delta (the pull cap).
+    pub(crate) max_messages: usize,
+}
+
+struct Shard {
+    notifier: Notifier<RoomKey, Arc<Session>>,
+    rx: mpsc::Receiver<ShardCmd>,
+    limits: FrameLimits,
+}
+
+impl Shard {
+    async fn run(mut self) {
+        loop {
+            let wake_at = self.notifier.next_wakeup().map(clock::instant_at);
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => self.apply(cmd),
+                    None => return,
+                },
+                () = sleep_until(wake_at), if wake_at.is_some() => {}
+            }
+            for _ in 0..DRAIN_BATCH {
+                match self.rx.try_recv() {
+                    Ok(cmd) => self.apply(cmd),
+                    Err(_) => break,
+                }
+            }
+            let now = clock::mono_millis();
+            for room in self.notifier.due(now) {
+                self.round(&room, now);
+            }
+        }
+    }
+
+    fn apply(&mut self, cmd: ShardCmd) {
+        match cmd {
+            ShardCmd::Join {
+                room,
+                config,
+                session,
+                cursor,
+            } => {
+                let id = session.id;
+                self.notifier.join(room, config, id, session, cursor);
+            }
+            ShardCmd::Leave { room, session } => {
+                self.notifier.leave(&room, session);
+            }
+            ShardCmd::Pulled {
+                room,
+                session,
+                cursor,
+            } => self.notifier.pulled(&room, session, cursor),
+            ShardCmd::Dirty(room) => self.notifier.mark_dirty(&room),
+            ShardCmd::Config { room, config } => self.notifier.set_config(&room, config),
+            ShardCmd::Forget(room) => self.notifier.forget(&room),
+        }
+    }
+
+    fn round(&mut self, room: &RoomKey, now: u64) {
+        let mut source = RingSource::new(&room.0, self.limits);
+        let stats = self
+            .notifier
+            .round(room, now, &mut source, |action| match action {
+                Action::Deliver(session, frame) | Action::Notify(session, frame) => {
+                    session.send(0, frame, Urgency::Push)
+                }
+                Action::Kick(session) => {
+                    session.kick(
+                        KickReason::SlowConsumer,
+                        "slow consumer: notifications left unanswered",
+                    );
+                    crate::notifier::Delivery::Accepted
+                }
+            });
+        if stats.kicked > 0 || stats.refused > 0 {
+            debug!(room = %room.0.id, ?stats, "round");
+        }
+    }
+}
+
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Builds a round's frames from the room's ring, taking the ring's read lock
+/// only while building, never while writing to sockets.
+struct RingSource<'a> {
+    room: &'a LocalRoom,
+    latest: Cursor,
+    member_count: u64,
+    inline_max: usize,
+    limits: FrameLimits,
+}
+
+impl<'a> RingSource<'a> {
+    fn new(room: &'a LocalRoom, limits: FrameLimits) -> Self {
+        let (member_count, inline_max) = {
+            let state = room.state.lock();
+            (state.member_count, state.config.inline_max_bytes as usize)
+        };
+        Self {
+            room,
+            latest: room.ring.read().latest(),
+            member_count,
+            inline_max,
+            limits,
+        }
+    }
+
+    fn head(&self) -> Notify {
+        Notify {
+            room_id: self.room.id.to_string(),
+            latest: Some(self.latest),
+            delta: None,
+            member_count: self.member_count,
+        }
+    }
+}
+
+impl RoundSource for RingSource<'_> {
+    type Frame = Bytes;
+
+    fn latest(&self) -> Cursor {
+        self.latest
+    }
+
+    fn delta(&mut self, since: &Cursor) -> Option<Bytes> {
+        if self.inline_max == 0 {
+            return None;
+        }
+        let ring = self.room.ring.read();
+        let selection = ring.select(since, self.limits.max_messages, Some(&self.latest));
+        if selection.reset || selection.more || selection.encoded_len() > self.inline_max {
+            return None;
+        }
+        let delta = Delta {
+            since: Some(*since),
+            messages: Vec::new(),
+            dropped: selection.dropped,
+            dropped_priority: selection.dropped_priority,
+        };
+        Some(notify_frame(&self.head(), &delta, selection.encoded()))
+    }
+
+    fn plain(&mut self) -> Bytes {
+        plain_notify_frame(&self.head())
+    }
+}

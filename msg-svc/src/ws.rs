@@ -1,0 +1,469 @@
+//! WebSocket transport: the HTTP upgrade, the frame reader and one task per
+//! connection.
+//!
+//! Reads go through a per-thread scratch buffer; a connection keeps bytes of
+//! its own only while a frame is incomplete, so an idle connection holds no
+//! buffer. Writes go through [`Session`], which writes shared frame bodies
+//! straight to the socket.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatroom_proto::Message;
+use chatroom_proto::framing::ws::{self, OpCode, WsError, close_code};
+use chatroom_proto::v1::{self, ClientFrame, ErrorCode, KickReason};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::handler;
+use crate::node::MsgNode;
+use crate::session::{Session, Transport};
+
+/// Longest HTTP upgrade request accepted.
+const MAX_HANDSHAKE: usize = 8 * 1024;
+/// How long a closing connection waits for the client to hang up.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// The path clients connect to.
+pub(crate) const PATH: &str = "/ws";
+
+/// Accepts connections until `stop`, one task each.
+pub(crate) async fn serve(node: Arc<MsgNode>, listener: TcpListener, stop: CancellationToken) {
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of descriptors or similar: back off instead of spinning.
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let node = Arc::clone(&node);
+        let span = info_span!("conn", %remote, transport = "ws");
+        tokio::spawn(connection(node, stream, remote).instrument(span));
+    }
+}
+
+async fn connection(node: Arc<MsgNode>, mut stream: TcpStream, remote: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let leftover =
+        match tokio::time::timeout(node.config.connect_timeout, handshake(&mut stream)).await {
+            Ok(Ok(leftover)) => leftover,
+            Ok(Err(error)) => {
+                debug!(%error, "handshake refused");
+                return;
+            }
+            Err(_) => {
+                debug!("handshake timed out");
+                return;
+            }
+        };
+    let session = node.open_session(remote, Transport::WebSocket(stream));
+    let mut reader = FrameReader::new(node.config.max_frame_bytes, leftover);
+    if let Err(error) = serve_session(&node, &session, &mut reader).await {
+        debug!(%error, session = session.id, "connection ended");
+    }
+    node.close_session(&session).await;
+    linger(&session).await;
+    session.shut_down();
+}
+
+async fn serve_session(
+    node: &MsgNode,
+    session: &Arc<Session>,
+    reader: &mut FrameReader,
+) -> io::Result<()> {
+    // Frames that arrived with the handshake.
+    let mut batch = reader.parse(session);
+    loop {
+        if !handle_batch(node, session, reader, std::mem::take(&mut batch)).await {
+            return Ok(());
+        }
+        session.flush()?;
+        if session.is_closing() && !session.has_backlog() {
+            return Ok(());
+        }
+        let backlog = session.has_backlog();
+        tokio::select! {
+            biased;
+            () = session.woken() => {}
+            ready = session.stream().writable(), if backlog => ready?,
+            ready = session.stream().readable() => {
+                ready?;
+                batch = reader.read(session)?;
+            }
+        }
+    }
+}
+
+/// Runs a batch of decoded frames; false when the connection must end.
+async fn handle_batch(
+    node: &MsgNode,
+    session: &Arc<Session>,
+    reader: &mut FrameReader,
+    batch: Batch,
+) -> bool {
+    for item in batch.frames {
+        match item {
+            Ok(frame) => {
+                session.touch(chatroom_cluster::clock::mono_millis());
+                reader.malformed = 0;
+                handler::handle(node, session, frame).await;
+            }
+            Err(problem) => {
+                reader.malformed += 1;
+                handler::answer_error(session, 0, v1::Error::new(ErrorCode::BadRequest, problem));
+                if reader.malformed >= node.config.malformed_limit {
+                    session.kick(KickReason::Protocol, "repeated malformed frames");
+                }
+            }
+        }
+    }
+    if let Some(fatal) = batch.fatal {
+        if let Some(error) = fatal.error {
+            handler::answer_error(session, 0, error);
+        }
+        session.close_with(KickReason::Protocol, fatal.code, &fatal.reason);
+    }
+    !batch.eof
+}
+
+/// After our close frame went out: stop writing and wait briefly for the
+/// client to hang up, so the kernel closes without a reset that could
+/// destroy the frames just sent.
+async fn linger(session: &Session) {
+    if session.flush().is_err() {
+        return;
+    }
+    let _ = socket2::SockRef::from(session.stream()).shutdown(Shutdown::Write);
+    let drain = async {
+        let mut sink = [0u8; 512];
+        loop {
+            if session.stream().readable().await.is_err() {
+                return;
+            }
+            match session.stream().try_read(&mut sink) {
+                Ok(0) => return,
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return,
+                _ => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
+}
+
+/// Frames decoded from one read, and what the read saw besides.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Decoded frames, or why one could not be decoded.
+    frames: Vec<Result<ClientFrame, String>>,
+    /// The connection cannot go on.
+    fatal: Option<Fatal>,
+    /// The client closed its side.
+    eof: bool,
+}
+
+/// Why a connection cannot go on.
+#[derive(Debug)]
+struct Fatal {
+    /// WebSocket close code.
+    code: u16,
+    reason: String,
+    /// An error frame to send before closing.
+    error: Option<v1::Error>,
+}
+
+impl Fatal {
+    fn protocol(reason: impl Into<String>) -> Self {
+        Self {
+            code: close_code::PROTOCOL_ERROR,
+            reason: reason.into(),
+            error: None,
+        }
+    }
+
+    fn too_big(reason: String) -> Self {
+        Self {
+            code: close_code::MESSAGE_TOO_BIG,
+            error: Some(v1::Error::new(ErrorCode::BadRequest, &reason)),
+            reason,
+        }
+    }
+}
+
+/// A message arriving in fragments.
+#[derive(Debug)]
+enum Assembling {
+    Binary(Vec<u8>),
+    /// A text message: refused already, its fragments are skipped.
+    Text,
+}
+
+/// Turns socket bytes into client frames.
+#[derive(Debug)]
+struct FrameReader {
+    max_frame: usize,
+    /// Bytes of an incomplete frame; empty (and unallocated) between frames.
+    partial: Vec<u8>,
+    /// A fragmented message being assembled.
+    fragments: Option<Assembling>,
+    malformed: u32,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl FrameReader {
+    fn new(max_frame: usize, leftover: Vec<u8>) -> Self {
+        Self {
+            max_frame,
+            partial: leftover,
+            fragments: None,
+            malformed: 0,
+        }
+    }
+
+    /// Reads what the socket has and decodes every complete frame.
+    fn read(&mut self, session: &Session) -> io::Result<Batch> {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            // Room for an incomplete frame of the largest size plus a read.
+            let want = 2 * (self.max_frame + ws::MAX_HEADER_LEN);
+            if scratch.len() < want {
+                scratch.resize(want, 0);
+            }
+            let mut filled = self.partial.len();
+            scratch[..filled].copy_from_slice(&self.partial);
+            let mut eof = false;
+            while filled < scratch.len() {
+                match session.stream().try_read(&mut scratch[filled..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            let (mut batch, used) = self.decode(session, &mut scratch[..filled]);
+            batch.eof |= eof;
+            self.keep_partial(&scratch[used..filled]);
+            Ok(batch)
+        })
+    }
+
+    /// Decodes frames already buffered (those that came with the handshake).
+    fn parse(&mut self, session: &Session) -> Batch {
+        let mut bytes = std::mem::take(&mut self.partial);
+        let (batch, used) = self.decode(session, &mut bytes);
+        self.keep_partial(&bytes[used..]);
+        batch
+    }
+
+    fn keep_partial(&mut self, rest: &[u8]) {
+        self.partial.clear();
+        if rest.is_empty() {
+            self.partial = Vec::new();
+        } else {
+            self.partial.extend_from_slice(rest);
+        }
+    }
+
+    /// Decodes complete frames from the front of `buf`; returns them and how
+    /// many bytes they used.
+    fn decode(&mut self, session: &Session, buf: &mut [u8]) -> (Batch, usize) {
+        let mut batch = Batch::default();
+        let mut pos = 0;
+        while batch.fatal.is_none() && !batch.eof {
+            let (header, range) = match ws::next_frame(&buf[pos..], self.max_frame) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(WsError::TooLarge { len, max }) => {
+                    batch.fatal = Some(Fatal::too_big(format!(
+                        "frame of {len} bytes exceeds the limit of {max}"
+                    )));
+                    break;
+                }
+                Err(error) => {
+                    batch.fatal = Some(Fatal::protocol(error.to_string()));
+                    break;
+                }
+            };
+            let Some(mask) = header.mask else {
+                batch.fatal = Some(Fatal::protocol("client frames must be masked"));
+                break;
+            };
+            let payload = &mut buf[pos + range.start..pos + range.end];
+            ws::apply_mask(payload, mask);
+            pos += range.end;
+            self.frame(session, header.opcode, header.fin, payload, &mut batch);
+        }
+        (batch, pos)
+    }
+
+    fn frame(
+        &mut self,
+        session: &Session,
+        opcode: OpCode,
+        fin: bool,
+        payload: &[u8],
+        batch: &mut Batch,
+    ) {
+        match opcode {
+            OpCode::Binary | OpCode::Text if self.fragments.is_some() => {
+                batch.fatal = Some(Fatal::protocol("new message inside a fragmented one"));
+            }
+            OpCode::Binary if fin => batch.frames.push(decode_client_frame(payload)),
+            OpCode::Binary => self.fragments = Some(Assembling::Binary(payload.to_vec())),
+            OpCode::Text => {
+                if !fin {
+                    self.fragments = Some(Assembling::Text);
+                }
+                let refusal = "text frames are not accepted; send binary protobuf frames";
+                batch.frames.push(Err(refusal.into()));
+            }
+            OpCode::Continuation => match &mut self.fragments {
+                None => batch.fatal = Some(Fatal::protocol("continuation without a message")),
+                Some(Assembling::Text) => {
+                    if fin {
+                        self.fragments = None;
+                    }
+                }
+                Some(Assembling::Binary(message)) => {
+                    if message.len() + payload.len() > self.max_frame {
+                        let reason = format!("message exceeds the limit of {}", self.max_frame);
+                        batch.fatal = Some(Fatal::too_big(reason));
+                        return;
+                    }
+                    message.extend_from_slice(payload);
+                    if fin && let Some(Assembling::Binary(message)) = self.fragments.take() {
+                        batch.frames.push(decode_client_frame(&message));
+                    }
+                }
+            },
+            OpCode::Ping => session.send_control(OpCode::Pong, payload),
+            OpCode::Pong => {}
+            OpCode::Close => {
+                let code = ws::parse_close(payload).map_or(close_code::NORMAL, |(code, _)| code);
+                session.close_with(KickReason::Unspecified, code, "");
+                batch.eof = true;
+            }
+        }
+    }
+}
+
+fn decode_client_frame(payload: &[u8]) -> Result<ClientFrame, String> {
+    ClientFrame::decode(payload).map_err(|error| format!("undecodable frame: {error}"))
+}
+
+/// Reads the HTTP upgrade request, answers it, and returns any bytes that
+/// followed the request (the client's first frames).
+async fn handshake(stream: &mut TcpStream) -> Result<Vec<u8>, HandshakeError> {
+    let mut buf = Vec::with_capacity(1024);
+    let (end, key) = loop {
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(HandshakeError::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buf) {
+            Ok(httparse::Status::Complete(end)) => match upgrade_key(&request) {
+                Ok(key) => break (end, key),
+                Err(refusal) => {
+                    let _ = stream.write_all(refusal.response().as_bytes()).await;
+                    return Err(HandshakeError::Refused(refusal));
+                }
+            },
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HANDSHAKE => {}
+            _ => {
+                let refusal = Refusal::BadRequest("malformed or oversized upgrade request");
+                let _ = stream.write_all(refusal.response().as_bytes()).await;
+                return Err(HandshakeError::Refused(refusal));
+            }
+        }
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    stream.write_all(response.as_bytes()).await?;
+    Ok(buf.split_off(end))
+}
+
+fn upgrade_key(request: &httparse::Request<'_, '_>) -> Result<String, Refusal> {
+    if request.method != Some("GET") {
+        return Err(Refusal::BadRequest("method must be GET"));
+    }
+    let path = request.path.unwrap_or_default();
+    if path.split('?').next() != Some(PATH) {
+        return Err(Refusal::NotFound);
+    }
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    let has_token = |name: &str, token: &str| {
+        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
+        return Err(Refusal::UpgradeRequired);
+    }
+    if header("sec-websocket-version").map(str::trim) != Some("13") {
+        return Err(Refusal::UpgradeRequired);
+    }
+    match header("sec-websocket-key").map(str::trim) {
+        Some(key) if !key.is_empty() => Ok(key.to_owned()),
+        _ => Err(Refusal::BadRequest("missing Sec-WebSocket-Key")),
+    }
+}
+
+/// Why an upgrade request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    BadRequest(&'static str),
+    NotFound,
+    UpgradeRequired,
+}
+
+impl Refusal {
+    fn response(self) -> String {
+        let (status, body) = match self {
+            Self::BadRequest(why) => ("400 Bad Request", why),
+            Self::NotFound => ("404 Not Found", "chatroom serves WebSocket at /ws"),
+            Self::UpgradeRequired => (
+                "426 Upgrade Required",
+                "WebSocket version 13 upgrade required",
+            ),
+        };
+        format!(
+            "HTTP/1.1 {status}\r\nSec-WebSocket-Version: 13\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("closed before the upgrade")]
+    Closed,
+    #[error("refused: {0:?}")]
+    Refused(Refusal),
+}
