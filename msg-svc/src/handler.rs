@@ -193,21 +193,19 @@ async fn join(
         node.release(&room);
     } else {
         session.rooms().push(Arc::clone(&room));
+        node.mark_present(session, &room);
     }
     // The ack goes out before the shard learns of the member, so the first
-    // Notify cannot overtake it.
+    // Notify cannot overtake it; presence is recorded before the ack, so a
+    // send the client makes after it finds the sender present.
     session.send(0, &frame, Urgency::Reply);
-    if rejoin {
-        let cmd = ShardCmd::Join {
-            room: RoomKey(Arc::clone(&room)),
-            config: crate::room::round_config(&config),
-            session: Arc::clone(session),
-            cursor,
-        };
-        node.to_shard(session.shard, cmd).await;
-    } else {
-        node.enter(session, &room, cursor).await;
-    }
+    let cmd = ShardCmd::Join {
+        room: RoomKey(Arc::clone(&room)),
+        config: crate::room::round_config(&config),
+        session: Arc::clone(session),
+        cursor,
+    };
+    node.to_shard(session.shard, cmd).await;
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::presence::PresenceReports;
-use crate::room::{LocalRoom, RoomKey, Subscription, round_config};
+use crate::room::{LocalRoom, RoomKey, Subscription};
 use crate::session::{Session, Transport};
 use crate::sessions::SessionTable;
 use crate::shard::{self, FrameLimits, ShardCmd, ShardTx};
@@ -275,33 +275,18 @@ impl MsgNode {
         }
     }
 
-    /// Records that `session` is in `room` (after the JoinAck went out) and
-    /// tells its shard.
-    pub(crate) async fn enter(
-        &self,
-        session: &Arc<Session>,
-        room: &Arc<LocalRoom>,
-        cursor: v1::Cursor,
-    ) {
+    /// Counts `session`'s user present in `room`, reporting the user to the
+    /// owner if they were not yet.
+    pub(crate) fn mark_present(&self, session: &Session, room: &LocalRoom) {
         let Some(identity) = session.identity() else {
             return;
         };
-        let config = {
-            let mut state = room.state.lock();
-            let count = state.presence.entry(identity.user.clone()).or_insert(0);
-            *count += 1;
-            if *count == 1 {
-                self.presence.record(&room.id, &identity.user, true);
-            }
-            round_config(&state.config)
-        };
-        let cmd = ShardCmd::Join {
-            room: RoomKey(Arc::clone(room)),
-            config,
-            session: Arc::clone(session),
-            cursor,
-        };
-        self.to_shard(session.shard, cmd).await;
+        let mut state = room.state.lock();
+        let count = state.presence.entry(identity.user.clone()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            self.presence.record(&room.id, &identity.user, true);
+        }
     }
 
     /// Takes `session` out of `room` (the caller removed the room from the
