@@ -166,7 +166,14 @@ async fn join(
     } as usize;
     let (config, member_count) = {
         let state = room.state.lock();
-        (state.config.clone(), state.member_count)
+        // A user new to the room here is not in the owner's count yet.
+        let arriving = session
+            .identity()
+            .is_some_and(|who| !state.presence.contains_key(&who.user));
+        (
+            state.config.clone(),
+            state.member_count + u64::from(arriving),
+        )
     };
     let (frame, cursor) = {
         let ring = room.ring.read();

@@ -54,18 +54,20 @@ pub(crate) async fn serve(node: Arc<MsgNode>, listener: TcpListener, stop: Cance
 
 async fn connection(node: Arc<MsgNode>, mut stream: TcpStream, remote: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let leftover =
-        match tokio::time::timeout(node.config.connect_timeout, handshake(&mut stream)).await {
-            Ok(Ok(leftover)) => leftover,
-            Ok(Err(error)) => {
-                debug!(%error, "handshake refused");
-                return;
-            }
-            Err(_) => {
-                debug!("handshake timed out");
-                return;
-            }
-        };
+    // Boxed: the handshake's buffers would otherwise size this task's future,
+    // and every idle connection would carry them for its whole life.
+    let handshake = Box::pin(handshake(&mut stream));
+    let leftover = match tokio::time::timeout(node.config.connect_timeout, handshake).await {
+        Ok(Ok(leftover)) => leftover,
+        Ok(Err(error)) => {
+            debug!(%error, "handshake refused");
+            return;
+        }
+        Err(_) => {
+            debug!("handshake timed out");
+            return;
+        }
+    };
     let session = node.open_session(remote, Transport::WebSocket(stream));
     let mut reader = FrameReader::new(node.config.max_frame_bytes, leftover);
     if let Err(error) = serve_session(&node, &session, &mut reader).await {
@@ -116,7 +118,9 @@ async fn handle_batch(
             Ok(frame) => {
                 session.touch(chatroom_cluster::clock::mono_millis());
                 reader.malformed = 0;
-                handler::handle(node, session, frame).await;
+                // Boxed for the same reason as the handshake: requests are
+                // rare next to deliveries, idle connections are many.
+                Box::pin(handler::handle(node, session, frame)).await;
             }
             Err(problem) => {
                 reader.malformed += 1;
@@ -145,11 +149,11 @@ async fn linger(session: &Session) {
     }
     let _ = socket2::SockRef::from(session.stream()).shutdown(Shutdown::Write);
     let drain = async {
-        let mut sink = [0u8; 512];
         loop {
             if session.stream().readable().await.is_err() {
                 return;
             }
+            let mut sink = [0u8; 512];
             match session.stream().try_read(&mut sink) {
                 Ok(0) => return,
                 Err(e) if e.kind() != io::ErrorKind::WouldBlock => return,
