@@ -82,6 +82,7 @@ async fn undecodable_bytes_get_bad_request_then_a_close_when_repeated() {
 #[tokio::test]
 async fn unknown_frame_type_gets_bad_request_with_its_request_id() {
     let server = TestServer::start().await;
+    let mut calm = Bystanders::start(&server).await;
     let (mut client, _) = RawClient::login(&server, "future").await;
     // request_id 42 and a field (99) this server does not know.
     let mut bytes = ClientFrame {
@@ -98,11 +99,13 @@ async fn unknown_frame_type_gets_bad_request_with_its_request_id() {
         (ErrorCode::BadRequest, "unknown frame".into())
     );
     client.join("after-unknown").await;
+    calm.chat().await;
 }
 
 #[tokio::test]
 async fn text_frames_are_refused_but_the_session_goes_on() {
     let server = TestServer::start().await;
+    let mut calm = Bystanders::start(&server).await;
     let (mut client, _) = RawClient::login(&server, "texter").await;
     client.send_ws(WsMessage::Text("hello".into())).await;
     let (code, message) = frame_error(&client.frame().await);
@@ -112,6 +115,7 @@ async fn text_frames_are_refused_but_the_session_goes_on() {
         "{message}"
     );
     client.join("after-text").await;
+    calm.chat().await;
 }
 
 #[tokio::test]
@@ -167,6 +171,7 @@ async fn ids_outside_the_grammar_are_bad_requests() {
 #[tokio::test]
 async fn payload_over_the_room_max_is_too_large() {
     let server = TestServer::start().await;
+    let mut calm = Bystanders::start(&server).await;
     let (mut client, _) = RawClient::login(&server, "talker").await;
     client.join("lobby").await;
     let big = "x".repeat(4097);
@@ -177,11 +182,13 @@ async fn payload_over_the_room_max_is_too_large() {
     // At the limit it is accepted.
     let body = client.say("lobby", 2, &"x".repeat(4096)).await;
     assert!(matches!(body, server_frame::Body::SendAck(_)), "{body:?}");
+    calm.chat().await;
 }
 
 #[tokio::test]
 async fn send_and_pull_before_join_are_not_joined() {
     let server = TestServer::start().await;
+    let mut calm = Bystanders::start(&server).await;
     let (mut client, _) = RawClient::login(&server, "eager").await;
     let body = client.say("lobby", 1, "hi").await;
     assert_eq!(error_of(&body).0, ErrorCode::NotJoined);
@@ -193,11 +200,13 @@ async fn send_and_pull_before_join_are_not_joined() {
         }))
         .await;
     assert_eq!(error_of(&client.reply(id).await).0, ErrorCode::NotJoined);
+    calm.chat().await;
 }
 
 #[tokio::test]
 async fn requests_before_connect_are_unauthenticated() {
     let server = TestServer::start().await;
+    let mut calm = Bystanders::start(&server).await;
     let mut client = RawClient::connect(&server.url()).await;
     let id = client
         .request(client_frame::Body::Send(Send {
@@ -212,6 +221,7 @@ async fn requests_before_connect_are_unauthenticated() {
         error_of(&body),
         (ErrorCode::Unauthenticated, "connect first".into())
     );
+    calm.chat().await;
 }
 
 #[tokio::test]
@@ -273,6 +283,7 @@ async fn bad_expired_unsigned_and_alg_none_tokens_are_refused() {
 #[tokio::test]
 async fn too_many_rooms_per_session_is_refused() {
     let server = TestServer::start_with(|c| c.node.max_rooms_per_session = 2).await;
+    let mut calm = Bystanders::start(&server).await;
     let (mut client, _) = RawClient::login(&server, "roamer").await;
     client.join("one").await;
     client.join("two").await;
@@ -289,6 +300,7 @@ async fn too_many_rooms_per_session_is_refused() {
     assert!(message.contains("at most 2 rooms"), "{message}");
     // Joining a room it is already in is not a new room.
     client.join("two").await;
+    calm.chat().await;
 }
 
 #[tokio::test]

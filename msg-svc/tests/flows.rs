@@ -278,9 +278,11 @@ async fn a_client_that_never_pulls_is_renotified_after_2_s_and_kicked_after_n() 
         3,
         "three notifies, then the kick: {notified_at:?}"
     );
-    // The server waits 2 s between notifies on its own clock; allow 100 ms of
-    // delivery jitter on this side.
-    let min_gap = Duration::from_millis(1_900);
+    // The server waits 2 s between notifies on its own clock (the notifier's
+    // unit tests pin that exactly); here delivery jitter on a loaded machine
+    // blurs it, but a notifier that re-notified every round (100 ms) would
+    // still fail by far.
+    let min_gap = Duration::from_millis(1_500);
     for pair in notified_at.windows(2) {
         assert!(
             pair[1] - pair[0] >= min_gap,
