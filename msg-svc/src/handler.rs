@@ -72,13 +72,12 @@ fn connect(
     let who = match node.tokens.verify(&connect.token) {
         Ok(who) => who,
         Err(error) => {
-            let message = format!("invalid token: {error}");
-            answer_error(
+            refuse(
                 session,
                 request_id,
-                v1::Error::new(ErrorCode::Unauthenticated, &message),
+                ErrorCode::Unauthenticated,
+                &format!("invalid token: {error}"),
             );
-            session.close_with(KickReason::Protocol, close_code::POLICY_VIOLATION, &message);
             return Ok(());
         }
     };
@@ -111,12 +110,7 @@ fn connect(
                 "user has {} sessions already",
                 node.config.max_sessions_per_user
             );
-            answer_error(
-                session,
-                request_id,
-                v1::Error::new(ErrorCode::Forbidden, &message),
-            );
-            session.close_with(KickReason::Protocol, close_code::POLICY_VIOLATION, &message);
+            refuse(session, request_id, ErrorCode::Forbidden, &message);
             return Ok(());
         }
     }
@@ -133,6 +127,12 @@ fn connect(
     });
     session.reply(request_id, server_frame::Body::ConnectAck(ack));
     Ok(())
+}
+
+/// Answers a Connect with an error and closes: the connection cannot go on.
+fn refuse(session: &Session, request_id: u64, code: ErrorCode, message: &str) {
+    answer_error(session, request_id, v1::Error::new(code, message));
+    session.close_with(KickReason::Protocol, close_code::POLICY_VIOLATION, message);
 }
 
 fn joined_room(session: &Session, room_id: &str) -> Result<Arc<LocalRoom>, v1::Error> {

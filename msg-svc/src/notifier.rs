@@ -296,58 +296,59 @@ impl<K: Hash + Eq + Clone, H> Notifier<K, H> {
                 slot += 1;
                 continue;
             }
-            if let Some(at) = member.notified_at {
-                let due_at = at.saturating_add(config.pull_timeout_ms);
-                if now < due_at {
+            let notify = match member.notified_at {
+                Some(at) if now < at.saturating_add(config.pull_timeout_ms) => {
                     stats.suppressed += 1;
-                    renotify_at = Some(renotify_at.map_or(due_at, |r| r.min(due_at)));
+                    earliest(&mut renotify_at, at.saturating_add(config.pull_timeout_ms));
                     slot += 1;
                     continue;
                 }
-                if member.unanswered >= config.slow_consumer_notifies {
+                Some(_) if member.unanswered >= config.slow_consumer_notifies => {
                     act(Action::Kick(&member.handle));
                     stats.kicked += 1;
                     entry.remove_at(slot);
                     continue;
                 }
-            } else {
-                let key = (member.cursor.epoch, member.cursor.msg_id);
-                let frame = deltas.entry(key).or_insert_with(|| {
-                    stats.frames_built += 1;
-                    source.delta(&member.cursor)
-                });
-                if let Some(frame) = frame {
-                    match act(Action::Deliver(&member.handle, frame)) {
-                        Delivery::Accepted => {
-                            stats.delivered += 1;
-                            member.cursor = latest;
-                            member.unanswered = 0;
-                            slot += 1;
-                            continue;
-                        }
-                        Delivery::Refused => stats.refused += 1,
+                Some(_) => true,
+                None => {
+                    let key = (member.cursor.epoch, member.cursor.msg_id);
+                    let delta = deltas.entry(key).or_insert_with(|| {
+                        stats.frames_built += 1;
+                        source.delta(&member.cursor)
+                    });
+                    match delta {
+                        None => true,
+                        Some(frame) => match act(Action::Deliver(&member.handle, frame)) {
+                            Delivery::Accepted => {
+                                stats.delivered += 1;
+                                member.cursor = latest;
+                                member.unanswered = 0;
+                                slot += 1;
+                                continue;
+                            }
+                            // A backed-up socket counts as an unanswered notify.
+                            Delivery::Refused => {
+                                stats.refused += 1;
+                                false
+                            }
+                        },
                     }
-                    // A backed-up socket counts as an unanswered notify.
-                    member.notified_at = Some(now);
-                    member.unanswered += 1;
-                    let due_at = now.saturating_add(config.pull_timeout_ms);
-                    renotify_at = Some(renotify_at.map_or(due_at, |r| r.min(due_at)));
-                    slot += 1;
-                    continue;
+                }
+            };
+            if notify {
+                let frame = plain.get_or_insert_with(|| {
+                    stats.frames_built += 1;
+                    source.plain()
+                });
+                match act(Action::Notify(&member.handle, frame)) {
+                    Delivery::Accepted => stats.notified += 1,
+                    Delivery::Refused => stats.refused += 1,
                 }
             }
-            let frame = plain.get_or_insert_with(|| {
-                stats.frames_built += 1;
-                source.plain()
-            });
-            match act(Action::Notify(&member.handle, frame)) {
-                Delivery::Accepted => stats.notified += 1,
-                Delivery::Refused => stats.refused += 1,
-            }
+            // Now the member owes a pull (or its socket owes us room).
             member.notified_at = Some(now);
             member.unanswered += 1;
-            let due_at = now.saturating_add(config.pull_timeout_ms);
-            renotify_at = Some(renotify_at.map_or(due_at, |r| r.min(due_at)));
+            earliest(&mut renotify_at, now.saturating_add(config.pull_timeout_ms));
             slot += 1;
         }
         entry.dirty = false;
@@ -361,6 +362,11 @@ impl<K: Hash + Eq + Clone, H> Notifier<K, H> {
         }
         stats
     }
+}
+
+/// Lowers `at` to `candidate` if that is earlier.
+fn earliest(at: &mut Option<u64>, candidate: u64) {
+    *at = Some(at.map_or(candidate, |t| t.min(candidate)));
 }
 
 #[cfg(test)]
