@@ -90,8 +90,8 @@ async fn serve_session(
             return Ok(());
         }
         session.flush()?;
-        if session.is_closing() && !session.has_backlog() {
-            return Ok(());
+        if session.is_closing() {
+            return finish_close(session).await;
         }
         let backlog = session.has_backlog();
         tokio::select! {
@@ -104,6 +104,26 @@ async fn serve_session(
             }
         }
     }
+}
+
+/// Gives a closing session a bounded time to hand its last frames (a kick, the
+/// close frame) to a client that may have stopped reading; then it is dropped
+/// either way, so a silent client cannot hold the task.
+async fn finish_close(session: &Session) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
+    while !session.flush()? {
+        if tokio::time::timeout_at(deadline, session.stream().writable())
+            .await
+            .is_err()
+        {
+            debug!(
+                session = session.id,
+                "closing client is not reading; dropping it"
+            );
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Runs a batch of decoded frames; false when the connection must end.

@@ -348,3 +348,51 @@ async fn protocol_violations_below_the_chat_protocol_close_with_a_reason() {
     assert!(String::from_utf8_lossy(&close[4..]).contains("masked"));
     calm.chat().await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_and_dropped() {
+    let server = TestServer::start_with(|c| c.node.max_outbound_bytes = 256 * 1024).await;
+    let mut calm = Bystanders::start(&server).await;
+    let rooms = server.server.rooms();
+    let mut config = room_svc::core::default_room_config();
+    config.normal_per_s = 100_000;
+    config.normal_burst = 100_000;
+    rooms.set_room_config("firehose", config).await.unwrap();
+    let (mut writer, _) = RawClient::login(&server, "writer").await;
+    writer.join("firehose").await;
+    let big = "x".repeat(4_000);
+    for i in 0..200 {
+        let body = writer.say("firehose", i + 1, &big).await;
+        assert!(matches!(body, server_frame::Body::SendAck(_)), "{body:?}");
+    }
+    let (mut sloth, _) = RawClient::login(&server, "sloth").await;
+    let epoch = sloth.join("firehose").await.latest.unwrap().epoch;
+    // Ask for ~800 KB over and over without reading a byte of the answers.
+    for _ in 0..40 {
+        sloth
+            .request(client_frame::Body::Pull(Pull {
+                room_id: "firehose".into(),
+                since: Some(chatroom_proto::v1::Cursor::start(epoch)),
+                limit: 200,
+            }))
+            .await;
+    }
+    // The server lets go of it while it is still not reading (no event
+    // exists for that, so watch the session count, with a deadline)...
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    while server.server.session_count() > 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server kept a client that does not read"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // ...and reading now finds the end of the stream.
+    while let Seen::Frame(_) = sloth.next().await {}
+    assert_eq!(
+        server.server.session_count(),
+        3,
+        "bystanders and the writer remain"
+    );
+    calm.chat().await;
+}
