@@ -254,6 +254,12 @@ impl Session {
                 return Delivery::Refused;
             }
             out.push(Bytes::copy_from_slice(head), body.clone());
+            if closing {
+                // The task may be parked on a socket that never turns
+                // writable: it must see the close to enforce its deadline.
+                drop(out);
+                self.wake.notify_one();
+            }
             return Delivery::Accepted;
         }
         let written = match self
