@@ -4,9 +4,16 @@
 //! - [`auth`]: HS256 tokens (mint, verify) and where their secret comes from.
 //! - [`clock`]: the two time sources the sans-I/O cores are fed from.
 //! - [`link`]: the seam between a msg-svc and the room services it talks to.
+//! - [`local`]: ZooKeeper and Redis processes on loopback, for tests and the
+//!   local cluster.
+//! - [`placement`]: rendezvous hashing of rooms and users onto nodes.
+//! - [`registry`]: live members, in-process or in ZooKeeper.
 //! - [`telemetry`]: tracing set-up, human or JSON.
 
 pub mod auth;
 pub mod clock;
 pub mod link;
+pub mod local;
+pub mod placement;
+pub mod registry;
 pub mod telemetry;

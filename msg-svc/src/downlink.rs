@@ -28,6 +28,7 @@ pub(crate) async fn run(node: Arc<MsgNode>, mut rx: DownLinkRx) {
             to_msg_svc::Body::SendResult(result) => send_result(&node, result),
             to_msg_svc::Body::Kick(kick) => kicked(&node, kick).await,
             to_msg_svc::Body::RoomUpdate(update) => room_updated(&node, update).await,
+            to_msg_svc::Body::NotOwner(not_owner) => refused(&node, &not_owner.room_id),
         }
     }
     debug!("room service link closed");
@@ -137,6 +138,20 @@ async fn room_updated(node: &MsgNode, update: RoomUpdate) {
         })
         .await;
     }
+}
+
+/// The room service asked does not own the room: ask again later.
+fn refused(node: &MsgNode, room_id: &str) {
+    let Some(room) = node.room(room_id) else {
+        return;
+    };
+    if let Subscription::Pending { sent, .. } = &mut room.state.lock().subscription {
+        *sent = false;
+    }
+    debug!(
+        room = room_id,
+        "subscription refused by a room service that does not own the room"
+    );
 }
 
 fn kicked_frame(room_id: &str, reason: KickReason, message: &str) -> server_frame::Body {

@@ -251,9 +251,11 @@ impl MsgNode {
     /// Sends the room's Subscribe; if the link cannot take it, the sweeper
     /// tries again.
     fn subscribe(&self, room: &LocalRoom) {
+        let live = matches!(room.state.lock().subscription, Subscription::Active);
         let frame = ToRoomSvc {
             body: Some(to_room_svc::Body::Subscribe(Subscribe {
                 room_id: room.id.to_string(),
+                latest: live.then(|| room.ring.read().latest()),
             })),
         };
         match self.uplink.try_send(frame) {

@@ -338,7 +338,7 @@ impl UpLink for NodePort {
     }
 }
 
-/// The room a frame is about; every body names one.
+/// The room a frame is about; every body but the link's Hello names one.
 fn room_of(frame: &ToRoomSvc) -> Option<&str> {
     use to_room_svc::Body;
     Some(match frame.body.as_ref()? {
@@ -346,5 +346,6 @@ fn room_of(frame: &ToRoomSvc) -> Option<&str> {
         Body::Unsubscribe(unsub) => &unsub.room_id,
         Body::Membership(membership) => &membership.room_id,
         Body::Send(send) => &send.room_id,
+        Body::Hello(_) => return None,
     })
 }

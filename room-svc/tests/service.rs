@@ -120,6 +120,7 @@ impl FakeNode {
 fn subscribe(room: &str) -> to_room_svc::Body {
     to_room_svc::Body::Subscribe(Subscribe {
         room_id: room.into(),
+        latest: None,
     })
 }
 

@@ -162,8 +162,9 @@ impl Worker {
             }
             Some(to_room_svc::Body::Membership(membership)) => self.on_membership(node, membership),
             Some(to_room_svc::Body::Send(send)) => self.on_send(node, send),
-            // The port drops body-less frames before they get here.
-            None => {}
+            // The port drops body-less frames and link greetings before
+            // they get here.
+            Some(to_room_svc::Body::Hello(_)) | None => {}
         }
     }
 

@@ -1,0 +1,234 @@
+//! The registry: which nodes are alive, and so who owns what.
+//!
+//! A node joins with its [`NodeInfo`] and gets a [`Registration`]: a live
+//! view of the [`Members`] (every node computes placement from it) and the
+//! registration's health. Two implementations sit behind it: a fixed,
+//! in-process membership for the embedded server, and ZooKeeper (an
+//! ephemeral znode per node under the cluster root, watched by every node,
+//! re-created after a session expiry).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::placement;
+
+mod zookeeper;
+
+pub use zookeeper::{RegistryError, ZkConfig, join_zookeeper};
+
+/// What a node plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Owns rooms.
+    RoomSvc,
+    /// Serves clients.
+    MsgSvc,
+}
+
+impl Role {
+    /// The role's directory under the cluster root.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Self::RoomSvc => "room-svc",
+            Self::MsgSvc => "msg-svc",
+        }
+    }
+}
+
+/// A live node as the registry records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Unique within the cluster.
+    pub id: String,
+    /// What it plays.
+    pub role: Role,
+    /// Where msg-svc nodes open their links (room-svc), `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_addr: Option<String>,
+    /// Where clients connect (msg-svc), e.g. `ws://127.0.0.1:7400/ws`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_url: Option<String>,
+    /// Health, readiness and (later) admin and metrics, `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<String>,
+}
+
+impl AsRef<str> for NodeInfo {
+    fn as_ref(&self) -> &str {
+        &self.id
+    }
+}
+
+/// The live nodes, each list sorted by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    /// Nodes owning rooms.
+    pub room_svcs: Vec<NodeInfo>,
+    /// Nodes serving clients.
+    pub msg_svcs: Vec<NodeInfo>,
+}
+
+impl Members {
+    /// Members from any list of nodes.
+    pub fn new(nodes: impl IntoIterator<Item = NodeInfo>) -> Self {
+        let mut members = Self::default();
+        for node in nodes {
+            match node.role {
+                Role::RoomSvc => members.room_svcs.push(node),
+                Role::MsgSvc => members.msg_svcs.push(node),
+            }
+        }
+        members.room_svcs.sort_by(|a, b| a.id.cmp(&b.id));
+        members.msg_svcs.sort_by(|a, b| a.id.cmp(&b.id));
+        members
+    }
+
+    /// The room service that owns `room`.
+    pub fn room_owner(&self, room: &str) -> Option<&NodeInfo> {
+        placement::owner(room, &self.room_svcs)
+    }
+
+    /// The message service that serves `user`.
+    pub fn user_owner(&self, user: &str) -> Option<&NodeInfo> {
+        placement::owner(user, &self.msg_svcs)
+    }
+
+    /// A node by id, in either role.
+    pub fn node(&self, id: &str) -> Option<&NodeInfo> {
+        self.room_svcs
+            .iter()
+            .chain(&self.msg_svcs)
+            .find(|n| n.id == id)
+    }
+}
+
+/// How the node's registration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryHealth {
+    /// Registered and watching: the member view is current.
+    Live,
+    /// The registry cannot be reached; the member view is the last one known
+    /// and placement does not move until it can be refreshed.
+    Unreachable,
+}
+
+/// A node's place in the cluster: the member view and its health. Dropping
+/// it leaves the cluster (the ZooKeeper session closes, the znode goes with
+/// it); [`leave`](Self::leave) does so at once and waits.
+#[derive(Debug)]
+pub struct Registration {
+    me: NodeInfo,
+    members: watch::Receiver<Arc<Members>>,
+    health: watch::Receiver<RegistryHealth>,
+    /// Ends the background task, if any, when sent or dropped.
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Registration {
+    /// A fixed membership: the embedded server's.
+    pub fn in_process(me: NodeInfo, members: Members) -> Self {
+        let (_, members) = watch::channel(Arc::new(members));
+        let (_, health) = watch::channel(RegistryHealth::Live);
+        Self {
+            me,
+            members,
+            health,
+            stop: None,
+            task: None,
+        }
+    }
+
+    pub(crate) fn new(
+        me: NodeInfo,
+        members: watch::Receiver<Arc<Members>>,
+        health: watch::Receiver<RegistryHealth>,
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<()>,
+    ) -> Self {
+        Self {
+            me,
+            members,
+            health,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Removes this node from the cluster now and waits until it is done.
+    pub async fn leave(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// This node.
+    pub fn me(&self) -> &NodeInfo {
+        &self.me
+    }
+
+    /// The member view, updated on every change.
+    pub fn members(&self) -> watch::Receiver<Arc<Members>> {
+        self.members.clone()
+    }
+
+    /// The registration's health, updated on every change.
+    pub fn health(&self) -> watch::Receiver<RegistryHealth> {
+        self.health.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, role: Role) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            role,
+            link_addr: None,
+            client_url: None,
+            http_addr: None,
+        }
+    }
+
+    #[test]
+    fn members_sort_by_role_and_id_and_place_keys() {
+        let members = Members::new([
+            node("r2", Role::RoomSvc),
+            node("m1", Role::MsgSvc),
+            node("r1", Role::RoomSvc),
+        ]);
+        assert_eq!(
+            members
+                .room_svcs
+                .iter()
+                .map(|n| n.id.as_str())
+                .collect::<Vec<_>>(),
+            ["r1", "r2"]
+        );
+        assert_eq!(members.user_owner("alice").unwrap().id, "m1");
+        assert!(members.room_owner("lobby").is_some());
+        assert_eq!(members.node("r2").unwrap().role, Role::RoomSvc);
+        assert!(Members::default().room_owner("lobby").is_none());
+    }
+
+    #[test]
+    fn node_info_round_trips_as_json() {
+        let mut info = node("m1", Role::MsgSvc);
+        info.client_url = Some("ws://127.0.0.1:7400/ws".into());
+        let json = serde_json::to_string(&info).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":"m1","role":"msg-svc","client_url":"ws://127.0.0.1:7400/ws"}"#
+        );
+        assert_eq!(serde_json::from_str::<NodeInfo>(&json).unwrap(), info);
+    }
+}

@@ -1,0 +1,327 @@
+//! The ZooKeeper registry: each node holds an ephemeral znode
+//! `{root}/{role}/{id}` with its [`NodeInfo`] as JSON, and every node watches
+//! both role directories.
+//!
+//! While the session is merely disconnected the last view stands (placement
+//! does not move on a blip) and health says `Unreachable`. When the session
+//! expires (ZooKeeper lost us for longer than the session timeout) a new
+//! session is built, the znode re-created and the watches re-armed. Changes
+//! are published after a short quiet period, so a cluster re-registering after
+//! a ZooKeeper outage settles before placement follows it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, info, warn};
+use zookeeper_client::{Acls, Client, CreateMode, OneshotWatcher, SessionState};
+
+use super::{Members, NodeInfo, Registration, RegistryHealth, Role};
+
+/// How long member changes must be quiet before they are published.
+const SETTLE: Duration = Duration::from_millis(200);
+/// First and longest pause between attempts to rebuild a lost session.
+const RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(3));
+
+/// Where and how to reach ZooKeeper.
+#[derive(Debug, Clone)]
+pub struct ZkConfig {
+    /// `host:port[,host:port…]`.
+    pub connect: String,
+    /// The cluster's root znode, e.g. `/chatroom/default`.
+    pub root: String,
+    /// How long ZooKeeper keeps a silent session (and its znode) alive.
+    pub session_timeout: Duration,
+}
+
+/// Why joining failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// ZooKeeper could not be reached or refused an operation.
+    #[error("zookeeper at {connect}: {source}")]
+    ZooKeeper {
+        /// The connect string.
+        connect: String,
+        /// What went wrong.
+        source: zookeeper_client::Error,
+    },
+    /// The cluster root is not a valid absolute path.
+    #[error("cluster root {0:?} must be an absolute znode path like /chatroom/default")]
+    BadRoot(String),
+}
+
+/// Registers `me` under `config.root` and starts watching the members.
+/// Fails if ZooKeeper cannot be reached now; once joined, outages are
+/// ridden out in the background.
+pub async fn join_zookeeper(config: ZkConfig, me: NodeInfo) -> Result<Registration, RegistryError> {
+    if !config.root.starts_with('/') || config.root.ends_with('/') || config.root.len() < 2 {
+        return Err(RegistryError::BadRoot(config.root));
+    }
+    let zk_error = |source| RegistryError::ZooKeeper {
+        connect: config.connect.clone(),
+        source,
+    };
+    let session = Session::open(&config, &me).await.map_err(zk_error)?;
+    let members = session.members().await.map_err(zk_error)?;
+    info!(
+        node = %me.id,
+        room_svcs = members.0.room_svcs.len(),
+        msg_svcs = members.0.msg_svcs.len(),
+        "joined the cluster"
+    );
+    let (members_tx, members_rx) = watch::channel(Arc::new(members.0.clone()));
+    let (health_tx, health_rx) = watch::channel(RegistryHealth::Live);
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let task = Watcher {
+        config,
+        me: me.clone(),
+        members: members_tx,
+        health: health_tx,
+    };
+    let task = tokio::spawn(task.run(session, members.1, stop_rx));
+    Ok(Registration::new(me, members_rx, health_rx, stop_tx, task))
+}
+
+/// One ZooKeeper session with our znode in it.
+struct Session {
+    client: Client,
+    root: String,
+}
+
+/// Watches armed on the two role directories.
+struct Watches {
+    room_svcs: OneshotWatcher,
+    msg_svcs: OneshotWatcher,
+}
+
+impl Session {
+    async fn open(config: &ZkConfig, me: &NodeInfo) -> Result<Self, zookeeper_client::Error> {
+        let client = Client::connector()
+            .with_session_timeout(config.session_timeout)
+            .with_connection_timeout(config.session_timeout)
+            .connect(&config.connect)
+            .await?;
+        let session = Self {
+            client,
+            root: config.root.clone(),
+        };
+        session.register(me).await?;
+        Ok(session)
+    }
+
+    fn dir(&self, role: Role) -> String {
+        format!("{}/{}", self.root, role.dir())
+    }
+
+    async fn register(&self, me: &NodeInfo) -> Result<(), zookeeper_client::Error> {
+        let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        for role in [Role::RoomSvc, Role::MsgSvc] {
+            self.client.mkdir(&self.dir(role), &persistent).await?;
+        }
+        let path = format!("{}/{}", self.dir(me.role), me.id);
+        // Serialising a struct of strings cannot fail.
+        let data = serde_json::to_vec(me).expect("node info serialises");
+        let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+        match self.client.create(&path, &data, &ephemeral).await {
+            Err(zookeeper_client::Error::NodeExists) => {
+                // Left by an earlier process with this id whose session has
+                // not expired yet (a restart faster than the timeout).
+                warn!(%path, "replacing a stale registration with this node id");
+                match self.client.delete(&path, None).await {
+                    Ok(()) | Err(zookeeper_client::Error::NoNode) => {}
+                    Err(error) => return Err(error),
+                }
+                self.client.create(&path, &data, &ephemeral).await?;
+            }
+            other => {
+                other?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists both directories and arms a watch on each.
+    async fn members(&self) -> Result<(Members, Watches), zookeeper_client::Error> {
+        let (room_svcs, room_watch) = self.list(Role::RoomSvc).await?;
+        let (msg_svcs, msg_watch) = self.list(Role::MsgSvc).await?;
+        let members = Members::new(room_svcs.into_iter().chain(msg_svcs));
+        let watches = Watches {
+            room_svcs: room_watch,
+            msg_svcs: msg_watch,
+        };
+        Ok((members, watches))
+    }
+
+    async fn list(
+        &self,
+        role: Role,
+    ) -> Result<(Vec<NodeInfo>, OneshotWatcher), zookeeper_client::Error> {
+        let dir = self.dir(role);
+        let (children, watcher) = self.client.list_and_watch_children(&dir).await?;
+        let mut nodes = Vec::with_capacity(children.len());
+        for child in children {
+            match self.client.get_data(&format!("{dir}/{child}")).await {
+                Ok((data, _)) => match serde_json::from_slice::<NodeInfo>(&data) {
+                    Ok(node) if node.role == role && node.id == child => nodes.push(node),
+                    Ok(_) | Err(_) => {
+                        warn!(%dir, %child, "ignoring a znode that is not a node record")
+                    }
+                },
+                // Gone between the listing and the read: it left.
+                Err(zookeeper_client::Error::NoNode) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok((nodes, watcher))
+    }
+}
+
+struct Watcher {
+    config: ZkConfig,
+    me: NodeInfo,
+    members: watch::Sender<Arc<Members>>,
+    health: watch::Sender<RegistryHealth>,
+}
+
+impl Watcher {
+    async fn run(
+        self,
+        mut session: Session,
+        mut watches: Watches,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        loop {
+            let outcome = tokio::select! {
+                _ = &mut stop => {
+                    self.leave(&session).await;
+                    return;
+                }
+                outcome = self.follow(&session, watches) => outcome,
+            };
+            // The session is gone: build a new one until it sticks.
+            warn!(node = %self.me.id, reason = outcome, "zookeeper session lost; re-registering");
+            self.health.send_replace(RegistryHealth::Unreachable);
+            let mut pause = RETRY.0;
+            (session, watches) = loop {
+                let attempt = async {
+                    let session = Session::open(&self.config, &self.me).await?;
+                    let (members, watches) = session.members().await?;
+                    Ok::<_, zookeeper_client::Error>((session, members, watches))
+                };
+                tokio::select! {
+                    _ = &mut stop => return,
+                    result = attempt => match result {
+                        Ok((session, members, watches)) => {
+                            tokio::time::sleep(SETTLE).await;
+                            self.publish(members);
+                            info!(node = %self.me.id, "re-registered");
+                            break (session, watches);
+                        }
+                        Err(error) => debug!(%error, "re-registration failed; retrying"),
+                    },
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY.1);
+            };
+            self.health.send_replace(RegistryHealth::Live);
+        }
+    }
+
+    /// Follows one session until it is lost; returns why.
+    async fn follow(&self, session: &Session, watches: Watches) -> &'static str {
+        let mut state = session.client.state_watcher();
+        let mut armed = Some(watches);
+        loop {
+            let relist = tokio::select! {
+                () = fired(&mut armed) => true,
+                changed = state.changed() => match changed {
+                    SessionState::Disconnected => {
+                        self.health.send_replace(RegistryHealth::Unreachable);
+                        false
+                    }
+                    // Back within the session: watches survive, but read
+                    // again in case something changed while we were away.
+                    SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
+                        self.health.send_replace(RegistryHealth::Live);
+                        true
+                    }
+                    SessionState::Expired => return "expired",
+                    SessionState::AuthFailed => return "authentication failed",
+                    SessionState::Closed => return "closed",
+                },
+            };
+            if !relist {
+                continue;
+            }
+            tokio::time::sleep(SETTLE).await;
+            loop {
+                match session.members().await {
+                    Ok((members, fresh)) => {
+                        self.publish(members);
+                        armed = Some(fresh);
+                        break;
+                    }
+                    Err(error) => {
+                        debug!(%error, "cannot list members yet");
+                        // Wait for the session to come back or end.
+                        loop {
+                            match state.changed().await {
+                                SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
+                                    break;
+                                }
+                                SessionState::Disconnected => {}
+                                SessionState::Expired => return "expired",
+                                SessionState::AuthFailed => return "authentication failed",
+                                SessionState::Closed => return "closed",
+                            }
+                        }
+                        self.health.send_replace(RegistryHealth::Live);
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&self, members: Members) {
+        self.members.send_if_modified(|current| {
+            if **current == members {
+                false
+            } else {
+                debug!(
+                    room_svcs = members.room_svcs.len(),
+                    msg_svcs = members.msg_svcs.len(),
+                    "members changed"
+                );
+                *current = Arc::new(members);
+                true
+            }
+        });
+    }
+
+    async fn leave(&self, session: &Session) {
+        let path = format!("{}/{}", session.dir(self.me.role), self.me.id);
+        match session.client.delete(&path, None).await {
+            Ok(()) | Err(zookeeper_client::Error::NoNode) => {
+                info!(node = %self.me.id, "left the cluster")
+            }
+            Err(error) => {
+                warn!(%error, "could not remove our registration; it expires with the session")
+            }
+        }
+    }
+}
+
+/// Completes when either armed watch fires; never, when none is armed. The
+/// watches are taken: if a state change wins the race they are lost, which is
+/// fine, as every path out of a disconnection re-lists and re-arms.
+async fn fired(armed: &mut Option<Watches>) {
+    match armed.take() {
+        Some(watches) => {
+            tokio::select! {
+                _ = watches.room_svcs.changed() => {}
+                _ = watches.msg_svcs.changed() => {}
+            }
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,160 @@
+//! The ZooKeeper registry against a real ZooKeeper on a free port.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chatroom_cluster::local::LocalServer;
+use chatroom_cluster::registry::{
+    Members, NodeInfo, Registration, RegistryHealth, Role, ZkConfig, join_zookeeper,
+};
+use tokio::sync::watch;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn node(id: &str, role: Role) -> NodeInfo {
+    NodeInfo {
+        id: id.into(),
+        role,
+        link_addr: (role == Role::RoomSvc).then(|| format!("127.0.0.1:1{id}")),
+        client_url: None,
+        http_addr: None,
+    }
+}
+
+fn config(zk: &LocalServer, timeout: Duration) -> ZkConfig {
+    ZkConfig {
+        connect: zk.addr(),
+        root: "/chatroom/test".into(),
+        session_timeout: timeout,
+    }
+}
+
+fn ids(members: &Members) -> Vec<&str> {
+    members
+        .room_svcs
+        .iter()
+        .chain(&members.msg_svcs)
+        .map(|n| n.id.as_str())
+        .collect()
+}
+
+async fn until(
+    view: &mut watch::Receiver<Arc<Members>>,
+    what: &str,
+    want: impl FnMut(&Arc<Members>) -> bool,
+) -> Arc<Members> {
+    let seen = tokio::time::timeout(PATIENCE, view.wait_for(want))
+        .await
+        .map(|members| members.map(|m| m.clone()));
+    match seen {
+        Ok(members) => members.expect("registration alive"),
+        Err(_) => panic!("members never became {what}: {:?}", ids(&view.borrow())),
+    }
+}
+
+async fn health(registration: &Registration, want: RegistryHealth) {
+    let mut health = registration.health();
+    tokio::time::timeout(PATIENCE, health.wait_for(|h| *h == want))
+        .await
+        .unwrap_or_else(|_| panic!("health never became {want:?}"))
+        .expect("registration alive");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_see_each_other_join_and_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let zk = LocalServer::zookeeper(dir.path()).unwrap();
+    let timeout = Duration::from_secs(4);
+    let r1 = join_zookeeper(config(&zk, timeout), node("r1", Role::RoomSvc))
+        .await
+        .unwrap();
+    let r2 = join_zookeeper(config(&zk, timeout), node("r2", Role::RoomSvc))
+        .await
+        .unwrap();
+    let m1 = join_zookeeper(config(&zk, timeout), node("m1", Role::MsgSvc))
+        .await
+        .unwrap();
+
+    let mut view = r1.members();
+    let members = until(&mut view, "all three", |m| ids(m) == ["r1", "r2", "m1"]).await;
+    assert_eq!(
+        members.node("r2").unwrap().link_addr.as_deref(),
+        Some("127.0.0.1:1r2")
+    );
+    assert_eq!(members.user_owner("anyone").unwrap().id, "m1");
+
+    r2.leave().await;
+    let started = Instant::now();
+    until(&mut view, "without r2", |m| ids(m) == ["r1", "m1"]).await;
+    println!(
+        "a leaving node vanished from the others' view in {:?}",
+        started.elapsed()
+    );
+
+    // Dropping a registration closes its session: it leaves too.
+    drop(m1);
+    until(&mut view, "without m1", |m| ids(m) == ["r1"]).await;
+    r1.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_with_the_same_id_replaces_the_stale_znode() {
+    let dir = tempfile::tempdir().unwrap();
+    let zk = LocalServer::zookeeper(dir.path()).unwrap();
+    // A long session timeout: the first registration's znode would linger.
+    let timeout = Duration::from_secs(30);
+    let watcher = join_zookeeper(config(&zk, timeout), node("w", Role::MsgSvc))
+        .await
+        .unwrap();
+    let first = join_zookeeper(config(&zk, timeout), node("r1", Role::RoomSvc))
+        .await
+        .unwrap();
+    // The process "dies" without leaving: its session (and znode) stay.
+    std::mem::forget(first);
+    let mut replacement = node("r1", Role::RoomSvc);
+    replacement.link_addr = Some("127.0.0.1:9999".into());
+    let _second = join_zookeeper(config(&zk, timeout), replacement)
+        .await
+        .unwrap();
+    let mut view = watcher.members();
+    let members = until(&mut view, "the new r1", |m| {
+        m.node("r1")
+            .is_some_and(|n| n.link_addr.as_deref() == Some("127.0.0.1:9999"))
+    })
+    .await;
+    assert_eq!(ids(&members), ["r1", "w"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_re_register_after_their_sessions_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let zk = LocalServer::zookeeper(dir.path()).unwrap();
+    let timeout = Duration::from_secs(2);
+    let r1 = join_zookeeper(config(&zk, timeout), node("r1", Role::RoomSvc))
+        .await
+        .unwrap();
+    let m1 = join_zookeeper(config(&zk, timeout), node("m1", Role::MsgSvc))
+        .await
+        .unwrap();
+    let mut view = m1.members();
+    until(&mut view, "both", |m| ids(m) == ["r1", "m1"]).await;
+
+    // Freeze ZooKeeper past the session timeout: both sessions expire.
+    zk.pause().unwrap();
+    health(&r1, RegistryHealth::Unreachable).await;
+    health(&m1, RegistryHealth::Unreachable).await;
+    tokio::time::sleep(timeout * 2).await;
+    let resumed = Instant::now();
+    zk.resume().unwrap();
+
+    health(&r1, RegistryHealth::Live).await;
+    health(&m1, RegistryHealth::Live).await;
+    for registration in [&r1, &m1] {
+        let mut view = registration.members();
+        until(&mut view, "both again", |m| ids(m) == ["r1", "m1"]).await;
+    }
+    println!(
+        "cluster view healed {:?} after ZooKeeper resumed",
+        resumed.elapsed()
+    );
+}
