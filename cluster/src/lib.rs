@@ -6,6 +6,7 @@
 //! - [`link`]: the seam between a msg-svc and the room services it talks to.
 //! - [`local`]: ZooKeeper and Redis processes on loopback, for tests and the
 //!   local cluster.
+//! - [`netlink`]: node links on the wire: bounded reads, batched writes.
 //! - [`placement`]: rendezvous hashing of rooms and users onto nodes.
 //! - [`registry`]: live members, in-process or in ZooKeeper.
 //! - [`telemetry`]: tracing set-up, human or JSON.
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod clock;
 pub mod link;
 pub mod local;
+pub mod netlink;
 pub mod placement;
 pub mod registry;
 pub mod telemetry;

@@ -20,6 +20,14 @@ pub type DownLinkRx = mpsc::Receiver<ToMsgSvc>;
 pub trait UpLink: Send + Sync + std::fmt::Debug + 'static {
     /// Queues `frame` for the owner of the room it names, without waiting.
     fn try_send(&self, frame: ToRoomSvc) -> Result<(), LinkError>;
+
+    /// Which room service owns `room_id` now, by node id; `None` when no
+    /// room service is known. A node re-subscribes a room when its owner
+    /// changes. The default is a single, unnamed owner (the embedded server).
+    fn owner_of(&self, room_id: &str) -> Option<String> {
+        let _ = room_id;
+        Some(String::new())
+    }
 }
 
 /// Why a frame could not be queued.

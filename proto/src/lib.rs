@@ -29,6 +29,6 @@ pub mod cluster {
     }
 }
 
-pub use prost::Message;
+pub use prost::{DecodeError, Message};
 
 mod frames;
