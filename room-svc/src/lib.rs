@@ -10,11 +10,18 @@
 //! - [`core`]: the sans-I/O part. [`core::RoomState`] and what it is made of
 //!   (members, moderation, limiter, dedupe, clock, config, stats); time is
 //!   passed in, nothing waits or reads a clock.
+//! - [`store`]: the second-level store. [`RoomStore`] keeps rooms in Redis
+//!   (or nowhere, in the embedded mode): loads, and writes coalesced per
+//!   room off the ack path.
 //! - [`service`]: the in-process service. [`RoomService`] runs the worker
-//!   tasks that own the rooms, hands msg-svc nodes a [`NodePort`] (their
-//!   [`UpLink`](chatroom_cluster::link::UpLink)) and takes admin operations.
+//!   tasks that own the rooms, loads them from the store, serves only the
+//!   rooms placement gives this node ([`Ownership`]), hands msg-svc nodes a
+//!   [`NodePort`] (their [`UpLink`](chatroom_cluster::link::UpLink)) and
+//!   takes admin operations.
 
 pub mod core;
 pub mod service;
+pub mod store;
 
-pub use service::{AdminError, NodePort, RoomService, RoomServiceConfig};
+pub use service::{AdminError, NodePort, Ownership, RoomService, RoomServiceConfig};
+pub use store::{RedisStoreConfig, RoomStore, StoreCounters, StoreError, StoreHealth};

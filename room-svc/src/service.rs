@@ -9,6 +9,11 @@
 //! share one queue, so they are handled in the order sent. Admin operations
 //! travel to the owning worker as jobs with a oneshot reply.
 //!
+//! Rooms not in memory are loaded from the [`RoomStore`] when first touched,
+//! and changes are written back off the ack path (see [`crate::store`]).
+//! With an [`Ownership`] view the service serves only the rooms placement
+//! gives this node; without one (the embedded mode) it owns every room.
+//!
 //! The workers end once every [`RoomService`] clone and every [`NodePort`]
 //! is dropped.
 
@@ -21,14 +26,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chatroom_cluster::link::{DownLink, LinkError, UpLink};
+use chatroom_cluster::registry::Members;
 use chatroom_proto::cluster::v1::{RoomConfig, ToRoomSvc, to_room_svc};
 use chatroom_proto::ids::{IdError, check_id};
 use chatroom_proto::v1;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, info_span, warn};
 
 use crate::core::{ConfigError, ModerationError, NodeIdx, RoomStats, default_room_config};
-use worker::{Input, NodeLink, Worker};
+use crate::store::{RoomStore, StoreError, StoreHealth};
+use worker::{AdminJob, Input, NodeLink, Worker, WorkerSettings};
 
 /// How the service is laid out.
 #[derive(Debug, Clone)]
@@ -41,6 +48,12 @@ pub struct RoomServiceConfig {
     pub room_defaults: RoomConfig,
     /// Member-count changes are pushed to nodes at most this often per room.
     pub member_update_interval: Duration,
+    /// Inputs one room may queue while it is loaded from the store (at
+    /// least 1); sends beyond it are refused with OVERLOADED.
+    pub loading_queue: usize,
+    /// Most bytes of encoded history a SubscribeAck carries; older messages
+    /// beyond it are left out, so a link frame stays bounded.
+    pub ack_history_bytes: usize,
 }
 
 impl Default for RoomServiceConfig {
@@ -50,6 +63,27 @@ impl Default for RoomServiceConfig {
             worker_queue: 65_536,
             room_defaults: default_room_config(),
             member_update_interval: Duration::from_secs(1),
+            loading_queue: 1024,
+            ack_history_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Which rooms this node serves: placement over the live members, by node
+/// id. A room whose owner is another node is refused (NotOwner, or
+/// OVERLOADED for sends) and dropped from memory when it moves away.
+#[derive(Debug, Clone)]
+pub struct Ownership {
+    node_id: Arc<str>,
+    members: watch::Receiver<Arc<Members>>,
+}
+
+impl Ownership {
+    /// This node is `node_id`; `members` is the registry's live view.
+    pub fn new(node_id: impl Into<Arc<str>>, members: watch::Receiver<Arc<Members>>) -> Self {
+        Self {
+            node_id: node_id.into(),
+            members,
         }
     }
 }
@@ -69,6 +103,9 @@ pub enum AdminError {
     /// The room does not exist on this service.
     #[error("room {0} is unknown")]
     UnknownRoom(String),
+    /// Another room service owns the room.
+    #[error("room {0} is owned by another room service")]
+    NotOwner(String),
     /// A moderation list is at its bound.
     #[error(transparent)]
     Moderation(#[from] ModerationError),
@@ -90,6 +127,7 @@ pub struct RoomService {
 struct Shared {
     workers: Vec<mpsc::Sender<Input>>,
     next_node: AtomicU32,
+    store: RoomStore,
 }
 
 impl Shared {
@@ -105,12 +143,27 @@ impl Shared {
 }
 
 impl RoomService {
-    /// Starts the workers on the current tokio runtime.
+    /// Starts the embedded mode: nothing persists and this node owns every
+    /// room.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
     pub fn start(config: RoomServiceConfig) -> Self {
+        Self::start_with(config, RoomStore::memory(), None)
+    }
+
+    /// Starts the workers on the current tokio runtime, keeping rooms in
+    /// `store` and, with `ownership`, serving only the rooms this node owns.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn start_with(
+        config: RoomServiceConfig,
+        store: RoomStore,
+        ownership: Option<Ownership>,
+    ) -> Self {
         let queue = config.worker_queue.max(1);
         let interval = config.member_update_interval.max(Duration::from_millis(1));
         if let Err(error) = crate::core::validate_config(&config.room_defaults) {
@@ -119,10 +172,18 @@ impl RoomService {
         let workers = (0..config.workers.max(1))
             .map(|index| {
                 let (tx, rx) = mpsc::channel(queue);
-                let worker = Worker::new(config.room_defaults.clone());
+                let mut members = ownership.as_ref().map(|view| view.members.clone());
+                let settings = WorkerSettings {
+                    defaults: config.room_defaults.clone(),
+                    store: store.clone(),
+                    loading_queue: config.loading_queue,
+                    ack_history_bytes: config.ack_history_bytes,
+                    owner_id: ownership.as_ref().map(|view| Arc::clone(&view.node_id)),
+                };
+                let (worker, loaded) = Worker::new(settings, members.as_mut());
                 tokio::spawn(
                     worker
-                        .run(rx, interval)
+                        .run(rx, loaded, interval, members)
                         .instrument(info_span!("room_worker", worker = index)),
                 );
                 tx
@@ -132,22 +193,76 @@ impl RoomService {
             shared: Arc::new(Shared {
                 workers,
                 next_node: AtomicU32::new(0),
+                store,
             }),
         }
     }
 
     /// Attaches a msg-svc node. Frames for it go to `down`; the returned port
     /// carries its frames in. A node whose `down` closes is detached
-    /// (unsubscribed everywhere) the next time something is sent to it.
+    /// (unsubscribed everywhere) the next time something is sent to it, or
+    /// at once by [`disconnect`](Self::disconnect).
     pub fn connect_node(&self, node_id: &str, down: DownLink) -> NodePort {
         let idx = NodeIdx(self.shared.next_node.fetch_add(1, Ordering::Relaxed));
         NodePort {
-            link: Arc::new(NodeLink {
-                idx,
-                id: node_id.into(),
-                down,
-            }),
+            link: Arc::new(NodeLink::new(idx, node_id.into(), down)),
             shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Detaches `port`'s node from every worker now: unsubscribed
+    /// everywhere, its members gone (member counts are pushed as usual).
+    /// Frames the port sends afterwards are refused with
+    /// [`LinkError::Down`]. Returns once every worker has done so.
+    pub async fn disconnect(&self, port: &NodePort) {
+        port.link.mark_detached();
+        let node = port.link.idx;
+        self.on_every_worker(move |worker| worker.detach(node, "disconnected"))
+            .await;
+    }
+
+    /// Where rooms are kept beyond memory.
+    pub fn store(&self) -> &RoomStore {
+        &self.shared.store
+    }
+
+    /// The store's health, for readiness.
+    pub fn store_health(&self) -> StoreHealth {
+        self.shared.store.health()
+    }
+
+    /// Waits until every change the workers made so far (to the inputs they
+    /// have taken) is written to the store, or the store gives up (see
+    /// [`RoomStore::flush`]). For graceful shutdown and tests.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.on_every_worker(|_| {}).await;
+        self.shared.store.flush().await
+    }
+
+    /// Runs `op` on every worker and waits until each has sent what it
+    /// caused (its writes included). Workers that have stopped are skipped.
+    async fn on_every_worker<F>(&self, op: F)
+    where
+        F: Fn(&mut Worker) + Clone + Send + 'static,
+    {
+        let mut answers = Vec::with_capacity(self.shared.workers.len());
+        for queue in &self.shared.workers {
+            let (reply, answer) = oneshot::channel();
+            let op = op.clone();
+            let job: AdminJob = Box::new(move |worker: &mut Worker| {
+                op(worker);
+                worker.reply_after_flush(Box::new(move || {
+                    // The caller may have given up waiting; nobody else wants it.
+                    let _ = reply.send(());
+                }));
+            });
+            if queue.send(Input::Worker(job)).await.is_ok() {
+                answers.push(answer);
+            }
+        }
+        for answer in answers {
+            // A worker that stopped meanwhile has nothing left to do.
+            let _ = answer.await;
         }
     }
 
@@ -269,15 +384,20 @@ impl RoomService {
         let queue = self.shared.worker_for(room);
         let room: Arc<str> = room.into();
         let (reply, answer) = oneshot::channel();
+        let job_room = Arc::clone(&room);
         let job = Box::new(move |worker: &mut Worker| {
-            let answer = op(worker, room);
+            let answer = if worker.owns(&job_room) {
+                op(worker, job_room)
+            } else {
+                Err(AdminError::NotOwner(job_room.to_string()))
+            };
             worker.reply_after_flush(Box::new(move || {
                 // The caller may have given up waiting; nobody else wants it.
                 let _ = reply.send(answer);
             }));
         });
         queue
-            .send(Input::Admin(job))
+            .send(Input::Admin { room, job })
             .await
             .map_err(|_| AdminError::Stopped)?;
         answer.await.map_err(|_| AdminError::Stopped)?
@@ -316,13 +436,27 @@ impl NodePort {
     pub fn node_id(&self) -> &str {
         &self.link.id
     }
-}
 
-impl UpLink for NodePort {
-    fn try_send(&self, frame: ToRoomSvc) -> Result<(), LinkError> {
-        let Some(room) = room_of(&frame) else {
-            warn!(node = %self.link.id, "frame without a body dropped");
+    /// Queues `frame` for the worker owning its room, waiting while that
+    /// worker's queue is full (backpressure onto the link's reader).
+    /// [`LinkError::Down`] once the node is disconnected or the service has
+    /// stopped.
+    pub async fn send(&self, frame: ToRoomSvc) -> Result<(), LinkError> {
+        let Some((queue, input)) = self.route(frame)? else {
             return Ok(());
+        };
+        queue.send(input).await.map_err(|_| LinkError::Down)
+    }
+
+    /// The queue `frame` goes to and the input it becomes; `None` for frames
+    /// without a room, which are dropped here.
+    fn route(&self, frame: ToRoomSvc) -> Result<Option<(&mpsc::Sender<Input>, Input)>, LinkError> {
+        if self.link.is_detached() {
+            return Err(LinkError::Down);
+        }
+        let Some(room) = room_of(&frame) else {
+            warn!(node = %self.link.id, "frame without a room dropped");
+            return Ok(None);
         };
         // Invalid room ids are routed like any other and answered (or
         // dropped) by the worker, after the frames sent before them.
@@ -330,6 +464,15 @@ impl UpLink for NodePort {
         let input = Input::Frame {
             node: Arc::clone(&self.link),
             frame,
+        };
+        Ok(Some((queue, input)))
+    }
+}
+
+impl UpLink for NodePort {
+    fn try_send(&self, frame: ToRoomSvc) -> Result<(), LinkError> {
+        let Some((queue, input)) = self.route(frame)? else {
+            return Ok(());
         };
         queue.try_send(input).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => LinkError::Full,

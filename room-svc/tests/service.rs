@@ -3,175 +3,19 @@
 //! Every wait is on an event, bounded by a timeout that only guards against
 //! a hang.
 
+mod support;
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use chatroom_cluster::link::{DownLinkRx, LinkError, UpLink};
+use chatroom_cluster::link::{LinkError, UpLink};
 use chatroom_proto::cluster::v1::{
-    Broadcast, Kick, Membership, RoomConfig, RoomUpdate, SendRequest, SendResult, Subscribe,
-    SubscribeAck, ToMsgSvc, ToRoomSvc, Unsubscribe, send_result, to_msg_svc, to_room_svc,
+    SendRequest, ToRoomSvc, Unsubscribe, send_result, to_msg_svc, to_room_svc,
 };
-use chatroom_proto::v1::{Cursor, ErrorCode, KickReason, Kind, Lane, SendAck};
-use room_svc::core::default_room_config;
-use room_svc::{AdminError, NodePort, RoomService, RoomServiceConfig};
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TryRecvError;
+use chatroom_proto::v1::{Cursor, ErrorCode, KickReason, Kind, Lane};
+use room_svc::{AdminError, RoomService, RoomServiceConfig};
+use support::*;
 use tokio::time::timeout;
-
-const ROOM: &str = "stream-1";
-const GUARD: Duration = Duration::from_secs(10);
-
-struct FakeNode {
-    port: NodePort,
-    down: DownLinkRx,
-}
-
-impl FakeNode {
-    fn attach(service: &RoomService, id: &str) -> Self {
-        Self::attach_with_capacity(service, id, 1024)
-    }
-
-    fn attach_with_capacity(service: &RoomService, id: &str, capacity: usize) -> Self {
-        let (tx, down) = mpsc::channel(capacity);
-        Self {
-            port: service.connect_node(id, tx),
-            down,
-        }
-    }
-
-    fn send(&self, body: to_room_svc::Body) {
-        self.port
-            .try_send(ToRoomSvc { body: Some(body) })
-            .expect("queued");
-    }
-
-    async fn subscribe(&mut self, room: &str) -> SubscribeAck {
-        self.send(subscribe(room));
-        match self.next().await {
-            to_msg_svc::Body::SubscribeAck(ack) => ack,
-            other => panic!("expected a SubscribeAck, got {other:?}"),
-        }
-    }
-
-    fn join(&self, room: &str, users: &[&str]) {
-        self.send(membership(room, users, &[]));
-    }
-
-    async fn next(&mut self) -> to_msg_svc::Body {
-        let frame: ToMsgSvc = timeout(GUARD, self.down.recv())
-            .await
-            .expect("a frame in time")
-            .expect("the downlink is open");
-        frame.body.expect("a frame body")
-    }
-
-    async fn next_result(&mut self) -> SendResult {
-        match self.next().await {
-            to_msg_svc::Body::SendResult(result) => result,
-            other => panic!("expected a SendResult, got {other:?}"),
-        }
-    }
-
-    async fn next_ack(&mut self) -> SendAck {
-        match self.next_result().await.outcome {
-            Some(send_result::Outcome::Ack(ack)) => ack,
-            other => panic!("expected an ack, got {other:?}"),
-        }
-    }
-
-    async fn next_error(&mut self) -> chatroom_proto::v1::Error {
-        match self.next_result().await.outcome {
-            Some(send_result::Outcome::Error(error)) => error,
-            other => panic!("expected an error, got {other:?}"),
-        }
-    }
-
-    async fn next_broadcast(&mut self) -> Broadcast {
-        match self.next().await {
-            to_msg_svc::Body::Broadcast(broadcast) => broadcast,
-            other => panic!("expected a Broadcast, got {other:?}"),
-        }
-    }
-
-    async fn next_update(&mut self) -> RoomUpdate {
-        match self.next().await {
-            to_msg_svc::Body::RoomUpdate(update) => update,
-            other => panic!("expected a RoomUpdate, got {other:?}"),
-        }
-    }
-
-    async fn next_kick(&mut self) -> Kick {
-        match self.next().await {
-            to_msg_svc::Body::Kick(kick) => kick,
-            other => panic!("expected a Kick, got {other:?}"),
-        }
-    }
-
-    /// Nothing is waiting. Call after an admin call on the same room
-    /// returned: its answer comes after everything sent before it.
-    fn assert_quiet(&mut self) {
-        match self.down.try_recv() {
-            Err(TryRecvError::Empty) => {}
-            other => panic!("expected nothing, got {other:?}"),
-        }
-    }
-}
-
-fn subscribe(room: &str) -> to_room_svc::Body {
-    to_room_svc::Body::Subscribe(Subscribe {
-        room_id: room.into(),
-        latest: None,
-    })
-}
-
-fn membership(room: &str, joined: &[&str], left: &[&str]) -> to_room_svc::Body {
-    to_room_svc::Body::Membership(Membership {
-        room_id: room.into(),
-        joined: joined.iter().map(|u| u.to_string()).collect(),
-        left: left.iter().map(|u| u.to_string()).collect(),
-    })
-}
-
-fn send(room: &str, sender: &str, request_id: u64) -> SendRequest {
-    SendRequest {
-        room_id: room.into(),
-        sender: sender.into(),
-        sender_roles: Vec::new(),
-        session_id: 77,
-        request_id,
-        client_msg_id: 0,
-        kind: Kind::Chat as i32,
-        payload: Bytes::from(format!("message {request_id}")),
-    }
-}
-
-fn send_body(request: SendRequest) -> to_room_svc::Body {
-    to_room_svc::Body::Send(request)
-}
-
-/// A service whose member-count pushes never come during a test (only the
-/// test of those pushes wants them).
-fn start(workers: usize) -> RoomService {
-    RoomService::start(quiet_config(workers))
-}
-
-fn quiet_config(workers: usize) -> RoomServiceConfig {
-    RoomServiceConfig {
-        workers,
-        member_update_interval: Duration::from_secs(3600),
-        ..RoomServiceConfig::default()
-    }
-}
-
-fn config_with(edit: impl FnOnce(&mut RoomConfig)) -> RoomConfig {
-    let mut config = default_room_config();
-    edit(&mut config);
-    config
-}
-
-fn code(error: &chatroom_proto::v1::Error) -> ErrorCode {
-    ErrorCode::try_from(error.code).expect("a known error code")
-}
 
 #[tokio::test]
 async fn subscribe_ack_carries_config_history_and_latest() {
@@ -753,4 +597,107 @@ async fn stats_serialize_for_the_admin_api() {
     assert_eq!(json["rejected"]["not_joined"], 1);
     assert_eq!(json["latest"]["msg_id"], 0);
     assert!(json["latest"]["epoch"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn disconnect_detaches_a_node_at_once() {
+    let service = RoomService::start(RoomServiceConfig {
+        member_update_interval: Duration::from_millis(10),
+        ..quiet_config(2)
+    });
+    let mut a = FakeNode::attach(&service, "a");
+    let mut b = FakeNode::attach(&service, "b");
+    a.subscribe(ROOM).await;
+    b.subscribe(ROOM).await;
+    b.subscribe("another-room").await;
+    a.join(ROOM, &["alice"]);
+    b.join(ROOM, &["bob", "carol"]);
+    b.join("another-room", &["bob"]);
+    assert_eq!(service.stats(ROOM).await.unwrap().members, 3);
+    assert_eq!(service.stats("another-room").await.unwrap().members, 1);
+
+    service.disconnect(&b.port).await;
+    let stats = service.stats(ROOM).await.unwrap();
+    assert_eq!((stats.nodes, stats.members), (1, 1));
+    let other = service.stats("another-room").await.unwrap();
+    assert_eq!((other.nodes, other.members), (0, 0));
+    // The remaining subscriber learns the new count as usual (after the
+    // counts pushed before, if a tick came between the joins).
+    while a.next_update().await.member_count != 1 {}
+    // The disconnected port takes nothing more.
+    let frame = ToRoomSvc {
+        body: Some(subscribe(ROOM)),
+    };
+    assert_eq!(b.port.try_send(frame.clone()), Err(LinkError::Down));
+    assert_eq!(b.port.send(frame).await, Err(LinkError::Down));
+    a.send(send_body(send(ROOM, "alice", 1)));
+    a.next_ack().await;
+    a.next_broadcast().await;
+    assert_eq!(service.stats(ROOM).await.unwrap().broadcast_frames, 1);
+}
+
+#[tokio::test]
+async fn node_port_send_waits_for_queue_room_instead_of_failing() {
+    let service = RoomService::start(RoomServiceConfig {
+        worker_queue: 1,
+        ..quiet_config(1)
+    });
+    // Nobody reads this node's downlink, which holds one frame.
+    let mut a = FakeNode::attach_with_capacity(&service, "a", 1);
+    let mut queued = 0;
+    for i in 0.. {
+        let frame = ToRoomSvc {
+            body: Some(subscribe(&format!("room-{i}"))),
+        };
+        match a.port.try_send(frame) {
+            Ok(()) => queued += 1,
+            Err(LinkError::Full) => break,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+    }
+    let port = a.port.clone();
+    let mut waiting = tokio::spawn(async move {
+        port.send(ToRoomSvc {
+            body: Some(subscribe("room-last")),
+        })
+        .await
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiting.is_finished(), "send waits while the queue is full");
+    for _ in 0..queued {
+        assert!(matches!(a.next().await, to_msg_svc::Body::SubscribeAck(_)));
+    }
+    assert_eq!(timeout(GUARD, &mut waiting).await.unwrap().unwrap(), Ok(()));
+    match a.next().await {
+        to_msg_svc::Body::SubscribeAck(ack) => assert_eq!(ack.room_id, "room-last"),
+        other => panic!("expected a SubscribeAck, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn subscribe_ack_history_stays_within_its_byte_budget() {
+    let service = RoomService::start(RoomServiceConfig {
+        ack_history_bytes: 3_500,
+        ..quiet_config(1)
+    });
+    let mut a = FakeNode::attach(&service, "a");
+    a.subscribe(ROOM).await;
+    a.join(ROOM, &["alice"]);
+    for request_id in 1..=5 {
+        a.send(send_body(SendRequest {
+            payload: Bytes::from(vec![b'x'; 1_000]),
+            ..send(ROOM, "alice", request_id)
+        }));
+        a.next_ack().await;
+        a.next_broadcast().await;
+    }
+    assert_eq!(service.stats(ROOM).await.unwrap().history, 5);
+    let mut b = FakeNode::attach(&service, "b");
+    let ack = b.subscribe(ROOM).await;
+    let ids: Vec<u64> = ack.history.iter().map(|m| m.msg_id).collect();
+    assert_eq!(ids, [3, 4, 5], "the newest that fit, oldest first");
 }

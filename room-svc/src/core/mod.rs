@@ -2,7 +2,8 @@
 //! with time passed in by the caller. No tasks, sockets or clock reads here,
 //! so tests and the simulation drive the very same code deterministically.
 //!
-//! - [`room`]: [`RoomState`], one room's state and its accept / stamp logic.
+//! - [`room`]: [`RoomState`], one room's state and its accept / stamp logic,
+//!   and [`PersistedRoom`], what the store keeps to rebuild it.
 //! - [`members`]: who is present on which msg-svc node.
 //! - [`moderation`]: mutes, bans and the whitelist.
 //! - [`limiter`]: the per-lane upstream limiter (governor GCRA, passed-in time).
@@ -24,5 +25,5 @@ pub use clock::RoomClock;
 pub use config::{ConfigError, default_room_config, validate_config};
 pub use members::NodeIdx;
 pub use moderation::{ModerationError, MuteLeft};
-pub use room::{Accepted, Now, PresenceChange, RoomState, SendInput};
+pub use room::{Accepted, CatchUp, Now, PersistedRoom, PresenceChange, RoomState, SendInput};
 pub use stats::RoomStats;

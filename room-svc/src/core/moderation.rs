@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 pub const MAX_LIST_ENTRIES: usize = 100_000;
 
 /// Which moderation list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum List {
     /// Users who may not send for a while.
     Mutes,

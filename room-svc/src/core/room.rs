@@ -1,6 +1,9 @@
 //! One room's state and the decisions made on it: who is in it and on which
 //! nodes, which nodes want its broadcasts, whether a message is accepted
-//! (DESIGN §4's checks, in order), and how it is stamped.
+//! (DESIGN §4's checks, in order), and how it is stamped. A room is created
+//! afresh or rebuilt from what the second-level store kept
+//! ([`PersistedRoom`]), and a new owner catches up with the positions its
+//! subscribers already hold.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -75,6 +78,39 @@ pub struct PresenceChange {
     pub banned: Vec<String>,
 }
 
+/// What the second-level store keeps of a room: enough to rebuild it after a
+/// restart or on a new owner. Members and subscribers are soft state and are
+/// not kept: the nodes report them again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PersistedRoom {
+    /// The stream's newest position; `None` when only settings or
+    /// moderation were kept.
+    pub latest: Option<Cursor>,
+    /// Settings set through the admin API, if any.
+    pub config: Option<RoomConfig>,
+    /// Muted users and the wall-clock microsecond their mute ends (`None`:
+    /// until unmuted).
+    pub mutes: Vec<(String, Option<u64>)>,
+    /// Banned users.
+    pub bans: Vec<String>,
+    /// Whitelisted users.
+    pub whitelist: Vec<String>,
+    /// The recent messages of the stream at `latest`, oldest first.
+    pub history: Vec<ChatMessage>,
+}
+
+/// What a subscriber's position did to the room's stream (see
+/// [`RoomState::catch_up`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// The room was already at or past it.
+    Unchanged,
+    /// Same stream, further on: the counters and clock moved past it.
+    Advanced,
+    /// A fresh room took over the subscriber's stream (epoch and position).
+    Adopted,
+}
+
 /// Everything the room service owns about one room.
 pub struct RoomState {
     room_id: Arc<str>,
@@ -92,6 +128,9 @@ pub struct RoomState {
     latest: Cursor,
     history: VecDeque<ChatMessage>,
     counters: Counters,
+    /// Created afresh (nothing stored was found) and nothing stamped since:
+    /// the stream may still adopt a subscriber's.
+    pristine: bool,
 }
 
 impl std::fmt::Debug for RoomState {
@@ -125,7 +164,54 @@ impl RoomState {
             clock: RoomClock::new(),
             latest: Cursor::start(epoch),
             counters: Counters::default(),
+            pristine: true,
         }
+    }
+
+    /// A room rebuilt from what the store kept. Its stream continues after
+    /// the stored position (or the stored history's newest message, if that
+    /// is further on); the clock resumes after it. Without a stored position
+    /// the room starts a stream with the new `epoch` and the stored history
+    /// is ignored. The stored config is used when it is within bounds,
+    /// `defaults` otherwise; mutes that ended by `now_us` are left out.
+    pub fn restore(
+        room_id: Arc<str>,
+        epoch: u64,
+        defaults: RoomConfig,
+        stored: PersistedRoom,
+        now_us: u64,
+    ) -> Self {
+        let config = stored
+            .config
+            .filter(|config| validate_config(config).is_ok())
+            .unwrap_or(defaults);
+        let mut room = Self::new(room_id, epoch, config);
+        if let Some(latest) = stored.latest {
+            let newest = stored
+                .history
+                .last()
+                .map(|msg| Cursor::after(latest.epoch, msg));
+            room.epoch = latest.epoch;
+            room.latest = newest.map_or(latest, |newest| furthest(&latest, &newest));
+            room.clock = RoomClock::resuming_after(room.latest.ts);
+            room.history = stored.history.into();
+            room.trim_history();
+            room.pristine = false;
+        }
+        // The lists were bounded when they were written; an entry beyond the
+        // bound (a store edited by hand) is left out.
+        for (user, until_us) in stored.mutes {
+            if until_us.is_none_or(|until| until > now_us) {
+                let _ = room.moderation.mute(&user, until_us, now_us);
+            }
+        }
+        for user in stored.bans {
+            let _ = room.moderation.ban(&user);
+        }
+        for user in stored.whitelist {
+            let _ = room.moderation.whitelist_add(&user);
+        }
+        room
     }
 
     /// The room's id.
@@ -372,6 +458,7 @@ impl RoomState {
             client_msg_id,
         };
         self.latest = Cursor::after(self.epoch, &msg);
+        self.pristine = false;
         if self.config.history_size > 0 {
             self.history.push_back(msg.clone());
             self.trim_history();
@@ -389,6 +476,34 @@ impl RoomState {
     /// The room's newest position (ts 0 before the first message).
     pub fn latest(&self) -> Cursor {
         self.latest
+    }
+
+    /// Takes in the newest position a subscriber holds, so that the room
+    /// never stamps at or below a position a node already has (a previous
+    /// owner may have stamped messages the store never got). A position of
+    /// this stream that is further on moves the counters and the clock past
+    /// it. A position of another stream with messages in it is adopted when
+    /// the room is pristine (created afresh, nothing stamped): the stream
+    /// continues instead of starting over.
+    pub fn catch_up(&mut self, seen: &Cursor) -> CatchUp {
+        if seen.epoch == self.epoch {
+            let ahead = furthest(&self.latest, seen);
+            if ahead == self.latest && self.clock.last() >= seen.ts {
+                return CatchUp::Unchanged;
+            }
+            self.latest = ahead;
+            self.clock = RoomClock::resuming_after(self.clock.last().max(seen.ts));
+            return CatchUp::Advanced;
+        }
+        if !self.pristine || seen.msg_id == 0 {
+            return CatchUp::Unchanged;
+        }
+        self.epoch = seen.epoch;
+        self.latest = *seen;
+        self.clock = RoomClock::resuming_after(self.clock.last().max(seen.ts));
+        self.history.clear();
+        self.pristine = false;
+        CatchUp::Adopted
     }
 
     /// The recent messages, oldest first.
@@ -467,6 +582,16 @@ impl RoomState {
             whitelist: self.moderation.whitelist_count() as u64,
             latest: self.latest,
         }
+    }
+}
+
+/// Each counter of the two positions at its furthest (`a`'s epoch).
+fn furthest(a: &Cursor, b: &Cursor) -> Cursor {
+    Cursor {
+        epoch: a.epoch,
+        ts: a.ts.max(b.ts),
+        msg_id: a.msg_id.max(b.msg_id),
+        normal_seq: a.normal_seq.max(b.normal_seq),
     }
 }
 

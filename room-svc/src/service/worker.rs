@@ -9,27 +9,42 @@
 //! policy of the node link: the worker's own queue then fills and senders
 //! are refused with `LinkError::Full`); a node whose downlink is closed is
 //! detached.
+//!
+//! Room changes that the second-level store keeps (positions, messages,
+//! config, moderation, closes) are recorded as they happen and handed to the
+//! store once per batch, before the batch's answers go out; the worker never
+//! waits on the store. Which rooms the worker serves, and how a room that is
+//! not in memory gets there, is [`routing`]'s part.
+
+mod routing;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use chatroom_cluster::auth::Roles;
 use chatroom_cluster::clock::{mono_nanos, unix_micros};
 use chatroom_cluster::link::DownLink;
+use chatroom_cluster::registry::Members;
+use chatroom_proto::Message;
 use chatroom_proto::cluster::v1::{
-    Broadcast, Kick, Membership, RoomConfig, RoomUpdate, SendRequest, SendResult, SubscribeAck,
-    ToMsgSvc, ToRoomSvc, send_result, to_msg_svc, to_room_svc,
+    Broadcast, Kick, Membership, RoomConfig, RoomUpdate, SendRequest, SendResult, Subscribe,
+    SubscribeAck, ToMsgSvc, ToRoomSvc, send_result, to_msg_svc, to_room_svc,
 };
 use chatroom_proto::ids::check_id;
 use chatroom_proto::v1::{self, ChatMessage, ErrorCode, KickReason, SendAck};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tracing::{debug, info, warn};
 
 use super::AdminError;
-use crate::core::{Accepted, NodeIdx, Now, RoomClock, RoomState, RoomStats, SendInput};
+use crate::core::moderation::List;
+use crate::core::{Accepted, CatchUp, NodeIdx, Now, RoomClock, RoomState, RoomStats, SendInput};
+use crate::store::RoomStore;
+use crate::store::writes::{EntryChange, PendingWrites};
+use routing::{Loaded, LoadingRoom, OwnerView};
 
 /// Most inputs handled between two flushes.
 const BATCH: usize = 256;
@@ -41,6 +56,28 @@ pub(super) struct NodeLink {
     /// The id it attached with, for logs.
     pub(super) id: Arc<str>,
     pub(super) down: DownLink,
+    /// The node was disconnected: its frames are refused at the port and
+    /// dropped by the workers.
+    detached: AtomicBool,
+}
+
+impl NodeLink {
+    pub(super) fn new(idx: NodeIdx, id: Arc<str>, down: DownLink) -> Self {
+        Self {
+            idx,
+            id,
+            down,
+            detached: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn is_detached(&self) -> bool {
+        self.detached.load(Ordering::Acquire)
+    }
+
+    pub(super) fn mark_detached(&self) {
+        self.detached.store(true, Ordering::Release);
+    }
 }
 
 /// A job run on the worker owning a room; it hands its reply to
@@ -57,8 +94,24 @@ pub(super) enum Input {
         node: Arc<NodeLink>,
         frame: ToRoomSvc,
     },
-    /// An admin operation.
-    Admin(AdminJob),
+    /// An admin operation on one room.
+    Admin { room: Arc<str>, job: AdminJob },
+    /// A job for the worker as a whole (detaching a node, a flush barrier).
+    Worker(AdminJob),
+}
+
+/// How the worker is set up.
+pub(super) struct WorkerSettings {
+    /// Settings of a room nobody has configured.
+    pub(super) defaults: RoomConfig,
+    /// Where rooms are kept beyond memory.
+    pub(super) store: RoomStore,
+    /// Inputs one room may queue while it loads.
+    pub(super) loading_queue: usize,
+    /// Most bytes of encoded history one SubscribeAck carries.
+    pub(super) ack_history_bytes: usize,
+    /// This node's id, when the worker serves only the rooms it owns.
+    pub(super) owner_id: Option<Arc<str>>,
 }
 
 /// A room and what the worker has yet to send for it.
@@ -73,6 +126,7 @@ struct RoomSlot {
 /// The rooms of one worker task and everything it has to send.
 pub(super) struct Worker {
     defaults: RoomConfig,
+    ack_history_bytes: usize,
     rooms: HashMap<Arc<str>, RoomSlot>,
     /// Nodes that sent this worker a frame (and so may be answered).
     nodes: HashMap<NodeIdx, Arc<NodeLink>>,
@@ -87,6 +141,22 @@ pub(super) struct Worker {
     /// Issues room epochs: creation time in microseconds, distinct even for
     /// rooms created (or closed and re-created) within one microsecond.
     epochs: RoomClock,
+    store: RoomStore,
+    /// Changes for the store since the last hand-over; `None` when the store
+    /// keeps nothing.
+    writes: Option<PendingWrites>,
+    /// Which rooms this node owns; `None`: all of them.
+    view: Option<OwnerView>,
+    /// Rooms being loaded, with the inputs waiting for them.
+    loading: HashMap<Arc<str>, LoadingRoom>,
+    loading_queue: usize,
+    /// Where load results come back. Unbounded, but holds at most one
+    /// result per loading room.
+    loaded_tx: mpsc::UnboundedSender<Loaded>,
+    /// The room whose load just settled with nothing to restore: while its
+    /// waiting inputs are replayed they create it afresh rather than load
+    /// it again.
+    settled: Option<Arc<str>>,
 }
 
 fn now() -> Now {
@@ -101,9 +171,21 @@ fn frame(body: to_msg_svc::Body) -> ToMsgSvc {
 }
 
 impl Worker {
-    pub(super) fn new(defaults: RoomConfig) -> Self {
-        Self {
-            defaults,
+    /// A worker and the receiving end of its load results (for
+    /// [`run`](Self::run)). With an owner id, `members` is the view rooms
+    /// are placed by.
+    pub(super) fn new(
+        settings: WorkerSettings,
+        members: Option<&mut watch::Receiver<Arc<Members>>>,
+    ) -> (Self, mpsc::UnboundedReceiver<Loaded>) {
+        let (loaded_tx, loaded_rx) = mpsc::unbounded_channel();
+        let view = settings
+            .owner_id
+            .zip(members)
+            .map(|(me, members)| OwnerView::new(me, members.borrow_and_update().clone()));
+        let worker = Self {
+            defaults: settings.defaults,
+            ack_history_bytes: settings.ack_history_bytes,
             rooms: HashMap::new(),
             nodes: HashMap::new(),
             outbox: Vec::new(),
@@ -111,7 +193,15 @@ impl Worker {
             members_changed: HashSet::new(),
             replies: Vec::new(),
             epochs: RoomClock::new(),
-        }
+            writes: settings.store.persists().then(PendingWrites::default),
+            store: settings.store,
+            view,
+            loading: HashMap::new(),
+            loading_queue: settings.loading_queue.max(1),
+            loaded_tx,
+            settled: None,
+        };
+        (worker, loaded_rx)
     }
 
     /// Runs `reply` after the frames queued so far are sent, so an admin
@@ -121,26 +211,46 @@ impl Worker {
         self.replies.push(reply);
     }
 
-    /// Handles inputs until every sender of `queue` is gone.
-    pub(super) async fn run(mut self, mut queue: mpsc::Receiver<Input>, member_update: Duration) {
+    /// Handles inputs until every sender of `queue` is gone. Load results
+    /// come in on `loaded`; with an ownership view, member view changes on
+    /// `members`.
+    pub(super) async fn run(
+        mut self,
+        mut queue: mpsc::Receiver<Input>,
+        mut loaded: mpsc::UnboundedReceiver<Loaded>,
+        member_update: Duration,
+        mut members: Option<watch::Receiver<Arc<Members>>>,
+    ) {
         debug!("worker started");
         let mut tick = interval_at(Instant::now() + member_update, member_update);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
+        let mut settled = Vec::new();
         loop {
+            // Biased: a placement change applies to every input queued after
+            // it, and settled loads and member pushes (both bounded) are not
+            // starved by a busy queue.
             tokio::select! {
+                biased;
+                view = routing::next_view(&mut members) => match view {
+                    Some(view) => self.on_view(view),
+                    // The registry is gone: placement stays as last seen.
+                    None => members = None,
+                },
+                _ = loaded.recv_many(&mut settled, BATCH) => {
+                    for load in settled.drain(..) {
+                        self.on_loaded(load);
+                    }
+                }
+                _ = tick.tick() => self.push_member_counts(),
                 received = queue.recv_many(&mut batch, BATCH) => {
                     if received == 0 {
                         break;
                     }
                     for input in batch.drain(..) {
-                        match input {
-                            Input::Frame { node, frame } => self.on_frame(node, frame),
-                            Input::Admin(job) => job(&mut self),
-                        }
+                        self.on_input(input);
                     }
                 }
-                _ = tick.tick() => self.push_member_counts(),
             }
             self.flush().await;
             for reply in self.replies.drain(..) {
@@ -156,7 +266,7 @@ impl Worker {
         let node = link.idx;
         self.nodes.entry(node).or_insert(link);
         match frame.body {
-            Some(to_room_svc::Body::Subscribe(sub)) => self.on_subscribe(node, sub.room_id),
+            Some(to_room_svc::Body::Subscribe(sub)) => self.on_subscribe(node, sub),
             Some(to_room_svc::Body::Unsubscribe(unsub)) => {
                 self.on_unsubscribe(node, &unsub.room_id)
             }
@@ -168,7 +278,8 @@ impl Worker {
         }
     }
 
-    fn on_subscribe(&mut self, node: NodeIdx, room_id: String) {
+    fn on_subscribe(&mut self, node: NodeIdx, sub: Subscribe) {
+        let Subscribe { room_id, latest } = sub;
         if let Err(error) = check_id(&room_id) {
             warn!(%node, %error, "subscribe with a bad room id dropped");
             return;
@@ -176,7 +287,31 @@ impl Worker {
         // Messages accepted before the subscribe are in the history the ack
         // carries; only the nodes already subscribed get them as a broadcast.
         self.broadcast_pending(&room_id);
-        let slot = self.room_or_create(&room_id);
+        let slot = room_or_create(
+            &mut self.rooms,
+            &mut self.epochs,
+            &self.defaults,
+            &mut self.writes,
+            &room_id,
+        );
+        if let Some(seen) = latest {
+            let state = &mut slot.state;
+            match state.catch_up(&seen) {
+                CatchUp::Unchanged => {}
+                CatchUp::Advanced => {
+                    debug!(%node, room = %room_id, msg_id = seen.msg_id, "stream moved past a subscriber's position");
+                    if let Some(writes) = &mut self.writes {
+                        writes.position(state.room_id(), state.latest());
+                    }
+                }
+                CatchUp::Adopted => {
+                    info!(%node, room = %room_id, epoch = seen.epoch, msg_id = seen.msg_id, "fresh room continues a subscriber's stream");
+                    if let Some(writes) = &mut self.writes {
+                        writes.begin_stream(state.room_id(), state.latest());
+                    }
+                }
+            }
+        }
         slot.state.subscribe(node);
         debug!(%node, room = %room_id, "node subscribed");
         let state = &slot.state;
@@ -184,7 +319,7 @@ impl Worker {
             latest: Some(state.latest()),
             config: Some(state.config().clone()),
             member_count: state.member_count() as u64,
-            history: state.history().cloned().collect(),
+            history: ack_history(state, self.ack_history_bytes),
             room_id,
         };
         self.outbox
@@ -234,6 +369,7 @@ impl Worker {
                 &mut self.rooms,
                 &mut self.epochs,
                 &self.defaults,
+                &mut self.writes,
                 &report.room_id,
             )
         };
@@ -289,7 +425,7 @@ impl Worker {
             Ok(accepted) => {
                 let ack = accepted.ack();
                 if let Accepted::New(msg) = accepted {
-                    slot.queue_broadcast(msg, &mut self.pending_rooms);
+                    slot.queue_broadcast(msg, &mut self.pending_rooms, &mut self.writes);
                 }
                 Outcome::Ack(ack)
             }
@@ -314,11 +450,20 @@ impl Worker {
         room_id: &str,
         config: RoomConfig,
     ) -> Result<RoomConfig, AdminError> {
-        let slot = self.room_or_create(room_id);
+        let slot = room_or_create(
+            &mut self.rooms,
+            &mut self.epochs,
+            &self.defaults,
+            &mut self.writes,
+            room_id,
+        );
         slot.state.set_config(config)?;
         let member_count = slot.state.member_count() as u64;
         slot.pushed_members = member_count;
         let config = slot.state.config().clone();
+        if let Some(writes) = &mut self.writes {
+            writes.config(slot.state.room_id(), &config);
+        }
         info!(room = room_id, "room config changed");
         let update = RoomUpdate {
             room_id: room_id.to_owned(),
@@ -342,6 +487,7 @@ impl Worker {
         self.room_or_create(room_id)
             .state
             .mute(user, until_us, now_us)?;
+        self.record_moderation(room_id, List::Mutes, user, EntryChange::Put(until_us));
         info!(room = room_id, user, ?duration, "user muted");
         Ok(())
     }
@@ -349,17 +495,25 @@ impl Worker {
     pub(super) fn unmute(&mut self, room_id: &str, user: &str) {
         if let Some(slot) = self.rooms.get_mut(room_id) {
             slot.state.unmute(user, unix_micros());
+            self.record_moderation(room_id, List::Mutes, user, EntryChange::Remove);
             info!(room = room_id, user, "user unmuted");
         }
     }
 
     pub(super) fn ban(&mut self, room_id: &str, user: &str) -> Result<(), AdminError> {
-        let slot = room_or_create(&mut self.rooms, &mut self.epochs, &self.defaults, room_id);
+        let slot = room_or_create(
+            &mut self.rooms,
+            &mut self.epochs,
+            &self.defaults,
+            &mut self.writes,
+            room_id,
+        );
         let nodes = slot.state.ban(user)?;
         if !nodes.is_empty() {
             self.members_changed
                 .insert(Arc::clone(slot.state.room_id()));
         }
+        self.record_moderation(room_id, List::Bans, user, EntryChange::Put(None));
         info!(room = room_id, user, kicked_on = nodes.len(), "user banned");
         for node in nodes {
             self.outbox.push((node, kick(room_id, user.to_owned())));
@@ -370,12 +524,14 @@ impl Worker {
     pub(super) fn unban(&mut self, room_id: &str, user: &str) {
         if let Some(slot) = self.rooms.get_mut(room_id) {
             slot.state.unban(user);
+            self.record_moderation(room_id, List::Bans, user, EntryChange::Remove);
             info!(room = room_id, user, "user unbanned");
         }
     }
 
     pub(super) fn whitelist_add(&mut self, room_id: &str, user: &str) -> Result<(), AdminError> {
         self.room_or_create(room_id).state.whitelist_add(user)?;
+        self.record_moderation(room_id, List::Whitelist, user, EntryChange::Put(None));
         info!(room = room_id, user, "user whitelisted");
         Ok(())
     }
@@ -383,7 +539,17 @@ impl Worker {
     pub(super) fn whitelist_remove(&mut self, room_id: &str, user: &str) {
         if let Some(slot) = self.rooms.get_mut(room_id) {
             slot.state.whitelist_remove(user);
+            self.record_moderation(room_id, List::Whitelist, user, EntryChange::Remove);
             info!(room = room_id, user, "user taken off the whitelist");
+        }
+    }
+
+    /// Records a moderation change of a room in memory for the store.
+    fn record_moderation(&mut self, room_id: &str, list: List, user: &str, change: EntryChange) {
+        if let Some(writes) = &mut self.writes
+            && let Some(slot) = self.rooms.get(room_id)
+        {
+            writes.moderation(slot.state.room_id(), list, user, change);
         }
     }
 
@@ -393,7 +559,13 @@ impl Worker {
         sender: String,
         payload: Bytes,
     ) -> Result<SendAck, AdminError> {
-        let slot = room_or_create(&mut self.rooms, &mut self.epochs, &self.defaults, room_id);
+        let slot = room_or_create(
+            &mut self.rooms,
+            &mut self.epochs,
+            &self.defaults,
+            &mut self.writes,
+            room_id,
+        );
         let msg = slot
             .state
             .post_notice(sender, payload, now())
@@ -403,7 +575,7 @@ impl Worker {
             ts: msg.ts,
             lane: msg.lane,
         };
-        slot.queue_broadcast(msg, &mut self.pending_rooms);
+        slot.queue_broadcast(msg, &mut self.pending_rooms, &mut self.writes);
         Ok(ack)
     }
 
@@ -418,6 +590,9 @@ impl Worker {
             return Err(AdminError::UnknownRoom(room_id.to_owned()));
         };
         self.members_changed.remove(room_id);
+        if let Some(writes) = &mut self.writes {
+            writes.clear(slot.state.room_id());
+        }
         let update = RoomUpdate {
             room_id: room_id.to_owned(),
             config: Some(slot.state.config().clone()),
@@ -434,7 +609,13 @@ impl Worker {
     // --- Sending ---------------------------------------------------------------
 
     fn room_or_create(&mut self, room_id: &str) -> &mut RoomSlot {
-        room_or_create(&mut self.rooms, &mut self.epochs, &self.defaults, room_id)
+        room_or_create(
+            &mut self.rooms,
+            &mut self.epochs,
+            &self.defaults,
+            &mut self.writes,
+            room_id,
+        )
     }
 
     /// Queues `body` for every node subscribed to the room.
@@ -499,10 +680,15 @@ impl Worker {
         }
     }
 
-    /// Broadcasts what the rooms accepted, then sends everything queued, in
-    /// order, waiting on full downlinks. Nodes whose downlink is closed are
-    /// detached afterwards.
+    /// Hands the recorded writes to the store, broadcasts what the rooms
+    /// accepted, then sends everything queued, in order, waiting on full
+    /// downlinks. Nodes whose downlink is closed are detached afterwards.
     async fn flush(&mut self) {
+        if let Some(writes) = &mut self.writes
+            && !writes.is_empty()
+        {
+            self.store.submit(std::mem::take(writes));
+        }
         let rooms = std::mem::take(&mut self.pending_rooms);
         for room_id in &rooms {
             self.broadcast_pending(room_id);
@@ -525,13 +711,13 @@ impl Worker {
         }
         self.outbox = outbox;
         for node in closed {
-            self.detach(node);
+            self.detach(node, "downlink closed");
         }
     }
 
-    /// Forgets a node whose downlink is closed: unsubscribed from every room
-    /// of this worker, its members gone.
-    fn detach(&mut self, node: NodeIdx) {
+    /// Forgets a node (its downlink is closed, or it was disconnected):
+    /// unsubscribed from every room of this worker, its members gone.
+    pub(super) fn detach(&mut self, node: NodeIdx, reason: &str) {
         let Some(link) = self.nodes.remove(&node) else {
             return;
         };
@@ -544,13 +730,28 @@ impl Worker {
                 self.members_changed.insert(Arc::clone(room_id));
             }
         }
-        info!(%node, node_id = %link.id, rooms, "node's downlink is closed; detached");
+        info!(%node, node_id = %link.id, rooms, reason, "node detached");
     }
 }
 
 impl RoomSlot {
-    /// Adds an accepted message to the next broadcast of the room.
-    fn queue_broadcast(&mut self, msg: ChatMessage, pending_rooms: &mut Vec<Arc<str>>) {
+    /// Adds an accepted message to the next broadcast of the room, and to
+    /// the writes for the store.
+    fn queue_broadcast(
+        &mut self,
+        msg: ChatMessage,
+        pending_rooms: &mut Vec<Arc<str>>,
+        writes: &mut Option<PendingWrites>,
+    ) {
+        if let Some(writes) = writes {
+            let state = &self.state;
+            writes.append(
+                state.room_id(),
+                state.epoch(),
+                &msg,
+                state.config().history_size,
+            );
+        }
         if self.pending.is_empty() {
             pending_rooms.push(Arc::clone(self.state.room_id()));
         }
@@ -558,11 +759,13 @@ impl RoomSlot {
     }
 }
 
-/// The room's slot, created with the defaults and a new epoch if absent.
+/// The room's slot, created with the defaults and a new epoch (a new stream
+/// for the store) if absent.
 fn room_or_create<'a>(
     rooms: &'a mut HashMap<Arc<str>, RoomSlot>,
     epochs: &mut RoomClock,
     defaults: &RoomConfig,
+    writes: &mut Option<PendingWrites>,
     room_id: &str,
 ) -> &'a mut RoomSlot {
     if !rooms.contains_key(room_id) {
@@ -570,6 +773,9 @@ fn room_or_create<'a>(
         let epoch = epochs.stamp(unix_micros());
         let state = RoomState::new(Arc::clone(&id), epoch, defaults.clone());
         debug!(room = room_id, epoch = state.epoch(), "room created");
+        if let Some(writes) = writes {
+            writes.begin_stream(&id, state.latest());
+        }
         rooms.insert(
             id,
             RoomSlot {
@@ -581,6 +787,25 @@ fn room_or_create<'a>(
     }
     // Inserted just above when it was missing.
     rooms.get_mut(room_id).expect("the room was just created")
+}
+
+/// The newest history messages whose encodings fit in `budget` bytes,
+/// oldest first, so a SubscribeAck stays within a link frame.
+fn ack_history(state: &RoomState, budget: usize) -> Vec<ChatMessage> {
+    let mut left = budget;
+    let mut fits = 0;
+    for msg in state.history().rev() {
+        let Some(rest) = left.checked_sub(msg.encoded_len()) else {
+            break;
+        };
+        left = rest;
+        fits += 1;
+    }
+    let skip = state.history().len() - fits;
+    if skip > 0 {
+        debug!(room = %state.room_id(), skip, "history beyond the subscribe ack's byte budget left out");
+    }
+    state.history().skip(skip).cloned().collect()
 }
 
 fn kick(room_id: &str, user_id: String) -> ToMsgSvc {

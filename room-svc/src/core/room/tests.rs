@@ -575,3 +575,150 @@ fn stats_count_per_lane_and_per_code() {
     assert_eq!(stats.history, 2);
     assert_eq!(stats.latest, room.latest());
 }
+
+fn stored(epoch: u64, history: Vec<ChatMessage>) -> PersistedRoom {
+    let latest = history
+        .last()
+        .map_or(Cursor::start(epoch), |msg| Cursor::after(epoch, msg));
+    PersistedRoom {
+        latest: Some(latest),
+        history,
+        ..PersistedRoom::default()
+    }
+}
+
+/// Three messages stamped by a room of `EPOCH` at `at(1)`.
+fn three_messages() -> Vec<ChatMessage> {
+    let mut old = room();
+    join(&mut old, A, &["alice"]);
+    (0..3)
+        .map(|_| new_msg(old.accept(chat("alice"), at(1))))
+        .collect()
+}
+
+#[test]
+fn a_restored_room_continues_its_stream() {
+    let history = three_messages();
+    let last = history[2].clone();
+    let mut config = default_room_config();
+    config.max_payload_bytes = 10;
+    let persisted = PersistedRoom {
+        config: Some(config.clone()),
+        mutes: vec![
+            ("mo".into(), None),
+            ("gone".into(), Some(at(0).unix_us)),
+            ("later".into(), Some(at(100).unix_us)),
+        ],
+        bans: vec!["eve".into()],
+        whitelist: vec!["vip".into()],
+        ..stored(EPOCH, history)
+    };
+    let mut room = RoomState::restore(
+        "lobby".into(),
+        999,
+        default_room_config(),
+        persisted,
+        at(1).unix_us,
+    );
+    assert_eq!(room.epoch(), EPOCH);
+    assert_eq!(room.latest(), Cursor::after(EPOCH, &last));
+    assert_eq!(room.config(), &config);
+    assert_eq!(room.history().count(), 3);
+    assert!(room.moderation().is_banned("eve"));
+    assert!(room.moderation().is_whitelisted("vip"));
+    assert_eq!(room.moderation().mute_count(at(1).unix_us), 2);
+
+    join(&mut room, A, &["alice"]);
+    // The wall clock went back: the room clock does not.
+    let next = new_msg(room.accept(chat("alice"), at(0)));
+    assert_eq!(next.msg_id, last.msg_id + 1);
+    assert_eq!(next.normal_seq, last.normal_seq + 1);
+    assert!(next.ts > last.ts);
+    // Nothing to adopt: the stream was stored.
+    let other = Cursor {
+        epoch: 5,
+        ts: 1,
+        msg_id: 500,
+        normal_seq: 500,
+    };
+    assert_eq!(room.catch_up(&other), CatchUp::Unchanged);
+}
+
+#[test]
+fn a_restored_room_without_a_position_starts_a_stream_and_keeps_its_lists() {
+    let mut config = default_room_config();
+    config.history_size = 0;
+    config.priority_ring = 0;
+    let persisted = PersistedRoom {
+        config: Some(config),
+        bans: vec!["eve".into()],
+        history: three_messages(),
+        ..PersistedRoom::default()
+    };
+    let room = RoomState::restore("lobby".into(), 999, default_room_config(), persisted, 0);
+    assert_eq!(room.epoch(), 999);
+    assert_eq!(room.latest(), Cursor::start(999));
+    assert_eq!(
+        room.history().count(),
+        0,
+        "history without a position is ignored"
+    );
+    assert_eq!(
+        room.config(),
+        &default_room_config(),
+        "an invalid config is replaced"
+    );
+    assert!(room.moderation().is_banned("eve"));
+}
+
+#[test]
+fn a_subscriber_ahead_in_the_same_stream_moves_counters_and_clock() {
+    let mut room = room();
+    join(&mut room, A, &["alice"]);
+    let first = new_msg(room.accept(chat("alice"), at(1)));
+    let seen = Cursor {
+        epoch: EPOCH,
+        ts: at(50).unix_us,
+        msg_id: 40,
+        normal_seq: 30,
+    };
+    assert_eq!(room.catch_up(&seen), CatchUp::Advanced);
+    assert_eq!(room.latest(), seen);
+    assert_eq!(room.catch_up(&seen), CatchUp::Unchanged);
+    let behind = Cursor::after(EPOCH, &first);
+    assert_eq!(room.catch_up(&behind), CatchUp::Unchanged);
+
+    let next = new_msg(room.accept(chat("alice"), at(2)));
+    assert_eq!((next.msg_id, next.normal_seq), (41, 31));
+    assert!(next.ts > seen.ts);
+}
+
+#[test]
+fn a_pristine_room_adopts_a_subscribers_stream_once() {
+    let mut room = room();
+    let empty_other = Cursor::start(5);
+    assert_eq!(room.catch_up(&empty_other), CatchUp::Unchanged);
+    let seen = Cursor {
+        epoch: 5,
+        ts: at(10).unix_us,
+        msg_id: 12,
+        normal_seq: 9,
+    };
+    assert_eq!(room.catch_up(&seen), CatchUp::Adopted);
+    assert_eq!(room.epoch(), 5);
+    assert_eq!(room.latest(), seen);
+    let another = Cursor { epoch: 6, ..seen };
+    assert_eq!(room.catch_up(&another), CatchUp::Unchanged);
+
+    join(&mut room, A, &["alice"]);
+    let next = new_msg(room.accept(chat("alice"), at(1)));
+    assert_eq!((next.msg_id, next.normal_seq), (13, 10));
+    assert!(next.ts > seen.ts);
+
+    // A room that has stamped is no longer pristine.
+    let mut busy = room_with(|_| {});
+    join(&mut busy, A, &["alice"]);
+    busy.accept(chat("alice"), at(1)).unwrap();
+    assert_eq!(busy.catch_up(&seen), CatchUp::Unchanged);
+    assert_eq!(busy.epoch(), EPOCH);
+}

@@ -1,0 +1,167 @@
+//! The second-level store (DESIGN §2, Redis): per room the stream position,
+//! the config set through the admin API, moderation and a capped recent
+//! history, so a room survives a room service restart and a move to another
+//! node.
+//!
+//! [`RoomStore`] is either nothing ([`RoomStore::Memory`], the embedded mode:
+//! nothing persists, loads find nothing) or Redis ([`RedisStore`]). A load is
+//! one round trip. Writes never wait on Redis: workers hand them over
+//! ([`RoomStore::submit`]), they are coalesced per room ([`writes`]), and a
+//! writer task sends them in batches, retrying with backoff while Redis is
+//! away.
+//!
+//! - [`writes`]: the coalesced writes and their bounds (sans-I/O).
+//! - `redis`: the key layout, loads and the writer task.
+
+mod redis;
+pub(crate) mod writes;
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use self::redis::{RedisStore, RedisStoreConfig};
+use crate::core::PersistedRoom;
+use writes::PendingWrites;
+
+/// Whether the store keeps up, for readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// Loads and writes succeed (or nothing has been tried yet).
+    Healthy,
+    /// A load or write failed and no write has succeeded since: rooms start
+    /// afresh instead of being restored, and writes wait in memory.
+    Degraded,
+}
+
+/// Why the store could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The Redis URL cannot be used.
+    #[error("invalid redis url: {0}")]
+    BadUrl(::redis::RedisError),
+    /// The cluster name cannot be part of a key.
+    #[error("cluster name {0:?} must be 1 to 64 bytes of [A-Za-z0-9_.-]")]
+    BadClusterName(String),
+    /// Redis failed the request.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// Redis did not answer in time.
+    #[error("redis did not answer within {0:?}")]
+    TimedOut(Duration),
+    /// Writes handed over were still not written when the wait ended.
+    #[error("writes still waiting for redis after {0:?}")]
+    Unflushed(Duration),
+}
+
+/// What the store has done and dropped since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreCounters {
+    /// Write batches stored.
+    pub batches_written: u64,
+    /// Write batches that failed (and were kept for a retry).
+    pub write_failures: u64,
+    /// Loads that failed after their retries (the room started afresh).
+    pub load_failures: u64,
+    /// Messages that fell out of a room's history window before being
+    /// written (superseded: the stored history drops them too).
+    pub history_superseded: u64,
+    /// Moderation changes dropped at the per-room bound while Redis was
+    /// away (still in force in memory, missing from the store).
+    pub moderation_dropped: u64,
+}
+
+/// Where rooms are kept beyond memory.
+#[derive(Debug, Clone)]
+pub enum RoomStore {
+    /// Nowhere: the embedded mode.
+    Memory,
+    /// In Redis.
+    Redis(RedisStore),
+}
+
+impl RoomStore {
+    /// Nothing persists; every load finds nothing.
+    pub fn memory() -> Self {
+        Self::Memory
+    }
+
+    /// Redis at `url` (`redis://host:port`), keys under
+    /// `chatroom:{cluster}:`, with the default timings. Connects lazily:
+    /// Redis may be down now.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the writer task is spawned here).
+    pub fn redis(url: &str, cluster: &str) -> Result<Self, StoreError> {
+        Self::redis_with(url, cluster, RedisStoreConfig::default())
+    }
+
+    /// Redis as [`redis`](Self::redis), with the given timings.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn redis_with(
+        url: &str,
+        cluster: &str,
+        config: RedisStoreConfig,
+    ) -> Result<Self, StoreError> {
+        RedisStore::connect(url, cluster, config).map(Self::Redis)
+    }
+
+    /// Whether anything is kept (and so rooms are loaded before use).
+    pub fn persists(&self) -> bool {
+        matches!(self, Self::Redis(_))
+    }
+
+    /// What is kept of `room`, with the writes still waiting for it applied
+    /// on top; `None` when nothing is. Retries within a bounded time (see
+    /// [`RedisStoreConfig::load_timeout`]), then fails.
+    pub async fn load(&self, room: &str) -> Result<Option<PersistedRoom>, StoreError> {
+        match self {
+            Self::Memory => Ok(None),
+            Self::Redis(store) => store.load(room).await,
+        }
+    }
+
+    /// Hands writes over; never waits.
+    pub(crate) fn submit(&self, writes: PendingWrites) {
+        if let Self::Redis(store) = self {
+            store.submit(writes);
+        }
+    }
+
+    /// The store's health now.
+    pub fn health(&self) -> StoreHealth {
+        match self {
+            Self::Memory => StoreHealth::Healthy,
+            Self::Redis(store) => store.health(),
+        }
+    }
+
+    /// The store's health, updated on every change.
+    pub fn watch_health(&self) -> watch::Receiver<StoreHealth> {
+        match self {
+            Self::Memory => watch::channel(StoreHealth::Healthy).1,
+            Self::Redis(store) => store.watch_health(),
+        }
+    }
+
+    /// Waits until every write handed over so far is stored, or gives up
+    /// after [`RedisStoreConfig::flush_timeout`].
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Memory => Ok(()),
+            Self::Redis(store) => store.flush().await,
+        }
+    }
+
+    /// What the store has done and dropped.
+    pub fn counters(&self) -> StoreCounters {
+        match self {
+            Self::Memory => StoreCounters::default(),
+            Self::Redis(store) => store.counters(),
+        }
+    }
+}

@@ -1,0 +1,730 @@
+//! Redis as the second-level store: the key layout, loads (one MULTI/EXEC
+//! round trip per room, so a load never sees half a write batch) and the
+//! writer task, which turns a batch of coalesced writes into one MULTI/EXEC
+//! transaction.
+//!
+//! Keys of a room, under `chatroom:{cluster}:room:{room_id}:`:
+//! - `meta`: HASH `epoch`, `msg_id`, `normal_seq`, `ts`, the stream's newest
+//!   position;
+//! - `config`: the room's `RoomConfig` as protobuf bytes, present once set
+//!   through the admin API;
+//! - `mutes`: HASH user → wall-clock microsecond the mute ends (0: until
+//!   unmuted);
+//! - `bans`, `whitelist`: SETs of users;
+//! - `history`: LIST of protobuf `ChatMessage`s, oldest first, trimmed to the
+//!   room's `history_size`.
+//!
+//! Room ids may contain `:`, the suffixes do not, so the keys of two rooms
+//! never collide; the cluster name may not contain `:`.
+//!
+//! A batch whose transaction failed may still have been applied (the
+//! connection can break after EXEC was sent). Before retrying, the writer
+//! reads the stored positions of the batch's rooms and skips what they show
+//! is in: a retry never appends a message twice.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use chatroom_proto::Message;
+use chatroom_proto::cluster::v1::RoomConfig;
+use chatroom_proto::v1::{ChatMessage, Cursor};
+use tokio::sync::{Notify, watch};
+use tokio::time::{Instant, sleep, timeout};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::writes::{Coalesced, EntryChange, PendingWrites, RoomWrites, StoredPosition};
+use super::{StoreCounters, StoreError, StoreHealth};
+use crate::core::PersistedRoom;
+use crate::core::moderation::List;
+
+const META: &str = "meta";
+const CONFIG: &str = "config";
+const MUTES: &str = "mutes";
+const BANS: &str = "bans";
+const WHITELIST: &str = "whitelist";
+const HISTORY: &str = "history";
+
+/// Longest cluster name, in bytes.
+const MAX_CLUSTER_NAME: usize = 64;
+
+/// Timings and sizes of the Redis store.
+#[derive(Debug, Clone)]
+pub struct RedisStoreConfig {
+    /// How long a load may take, retries included, before the room starts
+    /// afresh.
+    pub load_timeout: Duration,
+    /// How long one request (connecting included) may take.
+    pub request_timeout: Duration,
+    /// How long handed-over writes wait for more to coalesce with.
+    pub flush_interval: Duration,
+    /// About how many messages and moderation entries one write batch
+    /// carries (whole rooms; at least one).
+    pub batch_weight: usize,
+    /// The first wait before a failed batch is retried; it doubles per
+    /// failure up to `retry_max`.
+    pub retry_min: Duration,
+    /// The longest wait between retries.
+    pub retry_max: Duration,
+    /// How long [`RoomStore::flush`](super::RoomStore::flush) waits, and how
+    /// long the writer keeps retrying once the store is dropped.
+    pub flush_timeout: Duration,
+}
+
+impl Default for RedisStoreConfig {
+    fn default() -> Self {
+        Self {
+            load_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(1),
+            flush_interval: Duration::from_millis(5),
+            batch_weight: 4096,
+            retry_min: Duration::from_millis(50),
+            retry_max: Duration::from_secs(1),
+            flush_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The Redis store. Cheap to clone; the writer task stops (after a last
+/// bounded attempt to write what waits) once every clone is dropped.
+#[derive(Debug, Clone)]
+pub struct RedisStore {
+    handle: Arc<Handle>,
+}
+
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+    conn: ConnectionManager,
+    keys: Arc<Keys>,
+    config: RedisStoreConfig,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// What the handles and the writer task share.
+#[derive(Debug)]
+struct Shared {
+    // A std mutex: every critical section is a merge or a swap of plain data
+    // and none spans an await.
+    state: Mutex<State>,
+    /// Wakes the writer: writes arrived, or the store was dropped.
+    wake: Notify,
+    /// The newest submission number whose writes (and all before it) are
+    /// stored.
+    written: watch::Sender<u64>,
+    health: watch::Sender<StoreHealth>,
+    counters: Counters,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pending: PendingWrites,
+    /// The batch being written, so a load sees it until it is stored.
+    in_flight: Option<Arc<PendingWrites>>,
+    /// Submissions so far.
+    submitted: u64,
+    /// Every handle is gone.
+    closed: bool,
+    write_failing: bool,
+    load_failing: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    batches_written: AtomicU64,
+    write_failures: AtomicU64,
+    load_failures: AtomicU64,
+    history_superseded: AtomicU64,
+    moderation_dropped: AtomicU64,
+}
+
+impl Counters {
+    fn add(&self, coalesced: Coalesced) {
+        self.history_superseded
+            .fetch_add(coalesced.history, Ordering::Relaxed);
+        self.moderation_dropped
+            .fetch_add(coalesced.moderation, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent, so a panic in
+        // one (a bug) does not make the state unusable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish_health(&self, state: &State) {
+        let health = if state.write_failing || state.load_failing {
+            StoreHealth::Degraded
+        } else {
+            StoreHealth::Healthy
+        };
+        self.health.send_if_modified(|current| {
+            let changed = *current != health;
+            *current = health;
+            changed
+        });
+    }
+
+    fn count_dropped(&self, coalesced: Coalesced) {
+        self.counters.add(coalesced);
+        if coalesced.moderation > 0 {
+            warn!(
+                dropped = coalesced.moderation,
+                "moderation changes dropped at the per-room bound while redis is away"
+            );
+        }
+    }
+}
+
+/// Key names.
+#[derive(Debug)]
+struct Keys {
+    /// `chatroom:{cluster}:room:`.
+    prefix: String,
+}
+
+impl Keys {
+    fn of(&self, room: &str, suffix: &str) -> String {
+        format!("{}{room}:{suffix}", self.prefix)
+    }
+}
+
+fn check_cluster_name(cluster: &str) -> Result<(), StoreError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if cluster.is_empty() || cluster.len() > MAX_CLUSTER_NAME || !cluster.chars().all(allowed) {
+        return Err(StoreError::BadClusterName(cluster.to_owned()));
+    }
+    Ok(())
+}
+
+/// Runs one Redis request within `limit`.
+async fn request<T, E>(
+    limit: Duration,
+    future: impl Future<Output = Result<T, E>>,
+) -> Result<T, StoreError>
+where
+    StoreError: From<E>,
+{
+    match timeout(limit, future).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(StoreError::TimedOut(limit)),
+    }
+}
+
+impl RedisStore {
+    pub(super) fn connect(
+        url: &str,
+        cluster: &str,
+        config: RedisStoreConfig,
+    ) -> Result<Self, StoreError> {
+        check_cluster_name(cluster)?;
+        let client = ::redis::Client::open(url).map_err(StoreError::BadUrl)?;
+        // No retries inside the manager: loads and the writer retry
+        // themselves, within their own bounds.
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.request_timeout))
+            .set_response_timeout(Some(config.request_timeout))
+            .set_number_of_retries(0);
+        let conn = ConnectionManager::new_lazy_with_config(client, manager)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            written: watch::channel(0).0,
+            health: watch::channel(StoreHealth::Healthy).0,
+            counters: Counters::default(),
+        });
+        let keys = Arc::new(Keys {
+            prefix: format!("chatroom:{cluster}:room:"),
+        });
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            conn: conn.clone(),
+            keys: Arc::clone(&keys),
+            config: config.clone(),
+        };
+        tokio::spawn(writer.run().instrument(info_span!("store_writer", cluster)));
+        Ok(Self {
+            handle: Arc::new(Handle {
+                shared,
+                conn,
+                keys,
+                config,
+            }),
+        })
+    }
+
+    pub(super) async fn load(&self, room: &str) -> Result<Option<PersistedRoom>, StoreError> {
+        let config = &self.handle.config;
+        let waiting = self.waiting(room);
+        let deadline = Instant::now() + config.load_timeout;
+        let mut pause = config.retry_min;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let error = match request(left.min(config.request_timeout), self.read(room)).await {
+                Ok(stored) => {
+                    self.load_done(true);
+                    return Ok(match waiting {
+                        Some(writes) => writes.apply_to(stored),
+                        None => stored,
+                    });
+                }
+                Err(error) => error,
+            };
+            if Instant::now() + pause >= deadline {
+                self.load_done(false);
+                return Err(error);
+            }
+            debug!(%error, room, "loading a room failed; retrying");
+            sleep(pause).await;
+            pause = (pause * 2).min(config.retry_max);
+        }
+    }
+
+    /// The writes for `room` not known to be stored yet.
+    fn waiting(&self, room: &str) -> Option<RoomWrites> {
+        let state = self.handle.shared.lock();
+        let in_flight = state
+            .in_flight
+            .as_ref()
+            .and_then(|batch| batch.get(room))
+            .cloned();
+        let pending = state.pending.get(room).cloned();
+        match (in_flight, pending) {
+            (Some(mut older), Some(newer)) => {
+                older.merge_newer(newer);
+                Some(older)
+            }
+            (older, newer) => older.or(newer),
+        }
+    }
+
+    fn load_done(&self, ok: bool) {
+        let shared = &self.handle.shared;
+        if !ok {
+            shared
+                .counters
+                .load_failures
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let mut state = shared.lock();
+        state.load_failing = !ok;
+        shared.publish_health(&state);
+    }
+
+    /// One read of everything kept of `room`, as one transaction.
+    async fn read(&self, room: &str) -> Result<Option<PersistedRoom>, StoreError> {
+        type Stored = (
+            Vec<Option<u64>>,
+            Option<Vec<u8>>,
+            HashMap<String, u64>,
+            Vec<String>,
+            Vec<String>,
+            Vec<Vec<u8>>,
+        );
+        let keys = &self.handle.keys;
+        let mut pipe = ::redis::pipe();
+        pipe.atomic()
+            .cmd("HMGET")
+            .arg(keys.of(room, META))
+            .arg("epoch")
+            .arg("msg_id")
+            .arg("normal_seq")
+            .arg("ts")
+            .cmd("GET")
+            .arg(keys.of(room, CONFIG))
+            .cmd("HGETALL")
+            .arg(keys.of(room, MUTES))
+            .cmd("SMEMBERS")
+            .arg(keys.of(room, BANS))
+            .cmd("SMEMBERS")
+            .arg(keys.of(room, WHITELIST))
+            .cmd("LRANGE")
+            .arg(keys.of(room, HISTORY))
+            .arg(0)
+            .arg(-1);
+        let mut conn = self.handle.conn.clone();
+        let (meta, config, mutes, bans, whitelist, history): Stored =
+            pipe.query_async(&mut conn).await?;
+        let latest = match meta.as_slice() {
+            &[Some(epoch), msg_id, normal_seq, ts] => Some(Cursor {
+                epoch,
+                ts: ts.unwrap_or(0),
+                msg_id: msg_id.unwrap_or(0),
+                normal_seq: normal_seq.unwrap_or(0),
+            }),
+            _ => None,
+        };
+        let config = config.and_then(|bytes| match RoomConfig::decode(bytes.as_slice()) {
+            Ok(config) => Some(config),
+            Err(error) => {
+                warn!(%error, room, "stored room config cannot be decoded; ignored");
+                None
+            }
+        });
+        let stored_messages = history.len();
+        let history: Vec<ChatMessage> = history
+            .iter()
+            .filter_map(|bytes| ChatMessage::decode(bytes.as_slice()).ok())
+            .collect();
+        if history.len() < stored_messages {
+            warn!(
+                room,
+                skipped = stored_messages - history.len(),
+                "stored messages that cannot be decoded were skipped"
+            );
+        }
+        let found = latest.is_some()
+            || config.is_some()
+            || !mutes.is_empty()
+            || !bans.is_empty()
+            || !whitelist.is_empty();
+        Ok(found.then(|| PersistedRoom {
+            latest,
+            config,
+            mutes: mutes
+                .into_iter()
+                .map(|(user, until)| (user, (until > 0).then_some(until)))
+                .collect(),
+            bans,
+            whitelist,
+            history,
+        }))
+    }
+
+    pub(super) fn submit(&self, writes: PendingWrites) {
+        if writes.is_empty() {
+            return;
+        }
+        let shared = &self.handle.shared;
+        let coalesced = {
+            let mut state = shared.lock();
+            state.submitted += 1;
+            let submission = state.submitted;
+            state.pending.merge_submission(writes, submission)
+        };
+        shared.count_dropped(coalesced);
+        shared.wake.notify_one();
+    }
+
+    pub(super) fn health(&self) -> StoreHealth {
+        *self.handle.shared.health.borrow()
+    }
+
+    pub(super) fn watch_health(&self) -> watch::Receiver<StoreHealth> {
+        self.handle.shared.health.subscribe()
+    }
+
+    pub(super) async fn flush(&self) -> Result<(), StoreError> {
+        let shared = &self.handle.shared;
+        let target = shared.lock().submitted;
+        let mut written = shared.written.subscribe();
+        let limit = self.handle.config.flush_timeout;
+        match timeout(limit, written.wait_for(|&written| written >= target)).await {
+            // The sender lives in `shared`, which this handle holds, so the
+            // wait cannot end for lack of a sender.
+            Ok(_) => Ok(()),
+            Err(_) => Err(StoreError::Unflushed(limit)),
+        }
+    }
+
+    pub(super) fn counters(&self) -> StoreCounters {
+        let counters = &self.handle.shared.counters;
+        StoreCounters {
+            batches_written: counters.batches_written.load(Ordering::Relaxed),
+            write_failures: counters.write_failures.load(Ordering::Relaxed),
+            load_failures: counters.load_failures.load(Ordering::Relaxed),
+            history_superseded: counters.history_superseded.load(Ordering::Relaxed),
+            moderation_dropped: counters.moderation_dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The task that writes what the handles submit.
+struct Writer {
+    shared: Arc<Shared>,
+    conn: ConnectionManager,
+    keys: Arc<Keys>,
+    config: RedisStoreConfig,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        debug!("store writer started");
+        // The last batch failed: it may have been applied all the same.
+        let mut in_doubt = false;
+        let mut pause = self.config.retry_min;
+        let mut closing_since: Option<Instant> = None;
+        while self.work_waits().await {
+            if self.shared.lock().closed {
+                closing_since.get_or_insert_with(Instant::now);
+            } else {
+                sleep(self.config.flush_interval).await;
+            }
+            let batch = {
+                let mut state = self.shared.lock();
+                let batch = Arc::new(state.pending.take_batch(self.config.batch_weight));
+                state.in_flight = Some(Arc::clone(&batch));
+                batch
+            };
+            let result = self.write(&batch, in_doubt).await;
+            match result {
+                Ok(()) => {
+                    self.written(batch.len());
+                    in_doubt = false;
+                    pause = self.config.retry_min;
+                }
+                Err(error) => {
+                    let rooms = self.failed(batch);
+                    if closing_since
+                        .is_some_and(|since| since.elapsed() >= self.config.flush_timeout)
+                    {
+                        warn!(%error, rooms, "redis still fails at shutdown; unwritten room state is lost");
+                        return;
+                    }
+                    in_doubt = true;
+                    sleep(pause).await;
+                    pause = (pause * 2).min(self.config.retry_max);
+                }
+            }
+        }
+        debug!("store writer stopped");
+    }
+
+    /// A batch of `rooms` is stored.
+    fn written(&self, rooms: usize) {
+        let mut state = self.shared.lock();
+        state.in_flight = None;
+        if state.write_failing {
+            info!(rooms, "redis takes writes again");
+        }
+        state.write_failing = false;
+        state.load_failing = false;
+        let written = state
+            .pending
+            .oldest_submission()
+            .map_or(state.submitted, |oldest| oldest.saturating_sub(1));
+        self.shared.written.send_if_modified(|current| {
+            let advanced = written > *current;
+            *current = (*current).max(written);
+            advanced
+        });
+        self.shared.publish_health(&state);
+        self.shared
+            .counters
+            .batches_written
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A batch failed: it goes back before what arrived meanwhile. Returns
+    /// how many rooms now wait.
+    fn failed(&self, batch: Arc<PendingWrites>) -> usize {
+        let mut state = self.shared.lock();
+        state.in_flight = None;
+        // The only other reference was `in_flight`, just cleared.
+        let mut failed = Arc::try_unwrap(batch).unwrap_or_else(|batch| (*batch).clone());
+        let newer = std::mem::take(&mut state.pending);
+        let coalesced = failed.merge_newer(newer);
+        state.pending = failed;
+        let first = !state.write_failing;
+        state.write_failing = true;
+        self.shared.publish_health(&state);
+        let rooms = state.pending.len();
+        drop(state);
+        self.shared.count_dropped(coalesced);
+        self.shared
+            .counters
+            .write_failures
+            .fetch_add(1, Ordering::Relaxed);
+        if first {
+            warn!(rooms, "writing to redis failed; retrying with backoff");
+        }
+        rooms
+    }
+
+    /// Waits until writes are pending; false once the store is dropped and
+    /// nothing is.
+    async fn work_waits(&self) -> bool {
+        loop {
+            {
+                let state = self.shared.lock();
+                if !state.pending.is_empty() {
+                    return true;
+                }
+                if state.closed {
+                    return false;
+                }
+            }
+            self.shared.wake.notified().await;
+        }
+    }
+
+    async fn write(&mut self, batch: &PendingWrites, in_doubt: bool) -> Result<(), StoreError> {
+        let stored = if in_doubt {
+            self.stored_positions(batch).await?
+        } else {
+            HashMap::new()
+        };
+        let pipe = transaction(&self.keys, batch, &stored);
+        request(self.config.request_timeout, pipe.exec_async(&mut self.conn)).await
+    }
+
+    /// Where the streams of the batch's rooms stand in Redis.
+    async fn stored_positions(
+        &mut self,
+        batch: &PendingWrites,
+    ) -> Result<HashMap<Arc<str>, StoredPosition>, StoreError> {
+        let rooms: Vec<&Arc<str>> = batch
+            .iter()
+            .filter(|(_, writes)| writes.latest.is_some())
+            .map(|(room, _)| room)
+            .collect();
+        if rooms.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for room in &rooms {
+            pipe.cmd("HMGET")
+                .arg(self.keys.of(room, META))
+                .arg("epoch")
+                .arg("msg_id");
+        }
+        let positions: Vec<(Option<u64>, Option<u64>)> = request(
+            self.config.request_timeout,
+            pipe.query_async(&mut self.conn),
+        )
+        .await?;
+        Ok(rooms
+            .into_iter()
+            .zip(positions)
+            .filter_map(|(room, (epoch, msg_id))| {
+                let position = StoredPosition {
+                    epoch: epoch?,
+                    msg_id: msg_id.unwrap_or(0),
+                };
+                Some((Arc::clone(room), position))
+            })
+            .collect())
+    }
+}
+
+/// One transaction storing `batch`, skipping what `stored` shows is in.
+fn transaction(
+    keys: &Keys,
+    batch: &PendingWrites,
+    stored: &HashMap<Arc<str>, StoredPosition>,
+) -> ::redis::Pipeline {
+    let mut pipe = ::redis::pipe();
+    pipe.atomic();
+    for (room, writes) in batch.iter() {
+        let already = writes.stored(stored.get(room).copied());
+        let key = |suffix| keys.of(room, suffix);
+        if writes.clear && !already.began {
+            pipe.cmd("DEL")
+                .arg(
+                    [META, CONFIG, MUTES, BANS, WHITELIST, HISTORY]
+                        .map(key)
+                        .to_vec(),
+                )
+                .ignore();
+        } else if writes.reset_history && !already.began {
+            pipe.cmd("DEL").arg(key(HISTORY)).ignore();
+        }
+        if let Some(latest) = writes.latest {
+            pipe.cmd("HSET")
+                .arg(key(META))
+                .arg("epoch")
+                .arg(latest.epoch)
+                .arg("msg_id")
+                .arg(latest.msg_id)
+                .arg("normal_seq")
+                .arg(latest.normal_seq)
+                .arg("ts")
+                .arg(latest.ts)
+                .ignore();
+        }
+        if let Some(config) = &writes.config {
+            pipe.cmd("SET")
+                .arg(key(CONFIG))
+                .arg(config.encode_to_vec())
+                .ignore();
+        }
+        for (list, user, change) in writes.moderation() {
+            let (command, suffix) = match (list, change) {
+                (List::Mutes, EntryChange::Put(_)) => ("HSET", MUTES),
+                (List::Mutes, EntryChange::Remove) => ("HDEL", MUTES),
+                (List::Bans, EntryChange::Put(_)) => ("SADD", BANS),
+                (List::Bans, EntryChange::Remove) => ("SREM", BANS),
+                (List::Whitelist, EntryChange::Put(_)) => ("SADD", WHITELIST),
+                (List::Whitelist, EntryChange::Remove) => ("SREM", WHITELIST),
+            };
+            let cmd = pipe.cmd(command).arg(key(suffix)).arg(user);
+            if let (List::Mutes, EntryChange::Put(until_us)) = (list, change) {
+                cmd.arg(until_us.unwrap_or(0));
+            }
+            cmd.ignore();
+        }
+        let messages: Vec<Vec<u8>> = writes
+            .history
+            .iter()
+            .filter(|msg| msg.msg_id > already.through_msg_id)
+            .map(Message::encode_to_vec)
+            .collect();
+        if !messages.is_empty() {
+            pipe.cmd("RPUSH").arg(key(HISTORY)).arg(messages).ignore();
+        }
+        match writes.history_cap {
+            Some(0) => {
+                pipe.cmd("DEL").arg(key(HISTORY)).ignore();
+            }
+            Some(cap) => {
+                pipe.cmd("LTRIM")
+                    .arg(key(HISTORY))
+                    .arg(-i64::from(cap))
+                    .arg(-1)
+                    .ignore();
+            }
+            None => {}
+        }
+    }
+    pipe
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names_are_checked() {
+        for good in ["default", "eu-1", "a.b_c", &"x".repeat(64)] {
+            assert!(check_cluster_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a:b", "a b", "{x}", &"x".repeat(65)] {
+            assert!(
+                matches!(check_cluster_name(bad), Err(StoreError::BadClusterName(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_follow_the_schema() {
+        let keys = Keys {
+            prefix: "chatroom:prod:room:".into(),
+        };
+        assert_eq!(
+            keys.of("stream:1", META),
+            "chatroom:prod:room:stream:1:meta"
+        );
+        assert_eq!(keys.of("s", HISTORY), "chatroom:prod:room:s:history");
+    }
+}
