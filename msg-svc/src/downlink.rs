@@ -140,14 +140,13 @@ async fn room_updated(node: &MsgNode, update: RoomUpdate) {
     }
 }
 
-/// The room service asked does not own the room: ask again later.
+/// The room service asked does not own the room (placement moved it):
+/// subscribe again once our view of the owner changes or on the next pass.
 fn refused(node: &MsgNode, room_id: &str) {
     let Some(room) = node.room(room_id) else {
         return;
     };
-    if let Subscription::Pending { sent, .. } = &mut room.state.lock().subscription {
-        *sent = false;
-    }
+    room.state.lock().owner = None;
     debug!(
         room = room_id,
         "subscription refused by a room service that does not own the room"

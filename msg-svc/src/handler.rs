@@ -10,7 +10,7 @@ use chatroom_proto::framing::ws::close_code;
 use chatroom_proto::ids::check_id;
 use chatroom_proto::v1::{
     self, ClientFrame, Connect, ConnectAck, ErrorCode, Join, JoinAck, KickReason, Kind, Leave,
-    LeaveAck, Pong, Pull, PullResult, RoomPosition, Send, client_frame, server_frame,
+    LeaveAck, Pong, Pull, PullResult, Redirect, RoomPosition, Send, client_frame, server_frame,
 };
 use tracing::{debug, info};
 
@@ -81,6 +81,12 @@ fn connect(
             return Ok(());
         }
     };
+    if let Some(url) = node.redirect_for(&who.user) {
+        debug!(session = session.id, user = %who.user, %url, "redirected");
+        session.reply(request_id, server_frame::Body::Redirect(Redirect { url }));
+        session.close_with(KickReason::Unspecified, close_code::NORMAL, "redirected");
+        return Ok(());
+    }
     let device = if connect.device_id.is_empty() {
         "default"
     } else {

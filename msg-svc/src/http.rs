@@ -10,7 +10,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::node::MsgNode;
+use crate::node::{MsgNode, Readiness};
 
 /// Serves HTTP until `stop`.
 pub(crate) async fn serve(
@@ -27,10 +27,13 @@ pub(crate) async fn serve(
         .await
 }
 
-async fn ready(State(node): State<Arc<MsgNode>>) -> (StatusCode, &'static str) {
-    if node.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+/// 200 while serving (the body says `degraded` and why when something the
+/// node depends on is unreachable but clients are still served), 503 while
+/// draining.
+async fn ready(State(node): State<Arc<MsgNode>>) -> (StatusCode, String) {
+    match node.readiness() {
+        Readiness::Ready => (StatusCode::OK, "ready\n".into()),
+        Readiness::Degraded(why) => (StatusCode::OK, format!("degraded: {why}\n")),
+        Readiness::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into()),
     }
 }

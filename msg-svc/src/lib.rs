@@ -10,11 +10,16 @@
 //!   `handler` (what each client frame does), `downlink` (frames from room
 //!   owners), `presence` (batched membership reports).
 //! - transports: `ws` (WebSocket), `http` (health).
-//! - [`standalone`]: the embedded server, both roles in one process.
+//! - modes: [`standalone`] (the embedded server, both roles in one process)
+//!   and [`cluster`] (one node of a cluster: ZooKeeper registry, `upstream`
+//!   links to every room service, redirects); `server` runs either.
 
+pub mod cluster;
 pub mod notifier;
 pub mod ring;
 pub mod standalone;
+
+pub use server::Listeners;
 
 mod downlink;
 mod handler;
@@ -22,9 +27,11 @@ mod http;
 mod node;
 mod presence;
 mod room;
+mod server;
 mod session;
 mod sessions;
 mod shard;
+mod upstream;
 mod ws;
 
 pub use node::NodeConfig;

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chatroom_cluster::auth::{Roles, SecretSource, default_secret_file};
+use chatroom_cluster::registry::ZkConfig;
 use chatroom_cluster::telemetry::{self, LogArgs};
 use clap::{Args, Parser, Subcommand};
-use msg_svc::NodeConfig;
-use msg_svc::standalone::{self, Listeners, StandaloneConfig};
+use msg_svc::cluster::{self, ClusterConfig};
+use msg_svc::standalone::{self, StandaloneConfig};
+use msg_svc::{Listeners, NodeConfig};
 use room_svc::RoomServiceConfig;
 use tokio::net::TcpListener;
 
@@ -63,8 +65,24 @@ impl SecretArgs {
 struct ServeArgs {
     /// Run the room service and the message service in this one process,
     /// with in-memory state and no ZooKeeper or Redis.
-    #[arg(long, env = "CHATROOM_STANDALONE")]
+    #[arg(long, env = "CHATROOM_STANDALONE", conflicts_with = "zk")]
     standalone: bool,
+    /// Join a cluster through this ZooKeeper (host:port[,host:port...]).
+    #[arg(long, env = "CHATROOM_ZK")]
+    zk: Option<String>,
+    /// The cluster's name: its nodes register under /chatroom/NAME.
+    #[arg(long, env = "CHATROOM_CLUSTER", default_value = "default")]
+    cluster: String,
+    /// This node's id, unique in the cluster (required with --zk).
+    #[arg(long, env = "CHATROOM_NODE_ID")]
+    node_id: Option<String>,
+    /// How long ZooKeeper keeps this node registered without hearing from it, ms.
+    #[arg(long, env = "CHATROOM_ZK_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    zk_session_timeout_ms: u64,
+    /// The WebSocket URL other nodes redirect this node's users to;
+    /// default: ws://WS_LISTEN/ws.
+    #[arg(long, env = "CHATROOM_PUBLIC_URL")]
+    public_url: Option<String>,
     /// WebSocket listen address (clients connect to ws://ADDR/ws).
     #[arg(long, env = "CHATROOM_WS_LISTEN", default_value = "127.0.0.1:7400")]
     ws_listen: SocketAddr,
@@ -141,21 +159,34 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("msg-svc: bad log settings: {error}");
         return Ok(ExitCode::from(EXIT_CONFIG));
     }
-    if !args.standalone {
-        eprintln!(
-            "msg-svc: only --standalone is available in this build (the distributed mode needs ZooKeeper and Redis)"
-        );
-        return Ok(ExitCode::from(EXIT_CONFIG));
-    }
+    let mode = match (&args.zk, args.standalone) {
+        (Some(zk), _) => {
+            let Some(node_id) = args.node_id.clone() else {
+                eprintln!("msg-svc: --zk needs --node-id (unique in the cluster)");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            Mode::Cluster {
+                zk: zk.clone(),
+                node_id,
+            }
+        }
+        (None, true) => Mode::Standalone,
+        (None, false) => {
+            eprintln!(
+                "msg-svc: give --standalone (everything in this process) or --zk (join a cluster)"
+            );
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    // The embedded server makes its own secret; cluster nodes must share one.
     let source = args.secret.source();
-    let (tokens, created) = match source.load(true) {
+    let (tokens, created) = match source.load(matches!(mode, Mode::Standalone)) {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("msg-svc: {error}");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let config = standalone_config(&args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -164,23 +195,58 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ws: bind(args.ws_listen, "websocket").await?,
             http: bind(args.http_listen, "http").await?,
         };
-        banner(&listeners, &source, created)?;
-        standalone::run(config, tokens, listeners, shutdown_signal()).await?;
+        match mode {
+            Mode::Standalone => {
+                banner(&listeners, &source, created)?;
+                standalone::run(
+                    standalone_config(&args),
+                    tokens,
+                    listeners,
+                    shutdown_signal(),
+                )
+                .await?;
+            }
+            Mode::Cluster { zk, node_id } => {
+                let config = ClusterConfig {
+                    node: node_config(&args),
+                    node_id,
+                    zookeeper: ZkConfig {
+                        connect: zk,
+                        root: format!("/chatroom/{}", args.cluster),
+                        session_timeout: Duration::from_millis(args.zk_session_timeout_ms),
+                    },
+                    public_url: args.public_url.clone(),
+                    drain_grace: Duration::from_millis(args.drain_grace_ms),
+                };
+                cluster::run(config, tokens, listeners, shutdown_signal()).await?;
+            }
+        }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// How this process serves.
+enum Mode {
+    Standalone,
+    Cluster { zk: String, node_id: String },
+}
+
+fn node_config(args: &ServeArgs) -> NodeConfig {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    NodeConfig {
+        heartbeat: Duration::from_millis(args.heartbeat_ms.max(100)),
+        max_frame_bytes: args.max_frame_bytes,
+        max_rooms_per_session: args.max_rooms_per_session,
+        max_sessions_per_user: args.max_sessions_per_user,
+        shards: args.shards.unwrap_or(cpus),
+        ..NodeConfig::default()
+    }
 }
 
 fn standalone_config(args: &ServeArgs) -> StandaloneConfig {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     StandaloneConfig {
-        node: NodeConfig {
-            heartbeat: Duration::from_millis(args.heartbeat_ms.max(100)),
-            max_frame_bytes: args.max_frame_bytes,
-            max_rooms_per_session: args.max_rooms_per_session,
-            max_sessions_per_user: args.max_sessions_per_user,
-            shards: args.shards.unwrap_or(cpus),
-            ..NodeConfig::default()
-        },
+        node: node_config(args),
         rooms: RoomServiceConfig {
             workers: args.room_workers.unwrap_or(cpus),
             ..RoomServiceConfig::default()

@@ -9,11 +9,12 @@ use std::time::Duration;
 use chatroom_cluster::auth::TokenKey;
 use chatroom_cluster::clock;
 use chatroom_cluster::link::{LinkError, UpLink};
-use chatroom_proto::cluster::v1::{Subscribe, ToRoomSvc, Unsubscribe, to_room_svc};
+use chatroom_cluster::registry::{Members, RegistryHealth};
+use chatroom_proto::cluster::v1::{Membership, Subscribe, ToRoomSvc, Unsubscribe, to_room_svc};
 use chatroom_proto::framing::ws::close_code;
 use chatroom_proto::v1::{self, ErrorCode, KickReason};
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -22,6 +23,9 @@ use crate::room::{LocalRoom, RoomKey, Subscription};
 use crate::session::{Session, Transport};
 use crate::sessions::SessionTable;
 use crate::shard::{self, FrameLimits, ShardCmd, ShardTx};
+
+/// How often subscriptions the links could not take are tried again.
+const RECONCILE_EVERY: Duration = Duration::from_millis(500);
 
 /// Settings of a msg-svc node.
 #[derive(Debug, Clone)]
@@ -77,10 +81,32 @@ impl Default for NodeConfig {
     }
 }
 
+/// This node's place among the cluster's message services: who serves
+/// which user.
+#[derive(Debug)]
+pub(crate) struct ClusterView {
+    /// This node's id.
+    pub(crate) me: String,
+    pub(crate) members: watch::Receiver<Arc<Members>>,
+    pub(crate) health: watch::Receiver<RegistryHealth>,
+}
+
+/// Whether the node should get traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    Ready,
+    /// Serving, but something it depends on is unreachable.
+    Degraded(&'static str),
+    /// Shutting down.
+    Draining,
+}
+
 /// A msg-svc node. Shared by every task of the node.
 #[derive(Debug)]
 pub(crate) struct MsgNode {
     pub(crate) config: NodeConfig,
+    /// `None` in the embedded server, which serves every user.
+    pub(crate) cluster: Option<ClusterView>,
     pub(crate) tokens: TokenKey,
     pub(crate) uplink: Arc<dyn UpLink>,
     pub(crate) sessions: SessionTable,
@@ -97,6 +123,7 @@ impl MsgNode {
         config: NodeConfig,
         tokens: TokenKey,
         uplink: Arc<dyn UpLink>,
+        cluster: Option<ClusterView>,
     ) -> Arc<Self> {
         let limits = FrameLimits {
             max_messages: config.pull.1 as usize,
@@ -106,6 +133,7 @@ impl MsgNode {
             .collect();
         Arc::new(Self {
             config,
+            cluster,
             tokens,
             uplink,
             sessions: SessionTable::default(),
@@ -123,20 +151,42 @@ impl MsgNode {
         tokio::spawn(async move {
             let mut presence = tokio::time::interval(node.config.presence_tick);
             let mut sweep = tokio::time::interval(node.config.heartbeat / 2);
-            presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+            for ticker in [&mut presence, &mut sweep, &mut reconcile] {
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     _ = presence.tick() => node.presence.flush(node.uplink.as_ref()),
                     _ = sweep.tick() => node.sweep(clock::mono_millis()),
+                    _ = reconcile.tick() => node.reconcile(),
                 }
             }
         });
     }
 
-    pub(crate) fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+    pub(crate) fn readiness(&self) -> Readiness {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Readiness::Draining;
+        }
+        match &self.cluster {
+            Some(view) if *view.health.borrow() != RegistryHealth::Live => {
+                Readiness::Degraded("zookeeper unreachable")
+            }
+            _ => Readiness::Ready,
+        }
+    }
+
+    /// Where `user` should connect instead, if another node serves them.
+    pub(crate) fn redirect_for(&self, user: &str) -> Option<String> {
+        let view = self.cluster.as_ref()?;
+        let members = view.members.borrow();
+        let owner = members.user_owner(user)?;
+        if owner.id == view.me {
+            return None;
+        }
+        owner.client_url.clone()
     }
 
     /// A new session for an accepted connection.
@@ -214,7 +264,7 @@ impl MsgNode {
             (room, created)
         };
         if created {
-            self.subscribe(&room);
+            self.reconcile_room(&room);
         }
         let waiter = {
             let mut state = room.state.lock();
@@ -225,7 +275,7 @@ impl MsgNode {
                     self.release(&room);
                     return Err(v1::Error::new(ErrorCode::Forbidden, "room is closed"));
                 }
-                Subscription::Pending { waiters, .. } => {
+                Subscription::Pending(waiters) => {
                     let (tx, rx) = oneshot::channel();
                     waiters.push(tx);
                     Some(rx)
@@ -248,23 +298,67 @@ impl MsgNode {
         Ok(room)
     }
 
-    /// Sends the room's Subscribe; if the link cannot take it, the sweeper
-    /// tries again.
-    fn subscribe(&self, room: &LocalRoom) {
-        let live = matches!(room.state.lock().subscription, Subscription::Active);
-        let frame = ToRoomSvc {
+    /// Makes every room's subscription follow placement.
+    pub(crate) fn reconcile(&self) {
+        let rooms: Vec<Arc<LocalRoom>> = self.rooms.lock().values().cloned().collect();
+        for room in rooms {
+            self.reconcile_room(&room);
+        }
+    }
+
+    /// Subscribes `room` at its owner if it is not subscribed there: a new
+    /// room, an owner that moved, or one that forgot us. With the Subscribe
+    /// goes the room's full presence, which the owner keeps only as soft
+    /// state. Whatever the link cannot take is tried again on the next pass.
+    fn reconcile_room(&self, room: &LocalRoom) {
+        let Some(owner) = self.uplink.owner_of(&room.id) else {
+            return;
+        };
+        let (live, present) = {
+            let state = room.state.lock();
+            if state.owner.as_deref() == Some(owner.as_str())
+                || matches!(state.subscription, Subscription::Closed)
+            {
+                return;
+            }
+            let live = matches!(state.subscription, Subscription::Active);
+            let present: Vec<String> = state.presence.keys().map(|u| u.to_string()).collect();
+            (live, present)
+        };
+        let subscribe = ToRoomSvc {
             body: Some(to_room_svc::Body::Subscribe(Subscribe {
                 room_id: room.id.to_string(),
                 latest: live.then(|| room.ring.read().latest()),
             })),
         };
-        match self.uplink.try_send(frame) {
+        let membership = (!present.is_empty()).then(|| ToRoomSvc {
+            body: Some(to_room_svc::Body::Membership(Membership {
+                room_id: room.id.to_string(),
+                joined: present,
+                left: Vec::new(),
+            })),
+        });
+        let sent = self
+            .uplink
+            .try_send(subscribe)
+            .and_then(|()| membership.map_or(Ok(()), |frame| self.uplink.try_send(frame)));
+        match sent {
             Ok(()) => {
-                if let Subscription::Pending { sent, .. } = &mut room.state.lock().subscription {
-                    *sent = true;
-                }
+                debug!(room = %room.id, %owner, "subscribed");
+                room.state.lock().owner = Some(owner);
             }
-            Err(error) => warn!(%error, room = %room.id, "subscribe deferred"),
+            Err(error) => debug!(%error, room = %room.id, %owner, "subscription deferred"),
+        }
+    }
+
+    /// A room service forgot this node (its link was re-established, or it
+    /// refused a room): its rooms subscribe again on the next pass.
+    pub(crate) fn forget_owner(&self, owner: &str) {
+        for room in self.rooms.lock().values() {
+            let mut state = room.state.lock();
+            if state.owner.as_deref() == Some(owner) {
+                state.owner = None;
+            }
         }
     }
 
@@ -312,8 +406,7 @@ impl MsgNode {
         self.to_shard(session.shard, cmd).await;
     }
 
-    /// Heartbeat and connect deadlines; reaping rooms nobody here is in;
-    /// retrying subscriptions the link could not take.
+    /// Heartbeat and connect deadlines; reaping rooms nobody here is in.
     fn sweep(&self, now: u64) {
         let silent_for = 3 * self.config.heartbeat.as_millis() as u64;
         let connect_for = self.config.connect_timeout.as_millis() as u64;
@@ -335,7 +428,6 @@ impl MsgNode {
         }
         let grace = self.config.unsubscribe_grace.as_millis() as u64;
         let mut reaped = Vec::new();
-        let mut pending = Vec::new();
         self.rooms.lock().retain(|_, room| {
             let state = room.state.lock();
             let expired = state.sessions == 0
@@ -344,11 +436,6 @@ impl MsgNode {
                     .is_some_and(|t| now.saturating_sub(t) >= grace);
             if expired {
                 reaped.push(Arc::clone(room));
-            } else if matches!(
-                state.subscription,
-                Subscription::Pending { sent: false, .. }
-            ) {
-                pending.push(Arc::clone(room));
             }
             !expired
         });
@@ -365,9 +452,6 @@ impl MsgNode {
             if let Err(LinkError::Full | LinkError::Down) = self.uplink.try_send(frame) {
                 debug!(room = %room.id, "unsubscribe dropped; the owner drops it with the link");
             }
-        }
-        for room in pending {
-            self.subscribe(&room);
         }
     }
 

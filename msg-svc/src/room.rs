@@ -16,12 +16,8 @@ use crate::ring::RoomRing;
 /// Where the node stands with the room's owner.
 #[derive(Debug)]
 pub(crate) enum Subscription {
-    /// Waiting for the owner's ack; joiners wait with it. `sent` is false
-    /// while the link could not take the Subscribe (the sweeper retries).
-    Pending {
-        waiters: Vec<oneshot::Sender<()>>,
-        sent: bool,
-    },
+    /// Waiting for the owner's first SubscribeAck; joiners wait with it.
+    Pending(Vec<oneshot::Sender<()>>),
     /// Broadcasts flow; the ring is live.
     Active,
     /// The room was closed; joiners are refused.
@@ -32,6 +28,10 @@ pub(crate) enum Subscription {
 #[derive(Debug)]
 pub(crate) struct RoomState {
     pub(crate) subscription: Subscription,
+    /// The room service this node last subscribed at, by node id; `None`
+    /// until a Subscribe went out, and again when that owner forgot us
+    /// (link lost, placement moved, NotOwner).
+    pub(crate) owner: Option<String>,
     pub(crate) config: RoomConfig,
     /// Room-wide distinct users, as the owner last reported.
     pub(crate) member_count: u64,
@@ -58,10 +58,8 @@ impl LocalRoom {
             id,
             ring: RwLock::new(RoomRing::new(Cursor::default(), 0, 0)),
             state: Mutex::new(RoomState {
-                subscription: Subscription::Pending {
-                    waiters: Vec::new(),
-                    sent: false,
-                },
+                subscription: Subscription::Pending(Vec::new()),
+                owner: None,
                 config: RoomConfig::default(),
                 member_count: 0,
                 sessions: 0,
@@ -101,7 +99,7 @@ impl LocalRoom {
         let mut state = self.state.lock();
         state.config = config;
         state.member_count = member_count;
-        if let Subscription::Pending { waiters, .. } =
+        if let Subscription::Pending(waiters) =
             std::mem::replace(&mut state.subscription, Subscription::Active)
         {
             for waiter in waiters {

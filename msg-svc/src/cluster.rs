@@ -1,0 +1,156 @@
+//! The message service as one node of a cluster: registered in ZooKeeper,
+//! serving the users placement gives it (others are redirected), linked to
+//! every room service.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatroom_cluster::auth::TokenKey;
+use chatroom_cluster::registry::{
+    NodeInfo, Registration, RegistryError, Role, ZkConfig, join_zookeeper,
+};
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::node::{ClusterView, MsgNode, NodeConfig};
+use crate::server::{Listeners, Running};
+use crate::upstream::{LinkEvent, Upstream};
+use crate::ws;
+
+/// Frames in flight from the room services to this node.
+const DOWNLINK_QUEUE: usize = 65_536;
+
+/// Settings of a clustered msg-svc.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The node's own settings.
+    pub node: NodeConfig,
+    /// Unique in the cluster.
+    pub node_id: String,
+    /// Where the registry is.
+    pub zookeeper: ZkConfig,
+    /// The URL other nodes redirect this node's users to; by default
+    /// `ws://{ws listen address}/ws`.
+    pub public_url: Option<String>,
+    /// How long shutdown waits for clients to leave.
+    pub drain_grace: Duration,
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listeners could not be read.
+    #[error("listeners: {0}")]
+    Io(#[from] std::io::Error),
+    /// ZooKeeper could not be joined.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// A running clustered msg-svc.
+#[derive(Debug)]
+pub struct MsgServer {
+    running: Running,
+    registration: Registration,
+}
+
+impl MsgServer {
+    /// Joins the cluster and starts serving on `listeners`.
+    pub async fn start(
+        config: ClusterConfig,
+        tokens: TokenKey,
+        listeners: Listeners,
+    ) -> Result<Self, StartError> {
+        let ws_addr = listeners.ws.local_addr()?;
+        let http_addr = listeners.http.local_addr()?;
+        let me = NodeInfo {
+            id: config.node_id.clone(),
+            role: Role::MsgSvc,
+            link_addr: None,
+            client_url: Some(
+                config
+                    .public_url
+                    .unwrap_or_else(|| format!("ws://{ws_addr}{}", ws::PATH)),
+            ),
+            http_addr: Some(http_addr.to_string()),
+        };
+        let registration = join_zookeeper(config.zookeeper, me).await?;
+        let (down_tx, down_rx) = mpsc::channel(DOWNLINK_QUEUE);
+        let (events_tx, mut events) = mpsc::channel(64);
+        let upstream = Upstream::start(
+            config.node_id.clone(),
+            registration.members(),
+            down_tx,
+            events_tx,
+        );
+        let view = ClusterView {
+            me: config.node_id.clone(),
+            members: registration.members(),
+            health: registration.health(),
+        };
+        let node = MsgNode::start(config.node, tokens, upstream, Some(view));
+        let mut running =
+            Running::launch(Arc::clone(&node), down_rx, listeners, config.drain_grace)?;
+
+        // A room service that (re)connected knows nothing of us: subscribe
+        // its rooms again. Placement moves re-route rooms the same way.
+        let relinked = Arc::clone(&node);
+        running.spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let LinkEvent::Up(room_svc) = event {
+                    relinked.forget_owner(&room_svc);
+                    relinked.reconcile();
+                }
+            }
+        });
+        let moved = Arc::clone(&node);
+        let mut members = registration.members();
+        running.spawn(async move {
+            while members.changed().await.is_ok() {
+                moved.reconcile();
+            }
+        });
+        info!(node = %config.node_id, %ws_addr, %http_addr, "msg-svc up");
+        Ok(Self {
+            running,
+            registration,
+        })
+    }
+
+    /// Where WebSocket clients connect.
+    pub fn ws_url(&self) -> String {
+        self.running.ws_url()
+    }
+
+    /// The WebSocket listen address.
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.running.ws_addr()
+    }
+
+    /// Where the HTTP endpoints are.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.running.http_addr()
+    }
+
+    /// Drains its clients, leaves the cluster, stops.
+    pub async fn shutdown(mut self) {
+        self.running.drain().await;
+        self.registration.leave().await;
+        self.running.stop().await;
+    }
+}
+
+/// Serves until `shutdown` completes, then drains and leaves the cluster.
+pub async fn run(
+    config: ClusterConfig,
+    tokens: TokenKey,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let server = MsgServer::start(config, tokens, listeners).await?;
+    shutdown.await;
+    server.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! What every msg-svc runs, whichever mode: the node's tasks (downlink,
+//! housekeeping, WebSocket and HTTP listeners) and the ordered shutdown.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatroom_cluster::link::DownLinkRx;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::node::MsgNode;
+use crate::{downlink, http, ws};
+
+/// Bound sockets to serve on (bind to port 0 in tests).
+#[derive(Debug)]
+pub struct Listeners {
+    /// WebSocket clients, at `/ws`.
+    pub ws: TcpListener,
+    /// Health and readiness.
+    pub http: TcpListener,
+}
+
+/// A serving node.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub(crate) node: Arc<MsgNode>,
+    ws_addr: SocketAddr,
+    http_addr: SocketAddr,
+    /// Stops the accept loop; cancelled first on shutdown.
+    accepting: CancellationToken,
+    /// Stops everything else.
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+    drain_grace: Duration,
+}
+
+impl Running {
+    /// Starts the node's tasks on `listeners`, with frames from the room
+    /// services arriving on `down`.
+    pub(crate) fn launch(
+        node: Arc<MsgNode>,
+        down: DownLinkRx,
+        listeners: Listeners,
+        drain_grace: Duration,
+    ) -> io::Result<Self> {
+        let ws_addr = listeners.ws.local_addr()?;
+        let http_addr = listeners.http.local_addr()?;
+        let stop = CancellationToken::new();
+        let accepting = stop.child_token();
+        let mut tasks = JoinSet::new();
+        node.spawn_housekeeping(stop.clone());
+        tasks.spawn(downlink::run(Arc::clone(&node), down));
+        tasks.spawn(ws::serve(
+            Arc::clone(&node),
+            listeners.ws,
+            accepting.clone(),
+        ));
+        let (http_node, http_stop) = (Arc::clone(&node), stop.clone());
+        tasks.spawn(async move {
+            if let Err(error) = http::serve(http_node, listeners.http, http_stop).await {
+                warn!(%error, "http server failed");
+            }
+        });
+        Ok(Self {
+            node,
+            ws_addr,
+            http_addr,
+            accepting,
+            stop,
+            tasks,
+            drain_grace,
+        })
+    }
+
+    /// Runs `task` until shutdown.
+    pub(crate) fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = task => {}
+            }
+        });
+    }
+
+    pub(crate) fn ws_addr(&self) -> SocketAddr {
+        self.ws_addr
+    }
+
+    pub(crate) fn ws_url(&self) -> String {
+        format!("ws://{}{}", self.ws_addr, ws::PATH)
+    }
+
+    pub(crate) fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Drains: readiness fails, no new connection is accepted, clients are
+    /// told to go (WebSocket close "going away"), and the node waits up to
+    /// the drain grace for them to leave. The caller stops the rest.
+    pub(crate) async fn drain(&mut self) {
+        self.accepting.cancel();
+        self.node.drain();
+        if !self.node.sessions.wait_empty(self.drain_grace).await {
+            warn!(
+                left = self.node.sessions.len(),
+                "drain grace over; closing the rest"
+            );
+        }
+    }
+
+    /// Stops every task.
+    pub(crate) async fn stop(mut self) {
+        self.stop.cancel();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        info!("stopped");
+    }
+}

@@ -1,0 +1,260 @@
+//! A msg-svc's links to the room services in a cluster, and the routing of
+//! each frame to its room's owner by placement.
+//!
+//! One link per room service, kept open and re-opened with backoff. Every
+//! link feeds the same downlink channel. When a link comes (back) up the node
+//! is told, because the room service forgot this node when the old link
+//! dropped and must be re-subscribed (soft state).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chatroom_cluster::link::{DownLink, LinkError, UpLink};
+use chatroom_cluster::netlink::{self, FrameReader, RECONNECT};
+use chatroom_cluster::registry::Members;
+use chatroom_proto::cluster::v1::{Hello, ToMsgSvc, ToRoomSvc, to_room_svc};
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// Frames queued per link before senders are refused with `Full`.
+const LINK_QUEUE: usize = 65_536;
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A link to a room service came up or went down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LinkEvent {
+    /// Connected and greeted: the room service knows nothing of us yet.
+    Up(String),
+    /// Lost; frames for its rooms are refused until it is back or its rooms
+    /// move.
+    Down(String),
+}
+
+#[derive(Debug)]
+struct RoomLink {
+    addr: String,
+    tx: mpsc::Sender<ToRoomSvc>,
+    up: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for RoomLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The node's way to the room services: placement plus links.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    me: String,
+    members: watch::Receiver<Arc<Members>>,
+    links: Mutex<HashMap<String, RoomLink>>,
+    down: DownLink,
+    events: mpsc::Sender<LinkEvent>,
+}
+
+impl Upstream {
+    /// Opens links to the room services in `members`, following its changes.
+    pub(crate) fn start(
+        me: String,
+        members: watch::Receiver<Arc<Members>>,
+        down: DownLink,
+        events: mpsc::Sender<LinkEvent>,
+    ) -> Arc<Self> {
+        let upstream = Arc::new(Self {
+            me,
+            members: members.clone(),
+            links: Mutex::default(),
+            down,
+            events,
+        });
+        upstream.sync_links(&members.borrow());
+        let weak = Arc::downgrade(&upstream);
+        let mut changes = members;
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(upstream) = weak.upgrade() else {
+                    return;
+                };
+                let members = changes.borrow_and_update().clone();
+                upstream.sync_links(&members);
+            }
+        });
+        upstream
+    }
+
+    /// One link per room service in `members`: new ones opened, gone (or
+    /// moved) ones closed.
+    fn sync_links(&self, members: &Members) {
+        let mut links = self.links.lock();
+        links.retain(|id, link| {
+            let keep = members
+                .room_svcs
+                .iter()
+                .any(|n| n.id == *id && n.link_addr.as_deref() == Some(link.addr.as_str()));
+            if !keep {
+                info!(room_svc = %id, "closing the link to a room service that left");
+            }
+            keep
+        });
+        for node in &members.room_svcs {
+            let Some(addr) = node.link_addr.clone() else {
+                warn!(room_svc = %node.id, "room service registered without a link address");
+                continue;
+            };
+            if links.contains_key(&node.id) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(LINK_QUEUE);
+            let up = Arc::new(AtomicBool::new(false));
+            let link = Link {
+                me: self.me.clone(),
+                peer: node.id.clone(),
+                addr: addr.clone(),
+                up: Arc::clone(&up),
+                down: self.down.clone(),
+                events: self.events.clone(),
+            };
+            let span = info_span!("link", room_svc = %node.id, %addr);
+            let task = tokio::spawn(link.run(rx).instrument(span));
+            links.insert(node.id.clone(), RoomLink { addr, tx, up, task });
+        }
+    }
+}
+
+impl UpLink for Upstream {
+    fn try_send(&self, frame: ToRoomSvc) -> Result<(), LinkError> {
+        let owner = room_of(&frame)
+            .and_then(|room| self.owner_of(room))
+            .ok_or(LinkError::Down)?;
+        let links = self.links.lock();
+        let link = links.get(&owner).ok_or(LinkError::Down)?;
+        if !link.up.load(Ordering::Acquire) {
+            return Err(LinkError::Down);
+        }
+        link.tx.try_send(frame).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => LinkError::Full,
+            mpsc::error::TrySendError::Closed(_) => LinkError::Down,
+        })
+    }
+
+    fn owner_of(&self, room_id: &str) -> Option<String> {
+        self.members
+            .borrow()
+            .room_owner(room_id)
+            .map(|node| node.id.clone())
+    }
+}
+
+fn room_of(frame: &ToRoomSvc) -> Option<&str> {
+    use to_room_svc::Body;
+    Some(match frame.body.as_ref()? {
+        Body::Subscribe(sub) => &sub.room_id,
+        Body::Unsubscribe(unsub) => &unsub.room_id,
+        Body::Membership(membership) => &membership.room_id,
+        Body::Send(send) => &send.room_id,
+        Body::Hello(_) => return None,
+    })
+}
+
+/// One room service's link, run until the link is dropped.
+struct Link {
+    me: String,
+    peer: String,
+    addr: String,
+    up: Arc<AtomicBool>,
+    down: DownLink,
+    events: mpsc::Sender<LinkEvent>,
+}
+
+impl Link {
+    async fn run(self, mut rx: mpsc::Receiver<ToRoomSvc>) {
+        let mut pause = RECONNECT.0;
+        loop {
+            let stream =
+                match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        debug!(%error, "cannot reach the room service yet");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(RECONNECT.1);
+                        continue;
+                    }
+                    Err(_) => {
+                        debug!("connecting to the room service timed out");
+                        continue;
+                    }
+                };
+            let _ = stream.set_nodelay(true);
+            match self.serve(stream, &mut rx).await {
+                Served::Dropped => return,
+                Served::Lost(reason) => warn!(reason, "link to the room service lost"),
+            }
+            self.up.store(false, Ordering::Release);
+            let _ = self.events.send(LinkEvent::Down(self.peer.clone())).await;
+            // Whatever was queued was meant for the lost connection: the
+            // room service forgot us with it.
+            while rx.try_recv().is_ok() {}
+            pause = RECONNECT.0;
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn serve(&self, stream: TcpStream, rx: &mut mpsc::Receiver<ToRoomSvc>) -> Served {
+        let (read, mut write) = stream.into_split();
+        let hello = ToRoomSvc {
+            body: Some(to_room_svc::Body::Hello(Hello {
+                node_id: self.me.clone(),
+            })),
+        };
+        if let Err(error) = netlink::write_frame(&mut write, &hello).await {
+            return Served::Lost(error.to_string());
+        }
+        self.up.store(true, Ordering::Release);
+        info!("link to the room service up");
+        if self
+            .events
+            .send(LinkEvent::Up(self.peer.clone()))
+            .await
+            .is_err()
+        {
+            return Served::Dropped;
+        }
+        let mut reader = FrameReader::new(read);
+        let reading = async {
+            loop {
+                match reader.next::<ToMsgSvc>().await {
+                    Ok(Some(frame)) => {
+                        if self.down.send(frame).await.is_err() {
+                            return Served::Dropped;
+                        }
+                    }
+                    Ok(None) => return Served::Lost("closed by the room service".into()),
+                    Err(error) => return Served::Lost(error.to_string()),
+                }
+            }
+        };
+        tokio::select! {
+            served = reading => served,
+            written = netlink::write_frames(write, rx) => match written {
+                // Our end of the queue is gone: the link was dropped.
+                Ok(()) => Served::Dropped,
+                Err(error) => Served::Lost(error.to_string()),
+            },
+        }
+    }
+}
+
+enum Served {
+    /// The link was dropped by the node: stop for good.
+    Dropped,
+    /// The connection failed: reconnect.
+    Lost(String),
+}
