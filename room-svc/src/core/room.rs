@@ -128,9 +128,6 @@ pub struct RoomState {
     latest: Cursor,
     history: VecDeque<ChatMessage>,
     counters: Counters,
-    /// Created afresh (nothing stored was found) and nothing stamped since:
-    /// the stream may still adopt a subscriber's.
-    pristine: bool,
 }
 
 impl std::fmt::Debug for RoomState {
@@ -164,7 +161,6 @@ impl RoomState {
             clock: RoomClock::new(),
             latest: Cursor::start(epoch),
             counters: Counters::default(),
-            pristine: true,
         }
     }
 
@@ -196,7 +192,6 @@ impl RoomState {
             room.clock = RoomClock::resuming_after(room.latest.ts);
             room.history = stored.history.into();
             room.trim_history();
-            room.pristine = false;
         }
         // The lists were bounded when they were written; an entry beyond the
         // bound (a store edited by hand) is left out.
@@ -458,7 +453,6 @@ impl RoomState {
             client_msg_id,
         };
         self.latest = Cursor::after(self.epoch, &msg);
-        self.pristine = false;
         if self.config.history_size > 0 {
             self.history.push_back(msg.clone());
             self.trim_history();
@@ -483,8 +477,10 @@ impl RoomState {
     /// owner may have stamped messages the store never got). A position of
     /// this stream that is further on moves the counters and the clock past
     /// it. A position of another stream with messages in it is adopted when
-    /// the room is pristine (created afresh, nothing stamped): the stream
-    /// continues instead of starting over.
+    /// this room's own stream is empty (created afresh, or restored from a
+    /// record with nothing stamped, such as one a node left while views
+    /// disagreed about the owner): the stream continues instead of starting
+    /// over.
     pub fn catch_up(&mut self, seen: &Cursor) -> CatchUp {
         if seen.epoch == self.epoch {
             let ahead = furthest(&self.latest, seen);
@@ -495,14 +491,13 @@ impl RoomState {
             self.clock = RoomClock::resuming_after(self.clock.last().max(seen.ts));
             return CatchUp::Advanced;
         }
-        if !self.pristine || seen.msg_id == 0 {
+        if self.latest.msg_id != 0 || seen.msg_id == 0 {
             return CatchUp::Unchanged;
         }
         self.epoch = seen.epoch;
         self.latest = *seen;
         self.clock = RoomClock::resuming_after(self.clock.last().max(seen.ts));
         self.history.clear();
-        self.pristine = false;
         CatchUp::Adopted
     }
 

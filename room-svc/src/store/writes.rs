@@ -294,8 +294,15 @@ impl PendingWrites {
     }
 
     /// The room began a new stream at `latest` (created afresh, or adopted
-    /// a subscriber's): its stored history is replaced, not appended to.
+    /// a subscriber's): its stored history is replaced, not appended to. An
+    /// empty stream is not written at all: there is nothing to keep yet, and
+    /// a node that briefly took the room while views disagreed must not
+    /// clobber the owner's record with it; its first message replaces the
+    /// stored history instead (see [`append`](Self::append)).
     pub(crate) fn begin_stream(&mut self, room: &Arc<str>, latest: Cursor) {
+        if latest.msg_id == 0 {
+            return;
+        }
         let writes = self.room(room);
         writes.reset_history = true;
         writes.history.clear();
@@ -318,6 +325,12 @@ impl PendingWrites {
         history_size: u32,
     ) {
         let writes = self.room(room);
+        if msg.msg_id == 1 {
+            // The first message of a stream begun afresh: whatever history
+            // is stored belongs to another stream.
+            writes.reset_history = true;
+            writes.history.clear();
+        }
         writes.latest = Some(Cursor::after(epoch, msg));
         writes.history_cap = Some(history_size);
         if history_size > 0 {

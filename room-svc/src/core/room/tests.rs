@@ -694,7 +694,7 @@ fn a_subscriber_ahead_in_the_same_stream_moves_counters_and_clock() {
 }
 
 #[test]
-fn a_pristine_room_adopts_a_subscribers_stream_once() {
+fn an_empty_room_adopts_a_subscribers_stream_once() {
     let mut room = room();
     let empty_other = Cursor::start(5);
     assert_eq!(room.catch_up(&empty_other), CatchUp::Unchanged);
@@ -715,7 +715,21 @@ fn a_pristine_room_adopts_a_subscribers_stream_once() {
     assert_eq!((next.msg_id, next.normal_seq), (13, 10));
     assert!(next.ts > seen.ts);
 
-    // A room that has stamped is no longer pristine.
+    // So does a room restored from a record with nothing stamped (left by a
+    // node that held the room briefly while views disagreed).
+    let stale = PersistedRoom {
+        latest: Some(Cursor::start(3)),
+        config: None,
+        mutes: Vec::new(),
+        bans: Vec::new(),
+        whitelist: Vec::new(),
+        history: Vec::new(),
+    };
+    let mut restored = RoomState::restore("lobby".into(), 999, default_room_config(), stale, 0);
+    assert_eq!(restored.catch_up(&seen), CatchUp::Adopted);
+    assert_eq!(restored.latest(), seen);
+
+    // A room that has stamped is no longer empty.
     let mut busy = room_with(|_| {});
     join(&mut busy, A, &["alice"]);
     busy.accept(chat("alice"), at(1)).unwrap();

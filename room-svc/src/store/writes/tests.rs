@@ -98,10 +98,28 @@ fn a_clear_supersedes_everything_before_it() {
 
     // What comes after the clear stays with it.
     let mut after = PendingWrites::default();
-    after.begin_stream(&room(), Cursor::start(EPOCH + 1));
+    after.append(&room(), EPOCH + 1, &msg(1), 10);
     pending.merge_newer(after);
     let lobby = pending.get("lobby").unwrap();
     assert!(lobby.clear && lobby.reset_history);
+    assert_eq!(ids(&lobby.history), [1]);
+}
+
+#[test]
+fn an_empty_stream_is_not_written_and_its_first_message_replaces_the_history() {
+    let mut writes = PendingWrites::default();
+    writes.begin_stream(&room(), Cursor::start(EPOCH + 1));
+    assert!(
+        writes.get("lobby").is_none(),
+        "nothing to keep, nothing written"
+    );
+    writes.append(&room(), EPOCH + 1, &msg(1), 10);
+    let lobby = writes.get("lobby").unwrap();
+    assert!(
+        lobby.reset_history,
+        "the stored history belongs to another stream"
+    );
+    assert_eq!(lobby.latest.unwrap().epoch, EPOCH + 1);
 }
 
 #[test]
