@@ -225,6 +225,13 @@ impl LocalServer {
         }
     }
 
+    /// Leaves the process running past this handle (a detached local
+    /// cluster); stop it by its PID.
+    pub fn detach(mut self) {
+        // Forgetting the handle leaves the process alone.
+        std::mem::forget(self.child.take());
+    }
+
     /// Starts the server again on the same port with the same directory.
     pub fn restart(&mut self) -> Result<(), LocalError> {
         self.kill();
@@ -259,15 +266,35 @@ impl Drop for LocalServer {
     }
 }
 
-/// A loopback port nothing listens on right now.
+/// Ports handed out for servers: below Linux's default ephemeral range
+/// (32768-60999), so no outgoing connection can take one between the moment
+/// it is chosen and the moment its server binds it.
+const SERVER_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback port for a server: free right now, outside the ephemeral
+/// range, and never handed out twice by this process.
 pub fn free_port() -> Result<u16, LocalError> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io_error("finding a free port"))?;
-    let port = listener
-        .local_addr()
-        .map_err(io_error("finding a free port"))?
-        .port();
-    Ok(port)
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+
+    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let handed_out = HANDED_OUT.get_or_init(Mutex::default);
+    let span = u32::from(SERVER_PORTS.end - SERVER_PORTS.start);
+    for _ in 0..1_000 {
+        let port = SERVER_PORTS.start + (rand::random::<u32>() % span) as u16;
+        let mut taken = handed_out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if taken.contains(&port) || TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+            continue;
+        }
+        taken.insert(port);
+        return Ok(port);
+    }
+    Err(LocalError::Io {
+        what: "finding a free port".into(),
+        source: io::Error::new(io::ErrorKind::AddrInUse, "no free port in 20000-32000"),
+    })
 }
 
 #[cfg(test)]

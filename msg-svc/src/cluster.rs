@@ -99,9 +99,12 @@ impl MsgServer {
         let relinked = Arc::clone(&node);
         running.spawn(async move {
             while let Some(event) = events.recv().await {
-                if let LinkEvent::Up(room_svc) = event {
-                    relinked.forget_owner(&room_svc);
-                    relinked.reconcile();
+                match event {
+                    LinkEvent::Up(room_svc) => {
+                        relinked.forget_owner(&room_svc);
+                        relinked.reconcile();
+                    }
+                    LinkEvent::Down(room_svc) => relinked.lost_link(&room_svc),
                 }
             }
         });

@@ -56,6 +56,7 @@ async fn subscribed(node: &MsgNode, ack: SubscribeAck) {
 }
 
 async fn broadcast_arrived(node: &MsgNode, broadcast: Broadcast) {
+    node.metrics.count_broadcast(broadcast.messages.len());
     let Some(room) = node.room(&broadcast.room_id) else {
         return;
     };
@@ -75,6 +76,11 @@ fn send_result(node: &MsgNode, result: SendResult) {
     let Some(session) = node.sessions.get(result.session_id) else {
         return;
     };
+    if !session.settle_send(result.request_id) {
+        // Already answered when its link dropped; a retry with the same
+        // client_msg_id gets this same outcome from the owner's dedupe.
+        return;
+    }
     let body = match result.outcome {
         Some(send_result::Outcome::Ack(ack)) => server_frame::Body::SendAck(ack),
         Some(send_result::Outcome::Error(error)) => server_frame::Body::Error(error),

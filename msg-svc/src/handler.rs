@@ -266,6 +266,23 @@ fn send(node: &MsgNode, session: &Session, request_id: u64, send: Send) -> Resul
     let Some(identity) = session.identity() else {
         return Err(v1::Error::new(ErrorCode::Unauthenticated, "connect first"));
     };
+    // Subscribed (with presence) at the current owner first, on the same
+    // link, so the owner knows the sender before the send arrives.
+    let Some(owner) = node.reconcile_room(&room) else {
+        return Err(
+            v1::Error::new(ErrorCode::Overloaded, "room service unreachable").retry_after(500),
+        );
+    };
+    if !session.track_send(request_id, owner, node.config.max_sends_in_flight) {
+        return Err(v1::Error::new(
+            ErrorCode::Overloaded,
+            format!(
+                "{} sends already await their answer",
+                node.config.max_sends_in_flight
+            ),
+        )
+        .retry_after(100));
+    }
     node.presence.flush_room(&room.id, node.uplink.as_ref());
     let frame = ToRoomSvc {
         body: Some(to_room_svc::Body::Send(SendRequest {
@@ -280,6 +297,7 @@ fn send(node: &MsgNode, session: &Session, request_id: u64, send: Send) -> Resul
         })),
     };
     node.uplink.try_send(frame).map_err(|error| {
+        let _ = session.settle_send(request_id);
         let retry_after = match error {
             LinkError::Full => 100,
             LinkError::Down => 1_000,

@@ -1,5 +1,4 @@
-//! The node's HTTP surface: liveness and readiness (admin and metrics join
-//! it later).
+//! The node's HTTP surface: liveness, readiness and metrics.
 
 use std::sync::Arc;
 
@@ -21,10 +20,20 @@ pub(crate) async fn serve(
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(node);
     axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
+}
+
+async fn metrics(State(node): State<Arc<MsgNode>>) -> String {
+    let members = node
+        .cluster
+        .as_ref()
+        .map(|view| view.members.borrow().clone());
+    node.metrics
+        .render(node.sessions.len(), node.room_count(), members.as_deref())
 }
 
 /// 200 while serving (the body says `degraded` and why when something the

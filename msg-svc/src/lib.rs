@@ -24,6 +24,7 @@ pub use server::Listeners;
 mod downlink;
 mod handler;
 mod http;
+mod metrics;
 mod node;
 mod presence;
 mod room;

@@ -12,12 +12,13 @@ use chatroom_cluster::link::{LinkError, UpLink};
 use chatroom_cluster::registry::{Members, RegistryHealth};
 use chatroom_proto::cluster::v1::{Membership, Subscribe, ToRoomSvc, Unsubscribe, to_room_svc};
 use chatroom_proto::framing::ws::close_code;
-use chatroom_proto::v1::{self, ErrorCode, KickReason};
+use chatroom_proto::v1::{self, ErrorCode, KickReason, server_frame};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::metrics::Metrics;
 use crate::presence::PresenceReports;
 use crate::room::{LocalRoom, RoomKey, Subscription};
 use crate::session::{Session, Transport};
@@ -56,6 +57,8 @@ pub struct NodeConfig {
     pub presence_tick: Duration,
     /// Malformed frames a session may send before it is closed.
     pub malformed_limit: u32,
+    /// Sends one session may have awaiting their answer.
+    pub max_sends_in_flight: usize,
     /// How long a room owner may take to answer a Subscribe.
     pub subscribe_timeout: Duration,
 }
@@ -76,6 +79,7 @@ impl Default for NodeConfig {
             unsubscribe_grace: Duration::from_secs(30),
             presence_tick: Duration::from_millis(20),
             malformed_limit: 3,
+            max_sends_in_flight: 64,
             subscribe_timeout: Duration::from_secs(5),
         }
     }
@@ -113,6 +117,7 @@ pub(crate) struct MsgNode {
     rooms: Mutex<HashMap<Arc<str>, Arc<LocalRoom>>>,
     shards: Vec<ShardTx>,
     pub(crate) presence: PresenceReports,
+    pub(crate) metrics: Metrics,
     next_session: AtomicU64,
     ready: AtomicBool,
 }
@@ -140,6 +145,7 @@ impl MsgNode {
             rooms: Mutex::default(),
             shards,
             presence: PresenceReports::default(),
+            metrics: Metrics::default(),
             next_session: AtomicU64::new(1),
             ready: AtomicBool::new(true),
         })
@@ -239,6 +245,11 @@ impl MsgNode {
         }
     }
 
+    /// Rooms held.
+    pub(crate) fn room_count(&self) -> usize {
+        self.rooms.lock().len()
+    }
+
     pub(crate) fn room(&self, id: &str) -> Option<Arc<LocalRoom>> {
         self.rooms.lock().get(id).cloned()
     }
@@ -264,7 +275,7 @@ impl MsgNode {
             (room, created)
         };
         if created {
-            self.reconcile_room(&room);
+            let _ = self.reconcile_room(&room);
         }
         let waiter = {
             let mut state = room.state.lock();
@@ -302,7 +313,7 @@ impl MsgNode {
     pub(crate) fn reconcile(&self) {
         let rooms: Vec<Arc<LocalRoom>> = self.rooms.lock().values().cloned().collect();
         for room in rooms {
-            self.reconcile_room(&room);
+            let _ = self.reconcile_room(&room);
         }
     }
 
@@ -310,16 +321,16 @@ impl MsgNode {
     /// room, an owner that moved, or one that forgot us. With the Subscribe
     /// goes the room's full presence, which the owner keeps only as soft
     /// state. Whatever the link cannot take is tried again on the next pass.
-    fn reconcile_room(&self, room: &LocalRoom) {
-        let Some(owner) = self.uplink.owner_of(&room.id) else {
-            return;
-        };
+    /// Returns the owner the room is subscribed at now, if any.
+    pub(crate) fn reconcile_room(&self, room: &LocalRoom) -> Option<String> {
+        let owner = self.uplink.owner_of(&room.id)?;
         let (live, present) = {
             let state = room.state.lock();
-            if state.owner.as_deref() == Some(owner.as_str())
-                || matches!(state.subscription, Subscription::Closed)
-            {
-                return;
+            if matches!(state.subscription, Subscription::Closed) {
+                return None;
+            }
+            if state.owner.as_deref() == Some(owner.as_str()) {
+                return Some(owner);
             }
             let live = matches!(state.subscription, Subscription::Active);
             let present: Vec<String> = state.presence.keys().map(|u| u.to_string()).collect();
@@ -345,9 +356,25 @@ impl MsgNode {
         match sent {
             Ok(()) => {
                 debug!(room = %room.id, %owner, "subscribed");
-                room.state.lock().owner = Some(owner);
+                room.state.lock().owner = Some(owner.clone());
+                Some(owner)
             }
-            Err(error) => debug!(%error, room = %room.id, %owner, "subscription deferred"),
+            Err(error) => {
+                debug!(%error, room = %room.id, %owner, "subscription deferred");
+                None
+            }
+        }
+    }
+
+    /// The link to `owner` dropped: the sends in flight to it will never be
+    /// answered, so answer them now, and let their clients retry.
+    pub(crate) fn lost_link(&self, owner: &str) {
+        for session in self.sessions.all() {
+            for request_id in session.take_sends_to(owner) {
+                let error = v1::Error::new(ErrorCode::Overloaded, "lost the room service; retry")
+                    .retry_after(200);
+                session.reply(request_id, server_frame::Body::Error(error));
+            }
         }
     }
 

@@ -82,6 +82,9 @@ pub(crate) struct Session {
     last_seen: AtomicU64,
     /// Joined rooms. Short critical sections only; never held across await.
     rooms: Mutex<Vec<Arc<LocalRoom>>>,
+    /// Sends forwarded and not yet answered: (request id, owner node id), so
+    /// they can be failed at once if their link to the owner drops.
+    sends: Mutex<Vec<(u64, String)>>,
 }
 
 impl Session {
@@ -104,6 +107,7 @@ impl Session {
             wake: Notify::new(),
             last_seen: AtomicU64::new(now_ms),
             rooms: Mutex::new(Vec::new()),
+            sends: Mutex::new(Vec::new()),
         }
     }
 
@@ -126,6 +130,45 @@ impl Session {
 
     pub(crate) fn rooms(&self) -> parking_lot::MutexGuard<'_, Vec<Arc<LocalRoom>>> {
         self.rooms.lock()
+    }
+
+    /// Records a send forwarded to `owner`; false when `limit` sends are in
+    /// flight already.
+    pub(crate) fn track_send(&self, request_id: u64, owner: String, limit: usize) -> bool {
+        let mut sends = self.sends.lock();
+        if sends.len() >= limit {
+            return false;
+        }
+        sends.push((request_id, owner));
+        true
+    }
+
+    /// The send `request_id` was answered (or failed before it left);
+    /// false if it was no longer awaited (already failed by a lost link).
+    pub(crate) fn settle_send(&self, request_id: u64) -> bool {
+        let mut sends = self.sends.lock();
+        let found = sends.iter().position(|(id, _)| *id == request_id);
+        if let Some(index) = found {
+            sends.swap_remove(index);
+        }
+        if sends.is_empty() {
+            *sends = Vec::new();
+        }
+        found.is_some()
+    }
+
+    /// Takes the sends in flight to `owner`, whose link dropped.
+    pub(crate) fn take_sends_to(&self, owner: &str) -> Vec<u64> {
+        let mut sends = self.sends.lock();
+        let mut lost = Vec::new();
+        sends.retain(|(id, to)| {
+            let keep = to != owner;
+            if !keep {
+                lost.push(*id);
+            }
+            keep
+        });
+        lost
     }
 
     pub(crate) fn stream(&self) -> &TcpStream {

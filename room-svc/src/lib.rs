@@ -18,10 +18,15 @@
 //!   rooms placement gives this node ([`Ownership`]), hands msg-svc nodes a
 //!   [`NodePort`] (their [`UpLink`](chatroom_cluster::link::UpLink)) and
 //!   takes admin operations.
+//! - [`server`]: the process in a cluster: ZooKeeper registration, `net`
+//!   (node links from msg-svc nodes), health and readiness, ordered shutdown.
 
 pub mod core;
+pub mod server;
 pub mod service;
 pub mod store;
+
+mod net;
 
 pub use service::{AdminError, NodePort, Ownership, RoomService, RoomServiceConfig};
 pub use store::{RedisStoreConfig, RoomStore, StoreCounters, StoreError, StoreHealth};

@@ -20,6 +20,10 @@ use super::{Members, NodeInfo, Registration, RegistryHealth, Role};
 
 /// How long member changes must be quiet before they are published.
 const SETTLE: Duration = Duration::from_millis(200);
+/// After a session expired, how long to wait before publishing the view:
+/// every node lost its session at once and re-registers about now, and a
+/// view taken before they all did would move rooms back and forth.
+const RESETTLE: Duration = Duration::from_secs(1);
 /// First and longest pause between attempts to rebuild a lost session.
 const RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(3));
 
@@ -203,16 +207,18 @@ impl Watcher {
             self.health.send_replace(RegistryHealth::Unreachable);
             let mut pause = RETRY.0;
             (session, watches) = loop {
-                let attempt = async {
-                    let session = Session::open(&self.config, &self.me).await?;
-                    let (members, watches) = session.members().await?;
-                    Ok::<_, zookeeper_client::Error>((session, members, watches))
-                };
                 tokio::select! {
                     _ = &mut stop => return,
-                    result = attempt => match result {
-                        Ok((session, members, watches)) => {
-                            tokio::time::sleep(SETTLE).await;
+                    opened = Session::open(&self.config, &self.me) => match opened {
+                        Ok(session) => {
+                            tokio::time::sleep(RESETTLE).await;
+                            let (members, watches) = match session.members().await {
+                                Ok(listed) => listed,
+                                Err(error) => {
+                                    debug!(%error, "listing after re-registration failed; retrying");
+                                    continue;
+                                }
+                            };
                             self.publish(members);
                             info!(node = %self.me.id, "re-registered");
                             break (session, watches);

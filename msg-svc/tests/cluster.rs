@@ -1,0 +1,510 @@
+//! The distributed mode against a real local cluster: ZooKeeper, Redis, two
+//! room-svc and three msg-svc processes on loopback (loadtest::local). The
+//! tests run one at a time: each starts its own cluster, and together they
+//! would crowd two cores. Each prints how long its recovery took.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use chatroom_cluster::auth::{Roles, TokenKey};
+use chatroom_cluster::placement;
+use chatroom_proto::v1::{ChatMessage, ErrorCode, Kind};
+use loadtest::client::{Client, ClientConfig, Event, Events, JoinOptions};
+use loadtest::local::{ClusterSpec, LocalCluster, http_get};
+use tokio::sync::Mutex;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
+const MSG_SVCS: [&str; 3] = ["msg-svc-1", "msg-svc-2", "msg-svc-3"];
+const ROOM_SVCS: [&str; 2] = ["room-svc-1", "room-svc-2"];
+
+/// One cluster at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+struct Setup {
+    cluster: LocalCluster,
+    key: TokenKey,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Setup {
+    /// A failing test shows what the nodes said.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for node in self.cluster.room_svcs.iter().chain(&self.cluster.msg_svcs) {
+                let log = node.log_text();
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!("---- {} (last 60 lines)", node.id);
+                for line in &lines[lines.len().saturating_sub(60)..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+fn start() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ClusterSpec {
+        zk_session_timeout: SESSION_TIMEOUT,
+        heartbeat: Duration::from_secs(2),
+        ..ClusterSpec::default()
+    };
+    let cluster = LocalCluster::start(&spec, dir.path()).expect("local cluster starts");
+    let key = cluster.token_key().unwrap();
+    Setup {
+        cluster,
+        key,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    fn url(&self, node: &str) -> String {
+        self.cluster
+            .msg_svcs
+            .iter()
+            .find(|n| n.id == node)
+            .and_then(|n| n.ws_url.clone())
+            .unwrap()
+    }
+
+    fn http(&self, node: &str) -> String {
+        self.cluster
+            .msg_svcs
+            .iter()
+            .chain(&self.cluster.room_svcs)
+            .find(|n| n.id == node)
+            .map(|n| n.http_addr.clone())
+            .unwrap()
+    }
+
+    /// Connects `user` through `via` (following the redirect to the node
+    /// that serves them).
+    async fn connect(&self, user: &str, via: &str) -> (Client, Events) {
+        let token = self
+            .key
+            .mint(user, Roles::default(), Duration::from_secs(600))
+            .unwrap();
+        Client::connect(ClientConfig::new(self.url(via), token))
+            .await
+            .unwrap_or_else(|e| panic!("{user} cannot connect via {via}: {e}"))
+    }
+
+    /// Connects `user` through any of `via`, trying again until it works
+    /// (while a dead node still owns the user, redirects lead nowhere).
+    async fn reconnect(&self, user: &str, via: &[&str]) -> (Client, Events) {
+        let token = self
+            .key
+            .mint(user, Roles::default(), Duration::from_secs(600))
+            .unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            for node in via {
+                let mut config = ClientConfig::new(self.url(node), token.clone());
+                config.connect_timeout = Duration::from_secs(2);
+                if let Ok(connected) = Client::connect(config).await {
+                    return connected;
+                }
+            }
+            assert!(Instant::now() < deadline, "{user} could not reconnect");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn metric(&self, node: &str, name: &str) -> u64 {
+        let (_, body) = http_get(&self.http(node), "/metrics").expect("metrics answer");
+        body.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from {node}'s metrics"))
+    }
+
+    fn readiness(&self, node: &str) -> String {
+        http_get(&self.http(node), "/readyz")
+            .map(|(_, body)| body.trim().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The first `{prefix}-{i}` that placement puts on `node` among `nodes`.
+fn placed_on(node: &str, nodes: &[&str], prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|key| placement::owner(key, nodes).is_some_and(|owner| *owner == node))
+        .unwrap()
+}
+
+async fn join(client: &Client, room: &str) {
+    client
+        .join(room, JoinOptions::default())
+        .await
+        .expect("join");
+}
+
+/// Reads events until message `msg_id` of `room` arrives; returns the
+/// messages seen and the drops reported.
+async fn receive_until(events: &mut Events, room: &str, msg_id: u64) -> (Vec<ChatMessage>, u64) {
+    let mut messages = Vec::new();
+    let mut dropped = 0;
+    loop {
+        match events.recv_timeout(PATIENCE).await {
+            Ok(Event::Message { room: r, message }) if &*r == room => {
+                let last = message.msg_id;
+                messages.push(message);
+                if last >= msg_id {
+                    return (messages, dropped);
+                }
+            }
+            Ok(Event::Dropped {
+                room: r,
+                normal,
+                priority,
+            }) if &*r == room => dropped += normal + priority,
+            Ok(Event::Closed { reason }) => panic!("closed while waiting for {msg_id}: {reason}"),
+            Ok(_) => {}
+            Err(error) => panic!(
+                "message {msg_id} never came ({} seen): {error}",
+                messages.len()
+            ),
+        }
+    }
+}
+
+/// Sends until the room accepts, riding out a failover; returns the ack and
+/// how many attempts were refused.
+async fn send_until_accepted(
+    client: &Client,
+    room: &str,
+    text: &str,
+) -> (chatroom_proto::v1::SendAck, u32) {
+    let deadline = Instant::now() + PATIENCE;
+    let mut refused = 0;
+    let id = client.next_client_msg_id();
+    loop {
+        match client
+            .send_with_id(room, id, Kind::Chat, text.to_owned())
+            .await
+        {
+            Ok(ack) => return (ack, refused),
+            Err(error) => {
+                assert!(
+                    matches!(error.code(), Some(ErrorCode::Overloaded) | None),
+                    "unexpected refusal: {error}"
+                );
+                refused += 1;
+                assert!(
+                    Instant::now() < deadline,
+                    "the room never accepted again: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_on_different_nodes_chat_and_broadcasts_reach_only_member_nodes() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let setup = start();
+    let alice_id = placed_on("msg-svc-1", &MSG_SVCS, "alice");
+    let bob_id = placed_on("msg-svc-2", &MSG_SVCS, "bob");
+    // Both enter through msg-svc-3 and are sent where they belong.
+    let (alice, mut alice_events) = setup.connect(&alice_id, "msg-svc-3").await;
+    let (bob, mut bob_events) = setup.connect(&bob_id, "msg-svc-3").await;
+    assert_eq!(
+        alice.url(),
+        setup.url("msg-svc-1"),
+        "alice was redirected to her node"
+    );
+    assert_eq!(
+        bob.url(),
+        setup.url("msg-svc-2"),
+        "bob was redirected to his node"
+    );
+
+    join(&alice, "across").await;
+    join(&bob, "across").await;
+    let hello = alice
+        .send("across", Kind::Chat, "hello from node 1")
+        .await
+        .unwrap();
+    let (got, _) = receive_until(&mut bob_events, "across", hello.msg_id).await;
+    assert_eq!(
+        got.last().map(|m| m.payload.as_ref()),
+        Some(&b"hello from node 1"[..])
+    );
+    let reply = bob
+        .send("across", Kind::Chat, "hi from node 2")
+        .await
+        .unwrap();
+    let (got, _) = receive_until(&mut alice_events, "across", reply.msg_id).await;
+    assert!(got.iter().any(|m| m.payload.as_ref() == b"hi from node 2"));
+    assert!(reply.ts > hello.ts);
+
+    assert!(setup.metric("msg-svc-1", "chatroom_broadcasts_received_total") > 0);
+    assert!(setup.metric("msg-svc-2", "chatroom_broadcasts_received_total") > 0);
+    assert_eq!(
+        setup.metric("msg-svc-3", "chatroom_broadcasts_received_total"),
+        0,
+        "a node without members of the room gets none of its broadcasts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_msg_svc_clients_resume_elsewhere_with_exactly_what_they_missed() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut setup = start();
+    let room = "resume";
+    let writer_id = placed_on("msg-svc-2", &MSG_SVCS, "writer");
+    let (writer, _writer_events) = setup.connect(&writer_id, "msg-svc-2").await;
+    join(&writer, room).await;
+    let victims: Vec<String> = (0..3)
+        .map(|i| placed_on("msg-svc-1", &MSG_SVCS, &format!("victim{i}")))
+        .collect();
+    let mut cursors = Vec::new();
+    let mut cut_off = Vec::new();
+    for victim in &victims {
+        let (client, mut events) = setup.connect(victim, "msg-svc-1").await;
+        join(&client, room).await;
+        let first = writer
+            .send(room, Kind::Chat, format!("before {victim}"))
+            .await
+            .unwrap();
+        receive_until(&mut events, room, first.msg_id).await;
+        cursors.push(client.cursor(room).unwrap());
+        cut_off.push((client, events));
+    }
+
+    let killed = Instant::now();
+    setup.cluster.msg_svc("msg-svc-1").unwrap().kill9();
+    // Connected until the kill: the node vanished under them.
+    drop(cut_off);
+    // The room goes on while the victims are away.
+    let writing = {
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..60 {
+                acked.push(
+                    writer
+                        .send(room, Kind::Chat, format!("while away {i}"))
+                        .await
+                        .unwrap()
+                        .msg_id,
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            acked
+        })
+    };
+    let mut resumed = Vec::new();
+    for (victim, cursor) in victims.iter().zip(&cursors) {
+        let (client, events) = setup.reconnect(victim, &["msg-svc-2", "msg-svc-3"]).await;
+        client
+            .join(
+                room,
+                JoinOptions {
+                    since: Some(*cursor),
+                    backfill: 0,
+                },
+            )
+            .await
+            .expect("rejoin with a cursor");
+        resumed.push((client, events, *cursor));
+    }
+    let recovery = killed.elapsed();
+    let acked = writing.await.unwrap();
+    let last = *acked.last().unwrap();
+    for (client, mut events, cursor) in resumed {
+        let (got, dropped) = receive_until(&mut events, room, last).await;
+        let got: BTreeSet<u64> = got.iter().map(|m| m.msg_id).collect();
+        let expected: BTreeSet<u64> = (cursor.msg_id + 1..=last).collect();
+        assert_eq!(
+            got,
+            expected,
+            "{} missed or repeated messages",
+            client.user_id()
+        );
+        assert_eq!(dropped, 0);
+        assert_ne!(client.url(), setup.url("msg-svc-1"));
+    }
+    println!("msg-svc kill -9: every client resumed on another node {recovery:?} after the kill");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_room_svc_moves_its_rooms_and_stamps_keep_increasing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut setup = start();
+    let room = placed_on("room-svc-1", &ROOM_SVCS, "moving");
+    let alice_id = placed_on("msg-svc-1", &MSG_SVCS, "alice");
+    let bob_id = placed_on("msg-svc-2", &MSG_SVCS, "bob");
+    let (alice, _alice_events) = setup.connect(&alice_id, "msg-svc-1").await;
+    let (bob, mut bob_events) = setup.connect(&bob_id, "msg-svc-2").await;
+    join(&alice, &room).await;
+    join(&bob, &room).await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(
+            alice
+                .send(&room, Kind::Chat, format!("before {i}"))
+                .await
+                .unwrap(),
+        );
+    }
+
+    let killed = Instant::now();
+    setup.cluster.room_svc("room-svc-1").unwrap().kill9();
+    let (ack, refused) = send_until_accepted(&alice, &room, "after the move").await;
+    let recovery = killed.elapsed();
+    sent.push(ack);
+    // Bob never re-joined: the new owner rebuilt membership from the nodes'
+    // reports, so his send is accepted too once his node has seen the move
+    // (never refused as NOT_JOINED: send_until_accepted checks).
+    sent.push(
+        send_until_accepted(&bob, &room, "bob after the move")
+            .await
+            .0,
+    );
+    for i in 0..5 {
+        sent.push(
+            alice
+                .send(&room, Kind::Chat, format!("after {i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(
+        sent.windows(2)
+            .all(|w| w[0].ts < w[1].ts && w[0].msg_id < w[1].msg_id),
+        "{sent:?}"
+    );
+
+    let last = sent.last().unwrap().msg_id;
+    let (got, dropped) = receive_until(&mut bob_events, &room, last).await;
+    assert!(
+        got.windows(2).all(|w| w[0].ts < w[1].ts),
+        "bob saw ts go backwards"
+    );
+    let got: BTreeSet<u64> = got.iter().map(|m| m.msg_id).collect();
+    for ack in &sent {
+        assert!(got.contains(&ack.msg_id), "bob missed {}", ack.msg_id);
+    }
+    assert_eq!(dropped, 0);
+    println!(
+        "room-svc kill -9: sends accepted again {recovery:?} after the kill ({refused} refused meanwhile; session timeout {SESSION_TIMEOUT:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_delivery_never_stops_while_redis_restarts() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut setup = start();
+    let room = placed_on("room-svc-1", &ROOM_SVCS, "steady");
+    let (alice, _alice_events) = setup
+        .connect(&placed_on("msg-svc-1", &MSG_SVCS, "alice"), "msg-svc-1")
+        .await;
+    let (bob, mut bob_events) = setup
+        .connect(&placed_on("msg-svc-2", &MSG_SVCS, "bob"), "msg-svc-2")
+        .await;
+    join(&alice, &room).await;
+    join(&bob, &room).await;
+
+    let sending = {
+        let alice = alice.clone();
+        let room = room.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..150 {
+                let ack = alice.send(&room, Kind::Chat, format!("m{i}")).await;
+                acked.push(ack.expect("every send is acked through the outage").msg_id);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    setup.cluster.redis.kill();
+    let down = Instant::now();
+    let mut saw_degraded = false;
+    while down.elapsed() < Duration::from_secs(1) {
+        saw_degraded |= setup.readiness("room-svc-1").starts_with("degraded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    setup.cluster.redis.restart().unwrap();
+    let restarted = Instant::now();
+    while setup.readiness("room-svc-1") != "ready" {
+        assert!(
+            restarted.elapsed() < PATIENCE,
+            "room-svc never healthy again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let healthy = restarted.elapsed();
+    let acked = sending.await.unwrap();
+    let (got, dropped) = receive_until(&mut bob_events, &room, *acked.last().unwrap()).await;
+    let got: Vec<u64> = got.iter().map(|m| m.msg_id).collect();
+    assert_eq!(
+        got, acked,
+        "bob got every message, in order, through the outage"
+    );
+    assert_eq!(dropped, 0);
+    assert!(saw_degraded, "readiness said degraded while Redis was down");
+    println!(
+        "redis restart: delivery never stopped; room-svc ready again {healthy:?} after Redis came back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_heals_after_zookeeper_expires_every_session() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let setup = start();
+    let room = "patient";
+    let (alice, _alice_events) = setup
+        .connect(&placed_on("msg-svc-1", &MSG_SVCS, "alice"), "msg-svc-1")
+        .await;
+    let (bob, mut bob_events) = setup
+        .connect(&placed_on("msg-svc-2", &MSG_SVCS, "bob"), "msg-svc-2")
+        .await;
+    join(&alice, room).await;
+    join(&bob, room).await;
+
+    setup.cluster.zookeeper.pause().unwrap();
+    // Placement holds while the registry is unreachable: chat goes on.
+    let during = alice
+        .send(room, Kind::Chat, "while zookeeper sleeps")
+        .await
+        .unwrap();
+    receive_until(&mut bob_events, room, during.msg_id).await;
+    // Past the session timeout: every session expires when it wakes up.
+    tokio::time::sleep(SESSION_TIMEOUT + Duration::from_secs(2)).await;
+    setup.cluster.zookeeper.resume().unwrap();
+    let resumed = Instant::now();
+    for node in MSG_SVCS.iter().chain(&ROOM_SVCS) {
+        while setup.readiness(node) != "ready" {
+            assert!(resumed.elapsed() < PATIENCE, "{node} never re-registered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let healed = resumed.elapsed();
+    // Registered again: a newcomer is placed and redirected, and the room
+    // works for everyone.
+    let carol_id = placed_on("msg-svc-3", &MSG_SVCS, "carol");
+    let (carol, mut carol_events) = setup.connect(&carol_id, "msg-svc-1").await;
+    assert_eq!(carol.url(), setup.url("msg-svc-3"));
+    join(&carol, room).await;
+    let (after, _) = send_until_accepted(&alice, room, "after the heal").await;
+    receive_until(&mut bob_events, room, after.msg_id).await;
+    receive_until(&mut carol_events, room, after.msg_id).await;
+    assert!(after.ts > during.ts);
+    println!(
+        "zookeeper session expiry: every node registered and ready {healed:?} after ZooKeeper resumed"
+    );
+}
+
+#[test]
+fn placement_helper_finds_keys_per_node() {
+    for node in MSG_SVCS {
+        let key = placed_on(node, &MSG_SVCS, "k");
+        assert_eq!(placement::owner(&key, &MSG_SVCS), Some(&node));
+    }
+}

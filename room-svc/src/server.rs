@@ -1,0 +1,159 @@
+//! A room-svc process in a cluster: registered in ZooKeeper, rooms kept in
+//! Redis, links from every msg-svc, health, readiness and metrics over HTTP.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use chatroom_cluster::registry::{
+    Members, NodeInfo, RegistryError, RegistryHealth, Role, ZkConfig, join_zookeeper,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::service::{Ownership, RoomService, RoomServiceConfig};
+use crate::store::{RoomStore, StoreError, StoreHealth};
+
+/// Settings of a clustered room-svc.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Unique in the cluster.
+    pub node_id: String,
+    /// The cluster's name (its Redis keys and ZooKeeper root).
+    pub cluster: String,
+    /// Where the registry is.
+    pub zookeeper: ZkConfig,
+    /// Redis URL.
+    pub redis: String,
+    /// Workers, queues, room defaults.
+    pub rooms: RoomServiceConfig,
+    /// The address msg-svc nodes are told to link to; by default the link
+    /// listener's.
+    pub public_link_addr: Option<String>,
+}
+
+/// Bound sockets to serve on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Node links from msg-svc nodes.
+    pub links: TcpListener,
+    /// Health and readiness.
+    pub http: TcpListener,
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listeners could not be read.
+    #[error("listeners: {0}")]
+    Io(#[from] std::io::Error),
+    /// ZooKeeper could not be joined.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The Redis URL or cluster name is unusable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone)]
+struct Health {
+    rooms: RoomService,
+    registry: watch::Receiver<RegistryHealth>,
+    members: watch::Receiver<Arc<Members>>,
+    draining: CancellationToken,
+}
+
+/// Joins the cluster, serves until `shutdown`, then leaves: out of ZooKeeper
+/// first (so its rooms move at once), then links closed, then every pending
+/// write flushed to Redis.
+pub async fn run(
+    config: ServerConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let link_addr: SocketAddr = listeners.links.local_addr()?;
+    let http_addr = listeners.http.local_addr()?;
+    let store = RoomStore::redis(&config.redis, &config.cluster)?;
+    let me = NodeInfo {
+        id: config.node_id.clone(),
+        role: Role::RoomSvc,
+        link_addr: Some(
+            config
+                .public_link_addr
+                .unwrap_or_else(|| link_addr.to_string()),
+        ),
+        client_url: None,
+        http_addr: Some(http_addr.to_string()),
+    };
+    let registration = join_zookeeper(config.zookeeper, me).await?;
+    let ownership = Ownership::new(config.node_id.clone(), registration.members());
+    let rooms = RoomService::start_with(config.rooms, store, Some(ownership));
+    let stop = CancellationToken::new();
+    let health = Health {
+        rooms: rooms.clone(),
+        registry: registration.health(),
+        members: registration.members(),
+        draining: CancellationToken::new(),
+    };
+    let links = tokio::spawn(crate::net::serve_links(
+        rooms.clone(),
+        listeners.links,
+        stop.clone(),
+    ));
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(health.clone());
+    let http = tokio::spawn(
+        axum::serve(listeners.http, app)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    info!(node = %config.node_id, %link_addr, %http_addr, "room-svc up");
+
+    shutdown.await;
+    health.draining.cancel();
+    registration.leave().await;
+    stop.cancel();
+    let _ = links.await;
+    if let Err(error) = rooms.flush().await {
+        warn!(%error, "some writes did not reach redis before shutdown");
+    }
+    let _ = http.await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn metrics(State(health): State<Health>) -> String {
+    health.members.borrow().prometheus()
+}
+
+/// 200 while serving (`degraded` and why when Redis or ZooKeeper is
+/// unreachable: live traffic still flows), 503 while draining.
+async fn ready(State(health): State<Health>) -> (StatusCode, String) {
+    if health.draining.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into());
+    }
+    let mut problems = Vec::new();
+    if health.rooms.store_health() == StoreHealth::Degraded {
+        problems.push("redis unreachable");
+    }
+    if *health.registry.borrow() != RegistryHealth::Live {
+        problems.push("zookeeper unreachable");
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n".into())
+    } else {
+        (
+            StatusCode::OK,
+            format!("degraded: {}\n", problems.join(", ")),
+        )
+    }
+}
