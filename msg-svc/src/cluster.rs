@@ -85,12 +85,12 @@ impl MsgServer {
             down_tx,
             events_tx,
         );
-        let view = ClusterView {
-            me: config.node_id.clone(),
-            members: registration.members(),
-            health: registration.health(),
-        };
-        let node = MsgNode::start(config.node, tokens, upstream, Some(view));
+        let node = MsgNode::start(
+            config.node,
+            tokens,
+            upstream,
+            ClusterView::of(&registration),
+        );
         let mut running =
             Running::launch(Arc::clone(&node), down_rx, listeners, config.drain_grace)?;
 

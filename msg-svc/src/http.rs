@@ -28,12 +28,9 @@ pub(crate) async fn serve(
 }
 
 async fn metrics(State(node): State<Arc<MsgNode>>) -> String {
-    let members = node
-        .cluster
-        .as_ref()
-        .map(|view| view.members.borrow().clone());
+    let members = node.view.members.borrow().clone();
     node.metrics
-        .render(node.sessions.len(), node.room_count(), members.as_deref())
+        .render(node.sessions.len(), node.room_count(), &members)
 }
 
 /// 200 while serving (the body says `degraded` and why when something the

@@ -21,14 +21,9 @@ impl Metrics {
             .fetch_add(messages as u64, Ordering::Relaxed);
     }
 
-    /// The exposition, with the gauges the caller reads at scrape time and,
-    /// in a cluster, the member counts this node sees.
-    pub(crate) fn render(
-        &self,
-        sessions: usize,
-        rooms: usize,
-        members: Option<&Members>,
-    ) -> String {
+    /// The exposition, with the gauges the caller reads at scrape time and
+    /// the member counts this node sees.
+    pub(crate) fn render(&self, sessions: usize, rooms: usize, members: &Members) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
             // Writing to a String cannot fail.
@@ -61,9 +56,7 @@ impl Metrics {
             "Rooms this node holds.",
             rooms as u64,
         );
-        if let Some(members) = members {
-            out.push_str(&members.prometheus());
-        }
+        out.push_str(&members.prometheus());
         out
     }
 }
@@ -77,13 +70,11 @@ mod tests {
         let metrics = Metrics::default();
         metrics.count_broadcast(3);
         metrics.count_broadcast(2);
-        let text = metrics.render(7, 1, None);
+        let text = metrics.render(7, 1, &Members::default());
         assert!(text.contains("# TYPE chatroom_broadcasts_received_total counter\nchatroom_broadcasts_received_total 2\n"));
         assert!(text.contains("chatroom_broadcast_messages_received_total 5\n"));
         assert!(text.contains("chatroom_sessions 7\n"));
         assert!(text.contains("chatroom_rooms 1\n"));
-        assert!(!text.contains("chatroom_cluster_members"));
-        let text = metrics.render(0, 0, Some(&Members::default()));
         assert!(text.contains("chatroom_cluster_members{role=\"room-svc\"} 0\n"));
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chatroom_cluster::auth::TokenKey;
 use chatroom_cluster::clock;
 use chatroom_cluster::link::{LinkError, UpLink};
-use chatroom_cluster::registry::{Members, RegistryHealth};
+use chatroom_cluster::registry::{Members, Registration, RegistryHealth};
 use chatroom_proto::cluster::v1::{Membership, Subscribe, ToRoomSvc, Unsubscribe, to_room_svc};
 use chatroom_proto::framing::ws::close_code;
 use chatroom_proto::v1::{self, ErrorCode, KickReason, server_frame};
@@ -86,13 +86,24 @@ impl Default for NodeConfig {
 }
 
 /// This node's place among the cluster's message services: who serves
-/// which user.
+/// which user. The embedded server's view is in-process: itself, alone.
 #[derive(Debug)]
 pub(crate) struct ClusterView {
     /// This node's id.
     pub(crate) me: String,
     pub(crate) members: watch::Receiver<Arc<Members>>,
     pub(crate) health: watch::Receiver<RegistryHealth>,
+}
+
+impl ClusterView {
+    /// The view a registration gives.
+    pub(crate) fn of(registration: &Registration) -> Self {
+        Self {
+            me: registration.me().id.clone(),
+            members: registration.members(),
+            health: registration.health(),
+        }
+    }
 }
 
 /// Whether the node should get traffic.
@@ -109,8 +120,7 @@ pub(crate) enum Readiness {
 #[derive(Debug)]
 pub(crate) struct MsgNode {
     pub(crate) config: NodeConfig,
-    /// `None` in the embedded server, which serves every user.
-    pub(crate) cluster: Option<ClusterView>,
+    pub(crate) view: ClusterView,
     pub(crate) tokens: TokenKey,
     pub(crate) uplink: Arc<dyn UpLink>,
     pub(crate) sessions: SessionTable,
@@ -128,7 +138,7 @@ impl MsgNode {
         config: NodeConfig,
         tokens: TokenKey,
         uplink: Arc<dyn UpLink>,
-        cluster: Option<ClusterView>,
+        view: ClusterView,
     ) -> Arc<Self> {
         let limits = FrameLimits {
             max_messages: config.pull.1 as usize,
@@ -138,7 +148,7 @@ impl MsgNode {
             .collect();
         Arc::new(Self {
             config,
-            cluster,
+            view,
             tokens,
             uplink,
             sessions: SessionTable::default(),
@@ -176,20 +186,18 @@ impl MsgNode {
         if !self.ready.load(Ordering::Relaxed) {
             return Readiness::Draining;
         }
-        match &self.cluster {
-            Some(view) if *view.health.borrow() != RegistryHealth::Live => {
-                Readiness::Degraded("zookeeper unreachable")
-            }
-            _ => Readiness::Ready,
+        if *self.view.health.borrow() == RegistryHealth::Live {
+            Readiness::Ready
+        } else {
+            Readiness::Degraded("zookeeper unreachable")
         }
     }
 
     /// Where `user` should connect instead, if another node serves them.
     pub(crate) fn redirect_for(&self, user: &str) -> Option<String> {
-        let view = self.cluster.as_ref()?;
-        let members = view.members.borrow();
+        let members = self.view.members.borrow();
         let owner = members.user_owner(user)?;
-        if owner.id == view.me {
+        if owner.id == self.view.me {
             return None;
         }
         owner.client_url.clone()

@@ -13,7 +13,9 @@ use room_svc::{RoomService, RoomServiceConfig};
 use tokio::sync::mpsc;
 use tracing::info;
 
-use crate::node::{MsgNode, NodeConfig};
+use chatroom_cluster::registry::{Members, NodeInfo, Registration, Role};
+
+use crate::node::{ClusterView, MsgNode, NodeConfig};
 use crate::server::{Listeners, Running};
 
 /// Frames in flight from the room service to the message service.
@@ -30,11 +32,28 @@ pub struct StandaloneConfig {
     pub drain_grace: Duration,
 }
 
+/// The embedded server's node id, in both roles.
+const NODE_ID: &str = "standalone";
+
 /// A running embedded server.
 #[derive(Debug)]
 pub struct Standalone {
     running: Running,
     rooms: RoomService,
+    /// The in-process membership the node's view comes from.
+    _registration: Registration,
+}
+
+fn in_process_registration() -> Registration {
+    let node = |role| NodeInfo {
+        id: NODE_ID.to_owned(),
+        role,
+        link_addr: None,
+        client_url: None,
+        http_addr: None,
+    };
+    let me = node(Role::MsgSvc);
+    Registration::in_process(me.clone(), Members::new([me, node(Role::RoomSvc)]))
 }
 
 impl Standalone {
@@ -46,11 +65,22 @@ impl Standalone {
     ) -> io::Result<Self> {
         let rooms = RoomService::start(config.rooms);
         let (down_tx, down_rx) = mpsc::channel(DOWNLINK_QUEUE);
-        let uplink = rooms.connect_node("standalone", down_tx);
-        let node = MsgNode::start(config.node, tokens, Arc::new(uplink), None);
+        let uplink = rooms.connect_node(NODE_ID, down_tx);
+        // One node of each role, in-process: every user is served here.
+        let registration = in_process_registration();
+        let node = MsgNode::start(
+            config.node,
+            tokens,
+            Arc::new(uplink),
+            ClusterView::of(&registration),
+        );
         let running = Running::launch(node, down_rx, listeners, config.drain_grace)?;
         info!(ws_addr = %running.ws_addr(), http_addr = %running.http_addr(), "standalone server up");
-        Ok(Self { running, rooms })
+        Ok(Self {
+            running,
+            rooms,
+            _registration: registration,
+        })
     }
 
     /// Where WebSocket clients connect: `ws://{addr}/ws`.
