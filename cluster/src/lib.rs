@@ -9,6 +9,7 @@
 //! - [`netlink`]: node links on the wire: bounded reads, batched writes.
 //! - [`placement`]: rendezvous hashing of rooms and users onto nodes.
 //! - [`registry`]: live members, in-process or in ZooKeeper.
+//! - [`serve`]: accepting until stopped; the shutdown signal.
 //! - [`telemetry`]: tracing set-up, human or JSON.
 
 pub mod auth;
@@ -18,4 +19,5 @@ pub mod local;
 pub mod netlink;
 pub mod placement;
 pub mod registry;
+pub mod serve;
 pub mod telemetry;

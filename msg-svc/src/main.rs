@@ -202,7 +202,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     standalone_config(&args),
                     tokens,
                     listeners,
-                    shutdown_signal(),
+                    chatroom_cluster::serve::shutdown_signal(),
                 )
                 .await?;
             }
@@ -218,7 +218,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     public_url: args.public_url.clone(),
                     drain_grace: Duration::from_millis(args.drain_grace_ms),
                 };
-                cluster::run(config, tokens, listeners, shutdown_signal()).await?;
+                cluster::run(
+                    config,
+                    tokens,
+                    listeners,
+                    chatroom_cluster::serve::shutdown_signal(),
+                )
+                .await?;
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -276,24 +282,6 @@ fn banner(listeners: &Listeners, source: &SecretSource, created: bool) -> anyhow
     println!("  token      cargo run -p msg-svc -- token --user alice");
     println!("  chat       cargo run -p loadtest -- chat --room demo --user alice");
     Ok(())
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let terminated = async {
-        match term.as_mut() {
-            Some(term) => {
-                term.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminated => {}
-    }
 }
 
 #[cfg(test)]

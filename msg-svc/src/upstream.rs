@@ -131,7 +131,8 @@ impl Upstream {
 
 impl UpLink for Upstream {
     fn try_send(&self, frame: ToRoomSvc) -> Result<(), LinkError> {
-        let owner = room_of(&frame)
+        let owner = frame
+            .room_id()
             .and_then(|room| self.owner_of(room))
             .ok_or(LinkError::Down)?;
         let links = self.links.lock();
@@ -151,17 +152,6 @@ impl UpLink for Upstream {
             .room_owner(room_id)
             .map(|node| node.id.clone())
     }
-}
-
-fn room_of(frame: &ToRoomSvc) -> Option<&str> {
-    use to_room_svc::Body;
-    Some(match frame.body.as_ref()? {
-        Body::Subscribe(sub) => &sub.room_id,
-        Body::Unsubscribe(unsub) => &unsub.room_id,
-        Body::Membership(membership) => &membership.room_id,
-        Body::Send(send) => &send.room_id,
-        Body::Hello(_) => return None,
-    })
 }
 
 /// One room service's link, run until the link is dropped.

@@ -12,13 +12,14 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatroom_cluster::serve;
 use chatroom_proto::Message;
 use chatroom_proto::framing::ws::{self, OpCode, WsError, close_code};
 use chatroom_proto::v1::{self, ClientFrame, ErrorCode, KickReason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info_span};
 
 use crate::handler;
 use crate::node::MsgNode;
@@ -33,19 +34,7 @@ pub(crate) const PATH: &str = "/ws";
 
 /// Accepts connections until `stop`, one task each.
 pub(crate) async fn serve(node: Arc<MsgNode>, listener: TcpListener, stop: CancellationToken) {
-    loop {
-        let (stream, remote) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Out of descriptors or similar: back off instead of spinning.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, remote)) = serve::accept(&listener, &stop).await {
         let node = Arc::clone(&node);
         let span = info_span!("conn", %remote, transport = "ws");
         tokio::spawn(connection(node, stream, remote).instrument(span));

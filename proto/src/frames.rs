@@ -1,6 +1,7 @@
 //! Constructors and small predicates on the generated types, so every service
 //! builds errors, replies and kinds the same way.
 
+use crate::cluster::v1::{ToRoomSvc, to_room_svc};
 use crate::v1::{self, ErrorCode, Kind, server_frame};
 
 impl v1::Error {
@@ -39,6 +40,20 @@ impl Kind {
     /// Whether `kind` is a named kind or in the application range.
     pub fn is_allowed(kind: i32) -> bool {
         kind >= Kind::CustomMin as i32 || (Kind::Chat as i32..=Kind::Notice as i32).contains(&kind)
+    }
+}
+
+impl ToRoomSvc {
+    /// The room the frame is about: every body but a link's Hello names one.
+    pub fn room_id(&self) -> Option<&str> {
+        use to_room_svc::Body;
+        Some(match self.body.as_ref()? {
+            Body::Subscribe(sub) => &sub.room_id,
+            Body::Unsubscribe(unsub) => &unsub.room_id,
+            Body::Membership(membership) => &membership.room_id,
+            Body::Send(send) => &send.room_id,
+            Body::Hello(_) => return None,
+        })
     }
 }
 

@@ -104,27 +104,14 @@ fn serve(args: Args) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen for http on {}", args.http_listen))?,
         };
-        server::run(config, listeners, shutdown_signal()).await?;
+        server::run(
+            config,
+            listeners,
+            chatroom_cluster::serve::shutdown_signal(),
+        )
+        .await?;
         Ok(())
     })
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let terminated = async {
-        match term.as_mut() {
-            Some(term) => {
-                term.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminated => {}
-    }
 }
 
 #[cfg(test)]

@@ -6,11 +6,12 @@
 use std::time::Duration;
 
 use chatroom_cluster::netlink::{self, FrameReader};
+use chatroom_cluster::serve;
 use chatroom_proto::cluster::v1::{ToRoomSvc, to_room_svc};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
 use crate::service::RoomService;
 
@@ -25,18 +26,7 @@ pub(crate) async fn serve_links(
     listener: TcpListener,
     stop: CancellationToken,
 ) {
-    loop {
-        let (stream, remote) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, remote)) = serve::accept(&listener, &stop).await {
         let _ = stream.set_nodelay(true);
         let span = info_span!("link", %remote);
         tokio::spawn(link(rooms.clone(), stream, stop.clone()).instrument(span));

@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chatroom_cluster::link::{DownLink, LinkError, UpLink};
 use chatroom_cluster::registry::Members;
-use chatroom_proto::cluster::v1::{RoomConfig, ToRoomSvc, to_room_svc};
+use chatroom_proto::cluster::v1::{RoomConfig, ToRoomSvc};
 use chatroom_proto::ids::{IdError, check_id};
 use chatroom_proto::v1;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -454,7 +454,7 @@ impl NodePort {
         if self.link.is_detached() {
             return Err(LinkError::Down);
         }
-        let Some(room) = room_of(&frame) else {
+        let Some(room) = frame.room_id() else {
             warn!(node = %self.link.id, "frame without a room dropped");
             return Ok(None);
         };
@@ -479,16 +479,4 @@ impl UpLink for NodePort {
             mpsc::error::TrySendError::Closed(_) => LinkError::Down,
         })
     }
-}
-
-/// The room a frame is about; every body but the link's Hello names one.
-fn room_of(frame: &ToRoomSvc) -> Option<&str> {
-    use to_room_svc::Body;
-    Some(match frame.body.as_ref()? {
-        Body::Subscribe(sub) => &sub.room_id,
-        Body::Unsubscribe(unsub) => &unsub.room_id,
-        Body::Membership(membership) => &membership.room_id,
-        Body::Send(send) => &send.room_id,
-        Body::Hello(_) => return None,
-    })
 }
