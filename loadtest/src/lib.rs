@@ -7,10 +7,12 @@
 //!   deterministically; [`client::connection`] wraps it around one
 //!   tokio-tungstenite socket per session.
 //! - [`chat`]: `loadtest chat`, a human in a room from the terminal.
+//! - [`harness`]: the load harness (scenarios, workers, accounting, reports).
 //! - [`local`]: a whole cluster as processes on loopback (tests,
 //!   `scripts/cluster`, the harness).
 //! - `main.rs`: the `loadtest` binary, one subcommand per scenario.
 
 pub mod chat;
 pub mod client;
+pub mod harness;
 pub mod local;
