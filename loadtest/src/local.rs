@@ -449,6 +449,42 @@ impl LocalCluster {
     }
 }
 
+/// Starts the embedded server (`msg-svc --standalone`) with its files in
+/// `dir` and `extra` flags, and waits until it is ready. Its token secret
+/// is `dir/token-secret`.
+pub fn spawn_standalone(dir: &Path, extra: &[String]) -> Result<NodeProcess, ClusterError> {
+    fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
+    let binary = default_bin_dir()?.join("msg-svc");
+    if !binary.exists() {
+        return Err(ClusterError::MissingBinary(binary));
+    }
+    let ws_addr = format!("127.0.0.1:{}", free_port()?);
+    let http_addr = format!("127.0.0.1:{}", free_port()?);
+    let mut command = vec![
+        "--standalone".to_owned(),
+        "--ws-listen".into(),
+        ws_addr.clone(),
+        "--http-listen".into(),
+        http_addr.clone(),
+        "--token-secret-file".into(),
+        dir.join("token-secret").display().to_string(),
+    ];
+    command.extend(extra.iter().cloned());
+    let mut node = NodeProcess {
+        id: "standalone".into(),
+        program: "msg-svc",
+        ws_url: Some(format!("ws://{ws_addr}/ws")),
+        http_addr,
+        command,
+        binary,
+        log: dir.join("standalone.log"),
+        child: None,
+    };
+    node.spawn()?;
+    node.wait_ready()?;
+    Ok(node)
+}
+
 /// What `scripts/cluster` records about a running cluster.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterState {

@@ -8,6 +8,9 @@ use std::time::Duration;
 use chatroom_cluster::telemetry::{self, LogArgs};
 use clap::{Parser, Subcommand};
 use loadtest::chat::{self, ChatArgs};
+use loadtest::harness::coordinator::{self, Target};
+use loadtest::harness::scenario::{RunArgs, Scenario};
+use loadtest::harness::worker;
 use loadtest::local::{self, ClusterSpec, LocalCluster};
 
 /// Exit status for a configuration that cannot work (sysexits' EX_USAGE).
@@ -31,6 +34,39 @@ enum Command {
     /// A local cluster on loopback: ZooKeeper, Redis, room-svc and msg-svc
     /// processes (what `scripts/cluster` runs).
     Cluster(ClusterArgs),
+    /// One room, many users, a few senders, a trickle of priority notices.
+    GiantRoom(RunArgs),
+    /// Many rooms with Zipf-distributed sizes.
+    ManyRooms {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Rooms.
+        #[arg(long, default_value_t = 100)]
+        rooms: u64,
+        /// Zipf exponent of the room sizes.
+        #[arg(long, default_value_t = 1.0)]
+        zipf_s: f64,
+    },
+    /// Every user joins one room as fast as possible.
+    JoinStorm(RunArgs),
+    /// Senders at ten times the room limit, priority notices mixed in.
+    Flood(RunArgs),
+    /// A share of the users drop and resume by cursor, over and over.
+    ReconnectStorm {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Share of the users that reconnect.
+        #[arg(long, default_value_t = 0.1)]
+        reconnect_fraction: f64,
+        /// How often each of them does, ms.
+        #[arg(long, default_value_t = 2_000)]
+        reconnect_every_ms: u64,
+    },
+    /// The giant room at a modest rate for a long time.
+    Soak(RunArgs),
+    /// (internal) A worker process of a scenario run.
+    #[command(hide = true)]
+    Worker,
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,8 +103,7 @@ enum ClusterAction {
     Status,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(error) = telemetry::init(&cli.log) {
         eprintln!("loadtest: {error}");
@@ -76,6 +111,48 @@ async fn main() -> ExitCode {
     }
     match cli.command {
         Command::Cluster(args) => cluster(args),
+        // A worker runs its own single-threaded runtime.
+        Command::Worker => match worker::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("loadtest worker: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+        command => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(run(command)),
+            Err(error) => {
+                eprintln!("loadtest: {error}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Cluster(_) | Command::Worker => unreachable!("handled before the runtime starts"),
+        Command::GiantRoom(run) => scenario(Scenario::GiantRoom, run).await,
+        Command::ManyRooms { run, rooms, zipf_s } => {
+            scenario(Scenario::ManyRooms { rooms, zipf_s }, run).await
+        }
+        Command::JoinStorm(run) => scenario(Scenario::JoinStorm, run).await,
+        Command::Flood(run) => scenario(Scenario::Flood, run).await,
+        Command::ReconnectStorm {
+            run,
+            reconnect_fraction,
+            reconnect_every_ms,
+        } => {
+            let storm = Scenario::ReconnectStorm {
+                fraction: reconnect_fraction,
+                every_ms: reconnect_every_ms,
+            };
+            scenario(storm, run).await
+        }
+        Command::Soak(run) => scenario(Scenario::Soak, run).await,
         Command::Chat(args) => {
             let token = match chat::token(&args) {
                 Ok(token) => token,
@@ -139,4 +216,34 @@ fn cluster(args: ClusterArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn scenario(scenario: Scenario, args: RunArgs) -> ExitCode {
+    match run_scenario(&scenario, &args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("loadtest {}: {error:#}", scenario.name());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_scenario(scenario: &Scenario, args: &RunArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out)?;
+    let target_args = args.clone();
+    let target = tokio::task::spawn_blocking(move || Target::prepare(&target_args)).await??;
+    let report = coordinator::run(scenario, args, &target).await?;
+    drop(target);
+    std::fs::write(
+        args.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    std::fs::write(args.out.join("chart.svg"), report.chart())?;
+    print!("{}", report.summary());
+    println!(
+        "  written            {}/report.json, {}/chart.svg",
+        args.out.display(),
+        args.out.display()
+    );
+    Ok(())
 }

@@ -4,6 +4,18 @@
 //! - [`stats`]: per-room, per-lane accounting and HDR latency histograms,
 //!   mergeable across workers.
 //! - [`report`]: `report.json`, the human summary and the SVG chart.
+//! - [`scenario`]: the scenarios, their flags and their rooms.
+//! - [`coordinator`]: starts the target, spawns the workers, runs the phases,
+//!   measures processes, merges the results.
+//! - [`worker`] (a process of its own) and `bot`: the users of one share, on
+//!   one thread; [`plan`]: what coordinator and workers say to each other.
+//! - [`wire`]: the swarm's lean WebSocket client and frame scanner.
 
+mod bot;
+pub mod coordinator;
+pub mod plan;
 pub mod report;
+pub mod scenario;
 pub mod stats;
+pub mod wire;
+pub mod worker;

@@ -1,0 +1,727 @@
+//! One simulated viewer: a real connection from a chosen source address,
+//! the protocol a real client speaks (redirects, join by cursor, inline
+//! deltas, notify then pull, pings, resuming after a drop), and counts.
+//!
+//! Bots of a worker share one thread, one read buffer and one set of
+//! counters; a bot holds only its socket, its cursor and bytes of a frame
+//! still arriving.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsFd;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chatroom_cluster::auth::{Roles, TokenKey};
+use chatroom_proto::v1::{
+    self, ClientFrame, Connect, Cursor, ErrorCode, Join, Kind, Lane, Ping, Pull, Send,
+    client_frame, server_frame,
+};
+use nix::sys::socket::{setsockopt, sockopt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Notify, watch};
+
+use super::plan::WorkerPlan;
+use super::stats::{LANES, Latency, RoomTally};
+use super::wire::{self, Batch, Scanned, WsFrame};
+
+/// Sends a sender may have awaiting their ack.
+const SENDS_IN_FLIGHT: u32 = 32;
+/// Messages per pull.
+const PULL_LIMIT: u32 = 200;
+/// Redirects followed when connecting.
+const MAX_REDIRECTS: usize = 3;
+/// How long connecting (redirects included) may take.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Where a worker is in the scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Connecting and joining.
+    Connecting,
+    /// The measured phase: senders send.
+    Running,
+    /// Senders stopped; receivers keep receiving.
+    Stopped,
+    /// Receive until each room's newest message.
+    Draining(Rc<BTreeMap<String, u64>>),
+}
+
+/// What the bots of one worker share (one thread: cells, no locks).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) plan: WorkerPlan,
+    pub(crate) key: TokenKey,
+    pub(crate) phase: watch::Receiver<Phase>,
+    /// One read buffer for every bot of the thread.
+    scratch: RefCell<Vec<u8>>,
+    /// Per plan room, by index.
+    pub(crate) rooms: RefCell<Vec<RoomTally>>,
+    pub(crate) second_delivered: Cell<u64>,
+    pub(crate) second_joined: Cell<u64>,
+    pub(crate) second_latency: RefCell<Latency>,
+    pub(crate) latency: RefCell<Latency>,
+    pub(crate) ready: Cell<u64>,
+    pub(crate) failures: RefCell<BTreeMap<String, u64>>,
+    pub(crate) done: Cell<u64>,
+    pub(crate) lost_connections: Cell<u64>,
+    /// When the last JoinAck arrived.
+    pub(crate) last_join: Cell<Option<std::time::Instant>>,
+    /// Sends of every bot awaiting their answer.
+    pub(crate) sends_in_flight: Cell<u64>,
+    /// A bot became ready, failed, or finished draining.
+    pub(crate) milestone: Notify,
+}
+
+impl Shared {
+    pub(crate) fn new(plan: WorkerPlan, key: TokenKey, phase: watch::Receiver<Phase>) -> Self {
+        let rooms = vec![RoomTally::default(); plan.rooms.len()];
+        Self {
+            plan,
+            key,
+            phase,
+            scratch: RefCell::new(vec![0; 2 * wire::MAX_SERVER_FRAME]),
+            rooms: RefCell::new(rooms),
+            second_delivered: Cell::new(0),
+            second_joined: Cell::new(0),
+            second_latency: RefCell::new(Latency::default()),
+            latency: RefCell::new(Latency::default()),
+            ready: Cell::new(0),
+            failures: RefCell::new(BTreeMap::new()),
+            done: Cell::new(0),
+            lost_connections: Cell::new(0),
+            last_join: Cell::new(None),
+            sends_in_flight: Cell::new(0),
+            milestone: Notify::new(),
+        }
+    }
+
+    fn fail(&self, reason: &str) {
+        *self
+            .failures
+            .borrow_mut()
+            .entry(reason.to_owned())
+            .or_default() += 1;
+        self.milestone.notify_one();
+    }
+}
+
+/// What a bot does besides receiving.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Role {
+    Receiver,
+    /// Sends chat at one message per interval.
+    Sender(Duration),
+    /// Sends a system notice (PRIORITY) per interval.
+    Notifier(Duration),
+}
+
+/// Plays one user until the worker's process ends.
+pub(crate) async fn run(
+    shared: Rc<Shared>,
+    user: u64,
+    room_index: usize,
+    role: Role,
+    start_after: Duration,
+) {
+    tokio::time::sleep(start_after).await;
+    let started = async {
+        let mut bot = Bot::start(Rc::clone(&shared), user, room_index, role).await?;
+        if !shared.plan.join_on_go {
+            bot.join(None).await?;
+        }
+        Ok::<_, String>(bot)
+    };
+    let mut bot = match tokio::time::timeout(CONNECT_PATIENCE, started).await {
+        Ok(Ok(bot)) => bot,
+        Ok(Err(reason)) => return shared.fail(&reason),
+        Err(_) => return shared.fail("connect timed out"),
+    };
+    shared.ready.set(shared.ready.get() + 1);
+    shared.milestone.notify_one();
+    if let Err(reason) = bot.live().await {
+        shared
+            .lost_connections
+            .set(shared.lost_connections.get() + 1);
+        shared.fail(&reason);
+    }
+}
+
+struct Bot {
+    shared: Rc<Shared>,
+    user: u64,
+    token: String,
+    /// Where this user's node is (after redirects).
+    url: String,
+    source: Ipv4Addr,
+    room_index: usize,
+    room: String,
+    role: Role,
+    stream: TcpStream,
+    /// Bytes of a frame still arriving (empty between frames).
+    partial: Vec<u8>,
+    heartbeat: Duration,
+    cursor: Cursor,
+    /// The room's newest position as last heard.
+    latest: Cursor,
+    pulling: bool,
+    joined: bool,
+    next_request: u64,
+    /// Sends awaiting an answer, by request id.
+    sends: HashMap<u64, ()>,
+    client_msg_id: u64,
+    mask: u32,
+    done: bool,
+}
+
+impl Bot {
+    fn user_id(user: u64, role: Role) -> String {
+        match role {
+            Role::Notifier(_) => format!("sys{user}"),
+            _ => format!("u{user}"),
+        }
+    }
+
+    /// Connects and says who it is, following redirects.
+    async fn start(
+        shared: Rc<Shared>,
+        user: u64,
+        room_index: usize,
+        role: Role,
+    ) -> Result<Self, String> {
+        let roles = Roles {
+            admin: false,
+            system: matches!(role, Role::Notifier(_)),
+        };
+        let token = shared
+            .key
+            .mint(
+                &Self::user_id(user, role),
+                roles,
+                Duration::from_secs(24 * 3600),
+            )
+            .map_err(|e| format!("token: {e}"))?;
+        let plan = &shared.plan;
+        let url = plan.targets[(user as usize) % plan.targets.len()].clone();
+        let source = plan.source_ips[(user as usize) % plan.source_ips.len()];
+        let room = plan.rooms[room_index].name.clone();
+        let (stream, partial) = open(&url, source).await?;
+        let mut bot = Self {
+            shared: Rc::clone(&shared),
+            user,
+            token,
+            url,
+            source,
+            room_index,
+            room,
+            role,
+            stream,
+            partial,
+            heartbeat: Duration::from_secs(10),
+            cursor: Cursor::default(),
+            latest: Cursor::default(),
+            pulling: false,
+            joined: false,
+            next_request: 1,
+            sends: HashMap::new(),
+            client_msg_id: user << 20,
+            mask: (user as u32).wrapping_mul(2_654_435_761) | 1,
+            done: false,
+        };
+        bot.establish().await?;
+        Ok(bot)
+    }
+
+    /// Sends Connect on the current stream; on a redirect, opens the stream
+    /// the server names and tries there.
+    async fn establish(&mut self) -> Result<(), String> {
+        for _ in 0..=MAX_REDIRECTS {
+            let connect = client_frame::Body::Connect(Connect {
+                token: self.token.clone(),
+                device_id: "swarm".into(),
+            });
+            self.request(connect).await?;
+            match self.next_reply().await?.body {
+                Some(server_frame::Body::ConnectAck(ack)) => {
+                    self.heartbeat = Duration::from_millis(u64::from(ack.heartbeat_ms.max(1_000)));
+                    return Ok(());
+                }
+                Some(server_frame::Body::Redirect(redirect)) => {
+                    self.url = redirect.url;
+                    (self.stream, self.partial) = open(&self.url, self.source).await?;
+                }
+                other => return Err(format!("connect refused: {}", describe(other.as_ref()))),
+            }
+        }
+        Err("too many redirects".to_owned())
+    }
+
+    /// Joins the room (resuming after `since`) and waits for the ack.
+    async fn join(&mut self, since: Option<Cursor>) -> Result<(), String> {
+        let id = self
+            .request(client_frame::Body::Join(Join {
+                room_id: self.room.clone(),
+                since,
+                backfill: 1,
+            }))
+            .await?;
+        loop {
+            let frame = self.next_reply().await?;
+            if frame.request_id != id {
+                continue;
+            }
+            return match frame.body {
+                Some(server_frame::Body::JoinAck(ack)) => {
+                    let latest = ack.latest.unwrap_or_default();
+                    self.latest = latest;
+                    self.cursor = match since {
+                        Some(since) if !ack.reset => since,
+                        _ => latest,
+                    };
+                    if since.is_none() {
+                        self.shared.rooms.borrow_mut()[self.room_index].receivers += 1;
+                    }
+                    self.joined = true;
+                    self.shared
+                        .second_joined
+                        .set(self.shared.second_joined.get() + 1);
+                    self.shared.last_join.set(Some(std::time::Instant::now()));
+                    if self.cursor.msg_id < latest.msg_id {
+                        self.pull().await?;
+                    }
+                    Ok(())
+                }
+                other => Err(format!("join refused: {}", describe(other.as_ref()))),
+            };
+        }
+    }
+
+    /// Receives (and sends, pings, reconnects) until the process ends.
+    async fn live(&mut self) -> Result<(), String> {
+        let mut phase = self.shared.phase.clone();
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
+        let send_every = match self.role {
+            Role::Sender(every) | Role::Notifier(every) => Some(every),
+            Role::Receiver => None,
+        };
+        let mut send = tokio::time::interval(send_every.unwrap_or(Duration::from_secs(3600)));
+        send.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let plan = &self.shared.plan;
+        let reconnects = plan.reconnect_every_ms > 0
+            && (self.user % 10_000) < (plan.reconnect_fraction * 10_000.0) as u64
+            && self.role == Role::Receiver;
+        let reconnect_every = Duration::from_millis(plan.reconnect_every_ms.max(1));
+        let mut reconnect = tokio::time::interval_at(
+            tokio::time::Instant::now() + reconnect_every,
+            reconnect_every,
+        );
+        loop {
+            let running = *phase.borrow() == Phase::Running;
+            tokio::select! {
+                changed = phase.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let now = phase.borrow().clone();
+                    if now == Phase::Running && !self.joined {
+                        self.join(None).await?;
+                    }
+                    self.check_drained(&now);
+                }
+                _ = send.tick(), if running && send_every.is_some() => self.send_one().await?,
+                _ = ping.tick() => {
+                    let id = self.next_id();
+                    self.write(&ClientFrame { request_id: id, body: Some(client_frame::Body::Ping(Ping {})) }).await?;
+                }
+                _ = reconnect.tick(), if reconnects && running => self.reconnect().await?,
+                ready = self.stream.readable() => {
+                    ready.map_err(|e| e.to_string())?;
+                    self.receive().await?;
+                    let now = phase.borrow().clone();
+                    self.check_drained(&now);
+                }
+            }
+        }
+    }
+
+    fn check_drained(&mut self, phase: &Phase) {
+        if self.done {
+            return;
+        }
+        if let Phase::Draining(targets) = phase {
+            let target = targets.get(&self.room).copied().unwrap_or(0);
+            if self.cursor.msg_id >= target {
+                self.done = true;
+                self.shared.done.set(self.shared.done.get() + 1);
+                self.shared.milestone.notify_one();
+            }
+        }
+    }
+
+    /// Drops the connection and comes back with the cursor, as a viewer on
+    /// a flaky network does.
+    async fn reconnect(&mut self) -> Result<(), String> {
+        (self.stream, self.partial) = open(&self.url, self.source).await?;
+        self.pulling = false;
+        let unanswered: Vec<u64> = self.sends.keys().copied().collect();
+        for request_id in unanswered {
+            self.settle(request_id);
+        }
+        self.establish().await?;
+        self.join(Some(self.cursor)).await
+    }
+
+    async fn send_one(&mut self) -> Result<(), String> {
+        // The phase may have moved on since this select began: a send after
+        // the worker reported what it sent would be owed but not counted.
+        if *self.shared.phase.borrow() != Phase::Running
+            || self.sends.len() as u32 >= SENDS_IN_FLIGHT
+        {
+            return Ok(());
+        }
+        let kind = match self.role {
+            Role::Notifier(_) => Kind::Notice,
+            _ => Kind::Chat,
+        };
+        self.client_msg_id += 1;
+        let payload = wire::stamped_payload(unix_micros(), self.shared.plan.payload_bytes);
+        let id = self
+            .request(client_frame::Body::Send(Send {
+                room_id: self.room.clone(),
+                client_msg_id: self.client_msg_id,
+                kind: kind as i32,
+                payload: payload.into(),
+            }))
+            .await?;
+        self.sends.insert(id, ());
+        self.shared
+            .sends_in_flight
+            .set(self.shared.sends_in_flight.get() + 1);
+        Ok(())
+    }
+
+    /// A send was answered (or will never be).
+    fn settle(&mut self, request_id: u64) -> bool {
+        if self.sends.remove(&request_id).is_none() {
+            return false;
+        }
+        self.shared
+            .sends_in_flight
+            .set(self.shared.sends_in_flight.get() - 1);
+        if self.shared.sends_in_flight.get() == 0 {
+            self.shared.milestone.notify_one();
+        }
+        true
+    }
+
+    async fn pull(&mut self) -> Result<(), String> {
+        self.pulling = true;
+        self.request(client_frame::Body::Pull(Pull {
+            room_id: self.room.clone(),
+            since: Some(self.cursor),
+            limit: PULL_LIMIT,
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Reads what the socket has and handles every complete frame.
+    async fn receive(&mut self) -> Result<(), String> {
+        let mut scanned: Vec<Scanned> = Vec::new();
+        {
+            let mut scratch = self.shared.scratch.borrow_mut();
+            let mut filled = self.partial.len();
+            scratch[..filled].copy_from_slice(&self.partial);
+            let mut eof = false;
+            while filled < scratch.len() {
+                match self.stream.try_read(&mut scratch[filled..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(format!("read: {e}")),
+                }
+            }
+            let mut pos = 0;
+            while let Some((frame, used)) = wire::next_ws_frame(&scratch[pos..filled])? {
+                match frame {
+                    WsFrame::Binary(range) => {
+                        scanned.push(wire::scan(&scratch[pos + range.start..pos + range.end])?);
+                    }
+                    WsFrame::Close(code) => return Err(format!("closed by the server ({code})")),
+                    WsFrame::Control => {}
+                }
+                pos += used;
+            }
+            self.partial.clear();
+            if pos < filled {
+                self.partial.extend_from_slice(&scratch[pos..filled]);
+            } else {
+                self.partial = Vec::new();
+            }
+            if eof {
+                return Err("connection closed".into());
+            }
+        }
+        for frame in scanned {
+            self.handle(frame).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, scanned: Scanned) -> Result<(), String> {
+        match scanned {
+            Scanned::Notify { latest, delta } => {
+                self.latest = furthest(self.latest, latest);
+                match delta {
+                    Some(delta)
+                        if delta.since.is_some_and(|s| {
+                            s.epoch == self.cursor.epoch && s.msg_id <= self.cursor.msg_id
+                        }) =>
+                    {
+                        self.apply(&delta, latest);
+                    }
+                    _ if !self.pulling && self.cursor.msg_id < latest.msg_id => self.pull().await?,
+                    _ => {}
+                }
+            }
+            Scanned::PullResult { batch, .. } => {
+                self.pulling = false;
+                let cursor = batch.cursor.unwrap_or(self.cursor);
+                self.apply(&batch, cursor);
+                if batch.more || self.cursor.msg_id < self.latest.msg_id {
+                    self.pull().await?;
+                }
+            }
+            Scanned::Other(frame) => self.handle_other(frame).await?,
+        }
+        Ok(())
+    }
+
+    /// Counts a batch covering everything after the cursor up to `to`.
+    fn apply(&mut self, batch: &Batch, to: Cursor) {
+        if to.epoch != self.cursor.epoch || to.msg_id <= self.cursor.msg_id {
+            return;
+        }
+        let now = unix_micros();
+        let mut delivered = [0u64; LANES];
+        {
+            let mut second = self.shared.second_latency.borrow_mut();
+            let mut total = self.shared.latency.borrow_mut();
+            for seen in batch
+                .messages
+                .iter()
+                .filter(|m| m.msg_id > self.cursor.msg_id)
+            {
+                delivered[seen.lane as usize] += 1;
+                if let Some(stamp) = seen.stamp {
+                    let micros = now.saturating_sub(stamp);
+                    second.record(micros);
+                    total.record(micros);
+                }
+            }
+        }
+        // What lies between the cursor and `to` and did not come is dropped:
+        // the server's own count when the batch starts at our cursor, the
+        // same arithmetic on the cursors when it started earlier.
+        let normal_span = to.normal_seq.saturating_sub(self.cursor.normal_seq);
+        let priority_span = (to.msg_id - self.cursor.msg_id).saturating_sub(normal_span);
+        let dropped = [
+            normal_span.saturating_sub(delivered[0]),
+            priority_span.saturating_sub(delivered[1]),
+        ];
+        let mut rooms = self.shared.rooms.borrow_mut();
+        let room = &mut rooms[self.room_index];
+        for lane in 0..LANES {
+            room.delivered[lane] += delivered[lane];
+            room.dropped[lane] += dropped[lane];
+        }
+        self.shared
+            .second_delivered
+            .set(self.shared.second_delivered.get() + delivered[0] + delivered[1]);
+        self.cursor = to;
+    }
+
+    async fn handle_other(&mut self, frame: v1::ServerFrame) -> Result<(), String> {
+        let request_id = frame.request_id;
+        match frame.body {
+            Some(server_frame::Body::SendAck(ack)) => {
+                self.settle(request_id);
+                let mut rooms = self.shared.rooms.borrow_mut();
+                let room = &mut rooms[self.room_index];
+                let lane = if ack.lane == Lane::Priority as i32 {
+                    1
+                } else {
+                    0
+                };
+                room.accepted[lane] += 1;
+                room.last_msg_id = room.last_msg_id.max(ack.msg_id);
+            }
+            Some(server_frame::Body::Error(error)) if self.settle(request_id) => {
+                let code = ErrorCode::try_from(error.code).map_or("UNKNOWN", |c| c.as_str_name());
+                let mut rooms = self.shared.rooms.borrow_mut();
+                *rooms[self.room_index]
+                    .refused
+                    .entry(code.trim_start_matches("ERROR_CODE_").to_owned())
+                    .or_default() += 1;
+            }
+            Some(server_frame::Body::Error(error)) => {
+                self.pulling = false;
+                return Err(format!("server error: {}", error.message));
+            }
+            Some(server_frame::Body::Pong(pong)) => {
+                if let Some(position) = pong.rooms.iter().find(|r| r.room_id == self.room) {
+                    self.latest = furthest(self.latest, position.latest.unwrap_or_default());
+                    if !self.pulling && self.cursor.msg_id < self.latest.msg_id {
+                        self.pull().await?;
+                    }
+                }
+            }
+            Some(server_frame::Body::Kicked(kicked)) => {
+                return Err(format!("kicked: {}", kicked.message));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_request += 1;
+        self.next_request
+    }
+
+    async fn request(&mut self, body: client_frame::Body) -> Result<u64, String> {
+        let id = self.next_id();
+        self.write(&ClientFrame {
+            request_id: id,
+            body: Some(body),
+        })
+        .await?;
+        Ok(id)
+    }
+
+    async fn write(&mut self, frame: &ClientFrame) -> Result<(), String> {
+        self.mask = self.mask.rotate_left(7) ^ 0x9e37_79b9;
+        let bytes = wire::client_frame(frame, self.mask.to_le_bytes());
+        self.stream
+            .write_all(&bytes)
+            .await
+            .map_err(|e| format!("write: {e}"))
+    }
+
+    /// The next frame while connecting (no swarm traffic yet), decoded.
+    async fn next_reply(&mut self) -> Result<v1::ServerFrame, String> {
+        loop {
+            if let Some((frame, used)) = wire::next_ws_frame(&self.partial)? {
+                let result = match frame {
+                    WsFrame::Binary(range) => Some(
+                        prost::Message::decode(&self.partial[range])
+                            .map_err(|e| format!("undecodable frame: {e}")),
+                    ),
+                    WsFrame::Close(code) => Some(Err(format!("closed by the server ({code})"))),
+                    WsFrame::Control => None,
+                };
+                self.partial.drain(..used);
+                match result {
+                    Some(Ok(frame)) => {
+                        let frame: v1::ServerFrame = frame;
+                        if matches!(frame.body, Some(server_frame::Body::Notify(_))) {
+                            // Messages before the join cursor: not owed.
+                            continue;
+                        }
+                        return Ok(frame);
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => continue,
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("connection closed".into());
+            }
+            self.partial.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Opens a TCP connection from `source` and upgrades it to WebSocket;
+/// returns the stream and any bytes that followed the upgrade.
+async fn open(url: &str, source: Ipv4Addr) -> Result<(TcpStream, Vec<u8>), String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("not a ws:// url: {url}"))?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
+    let path = format!("/{}", path.trim_start_matches('/'));
+    let addr: SocketAddr = host
+        .parse()
+        .map_err(|_| format!("target must be ip:port: {host}"))?;
+    let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+    // Without this, bind picks a port per source address at once and runs
+    // out at ~28k per address; with it, the port is chosen at connect time
+    // per destination.
+    setsockopt(&socket.as_fd(), sockopt::IpBindAddressNoPort, &true)
+        .map_err(|e| format!("setsockopt: {e}"))?;
+    socket
+        .bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))
+        .map_err(|e| format!("bind {source}: {e}"))?;
+    let mut stream = socket
+        .connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    stream
+        .write_all(wire::upgrade_request(host, &path).as_bytes())
+        .await
+        .map_err(|e| format!("upgrade: {e}"))?;
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        let mut chunk = [0u8; 512];
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("upgrade: {e}"))?;
+        if n == 0 {
+            return Err("closed during the upgrade".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = wire::upgrade_response(&buf)? {
+            return Ok((stream, buf.split_off(end)));
+        }
+        if buf.len() > 8 * 1024 {
+            return Err("oversized upgrade response".into());
+        }
+    }
+}
+
+fn furthest(a: Cursor, b: Cursor) -> Cursor {
+    if b.epoch != a.epoch || b.msg_id > a.msg_id {
+        b
+    } else {
+        a
+    }
+}
+
+fn describe(body: Option<&server_frame::Body>) -> String {
+    match body {
+        Some(server_frame::Body::Error(e)) => e.message.clone(),
+        Some(other) => format!("{other:?}").chars().take(80).collect(),
+        None => "nothing".into(),
+    }
+}
+
+/// Wall-clock microseconds: what stamps and latencies are made of.
+pub(crate) fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

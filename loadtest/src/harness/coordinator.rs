@@ -1,0 +1,483 @@
+//! The coordinator: starts the target when asked, spawns the worker
+//! processes with their shares, runs the phases (connect, go, stop, drain),
+//! measures the target's and the workers' processes from /proc, and merges
+//! what the workers counted into one report.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chatroom_cluster::auth::SecretSource;
+use tokio::sync::mpsc;
+
+use super::plan::{Command, Event, PlanRoom, WorkerPlan};
+use super::report::{ClientUse, Lanes, Report, Second, ServerUse};
+use super::scenario::{RunArgs, Scenario};
+use super::stats::{Latency, Tally};
+use crate::local::{ClusterSpec, LocalCluster, NodeProcess};
+
+/// Users per worker process: well under the 20,000 descriptors a process
+/// may hold.
+const USERS_PER_WORKER: u64 = 15_000;
+/// Source addresses per worker (each its own port space per destination).
+const SOURCES_PER_WORKER: u8 = 4;
+/// How long the drain may take.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The system under test, as far as the coordinator needs it.
+#[derive(Debug)]
+pub struct Target {
+    /// Where users connect.
+    pub urls: Vec<String>,
+    /// The secret their tokens are signed with.
+    pub secret: String,
+    /// The service processes to measure, when they run here.
+    pub pids: Vec<u32>,
+    /// Named in the report.
+    pub name: String,
+    /// Spawned processes, alive until the run ends.
+    _standalone: Option<NodeProcess>,
+    _cluster: Option<LocalCluster>,
+}
+
+impl Target {
+    /// The target `args` name: started here, or reached at `--target`.
+    pub fn prepare(args: &RunArgs) -> anyhow::Result<Self> {
+        if !args.spawn_local {
+            let file = args
+                .token_secret_file
+                .clone()
+                .context("--target needs --token-secret-file (the target's token secret)")?;
+            let secret = read_secret(&file)?;
+            return Ok(Self {
+                urls: args.target.clone(),
+                secret,
+                pids: Vec::new(),
+                name: format!("{} (remote)", args.target.join(", ")),
+                _standalone: None,
+                _cluster: None,
+            });
+        }
+        let dir = args.out.join("servers");
+        if args.msg_svcs == 0 {
+            let node = crate::local::spawn_standalone(&dir, &args.server_args)?;
+            let secret = read_secret(&dir.join("token-secret"))?;
+            return Ok(Self {
+                urls: node.ws_url.iter().cloned().collect(),
+                secret,
+                pids: node.pid().into_iter().collect(),
+                name: "chatroom standalone (1 process, spawned here)".into(),
+                _standalone: Some(node),
+                _cluster: None,
+            });
+        }
+        let spec = ClusterSpec {
+            room_svcs: args.room_svcs.max(1),
+            msg_svcs: args.msg_svcs,
+            node_args: args.server_args.clone(),
+            ..ClusterSpec::default()
+        };
+        let cluster = LocalCluster::start(&spec, &dir)?;
+        let secret = read_secret(&dir.join("token-secret"))?;
+        Ok(Self {
+            urls: cluster.ws_urls(),
+            secret,
+            pids: cluster
+                .room_svcs
+                .iter()
+                .chain(&cluster.msg_svcs)
+                .filter_map(NodeProcess::pid)
+                .collect(),
+            name: format!(
+                "chatroom cluster ({} room-svc + {} msg-svc, spawned here)",
+                spec.room_svcs, spec.msg_svcs
+            ),
+            _standalone: None,
+            _cluster: Some(cluster),
+        })
+    }
+}
+
+fn read_secret(path: &Path) -> anyhow::Result<String> {
+    SecretSource::File(path.to_owned())
+        .load(false)
+        .with_context(|| format!("token secret {}", path.display()))?;
+    Ok(std::fs::read_to_string(path)?.trim().to_owned())
+}
+
+/// Runs `scenario` against `target` with real connections.
+pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow::Result<Report> {
+    let rooms = scenario.rooms(args);
+    let users: u64 = rooms.iter().map(|r| r.users).sum();
+    let workers = args
+        .workers
+        .unwrap_or_else(|| users.div_ceil(USERS_PER_WORKER) as u32)
+        .max(1);
+    let server_rss_before = rss_kb(&target.pids);
+    let mut fleet = Fleet::spawn(scenario, args, target, rooms, workers)?;
+
+    let (mut connected, mut failed, mut connect_s) = (0, 0, 0.0f64);
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    for _ in 0..workers {
+        match fleet.next().await? {
+            Event::Ready {
+                connected: c,
+                failed: f,
+                connect_s: s,
+                failures: why,
+            } => {
+                connected += c;
+                failed += f;
+                connect_s = connect_s.max(s);
+                for (reason, n) in why {
+                    *failures.entry(reason).or_default() += n;
+                }
+            }
+            other => bail!("a worker said {other:?} before it was ready"),
+        }
+    }
+    let idle_rss = rss_kb(&target.pids);
+    let server_cpu_before = cpu_s(&target.pids);
+    let client_cpu_before = cpu_s(&fleet.pids());
+    fleet.tell(&Command::Go)?;
+    let started = Instant::now();
+
+    let mut seconds = Seconds::default();
+    let measured = Duration::from_secs(args.duration);
+    let join_storm = matches!(scenario, Scenario::JoinStorm);
+    loop {
+        let left = measured.saturating_sub(started.elapsed());
+        if left.is_zero() && (!join_storm || seconds.joined >= connected) {
+            break;
+        }
+        let wait = if join_storm {
+            Duration::from_secs(60)
+        } else {
+            left
+        };
+        match tokio::time::timeout(wait, fleet.next()).await {
+            Ok(event) => seconds.absorb(event?)?,
+            Err(_) if join_storm => bail!("joins stopped at {} of {connected}", seconds.joined),
+            Err(_) => {}
+        }
+    }
+    let duration_s = started.elapsed().as_secs_f64();
+    fleet.tell(&Command::StopSending)?;
+    let mut targets = BTreeMap::new();
+    let mut sent = 0;
+    while sent < workers {
+        match fleet.next().await? {
+            Event::Sent { tally } => {
+                sent += 1;
+                for (room, counts) in tally.rooms {
+                    let target = targets.entry(room).or_insert(0);
+                    *target = counts.last_msg_id.max(*target);
+                }
+            }
+            other => seconds.absorb(other)?,
+        }
+    }
+    fleet.tell(&Command::Drain {
+        targets,
+        patience_ms: DRAIN_PATIENCE.as_millis() as u64,
+    })?;
+    let mut tally = Tally::default();
+    let mut latency = Latency::default();
+    let (mut behind, mut lost_connections, mut done) = (0, 0, 0);
+    let mut last_join_s = 0.0f64;
+    while done < workers {
+        match fleet.next().await? {
+            Event::Done {
+                tally: t,
+                latency: l,
+                behind: b,
+                lost_connections: c,
+                last_join_s: j,
+            } => {
+                done += 1;
+                last_join_s = last_join_s.max(j);
+                tally.merge(&t);
+                latency.merge(&l);
+                behind += b;
+                lost_connections += c;
+            }
+            other => seconds.absorb(other)?,
+        }
+    }
+    let server_cpu = cpu_s(&target.pids) - server_cpu_before;
+    let client_cpu = cpu_s(&fleet.pids()) - client_cpu_before;
+    let final_rss = rss_kb(&target.pids);
+    fleet.finish();
+
+    // Whole seconds of the measured phase.
+    let measured_seconds = args.duration.max(1) as u32;
+    let timeline: Vec<Second> = seconds
+        .by_t
+        .iter()
+        .filter(|(t, _)| **t < measured_seconds)
+        .map(|(t, (delivered, latency))| Second {
+            t: *t,
+            delivered_per_s: *delivered as f64,
+            p50_ms: latency.quantile_ms(0.5),
+            p99_ms: latency.quantile_ms(0.99),
+        })
+        .collect();
+    let delivered_measured: f64 = timeline.iter().map(|s| s.delivered_per_s).sum();
+    let delivered_per_s = delivered_measured / f64::from(measured_seconds);
+    let accepted: u64 = (0..2).map(|lane| tally.lane(lane).accepted).sum();
+    let mut notes = vec![format!("{workers} worker processes")];
+    if failed > 0 {
+        notes.push(format!("{failed} connections failed: {failures:?}"));
+    }
+    if behind > 0 {
+        notes.push(format!(
+            "{behind} receivers had not caught up after {DRAIN_PATIENCE:?}"
+        ));
+    }
+    if lost_connections > 0 {
+        notes.push(format!("{lost_connections} connections ended early"));
+    }
+    let has_server = !target.pids.is_empty();
+    let total_delivered = tally.delivered() as f64;
+    Ok(Report {
+        scenario: scenario.name().into(),
+        transport: args.transport.name().into(),
+        real_connections: connected,
+        simulated_users: 0,
+        duration_s,
+        latency_ms: latency.percentiles(),
+        delivered_per_s,
+        lanes: Lanes {
+            normal: tally.lane(0),
+            priority: tally.lane(1),
+        },
+        server: ServerUse {
+            cpu_s: has_server.then_some(server_cpu),
+            rss_kb_per_idle_conn: (has_server && connected > 0)
+                .then(|| idle_rss.saturating_sub(server_rss_before) as f64 / connected as f64),
+            delivered_per_cpu_s: (has_server && server_cpu > 0.0)
+                .then(|| total_delivered / server_cpu),
+            rss_kb: has_server.then_some(final_rss),
+        },
+        peer: None,
+        target: target.name.clone(),
+        accepted_per_s: accepted as f64 / duration_s,
+        connect_per_s: if connect_s > 0.0 {
+            connected as f64 / connect_s
+        } else {
+            0.0
+        },
+        joins_per_s: (join_storm && last_join_s > 0.0).then(|| seconds.joined as f64 / last_join_s),
+        refused: tally.refused(),
+        client: ClientUse {
+            cpu_s: client_cpu,
+            processes: workers,
+        },
+        timeline,
+        notes,
+    })
+}
+
+/// Per-second counts of the measured phase, from every worker.
+#[derive(Default)]
+struct Seconds {
+    by_t: BTreeMap<u32, (u64, Latency)>,
+    joined: u64,
+}
+
+impl Seconds {
+    /// Takes in a `Second` event; anything else at this point is a worker
+    /// out of step.
+    fn absorb(&mut self, event: Event) -> anyhow::Result<()> {
+        match event {
+            Event::Second {
+                t,
+                delivered,
+                joined,
+                latency,
+            } => {
+                let entry = self.by_t.entry(t).or_default();
+                entry.0 += delivered;
+                entry.1.merge(&latency);
+                self.joined += joined;
+                Ok(())
+            }
+            other => bail!("a worker said {other:?} out of turn"),
+        }
+    }
+}
+
+/// The worker processes and what they say.
+struct Fleet {
+    children: Vec<Child>,
+    stdins: Vec<ChildStdin>,
+    /// What each worker says, tagged with its index.
+    events: mpsc::UnboundedReceiver<(u32, anyhow::Result<Event>)>,
+    /// Workers that sent their results: their exit is expected.
+    finished: Vec<bool>,
+}
+
+impl Fleet {
+    fn spawn(
+        scenario: &Scenario,
+        args: &RunArgs,
+        target: &Target,
+        rooms: Vec<PlanRoom>,
+        workers: u32,
+    ) -> anyhow::Result<Self> {
+        let users: u64 = rooms.iter().map(|r| r.users).sum();
+        let per_worker = users.div_ceil(u64::from(workers));
+        let (tx, events) = mpsc::unbounded_channel();
+        let mut children = Vec::new();
+        let mut stdins = Vec::new();
+        let exe: PathBuf = match &args.worker_exe {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe()?,
+        };
+        for worker in 0..workers {
+            let first_user = u64::from(worker) * per_worker;
+            let plan = WorkerPlan {
+                worker,
+                targets: target.urls.clone(),
+                source_ips: (1..=SOURCES_PER_WORKER)
+                    .map(|host| {
+                        Ipv4Addr::new(127, 1 + (worker / 250) as u8, (worker % 250) as u8, host)
+                    })
+                    .collect(),
+                token_secret: target.secret.clone(),
+                rooms: rooms.clone(),
+                first_user,
+                users: per_worker.min(users.saturating_sub(first_user)),
+                connect_per_s: (args.connect_rate / workers).max(1),
+                payload_bytes: args.payload_bytes,
+                reconnect_fraction: match scenario {
+                    Scenario::ReconnectStorm { fraction, .. } => *fraction,
+                    _ => 0.0,
+                },
+                reconnect_every_ms: match scenario {
+                    Scenario::ReconnectStorm { every_ms, .. } => *every_ms,
+                    _ => 0,
+                },
+                join_on_go: matches!(scenario, Scenario::JoinStorm),
+            };
+            let mut child = Process::new(&exe)
+                .arg("worker")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("starting a worker")?;
+            let mut stdin = child.stdin.take().context("worker stdin")?;
+            writeln!(stdin, "{}", serde_json::to_string(&plan)?)?;
+            let stdout = child.stdout.take().context("worker stdout")?;
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let event = line.map_err(anyhow::Error::from).and_then(|line| {
+                        serde_json::from_str::<Event>(&line).map_err(anyhow::Error::from)
+                    });
+                    if tx.send((worker, event)).is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send((worker, Err(anyhow::anyhow!("worker {worker} ended"))));
+            });
+            children.push(child);
+            stdins.push(stdin);
+        }
+        Ok(Self {
+            children,
+            stdins,
+            events,
+            finished: vec![false; workers as usize],
+        })
+    }
+
+    async fn next(&mut self) -> anyhow::Result<Event> {
+        loop {
+            let (worker, event) = self.events.recv().await.context("workers gone")?;
+            let worker = worker as usize;
+            match event {
+                Err(_) if self.finished[worker] => continue,
+                Ok(event @ Event::Done { .. }) => {
+                    self.finished[worker] = true;
+                    return Ok(event);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn tell(&mut self, command: &Command) -> anyhow::Result<()> {
+        let line = serde_json::to_string(command)?;
+        for stdin in &mut self.stdins {
+            writeln!(stdin, "{line}")?;
+            stdin.flush()?;
+        }
+        Ok(())
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
+    fn finish(mut self) {
+        self.stdins.clear();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// CPU seconds (user + system) of `pids` so far.
+pub fn cpu_s(pids: &[u32]) -> f64 {
+    // The kernel's USER_HZ, in which /proc reports CPU time: 100 on Linux.
+    const TICKS_PER_S: f64 = 100.0;
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let user: u64 = fields.get(11)?.parse().ok()?;
+            let system: u64 = fields.get(12)?.parse().ok()?;
+            Some((user + system) as f64 / TICKS_PER_S)
+        })
+        .sum()
+}
+
+/// Resident memory of `pids`, KiB.
+pub fn rss_kb(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process_from_proc() {
+        let me = std::process::id();
+        let mut spin = 0u64;
+        while cpu_s(&[me]) == 0.0 {
+            spin = (0..100_000u64).fold(spin, |a, b| a.wrapping_add(b * b));
+        }
+        assert!(cpu_s(&[me]) > 0.0, "{spin}");
+        assert!(rss_kb(&[me]) > 1_000, "a test process uses more than 1 MiB");
+        assert_eq!((cpu_s(&[u32::MAX]), rss_kb(&[u32::MAX])), (0.0, 0));
+    }
+}

@@ -1,0 +1,189 @@
+//! What a worker process is asked to do, and what it and the coordinator
+//! say to each other: JSON lines, the plan first on the worker's stdin, then
+//! commands; events on its stdout.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use super::stats::{Latency, Tally};
+
+/// A room of the scenario: its users are the contiguous ids
+/// `first_user .. first_user + users`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanRoom {
+    /// Room id.
+    pub name: String,
+    /// Its first user id.
+    pub first_user: u64,
+    /// How many users it has.
+    pub users: u64,
+    /// The first `senders` of its users send.
+    pub senders: u64,
+    /// Messages per second the senders send together.
+    pub rate: f64,
+    /// A system notice (PRIORITY) this often, ms; 0 for none. A `system`
+    /// user of the room sends them.
+    pub notice_every_ms: u64,
+}
+
+/// A worker's share of a scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerPlan {
+    /// Index of this worker.
+    pub worker: u32,
+    /// WebSocket URLs to connect to; bot `i` tries `targets[i % len]` and
+    /// follows redirects.
+    pub targets: Vec<String>,
+    /// Local addresses to connect from, round-robin.
+    pub source_ips: Vec<Ipv4Addr>,
+    /// The HS256 secret to mint the users' tokens with.
+    pub token_secret: String,
+    /// Every room of the scenario.
+    pub rooms: Vec<PlanRoom>,
+    /// The users this worker plays: `first_user .. first_user + users`.
+    pub first_user: u64,
+    /// How many.
+    pub users: u64,
+    /// New connections per second this worker opens at most.
+    pub connect_per_s: u32,
+    /// Bytes per message payload (at least 8: the send stamp).
+    pub payload_bytes: usize,
+    /// Users that drop their connection and resume by cursor, as a share.
+    pub reconnect_fraction: f64,
+    /// How often each of those drops, ms (0: never).
+    pub reconnect_every_ms: u64,
+    /// Join everyone only after `go` (join-storm measures joins alone).
+    pub join_on_go: bool,
+}
+
+impl WorkerPlan {
+    /// The room of `user`.
+    pub fn room_of(&self, user: u64) -> Option<&PlanRoom> {
+        let index = self
+            .rooms
+            .partition_point(|r| r.first_user + r.users <= user);
+        self.rooms.get(index).filter(|r| user >= r.first_user)
+    }
+}
+
+/// Commands from the coordinator, one per line on the worker's stdin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    /// Start the measured phase: senders send (and, with `join_on_go`,
+    /// everyone joins).
+    Go,
+    /// Senders stop; report what was accepted.
+    StopSending,
+    /// Receive until every room's newest message (by msg_id) has arrived,
+    /// at most `patience_ms`; then report.
+    Drain {
+        targets: BTreeMap<String, u64>,
+        patience_ms: u64,
+    },
+}
+
+/// Events from a worker, one per line on its stdout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Every user is connected and joined (or failed to).
+    Ready {
+        connected: u64,
+        failed: u64,
+        /// From the first connect to the last join.
+        connect_s: f64,
+        /// Why connections failed, by reason, when some did.
+        failures: BTreeMap<String, u64>,
+    },
+    /// One second of the measured phase.
+    Second {
+        t: u32,
+        delivered: u64,
+        /// Joins acknowledged in that second.
+        joined: u64,
+        latency: Latency,
+    },
+    /// Senders stopped: what the rooms accepted from this worker.
+    Sent { tally: Tally },
+    /// Everything: receivers' counts added to the senders'.
+    Done {
+        tally: Tally,
+        latency: Latency,
+        /// Receivers that did not reach their room's newest message in time.
+        behind: u64,
+        /// Connections that ended before the end (kicked, reset).
+        lost_connections: u64,
+        /// Seconds from `go` to this worker's last JoinAck.
+        last_join_s: f64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_map_to_their_rooms() {
+        let room = |name: &str, first_user, users| PlanRoom {
+            name: name.into(),
+            first_user,
+            users,
+            senders: 1,
+            rate: 1.0,
+            notice_every_ms: 0,
+        };
+        let plan = WorkerPlan {
+            worker: 0,
+            targets: Vec::new(),
+            source_ips: Vec::new(),
+            token_secret: String::new(),
+            rooms: vec![room("a", 0, 5), room("b", 5, 1), room("c", 6, 10)],
+            first_user: 0,
+            users: 16,
+            connect_per_s: 1,
+            payload_bytes: 8,
+            reconnect_fraction: 0.0,
+            reconnect_every_ms: 0,
+            join_on_go: false,
+        };
+        let names: Vec<&str> = (0..16)
+            .map(|u| plan.room_of(u).unwrap().name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "a", "a", "a", "a", "a", "b", "c", "c", "c", "c", "c", "c", "c", "c", "c", "c"
+            ]
+        );
+        assert!(plan.room_of(16).is_none());
+    }
+
+    #[test]
+    fn commands_and_events_are_json_lines() {
+        let drain = Command::Drain {
+            targets: BTreeMap::from([("giant".to_owned(), 42)]),
+            patience_ms: 5_000,
+        };
+        let line = serde_json::to_string(&drain).unwrap();
+        assert_eq!(
+            line,
+            r#"{"cmd":"drain","targets":{"giant":42},"patience_ms":5000}"#
+        );
+        assert_eq!(serde_json::from_str::<Command>(&line).unwrap(), drain);
+        let second = Event::Second {
+            t: 3,
+            delivered: 10,
+            joined: 0,
+            latency: Latency::default(),
+        };
+        let line = serde_json::to_string(&second).unwrap();
+        assert!(line.starts_with(r#"{"event":"second","t":3"#), "{line}");
+        assert!(matches!(
+            serde_json::from_str::<Event>(&line).unwrap(),
+            Event::Second { t: 3, .. }
+        ));
+    }
+}

@@ -1,0 +1,129 @@
+//! The harness against the embedded server on port 0: tiny runs of the
+//! giant room and the flood, with worker processes, must account for every
+//! message exactly and lose no priority notice.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chatroom_cluster::auth::TokenKey;
+use clap::Parser;
+use loadtest::harness::coordinator::{self, Target};
+use loadtest::harness::report::Report;
+use loadtest::harness::scenario::{RunArgs, Scenario};
+use msg_svc::Listeners;
+use msg_svc::standalone::{Standalone, StandaloneConfig};
+use tokio::net::TcpListener;
+
+const SECRET: &str = "harness-test-secret-0123456789abcdef";
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+async fn run(scenario: Scenario, flags: &[&str]) -> Report {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let listeners = Listeners {
+        ws: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let config = StandaloneConfig {
+        drain_grace: Duration::from_secs(1),
+        ..StandaloneConfig::default()
+    };
+    let server =
+        Standalone::start(config, TokenKey::new(SECRET.as_bytes()).unwrap(), listeners).unwrap();
+    let url = server.ws_url();
+    let out: PathBuf = dir.path().join("out");
+    let worker = env!("CARGO_BIN_EXE_loadtest");
+    let mut argv = vec![
+        "loadtest",
+        "--target",
+        &url,
+        "--worker-exe",
+        worker,
+        "--duration",
+        "2",
+        "--out",
+    ];
+    let out_str = out.display().to_string();
+    argv.push(&out_str);
+    let secret_str = secret_file.display().to_string();
+    argv.extend(["--token-secret-file", &secret_str]);
+    argv.extend(flags);
+    let args = Args::parse_from(argv).run;
+    let target = Target::prepare(&args).unwrap();
+    let report = coordinator::run(&scenario, &args, &target).await.unwrap();
+    server.shutdown().await;
+    println!("{}", report.summary());
+    report
+}
+
+fn assert_exact(report: &Report) {
+    for (name, lane) in [
+        ("normal", report.lanes.normal),
+        ("priority", report.lanes.priority),
+    ] {
+        assert_eq!(lane.lost, 0, "{name} lane lost deliveries: {lane:?}");
+        assert_eq!(
+            lane.delivered + lane.dropped,
+            lane.expected,
+            "{name}: {lane:?}"
+        );
+    }
+    assert!(report.lanes.priority.accepted > 0, "notices were sent");
+    assert_eq!(
+        report.lanes.priority.delivered, report.lanes.priority.expected,
+        "every receiver got every notice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tiny_giant_room_accounts_for_every_message() {
+    let report = run(
+        Scenario::GiantRoom,
+        &[
+            "--users",
+            "120",
+            "--workers",
+            "2",
+            "--notice-every-ms",
+            "300",
+        ],
+    )
+    .await;
+    assert_exact(&report);
+    assert_eq!(
+        report.real_connections, 121,
+        "120 users and the notice sender"
+    );
+    assert!(
+        report.lanes.normal.accepted >= 300,
+        "{:?}",
+        report.lanes.normal
+    );
+    assert!(report.latency_ms.p50 > 0.0 && report.latency_ms.max >= report.latency_ms.p99);
+    assert_eq!(report.client.processes, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tiny_flood_is_limited_and_still_exact() {
+    let report = run(Scenario::Flood, &["--users", "60", "--workers", "2"]).await;
+    assert_exact(&report);
+    let limited = report.refused.get("RATE_LIMITED").copied().unwrap_or(0);
+    assert!(
+        limited > 0,
+        "a flood at ten times the limit is refused: {:?}",
+        report.refused
+    );
+    // The limiter's contract: burst + rate x time.
+    let allowed = 200.0 + 200.0 * report.duration_s + 1.0;
+    assert!(
+        (report.lanes.normal.accepted as f64) <= allowed,
+        "{} accepted, more than {allowed}",
+        report.lanes.normal.accepted
+    );
+}
