@@ -54,6 +54,8 @@ pub enum ServerKind {
     ZooKeeper,
     /// Redis, with persistence off.
     Redis,
+    /// NATS, the load harness's reference broker.
+    Nats,
 }
 
 impl ServerKind {
@@ -61,6 +63,7 @@ impl ServerKind {
         match self {
             Self::ZooKeeper => "zookeeper",
             Self::Redis => "redis",
+            Self::Nats => "nats",
         }
     }
 }
@@ -84,6 +87,11 @@ impl LocalServer {
     /// Starts Redis (nothing written to disk) in `dir` and waits for PONG.
     pub fn redis(dir: &Path) -> Result<Self, LocalError> {
         Self::start(ServerKind::Redis, dir, free_port()?)
+    }
+
+    /// Starts Debian's nats-server with its defaults and waits for its INFO.
+    pub fn nats(dir: &Path) -> Result<Self, LocalError> {
+        Self::start(ServerKind::Nats, dir, free_port()?)
     }
 
     fn start(kind: ServerKind, dir: &Path, port: u16) -> Result<Self, LocalError> {
@@ -111,6 +119,7 @@ impl LocalServer {
         let mut command = match self.kind {
             ServerKind::ZooKeeper => self.zookeeper_command()?,
             ServerKind::Redis => self.redis_command(),
+            ServerKind::Nats => self.nats_command(),
         };
         let child = command
             .stdin(Stdio::null())
@@ -155,6 +164,17 @@ impl LocalServer {
         command
     }
 
+    fn nats_command(&self) -> Command {
+        // Debian installs it in /usr/sbin, which a user's PATH may lack.
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|path| Path::new(path).exists())
+            .unwrap_or("nats-server");
+        let mut command = Command::new(binary);
+        command.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        command
+    }
+
     fn wait_ready(&mut self) -> Result<(), LocalError> {
         let deadline = Instant::now() + STARTUP;
         while Instant::now() < deadline {
@@ -175,11 +195,14 @@ impl LocalServer {
     }
 
     /// ZooKeeper answers `srvr` with a `Mode:` line once it takes sessions
-    /// (`ruok` answers earlier); Redis answers PING with PONG.
+    /// (`ruok` answers earlier); Redis answers PING with PONG; NATS sends
+    /// INFO unasked.
     fn probe(&self) -> bool {
         let (request, expect): (&[u8], &str) = match self.kind {
             ServerKind::ZooKeeper => (b"srvr", "Mode:"),
             ServerKind::Redis => (b"PING\r\n", "+PONG"),
+            // NATS greets every connection with INFO.
+            ServerKind::Nats => (b"", "INFO"),
         };
         let ask = || -> io::Result<String> {
             let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))?;
@@ -316,6 +339,13 @@ mod tests {
         assert!(redis.probe());
         redis.kill();
         assert!(!redis.probe());
+    }
+
+    #[test]
+    fn nats_starts_and_greets() {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = LocalServer::nats(dir.path()).unwrap();
+        assert!(nats.probe());
     }
 
     #[test]

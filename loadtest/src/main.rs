@@ -229,11 +229,19 @@ async fn scenario(scenario: Scenario, args: RunArgs) -> ExitCode {
 }
 
 async fn run_scenario(scenario: &Scenario, args: &RunArgs) -> anyhow::Result<()> {
+    if args.peer.is_some() && !matches!(scenario, Scenario::GiantRoom) {
+        anyhow::bail!("--peer runs with giant-room only");
+    }
     std::fs::create_dir_all(&args.out)?;
     let target_args = args.clone();
     let target = tokio::task::spawn_blocking(move || Target::prepare(&target_args)).await??;
-    let report = coordinator::run(scenario, args, &target).await?;
+    let mut report = coordinator::run(scenario, args, &target).await?;
+    // Stopped before the peer runs, so the two do not share the machine.
     drop(target);
+    if let Some(peer) = &args.peer {
+        let nats = Target::nats(peer, &args.out)?;
+        report.peer = Some(Box::new(coordinator::run(scenario, args, &nats).await?));
+    }
     std::fs::write(
         args.out.join("report.json"),
         serde_json::to_string_pretty(&report)?,

@@ -127,3 +127,44 @@ async fn a_tiny_flood_is_limited_and_still_exact() {
         report.lanes.normal.accepted
     );
 }
+
+/// The peer is counted the same way: a tiny giant room against a real
+/// nats-server accounts for every message too.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_nats_peer_is_counted_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out").display().to_string();
+    let worker = env!("CARGO_BIN_EXE_loadtest");
+    let argv = [
+        "loadtest",
+        "--spawn-local",
+        "--peer",
+        "nats://local",
+        "--worker-exe",
+        worker,
+        "--duration",
+        "2",
+        "--users",
+        "80",
+        "--workers",
+        "2",
+        "--notice-every-ms",
+        "300",
+        "--out",
+        &out,
+    ];
+    let args = Args::parse_from(argv).run;
+    let peer = args.peer.clone().unwrap();
+    let target = Target::nats(&peer, dir.path()).unwrap();
+    let report = coordinator::run(&Scenario::GiantRoom, &args, &target)
+        .await
+        .unwrap();
+    println!("{}", report.summary());
+    assert_eq!(report.transport, "nats");
+    assert_eq!(report.real_connections, 81);
+    assert_exact(&report);
+    assert!(
+        report.server.cpu_s.is_some(),
+        "the local nats-server was measured"
+    );
+}

@@ -56,7 +56,7 @@ pub(crate) struct Shared {
     pub(crate) key: TokenKey,
     pub(crate) phase: watch::Receiver<Phase>,
     /// One read buffer for every bot of the thread.
-    scratch: RefCell<Vec<u8>>,
+    pub(crate) scratch: RefCell<Vec<u8>>,
     /// Per plan room, by index.
     pub(crate) rooms: RefCell<Vec<RoomTally>>,
     pub(crate) second_delivered: Cell<u64>,
@@ -98,7 +98,7 @@ impl Shared {
         }
     }
 
-    fn fail(&self, reason: &str) {
+    pub(crate) fn fail(&self, reason: &str) {
         *self
             .failures
             .borrow_mut()
@@ -654,17 +654,11 @@ impl Bot {
     }
 }
 
-/// Opens a TCP connection from `source` and upgrades it to WebSocket;
-/// returns the stream and any bytes that followed the upgrade.
-async fn open(url: &str, source: Ipv4Addr) -> Result<(TcpStream, Vec<u8>), String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("not a ws:// url: {url}"))?;
-    let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
-    let path = format!("/{}", path.trim_start_matches('/'));
-    let addr: SocketAddr = host
+/// A TCP connection to `addr` (`ip:port`) from the local address `source`.
+pub(crate) async fn connect_from(addr: &str, source: Ipv4Addr) -> Result<TcpStream, String> {
+    let addr: SocketAddr = addr
         .parse()
-        .map_err(|_| format!("target must be ip:port: {host}"))?;
+        .map_err(|_| format!("target must be ip:port: {addr}"))?;
     let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
     // Without this, bind picks a port per source address at once and runs
     // out at ~28k per address; with it, the port is chosen at connect time
@@ -674,11 +668,23 @@ async fn open(url: &str, source: Ipv4Addr) -> Result<(TcpStream, Vec<u8>), Strin
     socket
         .bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))
         .map_err(|e| format!("bind {source}: {e}"))?;
-    let mut stream = socket
+    let stream = socket
         .connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Opens a TCP connection from `source` and upgrades it to WebSocket;
+/// returns the stream and any bytes that followed the upgrade.
+async fn open(url: &str, source: Ipv4Addr) -> Result<(TcpStream, Vec<u8>), String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("not a ws:// url: {url}"))?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
+    let path = format!("/{}", path.trim_start_matches('/'));
+    let mut stream = connect_from(host, source).await?;
     stream
         .write_all(wire::upgrade_request(host, &path).as_bytes())
         .await

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chatroom_cluster::auth::SecretSource;
+use chatroom_cluster::local::LocalServer;
 use tokio::sync::mpsc;
 
-use super::plan::{Command, Event, PlanRoom, WorkerPlan};
+use super::plan::{Command, Event, PlanRoom, Protocol, WorkerPlan};
 use super::report::{ClientUse, Lanes, Report, Second, ServerUse};
-use super::scenario::{RunArgs, Scenario};
+use super::scenario::{Peer, RunArgs, Scenario};
 use super::stats::{Latency, Tally};
 use crate::local::{ClusterSpec, LocalCluster, NodeProcess};
 
@@ -39,9 +40,12 @@ pub struct Target {
     pub pids: Vec<u32>,
     /// Named in the report.
     pub name: String,
+    /// What it speaks.
+    pub protocol: Protocol,
     /// Spawned processes, alive until the run ends.
     _standalone: Option<NodeProcess>,
     _cluster: Option<LocalCluster>,
+    _nats: Option<LocalServer>,
 }
 
 impl Target {
@@ -58,8 +62,10 @@ impl Target {
                 secret,
                 pids: Vec::new(),
                 name: format!("{} (remote)", args.target.join(", ")),
+                protocol: Protocol::Chatroom,
                 _standalone: None,
                 _cluster: None,
+                _nats: None,
             });
         }
         let dir = args.out.join("servers");
@@ -71,8 +77,10 @@ impl Target {
                 secret,
                 pids: node.pid().into_iter().collect(),
                 name: "chatroom standalone (1 process, spawned here)".into(),
+                protocol: Protocol::Chatroom,
                 _standalone: Some(node),
                 _cluster: None,
+                _nats: None,
             });
         }
         let spec = ClusterSpec {
@@ -96,8 +104,42 @@ impl Target {
                 "chatroom cluster ({} room-svc + {} msg-svc, spawned here)",
                 spec.room_svcs, spec.msg_svcs
             ),
+            protocol: Protocol::Chatroom,
             _standalone: None,
             _cluster: Some(cluster),
+            _nats: None,
+        })
+    }
+}
+
+impl Target {
+    /// The reference broker `peer` names, started here if it is local.
+    pub fn nats(peer: &Peer, out: &Path) -> anyhow::Result<Self> {
+        let (addr, pids, name, server) = match peer {
+            Peer::LocalNats => {
+                let server = LocalServer::nats(&out.join("nats"))?;
+                let pids = server.pid().into_iter().collect();
+                let name = "nats-server (1 process, spawned here)".to_owned();
+                (server.addr(), pids, name, Some(server))
+            }
+            Peer::Nats(addr) => (
+                addr.clone(),
+                Vec::new(),
+                format!("nats://{addr} (remote)"),
+                None,
+            ),
+        };
+        let url = format!("nats://{addr}");
+        Ok(Self {
+            urls: vec![url],
+            // Unused by NATS; a worker still needs a valid key to start.
+            secret: "nats-peer-has-no-tokens-0123456789".into(),
+            pids,
+            name,
+            protocol: Protocol::Nats,
+            _standalone: None,
+            _cluster: None,
+            _nats: server,
         })
     }
 }
@@ -174,8 +216,13 @@ pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow
             Event::Sent { tally } => {
                 sent += 1;
                 for (room, counts) in tally.rooms {
-                    let target = targets.entry(room).or_insert(0);
-                    *target = counts.last_msg_id.max(*target);
+                    let drain_to = targets.entry(room).or_insert(0);
+                    *drain_to = match target.protocol {
+                        // The room's newest message id.
+                        Protocol::Chatroom => counts.last_msg_id.max(*drain_to),
+                        // How many messages were published in the room.
+                        Protocol::Nats => *drain_to + counts.accepted.iter().sum::<u64>(),
+                    };
                 }
             }
             other => seconds.absorb(other)?,
@@ -245,7 +292,10 @@ pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow
     let total_delivered = tally.delivered() as f64;
     Ok(Report {
         scenario: scenario.name().into(),
-        transport: args.transport.name().into(),
+        transport: match target.protocol {
+            Protocol::Chatroom => args.transport.name().into(),
+            Protocol::Nats => "nats".into(),
+        },
         real_connections: connected,
         simulated_users: 0,
         duration_s,
@@ -342,6 +392,7 @@ impl Fleet {
             let first_user = u64::from(worker) * per_worker;
             let plan = WorkerPlan {
                 worker,
+                protocol: target.protocol,
                 targets: target.urls.clone(),
                 source_ips: (1..=SOURCES_PER_WORKER)
                     .map(|host| {

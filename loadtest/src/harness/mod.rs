@@ -9,10 +9,12 @@
 //!   measures processes, merges the results.
 //! - [`worker`] (a process of its own) and `bot`: the users of one share, on
 //!   one thread; [`plan`]: what coordinator and workers say to each other.
-//! - [`wire`]: the swarm's lean WebSocket client and frame scanner.
+//! - [`wire`]: the swarm's lean WebSocket client and frame scanner;
+//!   `nats`: the same users against NATS, the reference broker.
 
 mod bot;
 pub mod coordinator;
+mod nats;
 pub mod plan;
 pub mod report;
 pub mod scenario;

@@ -28,11 +28,24 @@ pub struct PlanRoom {
     pub notice_every_ms: u64,
 }
 
+/// What the target speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// chatroom over WebSocket.
+    #[default]
+    Chatroom,
+    /// NATS, the reference broker: one subject per room.
+    Nats,
+}
+
 /// A worker's share of a scenario.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerPlan {
     /// Index of this worker.
     pub worker: u32,
+    /// What the target speaks.
+    pub protocol: Protocol,
     /// WebSocket URLs to connect to; bot `i` tries `targets[i % len]` and
     /// follows redirects.
     pub targets: Vec<String>,
@@ -77,8 +90,8 @@ pub enum Command {
     Go,
     /// Senders stop; report what was accepted.
     StopSending,
-    /// Receive until every room's newest message (by msg_id) has arrived,
-    /// at most `patience_ms`; then report.
+    /// Receive until every room's newest message (by msg_id; for NATS, a
+    /// count of messages) has arrived, at most `patience_ms`; then report.
     Drain {
         targets: BTreeMap<String, u64>,
         patience_ms: u64,
@@ -137,6 +150,7 @@ mod tests {
         };
         let plan = WorkerPlan {
             worker: 0,
+            protocol: Protocol::Chatroom,
             targets: Vec::new(),
             source_ips: Vec::new(),
             token_secret: String::new(),

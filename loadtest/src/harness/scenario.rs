@@ -26,6 +26,32 @@ impl Transport {
     }
 }
 
+/// The reference broker a run is compared with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// Debian's nats-server, started here for the run.
+    LocalNats,
+    /// A NATS server already running, `HOST:PORT`.
+    Nats(String),
+}
+
+impl Peer {
+    /// Parses `nats://local` or `nats://HOST:PORT`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let usage = || format!("expected nats://HOST:PORT or nats://local, not {text}");
+        let addr = text.strip_prefix("nats://").ok_or_else(usage)?;
+        if addr == "local" {
+            return Ok(Self::LocalNats);
+        }
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(Self::Nats(addr.to_owned()))
+            }
+            _ => Err(usage()),
+        }
+    }
+}
+
 /// Flags every scenario takes.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -83,8 +109,8 @@ pub struct RunArgs {
     pub connect_rate: u32,
     /// Run the same giant-room against a NATS server side by side:
     /// nats://HOST:PORT, or nats://local to start Debian's nats-server.
-    #[arg(long)]
-    pub peer: Option<String>,
+    #[arg(long, value_parser = Peer::parse)]
+    pub peer: Option<Peer>,
     /// Run the real fan-out core in this process with simulated users
     /// instead of connections.
     #[arg(long)]
@@ -225,5 +251,23 @@ mod tests {
         assert!(sizes[0] > 15 * sizes[99], "{} vs {}", sizes[0], sizes[99]);
         assert!(sizes.iter().all(|&s| s >= 1));
         assert_eq!(zipf_sizes(3, 10, 1.0), [1, 1, 1]);
+    }
+
+    #[test]
+    fn peers_are_nats_urls_with_a_port_or_local() {
+        assert_eq!(Peer::parse("nats://local"), Ok(Peer::LocalNats));
+        assert_eq!(
+            Peer::parse("nats://127.0.0.1:4222"),
+            Ok(Peer::Nats("127.0.0.1:4222".into()))
+        );
+        for bad in [
+            "127.0.0.1:4222",
+            "nats://",
+            "nats://host",
+            "nats://host:x",
+            "nats://:4222",
+        ] {
+            assert!(Peer::parse(bad).is_err(), "{bad}");
+        }
     }
 }

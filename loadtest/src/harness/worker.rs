@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::LocalSet;
 
 use super::bot::{self, Phase, Role, Shared};
-use super::plan::{Command, Event, WorkerPlan};
+use super::nats;
+use super::plan::{Command, Event, Protocol, WorkerPlan};
 use super::stats::{Latency, Tally};
 
 /// How long sends in flight may take to be answered once senders stop.
@@ -70,7 +71,15 @@ async fn play(plan: WorkerPlan) -> anyhow::Result<()> {
     let spacing = Duration::from_secs_f64(1.0 / f64::from(plan.connect_per_s.max(1)));
     for (index, (user, room, role)) in bots.into_iter().enumerate() {
         let start_after = spacing * index as u32;
-        tokio::task::spawn_local(bot::run(Rc::clone(&shared), user, room, role, start_after));
+        let shared = Rc::clone(&shared);
+        match plan.protocol {
+            Protocol::Chatroom => {
+                tokio::task::spawn_local(bot::run(shared, user, room, role, start_after))
+            }
+            Protocol::Nats => {
+                tokio::task::spawn_local(nats::run(shared, user, room, role, start_after))
+            }
+        };
     }
     while shared.ready.get() + failed(&shared) < total {
         shared.milestone.notified().await;
