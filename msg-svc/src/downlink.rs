@@ -12,7 +12,8 @@ use chatroom_proto::v1::{self, ErrorCode, KickReason, Kicked, server_frame};
 use tracing::{debug, warn};
 
 use crate::node::MsgNode;
-use crate::room::{RoomKey, Subscription, round_config};
+use crate::notifier::RoundConfig;
+use crate::room::{RoomKey, Subscription};
 use crate::shard::ShardCmd;
 
 /// Processes frames from the room owners until the link closes.
@@ -46,7 +47,7 @@ async fn subscribed(node: &MsgNode, ack: SubscribeAck) {
         ack.member_count,
         &ack.history,
     );
-    let round = round_config(&config);
+    let round = RoundConfig::of(&config);
     node.to_all_shards(|| ShardCmd::Config {
         room: RoomKey(Arc::clone(&room)),
         config: round,
@@ -136,7 +137,7 @@ async fn room_updated(node: &MsgNode, update: RoomUpdate) {
     }
     room.state.lock().member_count = update.member_count;
     if let Some(config) = update.config {
-        let round = round_config(&config);
+        let round = RoundConfig::of(&config);
         room.reconfigure(config);
         node.to_all_shards(|| ShardCmd::Config {
             room: RoomKey(Arc::clone(&room)),

@@ -5,16 +5,17 @@ use std::sync::Arc;
 
 use chatroom_cluster::link::LinkError;
 use chatroom_proto::cluster::v1::{SendRequest, ToRoomSvc, to_room_svc};
-use chatroom_proto::compose::{join_ack_frame, pull_result_frame};
+use chatroom_proto::compose::join_ack_frame;
 use chatroom_proto::framing::ws::close_code;
 use chatroom_proto::ids::check_id;
 use chatroom_proto::v1::{
     self, ClientFrame, Connect, ConnectAck, ErrorCode, Join, JoinAck, KickReason, Kind, Leave,
-    LeaveAck, Pong, Pull, PullResult, Redirect, RoomPosition, Send, client_frame, server_frame,
+    LeaveAck, Pong, Pull, Redirect, RoomPosition, Send, client_frame, server_frame,
 };
 use tracing::{debug, info};
 
 use crate::node::MsgNode;
+use crate::notifier::RoundConfig;
 use crate::room::{LocalRoom, RoomKey, limits};
 use crate::session::{Identity, Session, Urgency};
 use crate::shard::ShardCmd;
@@ -214,7 +215,7 @@ async fn join(
     session.send(0, &frame, Urgency::Reply);
     let cmd = ShardCmd::Join {
         room: RoomKey(Arc::clone(&room)),
-        config: crate::room::round_config(&config),
+        config: RoundConfig::of(&config),
         session: Arc::clone(session),
         cursor,
     };
@@ -323,20 +324,8 @@ async fn pull(
     } as usize;
     let (frame, cursor) = {
         let ring = room.ring.read();
-        let selection = ring.select(&since, limit, None);
-        let head = PullResult {
-            room_id: pull.room_id,
-            messages: Vec::new(),
-            dropped: selection.dropped,
-            dropped_priority: selection.dropped_priority,
-            cursor: Some(selection.cursor),
-            more: selection.more,
-            reset: selection.reset,
-        };
-        (
-            pull_result_frame(request_id, &head, selection.encoded()),
-            selection.cursor,
-        )
+        let (frame, selection) = ring.pull_frame(request_id, &pull.room_id, &since, limit);
+        (frame, selection.cursor)
     };
     session.send(0, &frame, Urgency::Reply);
     let cmd = ShardCmd::Pulled {

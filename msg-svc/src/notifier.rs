@@ -15,6 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
+use chatroom_proto::cluster::v1::RoomConfig;
 use chatroom_proto::v1::Cursor;
 
 /// Session identifier, unique per node.
@@ -29,6 +30,17 @@ pub struct RoundConfig {
     pub pull_timeout_ms: u64,
     /// Unanswered notifies in a row before the member is kicked.
     pub slow_consumer_notifies: u32,
+}
+
+impl RoundConfig {
+    /// The timing a room's settings ask for.
+    pub fn of(config: &RoomConfig) -> Self {
+        Self {
+            interval_ms: u64::from(config.round_interval_ms),
+            pull_timeout_ms: u64::from(config.pull_timeout_ms),
+            slow_consumer_notifies: config.slow_consumer_notifies,
+        }
+    }
 }
 
 /// Where a round gets its frames from. Frames are built lazily and at most

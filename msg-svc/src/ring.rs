@@ -11,8 +11,8 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use chatroom_proto::compose::encode_message;
-use chatroom_proto::v1::{ChatMessage, Cursor, Lane};
+use chatroom_proto::compose::{encode_message, notify_frame, pull_result_frame};
+use chatroom_proto::v1::{ChatMessage, Cursor, Delta, Lane, Notify, PullResult};
 
 /// A message as the ring keeps it: its position and its encoding, shared by
 /// every frame that carries it.
@@ -279,6 +279,56 @@ impl RoomRing {
             more,
             reset,
         }
+    }
+
+    /// A round's inline delta: `head` (whose `latest` bounds it) carrying
+    /// what comes after `since`, with the selection it holds; `None` when it
+    /// cannot be inlined (another epoch, more than `max_messages`, or over
+    /// `inline_max` bytes), and the member is notified plainly instead.
+    pub fn delta_frame(
+        &self,
+        head: &Notify,
+        since: &Cursor,
+        max_messages: usize,
+        inline_max: usize,
+    ) -> Option<(Bytes, Selection<'_>)> {
+        if inline_max == 0 {
+            return None;
+        }
+        let selection = self.select(since, max_messages, head.latest.as_ref());
+        if selection.reset || selection.more || selection.encoded_len() > inline_max {
+            return None;
+        }
+        let delta = Delta {
+            since: Some(*since),
+            messages: Vec::new(),
+            dropped: selection.dropped,
+            dropped_priority: selection.dropped_priority,
+        };
+        Some((notify_frame(head, &delta, selection.encoded()), selection))
+    }
+
+    /// The answer to a Pull of up to `limit` messages after `since`, with the
+    /// selection it carries.
+    pub fn pull_frame(
+        &self,
+        request_id: u64,
+        room_id: &str,
+        since: &Cursor,
+        limit: usize,
+    ) -> (Bytes, Selection<'_>) {
+        let selection = self.select(since, limit, None);
+        let head = PullResult {
+            room_id: room_id.to_owned(),
+            messages: Vec::new(),
+            dropped: selection.dropped,
+            dropped_priority: selection.dropped_priority,
+            cursor: Some(selection.cursor),
+            more: selection.more,
+            reset: selection.reset,
+        };
+        let frame = pull_result_frame(request_id, &head, selection.encoded());
+        (frame, selection)
     }
 
     /// The newest `n` messages of both lanes, oldest first (a joiner's backfill).

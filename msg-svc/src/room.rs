@@ -10,7 +10,6 @@ use chatroom_proto::v1::{ChatMessage, Cursor, RoomLimits};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
-use crate::notifier::RoundConfig;
 use crate::ring::RoomRing;
 
 /// Where the node stands with the room's owner.
@@ -114,15 +113,6 @@ impl LocalRoom {
             .write()
             .resize(config.normal_ring as usize, config.priority_ring as usize);
         self.state.lock().config = config;
-    }
-}
-
-/// Round timing from the room's settings.
-pub(crate) fn round_config(config: &RoomConfig) -> RoundConfig {
-    RoundConfig {
-        interval_ms: u64::from(config.round_interval_ms),
-        pull_timeout_ms: u64::from(config.pull_timeout_ms),
-        slow_consumer_notifies: config.slow_consumer_notifies,
     }
 }
 

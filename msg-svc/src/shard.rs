@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chatroom_cluster::clock;
-use chatroom_proto::compose::{notify_frame, plain_notify_frame};
-use chatroom_proto::v1::{Cursor, Delta, KickReason, Notify};
+use chatroom_proto::compose::plain_notify_frame;
+use chatroom_proto::v1::{Cursor, KickReason, Notify};
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -197,21 +197,14 @@ impl RoundSource for RingSource<'_> {
     }
 
     fn delta(&mut self, since: &Cursor) -> Option<Bytes> {
-        if self.inline_max == 0 {
-            return None;
-        }
         let ring = self.room.ring.read();
-        let selection = ring.select(since, self.limits.max_messages, Some(&self.latest));
-        if selection.reset || selection.more || selection.encoded_len() > self.inline_max {
-            return None;
-        }
-        let delta = Delta {
-            since: Some(*since),
-            messages: Vec::new(),
-            dropped: selection.dropped,
-            dropped_priority: selection.dropped_priority,
-        };
-        Some(notify_frame(&self.head(), &delta, selection.encoded()))
+        ring.delta_frame(
+            &self.head(),
+            since,
+            self.limits.max_messages,
+            self.inline_max,
+        )
+        .map(|(frame, _)| frame)
     }
 
     fn plain(&mut self) -> Bytes {
