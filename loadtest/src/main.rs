@@ -1,7 +1,7 @@
 //! The `loadtest` binary: `chat` (a human in a room) and `cluster` (a local
 //! cluster on loopback); the load scenarios come next.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,7 +9,9 @@ use chatroom_cluster::telemetry::{self, LogArgs};
 use clap::{Parser, Subcommand};
 use loadtest::chat::{self, ChatArgs};
 use loadtest::harness::coordinator::{self, Target};
+use loadtest::harness::report::Report;
 use loadtest::harness::scenario::{RunArgs, Scenario};
+use loadtest::harness::simulate::{self, SimSpec};
 use loadtest::harness::worker;
 use loadtest::local::{self, ClusterSpec, LocalCluster};
 
@@ -233,6 +235,11 @@ async fn run_scenario(scenario: &Scenario, args: &RunArgs) -> anyhow::Result<()>
         anyhow::bail!("--peer runs with giant-room only");
     }
     std::fs::create_dir_all(&args.out)?;
+    if args.simulate {
+        let spec = SimSpec::of(scenario, args)?;
+        let report = tokio::task::spawn_blocking(move || simulate::run(&spec)).await?;
+        return write_report(&report, &args.out);
+    }
     let target_args = args.clone();
     let target = tokio::task::spawn_blocking(move || Target::prepare(&target_args)).await??;
     let mut report = coordinator::run(scenario, args, &target).await?;
@@ -242,16 +249,21 @@ async fn run_scenario(scenario: &Scenario, args: &RunArgs) -> anyhow::Result<()>
         let nats = Target::nats(peer, &args.out)?;
         report.peer = Some(Box::new(coordinator::run(scenario, args, &nats).await?));
     }
+    write_report(&report, &args.out)
+}
+
+/// Writes `report.json` and `chart.svg` to `out` and prints the summary.
+fn write_report(report: &Report, out: &Path) -> anyhow::Result<()> {
     std::fs::write(
-        args.out.join("report.json"),
-        serde_json::to_string_pretty(&report)?,
+        out.join("report.json"),
+        serde_json::to_string_pretty(report)?,
     )?;
-    std::fs::write(args.out.join("chart.svg"), report.chart())?;
+    std::fs::write(out.join("chart.svg"), report.chart())?;
     print!("{}", report.summary());
     println!(
         "  written            {}/report.json, {}/chart.svg",
-        args.out.display(),
-        args.out.display()
+        out.display(),
+        out.display()
     );
     Ok(())
 }

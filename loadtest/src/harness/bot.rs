@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chatroom_cluster::auth::{Roles, TokenKey};
 use chatroom_proto::v1::{
-    self, ClientFrame, Connect, Cursor, ErrorCode, Join, Kind, Lane, Ping, Pull, Send,
-    client_frame, server_frame,
+    self, ClientFrame, Connect, Cursor, Join, Kind, Lane, Ping, Pull, Send, client_frame,
+    server_frame,
 };
 use nix::sys::socket::{setsockopt, sockopt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -563,12 +563,7 @@ impl Bot {
                 room.last_msg_id = room.last_msg_id.max(ack.msg_id);
             }
             Some(server_frame::Body::Error(error)) if self.settle(request_id) => {
-                let code = ErrorCode::try_from(error.code).map_or("UNKNOWN", |c| c.as_str_name());
-                let mut rooms = self.shared.rooms.borrow_mut();
-                *rooms[self.room_index]
-                    .refused
-                    .entry(code.trim_start_matches("ERROR_CODE_").to_owned())
-                    .or_default() += 1;
+                self.shared.rooms.borrow_mut()[self.room_index].refuse(error.code);
             }
             Some(server_frame::Body::Error(error)) => {
                 self.pulling = false;

@@ -11,6 +11,8 @@
 //!   one thread; [`plan`]: what coordinator and workers say to each other.
 //! - [`wire`]: the swarm's lean WebSocket client and frame scanner;
 //!   `nats`: the same users against NATS, the reference broker.
+//! - [`simulate`]: `--simulate`, msg-svc's fan-out core in this process
+//!   with up to millions of simulated sessions and no sockets.
 
 mod bot;
 pub mod coordinator;
@@ -18,6 +20,7 @@ mod nats;
 pub mod plan;
 pub mod report;
 pub mod scenario;
+pub mod simulate;
 pub mod stats;
 pub mod wire;
 pub mod worker;

@@ -199,7 +199,12 @@ impl Report {
                 let _ = write!(out, ", {per:.0} delivered/CPU-s");
             }
             if let Some(kb) = server.rss_kb_per_idle_conn {
-                let _ = write!(out, ", {kb:.2} KiB per idle connection");
+                let per = if self.simulated_users > 0 {
+                    "simulated session"
+                } else {
+                    "idle connection"
+                };
+                let _ = write!(out, ", {kb:.2} KiB per {per}");
             }
             out.push('\n');
         }

@@ -113,8 +113,12 @@ pub struct RunArgs {
     pub peer: Option<Peer>,
     /// Run the real fan-out core in this process with simulated users
     /// instead of connections.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["target", "spawn_local", "peer"])]
     pub simulate: bool,
+    /// With --simulate: the share of sessions that read slowly (their
+    /// socket refuses every other push; they pull a round late).
+    #[arg(long, default_value_t = 0.01, requires = "simulate")]
+    pub laggards: f64,
     /// The program to run workers with (`loadtest worker`); default: this one.
     #[arg(long, hide = true)]
     pub worker_exe: Option<PathBuf>,

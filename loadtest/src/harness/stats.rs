@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use chatroom_proto::v1::ErrorCode;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,15 @@ pub struct RoomTally {
 }
 
 impl RoomTally {
+    /// Counts a send the room refused with error `code`.
+    pub fn refuse(&mut self, code: i32) {
+        let name = ErrorCode::try_from(code).map_or("UNKNOWN", |c| c.as_str_name());
+        *self
+            .refused
+            .entry(name.trim_start_matches("ERROR_CODE_").to_owned())
+            .or_default() += 1;
+    }
+
     /// Adds `other` (the same room seen by another worker).
     pub fn merge(&mut self, other: &RoomTally) {
         for lane in 0..LANES {
@@ -146,8 +156,14 @@ impl Default for Latency {
 impl Latency {
     /// Records one latency; out-of-range values are clamped.
     pub fn record(&mut self, micros: u64) {
+        self.record_n(micros, 1);
+    }
+
+    /// Records the same latency `count` times (one message reaching many
+    /// recipients at once).
+    pub fn record_n(&mut self, micros: u64, count: u64) {
         self.0
-            .saturating_record(micros.clamp(LATENCY_RANGE.0, LATENCY_RANGE.1));
+            .saturating_record_n(micros.clamp(LATENCY_RANGE.0, LATENCY_RANGE.1), count);
     }
 
     /// Adds another histogram's counts.
