@@ -298,7 +298,10 @@ impl<K: Hash + Eq + Clone, H> Notifier<K, H> {
         };
         let config = entry.config;
         let latest = source.latest();
-        let mut deltas: HashMap<(u64, u64), Option<S::Frame>> = HashMap::new();
+        // Each distinct cursor's delta, built once; `built` finds it.
+        let mut deltas: Vec<Option<S::Frame>> = Vec::new();
+        let mut built: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut last: Option<((u64, u64), usize)> = None;
         let mut plain: Option<S::Frame> = None;
         let mut renotify_at: Option<u64> = None;
         let mut slot = 0;
@@ -324,10 +327,21 @@ impl<K: Hash + Eq + Clone, H> Notifier<K, H> {
                 Some(_) => true,
                 None => {
                     let key = (member.cursor.epoch, member.cursor.msg_id);
-                    let delta = deltas.entry(key).or_insert_with(|| {
-                        stats.frames_built += 1;
-                        source.delta(&member.cursor)
-                    });
+                    // Members mostly share a cursor: the last one looked up
+                    // spares hashing it again for each of them.
+                    let frame_at = match last {
+                        Some((at, frame_at)) if at == key => frame_at,
+                        _ => {
+                            let frame_at = *built.entry(key).or_insert_with(|| {
+                                stats.frames_built += 1;
+                                deltas.push(source.delta(&member.cursor));
+                                deltas.len() - 1
+                            });
+                            last = Some((key, frame_at));
+                            frame_at
+                        }
+                    };
+                    let delta = &deltas[frame_at];
                     match delta {
                         None => true,
                         Some(frame) => match act(Action::Deliver(&member.handle, frame)) {
