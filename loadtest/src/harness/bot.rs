@@ -66,7 +66,10 @@ pub(crate) struct Shared {
     pub(crate) ready: Cell<u64>,
     pub(crate) failures: RefCell<BTreeMap<String, u64>>,
     pub(crate) done: Cell<u64>,
-    pub(crate) lost_connections: Cell<u64>,
+    /// Connections that ended early, by why.
+    pub(crate) lost: RefCell<BTreeMap<String, u64>>,
+    /// Of those, how many came back and resumed by cursor.
+    pub(crate) resumed: Cell<u64>,
     /// When the last JoinAck arrived.
     pub(crate) last_join: Cell<Option<std::time::Instant>>,
     /// Sends of every bot awaiting their answer.
@@ -91,11 +94,17 @@ impl Shared {
             ready: Cell::new(0),
             failures: RefCell::new(BTreeMap::new()),
             done: Cell::new(0),
-            lost_connections: Cell::new(0),
+            lost: RefCell::new(BTreeMap::new()),
+            resumed: Cell::new(0),
             last_join: Cell::new(None),
             sends_in_flight: Cell::new(0),
             milestone: Notify::new(),
         }
+    }
+
+    /// A connection ended early for `reason`.
+    pub(crate) fn lose(&self, reason: &str) {
+        *self.lost.borrow_mut().entry(reason.to_owned()).or_default() += 1;
     }
 
     pub(crate) fn fail(&self, reason: &str) {
@@ -141,12 +150,37 @@ pub(crate) async fn run(
     };
     shared.ready.set(shared.ready.get() + 1);
     shared.milestone.notify_one();
-    if let Err(reason) = bot.live().await {
-        shared
-            .lost_connections
-            .set(shared.lost_connections.get() + 1);
-        shared.fail(&reason);
+    let mut resumes = 0;
+    loop {
+        let Err(mut reason) = bot.live().await else {
+            return;
+        };
+        shared.lose(&reason);
+        // As a viewer's app does: come back after a pause and resume by
+        // cursor, so what the server still holds is delivered, the rest
+        // reported dropped.
+        loop {
+            if resumes == MAX_RESUMES {
+                return shared.fail(&reason);
+            }
+            resumes += 1;
+            tokio::time::sleep(resume_after(resumes, user)).await;
+            match bot.reconnect().await {
+                Ok(()) => break,
+                Err(why) => reason = why,
+            }
+        }
+        shared.resumed.set(shared.resumed.get() + 1);
     }
+}
+
+/// Times a bot comes back after losing its connection before it gives up.
+const MAX_RESUMES: u32 = 5;
+
+/// The pause before resume number `attempt`: a second per attempt, spread
+/// over another second by user so a mass kick does not return at once.
+fn resume_after(attempt: u32, user: u64) -> Duration {
+    Duration::from_secs(u64::from(attempt)) + Duration::from_millis(user % 1_000)
 }
 
 struct Bot {

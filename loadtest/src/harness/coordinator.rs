@@ -15,7 +15,7 @@ use chatroom_cluster::auth::SecretSource;
 use chatroom_cluster::local::LocalServer;
 use tokio::sync::mpsc;
 
-use super::plan::{Command, Event, PlanRoom, Protocol, WorkerPlan};
+use super::plan::{Command, Event, PlanRoom, Plays, Protocol, WorkerPlan};
 use super::report::{ClientUse, Lanes, Report, Second, ServerUse};
 use super::scenario::{Peer, RunArgs, Scenario};
 use super::stats::{Latency, Tally};
@@ -155,12 +155,19 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
 pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow::Result<Report> {
     let rooms = scenario.rooms(args);
     let users: u64 = rooms.iter().map(|r| r.users).sum();
-    let workers = args
+    let receiving = args
         .workers
         .unwrap_or_else(|| users.div_ceil(USERS_PER_WORKER) as u32)
         .max(1);
+    // With several workers the senders get a process of their own, so the
+    // receive load cannot slow the offered rate.
+    let sends = rooms
+        .iter()
+        .any(|r| (r.senders > 0 && r.rate > 0.0) || r.notice_every_ms > 0);
+    let senders_apart = receiving > 1 && sends;
+    let workers = receiving + u32::from(senders_apart);
     let server_rss_before = rss_kb(&target.pids);
-    let mut fleet = Fleet::spawn(scenario, args, target, rooms, workers)?;
+    let mut fleet = Fleet::spawn(scenario, args, target, rooms, receiving, senders_apart)?;
 
     let (mut connected, mut failed, mut connect_s) = (0, 0, 0.0f64);
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
@@ -184,6 +191,7 @@ pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow
     }
     let idle_rss = rss_kb(&target.pids);
     let server_cpu_before = cpu_s(&target.pids);
+    let server_cpu_each_before: Vec<f64> = target.pids.iter().map(|&pid| cpu_s(&[pid])).collect();
     let client_cpu_before = cpu_s(&fleet.pids());
     fleet.tell(&Command::Go)?;
     let started = Instant::now();
@@ -234,7 +242,8 @@ pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow
     })?;
     let mut tally = Tally::default();
     let mut latency = Latency::default();
-    let (mut behind, mut lost_connections, mut done) = (0, 0, 0);
+    let (mut behind, mut resumed, mut done) = (0, 0, 0);
+    let mut lost: BTreeMap<String, u64> = BTreeMap::new();
     let mut last_join_s = 0.0f64;
     while done < workers {
         match fleet.next().await? {
@@ -242,7 +251,8 @@ pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow
                 tally: t,
                 latency: l,
                 behind: b,
-                lost_connections: c,
+                lost_connections: why,
+                resumed: r,
                 last_join_s: j,
             } => {
                 done += 1;
@@ -250,12 +260,21 @@ pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow
                 tally.merge(&t);
                 latency.merge(&l);
                 behind += b;
-                lost_connections += c;
+                resumed += r;
+                for (reason, n) in why {
+                    *lost.entry(reason).or_default() += n;
+                }
             }
             other => seconds.absorb(other)?,
         }
     }
     let server_cpu = cpu_s(&target.pids) - server_cpu_before;
+    let mut server_cpu_by_program: BTreeMap<String, (f64, u32)> = BTreeMap::new();
+    for (pid, before) in target.pids.iter().zip(&server_cpu_each_before) {
+        let entry = server_cpu_by_program.entry(program(*pid)).or_default();
+        entry.0 += cpu_s(&[*pid]) - before;
+        entry.1 += 1;
+    }
     let client_cpu = cpu_s(&fleet.pids()) - client_cpu_before;
     let final_rss = rss_kb(&target.pids);
     fleet.finish();
@@ -276,7 +295,11 @@ pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow
     let delivered_measured: f64 = timeline.iter().map(|s| s.delivered_per_s).sum();
     let delivered_per_s = delivered_measured / f64::from(measured_seconds);
     let accepted: u64 = (0..2).map(|lane| tally.lane(lane).accepted).sum();
-    let mut notes = vec![format!("{workers} worker processes")];
+    let mut notes = vec![if senders_apart {
+        format!("{workers} worker processes, the senders in one of their own")
+    } else {
+        format!("{workers} worker processes")
+    }];
     if failed > 0 {
         notes.push(format!("{failed} connections failed: {failures:?}"));
     }
@@ -285,8 +308,22 @@ pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow
             "{behind} receivers had not caught up after {DRAIN_PATIENCE:?}"
         ));
     }
+    if server_cpu_by_program.len() > 1 {
+        let each: Vec<String> = server_cpu_by_program
+            .iter()
+            .map(|(name, (cpu, n))| match n {
+                1 => format!("{name} {cpu:.2}"),
+                n => format!("{name} {cpu:.2} over {n} processes"),
+            })
+            .collect();
+        notes.push(format!("server CPU-s by program: {}", each.join(", ")));
+    }
+    let lost_connections: u64 = lost.values().sum();
     if lost_connections > 0 {
-        notes.push(format!("{lost_connections} connections ended early"));
+        notes.push(format!(
+            "{lost_connections} connections ended early, {resumed} came back and resumed by \
+             cursor: {lost:?}"
+        ));
     }
     let has_server = !target.pids.is_empty();
     let total_delivered = tally.delivered() as f64;
@@ -377,10 +414,12 @@ impl Fleet {
         args: &RunArgs,
         target: &Target,
         rooms: Vec<PlanRoom>,
-        workers: u32,
+        receiving: u32,
+        senders_apart: bool,
     ) -> anyhow::Result<Self> {
         let users: u64 = rooms.iter().map(|r| r.users).sum();
-        let per_worker = users.div_ceil(u64::from(workers));
+        let per_worker = users.div_ceil(u64::from(receiving));
+        let workers = receiving + u32::from(senders_apart);
         let (tx, events) = mpsc::unbounded_channel();
         let mut children = Vec::new();
         let mut stdins = Vec::new();
@@ -389,7 +428,19 @@ impl Fleet {
             None => std::env::current_exe()?,
         };
         for worker in 0..workers {
-            let first_user = u64::from(worker) * per_worker;
+            // The senders' worker, when apart, is the last and spans everyone.
+            let (plays, first_user, share) = if worker == receiving {
+                (Plays::Senders, 0, users)
+            } else {
+                let first_user = u64::from(worker) * per_worker;
+                let share = per_worker.min(users.saturating_sub(first_user));
+                let plays = if senders_apart {
+                    Plays::Receivers
+                } else {
+                    Plays::All
+                };
+                (plays, first_user, share)
+            };
             let plan = WorkerPlan {
                 worker,
                 protocol: target.protocol,
@@ -402,8 +453,8 @@ impl Fleet {
                 token_secret: target.secret.clone(),
                 rooms: rooms.clone(),
                 first_user,
-                users: per_worker.min(users.saturating_sub(first_user)),
-                connect_per_s: (args.connect_rate / workers).max(1),
+                users: share,
+                connect_per_s: (args.connect_rate / receiving).max(1),
                 payload_bytes: args.payload_bytes,
                 reconnect_fraction: match scenario {
                     Scenario::ReconnectStorm { fraction, .. } => *fraction,
@@ -414,6 +465,7 @@ impl Fleet {
                     _ => 0,
                 },
                 join_on_go: matches!(scenario, Scenario::JoinStorm),
+                plays,
             };
             let mut child = Process::new(&exe)
                 .arg("worker")
@@ -498,6 +550,12 @@ pub fn cpu_s(pids: &[u32]) -> f64 {
             Some((user + system) as f64 / TICKS_PER_S)
         })
         .sum()
+}
+
+/// The program a process runs, as the kernel names it (`comm`).
+fn program(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map_or_else(|_| format!("pid {pid}"), |name| name.trim().to_owned())
 }
 
 /// Resident memory of `pids`, KiB.

@@ -44,10 +44,9 @@ pub(crate) async fn run(
     shared.rooms.borrow_mut()[room_index].receivers += 1;
     shared.ready.set(shared.ready.get() + 1);
     shared.milestone.notify_one();
+    // NATS has no cursor to resume from: a lost subscriber stays lost.
     if let Err(reason) = sub.live(&shared).await {
-        shared
-            .lost_connections
-            .set(shared.lost_connections.get() + 1);
+        shared.lose(&reason);
         shared.fail(&reason);
     }
 }

@@ -69,6 +69,22 @@ pub struct WorkerPlan {
     pub reconnect_every_ms: u64,
     /// Join everyone only after `go` (join-storm measures joins alone).
     pub join_on_go: bool,
+    /// Which of its users' roles this worker plays.
+    pub plays: Plays,
+}
+
+/// Which roles a worker plays among its users.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Plays {
+    /// Everyone.
+    #[default]
+    All,
+    /// Only the senders and notice senders (a process of their own, so
+    /// the receive load elsewhere cannot slow the offered rate).
+    Senders,
+    /// Everyone but them.
+    Receivers,
 }
 
 impl WorkerPlan {
@@ -127,8 +143,10 @@ pub enum Event {
         latency: Latency,
         /// Receivers that did not reach their room's newest message in time.
         behind: u64,
-        /// Connections that ended before the end (kicked, reset).
-        lost_connections: u64,
+        /// Connections that ended before the end (kicked, reset), by why.
+        lost_connections: BTreeMap<String, u64>,
+        /// Of those, how many came back and resumed by cursor.
+        resumed: u64,
         /// Seconds from `go` to this worker's last JoinAck.
         last_join_s: f64,
     },
@@ -162,6 +180,7 @@ mod tests {
             reconnect_fraction: 0.0,
             reconnect_every_ms: 0,
             join_on_go: false,
+            plays: Plays::All,
         };
         let names: Vec<&str> = (0..16)
             .map(|u| plan.room_of(u).unwrap().name.as_str())

@@ -13,7 +13,7 @@ use tokio::task::LocalSet;
 
 use super::bot::{self, Phase, Role, Shared};
 use super::nats;
-use super::plan::{Command, Event, Protocol, WorkerPlan};
+use super::plan::{Command, Event, Plays, Protocol, WorkerPlan};
 use super::stats::{Latency, Tally};
 
 /// How long sends in flight may take to be answered once senders stop.
@@ -143,7 +143,8 @@ async fn play(plan: WorkerPlan) -> anyhow::Result<()> {
         tally: tally(&shared, false),
         latency: shared.latency.borrow().clone(),
         behind: shared.ready.get().saturating_sub(shared.done.get()),
-        lost_connections: shared.lost_connections.get(),
+        lost_connections: shared.lost.borrow().clone(),
+        resumed: shared.resumed.get(),
         last_join_s: shared
             .last_join
             .get()
@@ -182,13 +183,17 @@ fn cast(plan: &WorkerPlan) -> Vec<(u64, usize, Role)> {
         } else {
             Role::Receiver
         };
-        bots.push((user, index, role));
-        if user == room.first_user && room.notice_every_ms > 0 {
-            bots.push((
-                user,
-                index,
-                Role::Notifier(Duration::from_millis(room.notice_every_ms)),
-            ));
+        let notifier = (user == room.first_user && room.notice_every_ms > 0)
+            .then(|| Role::Notifier(Duration::from_millis(room.notice_every_ms)));
+        for role in std::iter::once(role).chain(notifier) {
+            let plays = match plan.plays {
+                Plays::All => true,
+                Plays::Senders => role != Role::Receiver,
+                Plays::Receivers => role == Role::Receiver,
+            };
+            if plays {
+                bots.push((user, index, role));
+            }
         }
     }
     bots
