@@ -174,6 +174,38 @@ pub(crate) async fn run(
     }
 }
 
+/// Reads what `stream` has into `scratch` after the bytes of `partial`
+/// (an item that had not fully arrived); returns how much of `scratch` is
+/// filled and whether the peer closed.
+pub(crate) fn read_after(
+    stream: &TcpStream,
+    scratch: &mut [u8],
+    partial: &[u8],
+) -> Result<(usize, bool), String> {
+    let mut filled = partial.len();
+    scratch[..filled].copy_from_slice(partial);
+    while filled < scratch.len() {
+        match stream.try_read(&mut scratch[filled..]) {
+            Ok(0) => return Ok((filled, true)),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    Ok((filled, false))
+}
+
+/// Keeps `rest`, the start of an item still arriving, for the next read; an
+/// idle connection keeps no buffer.
+pub(crate) fn keep_rest(partial: &mut Vec<u8>, rest: &[u8]) {
+    partial.clear();
+    if rest.is_empty() {
+        *partial = Vec::new();
+    } else {
+        partial.extend_from_slice(rest);
+    }
+}
+
 /// Times a bot comes back after losing its connection before it gives up.
 const MAX_RESUMES: u32 = 5;
 
@@ -467,20 +499,7 @@ impl Bot {
         let mut scanned: Vec<Scanned> = Vec::new();
         {
             let mut scratch = self.shared.scratch.borrow_mut();
-            let mut filled = self.partial.len();
-            scratch[..filled].copy_from_slice(&self.partial);
-            let mut eof = false;
-            while filled < scratch.len() {
-                match self.stream.try_read(&mut scratch[filled..]) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(format!("read: {e}")),
-                }
-            }
+            let (filled, eof) = read_after(&self.stream, &mut scratch, &self.partial)?;
             let mut pos = 0;
             while let Some((frame, used)) = wire::next_ws_frame(&scratch[pos..filled])? {
                 match frame {
@@ -492,12 +511,7 @@ impl Bot {
                 }
                 pos += used;
             }
-            self.partial.clear();
-            if pos < filled {
-                self.partial.extend_from_slice(&scratch[pos..filled]);
-            } else {
-                self.partial = Vec::new();
-            }
+            keep_rest(&mut self.partial, &scratch[pos..filled]);
             if eof {
                 return Err("connection closed".into());
             }

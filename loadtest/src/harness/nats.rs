@@ -185,20 +185,7 @@ impl Subscriber {
         let mut pong = false;
         {
             let mut scratch = shared.scratch.borrow_mut();
-            let mut filled = self.partial.len();
-            scratch[..filled].copy_from_slice(&self.partial);
-            let mut eof = false;
-            while filled < scratch.len() {
-                match self.stream.try_read(&mut scratch[filled..]) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(format!("read: {e}")),
-                }
-            }
+            let (filled, eof) = bot::read_after(&self.stream, &mut scratch, &self.partial)?;
             let now = bot::unix_micros();
             let mut delivered = [0u64; 2];
             let mut pos = 0;
@@ -219,12 +206,7 @@ impl Subscriber {
                 }
                 pos += used;
             }
-            self.partial.clear();
-            if pos < filled {
-                self.partial.extend_from_slice(&scratch[pos..filled]);
-            } else {
-                self.partial = Vec::new();
-            }
+            bot::keep_rest(&mut self.partial, &scratch[pos..filled]);
             let mut rooms = shared.rooms.borrow_mut();
             let room = &mut rooms[self.room_index];
             room.delivered[0] += delivered[0];
