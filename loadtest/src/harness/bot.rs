@@ -34,7 +34,7 @@ const PULL_LIMIT: u32 = 200;
 /// Redirects followed when connecting.
 const MAX_REDIRECTS: usize = 3;
 /// How long connecting (redirects included) may take.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(20);
+pub(crate) const CONNECT_PATIENCE: Duration = Duration::from_secs(20);
 
 /// Where a worker is in the scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]

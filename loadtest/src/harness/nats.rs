@@ -19,8 +19,6 @@ use super::wire;
 
 /// The flag byte after the stamp: 1 marks a notice.
 const NOTICE_FLAG: usize = 8;
-/// How long connecting and subscribing may take.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(20);
 
 /// Plays one user against NATS until the worker's process ends.
 pub(crate) async fn run(
@@ -32,7 +30,7 @@ pub(crate) async fn run(
 ) {
     tokio::time::sleep(start_after).await;
     let mut sub = match tokio::time::timeout(
-        CONNECT_PATIENCE,
+        bot::CONNECT_PATIENCE,
         Subscriber::start(&shared, user, room_index, role),
     )
     .await
