@@ -112,6 +112,33 @@ async fn a_tiny_giant_room_accounts_for_every_message() {
     );
 }
 
+/// The Rust client library, playing the same users, counts the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_library_plays_the_giant_room_exactly_too() {
+    let report = run(
+        Scenario::GiantRoom,
+        &[
+            "--client",
+            "library",
+            "--users",
+            "60",
+            "--workers",
+            "2",
+            "--notice-every-ms",
+            "300",
+        ],
+    )
+    .await;
+    assert_exact(&report);
+    assert_eq!(report.real_connections, 61);
+    assert!(report.lanes.normal.accepted >= 300, "{:?}", report.lanes);
+    assert!(
+        report.notes.iter().any(|n| n.contains("client library")),
+        "{:?}",
+        report.notes
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tiny_flood_is_limited_and_still_exact() {
     let report = run(Scenario::Flood, &["--users", "60", "--workers", "2"]).await;

@@ -102,6 +102,14 @@ impl Shared {
         }
     }
 
+    /// A send was answered, or never will be.
+    pub(crate) fn send_settled(&self) {
+        self.sends_in_flight.set(self.sends_in_flight.get() - 1);
+        if self.sends_in_flight.get() == 0 {
+            self.milestone.notify_one();
+        }
+    }
+
     /// A connection ended early for `reason`.
     pub(crate) fn lose(&self, reason: &str) {
         *self.lost.borrow_mut().entry(reason.to_owned()).or_default() += 1;
@@ -150,28 +158,61 @@ pub(crate) async fn run(
     };
     shared.ready.set(shared.ready.get() + 1);
     shared.milestone.notify_one();
+    keep_playing(&shared, user, &mut bot).await;
+}
+
+/// A user's connection, whichever client plays it.
+pub(crate) trait Player {
+    /// Receives (and sends) until the process ends, or the connection is
+    /// lost and says why.
+    async fn live(&mut self) -> Result<(), String>;
+    /// Connects again and rejoins after the last message it has.
+    async fn resume(&mut self) -> Result<(), String>;
+}
+
+/// Plays until the process ends. A lost connection comes back after a
+/// pause and resumes by cursor, as a viewer's app does, so what the server
+/// still holds is delivered and the rest reported dropped.
+pub(crate) async fn keep_playing(shared: &Shared, user: u64, player: &mut impl Player) {
     let mut resumes = 0;
     loop {
-        let Err(mut reason) = bot.live().await else {
+        let Err(mut reason) = player.live().await else {
             return;
         };
         shared.lose(&reason);
-        // As a viewer's app does: come back after a pause and resume by
-        // cursor, so what the server still holds is delivered, the rest
-        // reported dropped.
         loop {
             if resumes == MAX_RESUMES {
                 return shared.fail(&reason);
             }
             resumes += 1;
             tokio::time::sleep(resume_after(resumes, user)).await;
-            match bot.reconnect().await {
+            match player.resume().await {
                 Ok(()) => break,
                 Err(why) => reason = why,
             }
         }
         shared.resumed.set(shared.resumed.get() + 1);
     }
+}
+
+/// The id and token of `user` playing `role`: notices come from a `system`
+/// user of their own.
+pub(crate) fn identity(shared: &Shared, user: u64, role: Role) -> Result<(String, String), String> {
+    let (id, roles) = match role {
+        Role::Notifier(_) => (
+            format!("sys{user}"),
+            Roles {
+                system: true,
+                ..Roles::default()
+            },
+        ),
+        _ => (format!("u{user}"), Roles::default()),
+    };
+    let token = shared
+        .key
+        .mint(&id, roles, Duration::from_secs(24 * 3600))
+        .map_err(|e| format!("token: {e}"))?;
+    Ok((id, token))
 }
 
 /// Reads what `stream` has into `scratch` after the bytes of `partial`
@@ -242,14 +283,17 @@ struct Bot {
     done: bool,
 }
 
-impl Bot {
-    fn user_id(user: u64, role: Role) -> String {
-        match role {
-            Role::Notifier(_) => format!("sys{user}"),
-            _ => format!("u{user}"),
-        }
+impl Player for Bot {
+    async fn live(&mut self) -> Result<(), String> {
+        Bot::live(self).await
     }
 
+    async fn resume(&mut self) -> Result<(), String> {
+        self.reconnect().await
+    }
+}
+
+impl Bot {
     /// Connects and says who it is, following redirects.
     async fn start(
         shared: Rc<Shared>,
@@ -257,18 +301,7 @@ impl Bot {
         room_index: usize,
         role: Role,
     ) -> Result<Self, String> {
-        let roles = Roles {
-            admin: false,
-            system: matches!(role, Role::Notifier(_)),
-        };
-        let token = shared
-            .key
-            .mint(
-                &Self::user_id(user, role),
-                roles,
-                Duration::from_secs(24 * 3600),
-            )
-            .map_err(|e| format!("token: {e}"))?;
+        let (_, token) = identity(&shared, user, role)?;
         let plan = &shared.plan;
         let url = plan.targets[(user as usize) % plan.targets.len()].clone();
         let source = plan.source_ips[(user as usize) % plan.source_ips.len()];
@@ -474,12 +507,7 @@ impl Bot {
         if self.sends.remove(&request_id).is_none() {
             return false;
         }
-        self.shared
-            .sends_in_flight
-            .set(self.shared.sends_in_flight.get() - 1);
-        if self.shared.sends_in_flight.get() == 0 {
-            self.shared.milestone.notify_one();
-        }
+        self.shared.send_settled();
         true
     }
 

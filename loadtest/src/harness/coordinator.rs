@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::plan::{Command, Event, PlanRoom, Plays, Protocol, WorkerPlan};
 use super::report::{ClientUse, Lanes, Report, Second, ServerUse};
-use super::scenario::{Peer, RunArgs, Scenario};
+use super::scenario::{ClientKind, Peer, RunArgs, Scenario};
 use super::stats::{Latency, Tally};
 use crate::local::{ClusterSpec, LocalCluster, NodeProcess};
 
@@ -308,6 +308,9 @@ pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow
             "{behind} receivers had not caught up after {DRAIN_PATIENCE:?}"
         ));
     }
+    if args.client == ClientKind::Library && target.protocol == Protocol::Chatroom {
+        notes.push("users played by the Rust client library (--client library)".to_owned());
+    }
     if server_cpu_by_program.len() > 1 {
         let each: Vec<String> = server_cpu_by_program
             .iter()
@@ -444,6 +447,7 @@ impl Fleet {
             let plan = WorkerPlan {
                 worker,
                 protocol: target.protocol,
+                client: args.client,
                 targets: target.urls.clone(),
                 source_ips: (1..=SOURCES_PER_WORKER)
                     .map(|host| {

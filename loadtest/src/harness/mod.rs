@@ -10,12 +10,14 @@
 //! - [`worker`] (a process of its own) and `bot`: the users of one share, on
 //!   one thread; [`plan`]: what coordinator and workers say to each other.
 //! - [`wire`]: the swarm's lean WebSocket client and frame scanner;
+//!   `library`: the same users played by the Rust client library;
 //!   `nats`: the same users against NATS, the reference broker.
 //! - [`simulate`]: `--simulate`, msg-svc's fan-out core in this process
 //!   with up to millions of simulated sessions and no sockets.
 
 mod bot;
 pub mod coordinator;
+mod library;
 mod nats;
 pub mod plan;
 pub mod report;

@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use super::scenario::ClientKind;
 use super::stats::{Latency, Tally};
 
 /// A room of the scenario: its users are the contiguous ids
@@ -46,6 +47,8 @@ pub struct WorkerPlan {
     pub worker: u32,
     /// What the target speaks.
     pub protocol: Protocol,
+    /// Which client plays chatroom users.
+    pub client: ClientKind,
     /// WebSocket URLs to connect to; bot `i` tries `targets[i % len]` and
     /// follows redirects.
     pub targets: Vec<String>,
@@ -169,6 +172,7 @@ mod tests {
         let plan = WorkerPlan {
             worker: 0,
             protocol: Protocol::Chatroom,
+            client: ClientKind::Swarm,
             targets: Vec::new(),
             source_ips: Vec::new(),
             token_secret: String::new(),

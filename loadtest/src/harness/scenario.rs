@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
 
 use super::plan::PlanRoom;
 
@@ -52,6 +53,18 @@ impl Peer {
     }
 }
 
+/// Which client plays the users.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    /// The harness's lean client: frames scanned in place, for scale.
+    #[default]
+    Swarm,
+    /// The Rust client library, as an application uses it: every frame
+    /// decoded; far more CPU per message, for checking the two agree.
+    Library,
+}
+
 /// Flags every scenario takes.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -95,6 +108,9 @@ pub struct RunArgs {
     /// How clients connect.
     #[arg(long, value_enum, default_value_t)]
     pub transport: Transport,
+    /// Which client plays the users.
+    #[arg(long, value_enum, default_value_t)]
+    pub client: ClientKind,
     /// A system notice (PRIORITY) per room this often, ms; 0 for none.
     #[arg(long)]
     pub notice_every_ms: Option<u64>,

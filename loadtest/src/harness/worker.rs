@@ -12,9 +12,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::LocalSet;
 
 use super::bot::{self, Phase, Role, Shared};
-use super::nats;
 use super::plan::{Command, Event, Plays, Protocol, WorkerPlan};
+use super::scenario::ClientKind;
 use super::stats::{Latency, Tally};
+use super::{library, nats};
 
 /// How long sends in flight may take to be answered once senders stop.
 const SENDS_PATIENCE: Duration = Duration::from_secs(10);
@@ -72,11 +73,14 @@ async fn play(plan: WorkerPlan) -> anyhow::Result<()> {
     for (index, (user, room, role)) in bots.into_iter().enumerate() {
         let start_after = spacing * index as u32;
         let shared = Rc::clone(&shared);
-        match plan.protocol {
-            Protocol::Chatroom => {
+        match (plan.protocol, plan.client) {
+            (Protocol::Chatroom, ClientKind::Swarm) => {
                 tokio::task::spawn_local(bot::run(shared, user, room, role, start_after))
             }
-            Protocol::Nats => {
+            (Protocol::Chatroom, ClientKind::Library) => {
+                tokio::task::spawn_local(library::run(shared, user, room, role, start_after))
+            }
+            (Protocol::Nats, _) => {
                 tokio::task::spawn_local(nats::run(shared, user, room, role, start_after))
             }
         };
