@@ -34,7 +34,7 @@ const PULL_LIMIT: u32 = 200;
 /// Redirects followed when connecting.
 const MAX_REDIRECTS: usize = 3;
 /// How long connecting (redirects included) may take.
-pub(crate) const CONNECT_PATIENCE: Duration = Duration::from_secs(20);
+const CONNECT_PATIENCE: Duration = Duration::from_secs(20);
 
 /// Where a worker is in the scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,22 +143,43 @@ pub(crate) async fn run(
     role: Role,
     start_after: Duration,
 ) {
-    tokio::time::sleep(start_after).await;
     let started = async {
         let mut bot = Bot::start(Rc::clone(&shared), user, room_index, role).await?;
         if !shared.plan.join_on_go {
             bot.join(None).await?;
         }
-        Ok::<_, String>(bot)
+        Ok(bot)
     };
-    let mut bot = match tokio::time::timeout(CONNECT_PATIENCE, started).await {
-        Ok(Ok(bot)) => bot,
-        Ok(Err(reason)) => return shared.fail(&reason),
-        Err(_) => return shared.fail("connect timed out"),
+    let Some(mut bot) = arrive(&shared, start_after, started).await else {
+        return;
     };
-    shared.ready.set(shared.ready.get() + 1);
-    shared.milestone.notify_one();
     keep_playing(&shared, user, &mut bot).await;
+}
+
+/// Waits `start_after` (connects are staggered), then `start`s a user's
+/// connection within the connect patience; counts it ready, or failed and
+/// `None`.
+pub(crate) async fn arrive<P>(
+    shared: &Shared,
+    start_after: Duration,
+    start: impl Future<Output = Result<P, String>>,
+) -> Option<P> {
+    tokio::time::sleep(start_after).await;
+    match tokio::time::timeout(CONNECT_PATIENCE, start).await {
+        Ok(Ok(player)) => {
+            shared.ready.set(shared.ready.get() + 1);
+            shared.milestone.notify_one();
+            Some(player)
+        }
+        Ok(Err(reason)) => {
+            shared.fail(&reason);
+            None
+        }
+        Err(_) => {
+            shared.fail("connect timed out");
+            None
+        }
+    }
 }
 
 /// A user's connection, whichever client plays it.

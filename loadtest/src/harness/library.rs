@@ -29,21 +29,16 @@ pub(crate) async fn run(
     role: Role,
     start_after: Duration,
 ) {
-    tokio::time::sleep(start_after).await;
     let started = async {
         let mut player = LibraryUser::start(Rc::clone(&shared), user, room_index, role).await?;
         if !shared.plan.join_on_go {
             player.join().await?;
         }
-        Ok::<_, String>(player)
+        Ok(player)
     };
-    let mut player = match tokio::time::timeout(bot::CONNECT_PATIENCE, started).await {
-        Ok(Ok(player)) => player,
-        Ok(Err(reason)) => return shared.fail(&reason),
-        Err(_) => return shared.fail("connect timed out"),
+    let Some(mut player) = bot::arrive(&shared, start_after, started).await else {
+        return;
     };
-    shared.ready.set(shared.ready.get() + 1);
-    shared.milestone.notify_one();
     bot::keep_playing(&shared, user, &mut player).await;
 }
 
@@ -119,7 +114,6 @@ impl LibraryUser {
         let url = plan.targets[(user as usize) % plan.targets.len()].clone();
         let mut config = ClientConfig::new(url, token);
         config.bind_addr = Some(plan.source_ips[(user as usize) % plan.source_ips.len()].into());
-        config.connect_timeout = bot::CONNECT_PATIENCE;
         let (client, events) = Client::connect(config.clone())
             .await
             .map_err(|e| format!("connect refused: {e}"))?;

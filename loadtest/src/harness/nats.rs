@@ -28,20 +28,11 @@ pub(crate) async fn run(
     role: Role,
     start_after: Duration,
 ) {
-    tokio::time::sleep(start_after).await;
-    let mut sub = match tokio::time::timeout(
-        bot::CONNECT_PATIENCE,
-        Subscriber::start(&shared, user, room_index, role),
-    )
-    .await
-    {
-        Ok(Ok(sub)) => sub,
-        Ok(Err(reason)) => return shared.fail(&reason),
-        Err(_) => return shared.fail("connect timed out"),
+    let started = Subscriber::start(&shared, user, room_index, role);
+    let Some(mut sub) = bot::arrive(&shared, start_after, started).await else {
+        return;
     };
     shared.rooms.borrow_mut()[room_index].receivers += 1;
-    shared.ready.set(shared.ready.get() + 1);
-    shared.milestone.notify_one();
     // NATS has no cursor to resume from: a lost subscriber stays lost.
     if let Err(reason) = sub.live(&shared).await {
         shared.lose(&reason);
