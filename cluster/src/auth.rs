@@ -231,14 +231,20 @@ pub enum SecretError {
     Auth(#[from] AuthError),
 }
 
-/// The default secret file of the embedded server: under `$XDG_STATE_HOME`
-/// (or `~/.local/state`), else the temp directory.
-pub fn default_secret_file() -> PathBuf {
+/// Where the embedded server keeps its files (token secret, generated
+/// certificate): `chatroom` under `$XDG_STATE_HOME` (or `~/.local/state`),
+/// else under the temp directory.
+pub fn state_dir() -> PathBuf {
     let state = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/state")))
         .unwrap_or_else(std::env::temp_dir);
-    state.join("chatroom").join("token-secret")
+    state.join("chatroom")
+}
+
+/// The default secret file of the embedded server.
+pub fn default_secret_file() -> PathBuf {
+    state_dir().join("token-secret")
 }
 
 fn read_secret_file(path: &Path, create: bool) -> Result<(Vec<u8>, bool), SecretError> {

@@ -7,6 +7,8 @@
 //! - [`local`]: ZooKeeper and Redis processes on loopback, for tests and the
 //!   local cluster.
 //! - [`netlink`]: node links on the wire: bounded reads, batched writes.
+//! - [`quic`]: QUIC for clients: ALPN, TLS identity and trust, transport
+//!   settings.
 //! - [`placement`]: rendezvous hashing of rooms and users onto nodes.
 //! - [`registry`]: live members, in-process or in ZooKeeper.
 //! - [`serve`]: accepting until stopped; the shutdown signal.
@@ -18,6 +20,7 @@ pub mod link;
 pub mod local;
 pub mod netlink;
 pub mod placement;
+pub mod quic;
 pub mod registry;
 pub mod serve;
 pub mod telemetry;

@@ -294,8 +294,9 @@ impl Drop for LocalServer {
 /// it is chosen and the moment its server binds it.
 const SERVER_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-/// A loopback port for a server: free right now, outside the ephemeral
-/// range, and never handed out twice by this process.
+/// A loopback port for a server: free right now for TCP and for UDP (so a
+/// QUIC endpoint may take it too), outside the ephemeral range, and never
+/// handed out twice by this process.
 pub fn free_port() -> Result<u16, LocalError> {
     use std::collections::HashSet;
     use std::sync::{Mutex, OnceLock};
@@ -308,7 +309,10 @@ pub fn free_port() -> Result<u16, LocalError> {
         let mut taken = handed_out
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if taken.contains(&port) || TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+        if taken.contains(&port)
+            || TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err()
+            || std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_err()
+        {
             continue;
         }
         taken.insert(port);

@@ -52,6 +52,9 @@ pub struct NodeInfo {
     /// Where clients connect (msg-svc), e.g. `ws://127.0.0.1:7400/ws`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_url: Option<String>,
+    /// Where QUIC clients connect (msg-svc), e.g. `quic://127.0.0.1:7402`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quic_url: Option<String>,
     /// Health, readiness and (later) admin and metrics, `host:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_addr: Option<String>,
@@ -209,6 +212,7 @@ mod tests {
             role,
             link_addr: None,
             client_url: None,
+            quic_url: None,
             http_addr: None,
         }
     }

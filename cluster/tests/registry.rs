@@ -17,6 +17,7 @@ fn node(id: &str, role: Role) -> NodeInfo {
         role,
         link_addr: (role == Role::RoomSvc).then(|| format!("127.0.0.1:1{id}")),
         client_url: None,
+        quic_url: None,
         http_addr: None,
     }
 }

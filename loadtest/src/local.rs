@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use chatroom_cluster::auth::{SecretSource, TokenKey};
 use chatroom_cluster::local::{LocalError, LocalServer, free_port};
+use chatroom_cluster::quic::Identity;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,9 @@ pub enum ClusterError {
     /// The token secret could not be made.
     #[error("token secret: {0}")]
     Secret(#[from] chatroom_cluster::auth::SecretError),
+    /// The QUIC certificate could not be made.
+    #[error("quic certificate: {0}")]
+    Certificate(#[from] chatroom_cluster::quic::TlsError),
     /// The state file is missing or unreadable.
     #[error("no cluster state in {0} (is a cluster up there?)")]
     NoState(PathBuf),
@@ -105,6 +109,8 @@ pub struct NodeProcess {
     pub program: &'static str,
     /// msg-svc: where clients connect.
     pub ws_url: Option<String>,
+    /// msg-svc: where QUIC clients connect.
+    pub quic_url: Option<String>,
     /// Its health and readiness endpoint, `host:port`.
     pub http_addr: String,
     command: Vec<String>,
@@ -244,6 +250,7 @@ pub struct LocalCluster {
     /// Message services, `msg-svc-1`…
     pub msg_svcs: Vec<NodeProcess>,
     secret_file: PathBuf,
+    cert_file: PathBuf,
     cluster_name: String,
 }
 
@@ -269,6 +276,12 @@ impl LocalCluster {
         let redis = LocalServer::redis(&dir.join("redis"))?;
         let secret_file = dir.join("token-secret");
         SecretSource::File(secret_file.clone()).load(true)?;
+        // One certificate for every msg-svc, so a client that trusts it
+        // follows redirects between them over QUIC.
+        let (cert_file, key_file) = (dir.join("quic-cert.pem"), dir.join("quic-key.pem"));
+        let identity = Identity::self_signed(&["localhost".into(), "127.0.0.1".into()])?;
+        identity.write_cert(&cert_file)?;
+        identity.write_key(&key_file)?;
         let cluster_name = "local".to_owned();
         let session_ms = spec.zk_session_timeout.as_millis().to_string();
         let common = |id: &str| -> Vec<String> {
@@ -303,6 +316,7 @@ impl LocalCluster {
                 id,
                 program: "room-svc",
                 ws_url: None,
+                quic_url: None,
                 http_addr,
                 command,
                 binary: room_bin.clone(),
@@ -313,11 +327,18 @@ impl LocalCluster {
         for i in 1..=spec.msg_svcs {
             let id = format!("msg-svc-{i}");
             let ws_addr = format!("127.0.0.1:{}", free_port()?);
+            let quic_addr = format!("127.0.0.1:{}", free_port()?);
             let http_addr = format!("127.0.0.1:{}", free_port()?);
             let mut command = common(&id);
             command.extend([
                 "--ws-listen".into(),
                 ws_addr.clone(),
+                "--quic-listen".into(),
+                quic_addr.clone(),
+                "--quic-cert".into(),
+                cert_file.display().to_string(),
+                "--quic-key".into(),
+                key_file.display().to_string(),
                 "--http-listen".into(),
                 http_addr.clone(),
                 "--token-secret-file".into(),
@@ -330,6 +351,7 @@ impl LocalCluster {
                 id,
                 program: "msg-svc",
                 ws_url: Some(format!("ws://{ws_addr}/ws")),
+                quic_url: Some(format!("quic://{quic_addr}")),
                 http_addr,
                 command,
                 binary: msg_bin.clone(),
@@ -343,6 +365,7 @@ impl LocalCluster {
             room_svcs,
             msg_svcs,
             secret_file,
+            cert_file,
             cluster_name,
         };
         for node in cluster
@@ -390,6 +413,19 @@ impl LocalCluster {
             .collect()
     }
 
+    /// Where QUIC clients connect, one URL per message service.
+    pub fn quic_urls(&self) -> Vec<String> {
+        self.msg_svcs
+            .iter()
+            .filter_map(|n| n.quic_url.clone())
+            .collect()
+    }
+
+    /// The certificate every message service presents over QUIC.
+    pub fn quic_cert_file(&self) -> &Path {
+        &self.cert_file
+    }
+
     /// A message service by id.
     pub fn msg_svc(&mut self, id: &str) -> Option<&mut NodeProcess> {
         self.msg_svcs.iter_mut().find(|n| n.id == id)
@@ -407,6 +443,7 @@ impl LocalCluster {
             pid: n.pid(),
             http_addr: n.http_addr.clone(),
             ws_url: n.ws_url.clone(),
+            quic_url: n.quic_url.clone(),
             log: n.log.display().to_string(),
         };
         ClusterState {
@@ -425,6 +462,7 @@ impl LocalCluster {
                 .map(node)
                 .collect(),
             token_secret_file: self.secret_file.display().to_string(),
+            quic_cert_file: self.cert_file.display().to_string(),
         }
     }
 
@@ -459,11 +497,16 @@ pub fn spawn_standalone(dir: &Path, extra: &[String]) -> Result<NodeProcess, Clu
         return Err(ClusterError::MissingBinary(binary));
     }
     let ws_addr = format!("127.0.0.1:{}", free_port()?);
+    let quic_addr = format!("127.0.0.1:{}", free_port()?);
     let http_addr = format!("127.0.0.1:{}", free_port()?);
     let mut command = vec![
         "--standalone".to_owned(),
         "--ws-listen".into(),
         ws_addr.clone(),
+        "--quic-listen".into(),
+        quic_addr.clone(),
+        "--quic-cert-out".into(),
+        dir.join("quic-cert.pem").display().to_string(),
         "--http-listen".into(),
         http_addr.clone(),
         "--token-secret-file".into(),
@@ -474,6 +517,7 @@ pub fn spawn_standalone(dir: &Path, extra: &[String]) -> Result<NodeProcess, Clu
         id: "standalone".into(),
         program: "msg-svc",
         ws_url: Some(format!("ws://{ws_addr}/ws")),
+        quic_url: Some(format!("quic://{quic_addr}")),
         http_addr,
         command,
         binary,
@@ -496,6 +540,9 @@ pub struct ClusterState {
     pub nodes: Vec<NodeState>,
     /// The secret client tokens are signed with.
     pub token_secret_file: String,
+    /// The certificate the message services present over QUIC.
+    #[serde(default)]
+    pub quic_cert_file: String,
 }
 
 /// A server process in [`ClusterState`].
@@ -520,6 +567,9 @@ pub struct NodeState {
     pub http_addr: String,
     /// msg-svc: where clients connect.
     pub ws_url: Option<String>,
+    /// msg-svc: where QUIC clients connect.
+    #[serde(default)]
+    pub quic_url: Option<String>,
     /// Its log file.
     pub log: String,
 }

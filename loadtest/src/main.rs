@@ -194,12 +194,17 @@ fn cluster(args: ClusterArgs) -> ExitCode {
                 println!("  redis      {}", state.redis.addr);
                 for node in &state.nodes {
                     let at = node.ws_url.as_deref().unwrap_or(&node.http_addr);
+                    let quic = node
+                        .quic_url
+                        .as_deref()
+                        .map_or(String::new(), |url| format!(" {url}"));
                     println!(
-                        "  {:<10} {at}  (http {}, log {})",
+                        "  {:<10} {at}{quic}  (http {}, log {})",
                         node.id, node.http_addr, node.log
                     );
                 }
                 println!("  secret     {}", state.token_secret_file);
+                println!("  quic cert  {}", state.quic_cert_file);
             })
         }
         ClusterAction::Down => local::stop_detached(&args.dir).map(|stopped| {

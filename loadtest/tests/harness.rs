@@ -28,6 +28,7 @@ async fn run(scenario: Scenario, flags: &[&str]) -> Report {
     std::fs::write(&secret_file, SECRET).unwrap();
     let listeners = Listeners {
         ws: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        quic: None,
         http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };
     let config = StandaloneConfig {

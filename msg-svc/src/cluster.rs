@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::node::{ClusterView, MsgNode, NodeConfig};
-use crate::server::{Listeners, Running};
+use crate::server::{Listeners, Running, ServeError};
 use crate::upstream::{LinkEvent, Upstream};
 use crate::ws;
 
@@ -31,9 +31,12 @@ pub struct ClusterConfig {
     pub node_id: String,
     /// Where the registry is.
     pub zookeeper: ZkConfig,
-    /// The URL other nodes redirect this node's users to; by default
-    /// `ws://{ws listen address}/ws`.
+    /// The URL other nodes redirect this node's WebSocket users to; by
+    /// default `ws://{ws listen address}/ws`.
     pub public_url: Option<String>,
+    /// The URL other nodes redirect this node's QUIC users to; by default
+    /// `quic://{quic listen address}` when QUIC is served.
+    pub public_quic_url: Option<String>,
     /// How long shutdown waits for clients to leave.
     pub drain_grace: Duration,
 }
@@ -44,6 +47,9 @@ pub enum StartError {
     /// The listeners could not be read.
     #[error("listeners: {0}")]
     Io(#[from] std::io::Error),
+    /// The node could not start serving.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
     /// ZooKeeper could not be joined.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -65,6 +71,14 @@ impl MsgServer {
     ) -> Result<Self, StartError> {
         let ws_addr = listeners.ws.local_addr()?;
         let http_addr = listeners.http.local_addr()?;
+        let quic_addr = listeners
+            .quic
+            .as_ref()
+            .map(|q| q.local_addr())
+            .transpose()?;
+        let quic_url = config
+            .public_quic_url
+            .or_else(|| quic_addr.map(|addr| format!("quic://{addr}")));
         let me = NodeInfo {
             id: config.node_id.clone(),
             role: Role::MsgSvc,
@@ -74,6 +88,7 @@ impl MsgServer {
                     .public_url
                     .unwrap_or_else(|| format!("ws://{ws_addr}{}", ws::PATH)),
             ),
+            quic_url: quic_url.filter(|_| quic_addr.is_some()),
             http_addr: Some(http_addr.to_string()),
         };
         let registration = join_zookeeper(config.zookeeper, me).await?;
@@ -115,7 +130,7 @@ impl MsgServer {
                 moved.reconcile();
             }
         });
-        info!(node = %config.node_id, %ws_addr, %http_addr, "msg-svc up");
+        info!(node = %config.node_id, %ws_addr, ?quic_addr, %http_addr, "msg-svc up");
         Ok(Self {
             running,
             registration,
@@ -130,6 +145,11 @@ impl MsgServer {
     /// The WebSocket listen address.
     pub fn ws_addr(&self) -> SocketAddr {
         self.running.ws_addr()
+    }
+
+    /// The QUIC listen address, if QUIC is served.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.running.quic_addr()
     }
 
     /// Where the HTTP endpoints are.

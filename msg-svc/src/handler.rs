@@ -17,7 +17,7 @@ use tracing::{debug, info};
 use crate::node::MsgNode;
 use crate::notifier::RoundConfig;
 use crate::room::{LocalRoom, RoomKey, limits};
-use crate::session::{Identity, Session, Urgency};
+use crate::session::{Identity, Session, Transport, Urgency};
 use crate::shard::ShardCmd;
 
 /// Handles one decoded frame. Errors are answered to the client; nothing here
@@ -82,7 +82,8 @@ fn connect(
             return Ok(());
         }
     };
-    if let Some(url) = node.redirect_for(&who.user) {
+    let quic = matches!(session.transport(), Transport::Quic(_));
+    if let Some(url) = node.redirect_for(&who.user, quic) {
         debug!(session = session.id, user = %who.user, %url, "redirected");
         session.reply(request_id, server_frame::Body::Redirect(Redirect { url }));
         session.close_with(KickReason::Unspecified, close_code::NORMAL, "redirected");

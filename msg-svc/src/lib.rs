@@ -9,7 +9,8 @@
 //!   `room` (a room as this node holds it), `shard` (notifier tasks),
 //!   `handler` (what each client frame does), `downlink` (frames from room
 //!   owners), `presence` (batched membership reports).
-//! - transports: `ws` (WebSocket), `http` (health).
+//! - transports: `ws` (WebSocket), `quic` (QUIC, one stream per session),
+//!   `conn` (what both do with decoded frames), `http` (health).
 //! - modes: [`standalone`] (the embedded server, both roles in one process)
 //!   and [`cluster`] (one node of a cluster: ZooKeeper registry, `upstream`
 //!   links to every room service, redirects); `server` runs either.
@@ -19,14 +20,17 @@ pub mod notifier;
 pub mod ring;
 pub mod standalone;
 
-pub use server::Listeners;
+pub use quic::{QuicError, QuicListener};
+pub use server::{Listeners, ServeError};
 
+mod conn;
 mod downlink;
 mod handler;
 mod http;
 mod metrics;
 mod node;
 mod presence;
+mod quic;
 mod room;
 mod server;
 mod session;

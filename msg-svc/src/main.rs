@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chatroom_cluster::auth::{Roles, SecretSource, default_secret_file};
+use chatroom_cluster::quic::{self, Identity};
 use chatroom_cluster::registry::ZkConfig;
 use chatroom_cluster::telemetry::{self, LogArgs};
 use clap::{Args, Parser, Subcommand};
 use msg_svc::cluster::{self, ClusterConfig};
 use msg_svc::standalone::{self, StandaloneConfig};
-use msg_svc::{Listeners, NodeConfig};
+use msg_svc::{Listeners, NodeConfig, QuicListener};
 use room_svc::RoomServiceConfig;
 use tokio::net::TcpListener;
 
@@ -86,6 +87,30 @@ struct ServeArgs {
     /// WebSocket listen address (clients connect to ws://ADDR/ws).
     #[arg(long, env = "CHATROOM_WS_LISTEN", default_value = "127.0.0.1:7400")]
     ws_listen: SocketAddr,
+    /// QUIC listen address, UDP (clients connect to quic://ADDR).
+    #[arg(long, env = "CHATROOM_QUIC_LISTEN", default_value = quic::DEFAULT_ADDR)]
+    quic_listen: SocketAddr,
+    /// Serve WebSocket only.
+    #[arg(long, env = "CHATROOM_NO_QUIC")]
+    no_quic: bool,
+    /// PEM certificate chain QUIC presents. Without it the embedded server
+    /// generates a self-signed certificate, and a cluster node serves no QUIC.
+    #[arg(long, env = "CHATROOM_QUIC_CERT", requires = "quic_key")]
+    quic_cert: Option<PathBuf>,
+    /// PEM private key of --quic-cert.
+    #[arg(long, env = "CHATROOM_QUIC_KEY", requires = "quic_cert")]
+    quic_key: Option<PathBuf>,
+    /// Where the embedded server writes the certificate it generates, for
+    /// clients to trust. Default: $XDG_STATE_HOME/chatroom/quic-cert.pem.
+    #[arg(long, env = "CHATROOM_QUIC_CERT_OUT", conflicts_with = "quic_cert")]
+    quic_cert_out: Option<PathBuf>,
+    /// The QUIC URL other nodes redirect this node's QUIC users to;
+    /// default: quic://QUIC_LISTEN.
+    #[arg(long, env = "CHATROOM_PUBLIC_QUIC_URL")]
+    public_quic_url: Option<String>,
+    /// Client connections per transport; past it new ones are refused.
+    #[arg(long, env = "CHATROOM_MAX_CONNECTIONS", default_value_t = 100_000)]
+    max_connections: usize,
     /// HTTP listen address (/healthz, /readyz).
     #[arg(long, env = "CHATROOM_HTTP_LISTEN", default_value = "127.0.0.1:7401")]
     http_listen: SocketAddr,
@@ -190,14 +215,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let quic = match quic_identity(&args, &mode) {
+        Ok(quic) => quic,
+        Err(error) => {
+            eprintln!("msg-svc: {error:#}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
     runtime.block_on(async move {
+        let cert_file = quic.as_ref().and_then(|q| q.written_to.clone());
+        let quic = match quic {
+            Some(quic) => Some(
+                QuicListener::bind(args.quic_listen, quic.identity)
+                    .with_context(|| format!("cannot listen for quic on {}", args.quic_listen))?,
+            ),
+            None => None,
+        };
         let listeners = Listeners {
             ws: bind(args.ws_listen, "websocket").await?,
+            quic,
             http: bind(args.http_listen, "http").await?,
         };
         match mode {
             Mode::Standalone => {
-                banner(&listeners, &source, created)?;
+                banner(&listeners, &source, created, cert_file.as_deref())?;
                 standalone::run(
                     standalone_config(&args),
                     tokens,
@@ -216,6 +257,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                         session_timeout: Duration::from_millis(args.zk_session_timeout_ms),
                     },
                     public_url: args.public_url.clone(),
+                    public_quic_url: args.public_quic_url.clone(),
                     drain_grace: Duration::from_millis(args.drain_grace_ms),
                 };
                 cluster::run(
@@ -231,6 +273,50 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The identity QUIC presents, and where a generated one was written.
+struct QuicIdentity {
+    identity: Identity,
+    written_to: Option<PathBuf>,
+}
+
+/// QUIC's identity: from --quic-cert and --quic-key; else, for the
+/// embedded server, self-signed and written where clients find it; else
+/// (a cluster node) none, and the node serves WebSocket only.
+fn quic_identity(args: &ServeArgs, mode: &Mode) -> anyhow::Result<Option<QuicIdentity>> {
+    if args.no_quic {
+        return Ok(None);
+    }
+    if let (Some(cert), Some(key)) = (&args.quic_cert, &args.quic_key) {
+        let identity = Identity::load(cert, key)?;
+        return Ok(Some(QuicIdentity {
+            identity,
+            written_to: None,
+        }));
+    }
+    if !matches!(mode, Mode::Standalone) {
+        tracing::warn!(
+            "QUIC is off: a cluster node needs --quic-cert and --quic-key (one certificate \
+             clients trust on every node)"
+        );
+        return Ok(None);
+    }
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let ip = args.quic_listen.ip();
+    if !ip.is_unspecified() && !ip.is_loopback() {
+        names.push(ip.to_string());
+    }
+    let identity = Identity::self_signed(&names)?;
+    let path = args
+        .quic_cert_out
+        .clone()
+        .unwrap_or_else(quic::default_cert_file);
+    identity.write_cert(&path)?;
+    Ok(Some(QuicIdentity {
+        identity,
+        written_to: Some(path),
+    }))
+}
+
 /// How this process serves.
 enum Mode {
     Standalone,
@@ -242,6 +328,7 @@ fn node_config(args: &ServeArgs) -> NodeConfig {
     NodeConfig {
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(100)),
         max_frame_bytes: args.max_frame_bytes,
+        max_connections: args.max_connections,
         max_rooms_per_session: args.max_rooms_per_session,
         max_sessions_per_user: args.max_sessions_per_user,
         shards: args.shards.unwrap_or(cpus),
@@ -267,7 +354,12 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
-fn banner(listeners: &Listeners, source: &SecretSource, created: bool) -> anyhow::Result<()> {
+fn banner(
+    listeners: &Listeners,
+    source: &SecretSource,
+    created: bool,
+    cert_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let ws = listeners.ws.local_addr()?;
     let http = listeners.http.local_addr()?;
     let secret = match source {
@@ -277,10 +369,22 @@ fn banner(listeners: &Listeners, source: &SecretSource, created: bool) -> anyhow
     };
     println!("chatroom standalone server");
     println!("  websocket  ws://{ws}/ws");
+    if let Some(quic) = &listeners.quic {
+        println!("  quic       quic://{}", quic.local_addr()?);
+        if let Some(path) = cert_file {
+            println!("  cert       {} (self-signed)", path.display());
+        }
+        println!("  sha256     {}", quic.identity().fingerprint());
+    }
     println!("  http       http://{http}  (/healthz, /readyz)");
     println!("  secret     {secret}");
     println!("  token      cargo run -p msg-svc -- token --user alice");
     println!("  chat       cargo run -p loadtest -- chat --room demo --user alice");
+    if listeners.quic.is_some() {
+        println!(
+            "  over quic  cargo run -p loadtest -- chat --room demo --user bob --transport quic"
+        );
+    }
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chatroom_cluster::auth::TokenKey;
@@ -37,6 +37,9 @@ pub struct NodeConfig {
     pub connect_timeout: Duration,
     /// Largest client frame, bytes.
     pub max_frame_bytes: usize,
+    /// Client connections per transport; past it new ones are refused
+    /// (WebSocket: 503, QUIC: CONNECTION_REFUSED).
+    pub max_connections: usize,
     /// Rooms one session may join.
     pub max_rooms_per_session: usize,
     /// Sessions (devices) one user may hold on this node.
@@ -69,6 +72,7 @@ impl Default for NodeConfig {
             heartbeat: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             max_frame_bytes: 64 * 1024,
+            max_connections: 100_000,
             max_rooms_per_session: 16,
             max_sessions_per_user: 16,
             max_outbound_bytes: 2 * 1024 * 1024,
@@ -128,6 +132,9 @@ pub(crate) struct MsgNode {
     shards: Vec<ShardTx>,
     pub(crate) presence: PresenceReports,
     pub(crate) metrics: Metrics,
+    /// Open WebSocket connections, handshakes included (QUIC's endpoint
+    /// counts its own).
+    pub(crate) ws_connections: AtomicUsize,
     next_session: AtomicU64,
     ready: AtomicBool,
 }
@@ -156,6 +163,7 @@ impl MsgNode {
             shards,
             presence: PresenceReports::default(),
             metrics: Metrics::default(),
+            ws_connections: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
             ready: AtomicBool::new(true),
         })
@@ -193,14 +201,17 @@ impl MsgNode {
         }
     }
 
-    /// Where `user` should connect instead, if another node serves them.
-    pub(crate) fn redirect_for(&self, user: &str) -> Option<String> {
+    /// Where `user` should connect instead, if another node serves them:
+    /// its QUIC URL for a `quic` client when it serves QUIC, else its
+    /// WebSocket URL (the client library follows either).
+    pub(crate) fn redirect_for(&self, user: &str, quic: bool) -> Option<String> {
         let members = self.view.members.borrow();
         let owner = members.user_owner(user)?;
         if owner.id == self.view.me {
             return None;
         }
-        owner.client_url.clone()
+        let quic_url = owner.quic_url.clone().filter(|_| quic);
+        quic_url.or_else(|| owner.client_url.clone())
     }
 
     /// A new session for an accepted connection.

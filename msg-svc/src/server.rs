@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::node::MsgNode;
+use crate::quic::{self, QuicError, QuicListener};
 use crate::{downlink, http, ws};
 
 /// Bound sockets to serve on (bind to port 0 in tests).
@@ -21,8 +22,21 @@ use crate::{downlink, http, ws};
 pub struct Listeners {
     /// WebSocket clients, at `/ws`.
     pub ws: TcpListener,
+    /// QUIC clients, if served.
+    pub quic: Option<QuicListener>,
     /// Health and readiness.
     pub http: TcpListener,
+}
+
+/// Why a node could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener's address could not be read.
+    #[error("listeners: {0}")]
+    Io(#[from] io::Error),
+    /// The QUIC endpoint could not start.
+    #[error(transparent)]
+    Quic(#[from] QuicError),
 }
 
 /// A serving node.
@@ -30,7 +44,10 @@ pub struct Listeners {
 pub(crate) struct Running {
     pub(crate) node: Arc<MsgNode>,
     ws_addr: SocketAddr,
+    quic_addr: Option<SocketAddr>,
     http_addr: SocketAddr,
+    /// Closed last, so clients are told the server went away.
+    quic: Option<quinn::Endpoint>,
     /// Stops the accept loop; cancelled first on shutdown.
     accepting: CancellationToken,
     /// Stops everything else.
@@ -47,9 +64,14 @@ impl Running {
         down: DownLinkRx,
         listeners: Listeners,
         drain_grace: Duration,
-    ) -> io::Result<Self> {
+    ) -> Result<Self, ServeError> {
         let ws_addr = listeners.ws.local_addr()?;
         let http_addr = listeners.http.local_addr()?;
+        let quic = match listeners.quic {
+            Some(listener) => Some(quic::endpoint(listener, &node.config)?),
+            None => None,
+        };
+        let quic_addr = quic.as_ref().map(quinn::Endpoint::local_addr).transpose()?;
         let stop = CancellationToken::new();
         let accepting = stop.child_token();
         let mut tasks = JoinSet::new();
@@ -60,6 +82,13 @@ impl Running {
             listeners.ws,
             accepting.clone(),
         ));
+        if let Some(endpoint) = &quic {
+            tasks.spawn(quic::serve(
+                Arc::clone(&node),
+                endpoint.clone(),
+                accepting.clone(),
+            ));
+        }
         let (http_node, http_stop) = (Arc::clone(&node), stop.clone());
         tasks.spawn(async move {
             if let Err(error) = http::serve(http_node, listeners.http, http_stop).await {
@@ -69,7 +98,9 @@ impl Running {
         Ok(Self {
             node,
             ws_addr,
+            quic_addr,
             http_addr,
+            quic,
             accepting,
             stop,
             tasks,
@@ -96,12 +127,17 @@ impl Running {
         format!("ws://{}{}", self.ws_addr, ws::PATH)
     }
 
+    /// The QUIC endpoint's address, if QUIC is served.
+    pub(crate) fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic_addr
+    }
+
     pub(crate) fn http_addr(&self) -> SocketAddr {
         self.http_addr
     }
 
     /// Drains: readiness fails, no new connection is accepted, clients are
-    /// told to go (WebSocket close "going away"), and the node waits up to
+    /// told to go (close code 1001, "going away"), and the node waits up to
     /// the drain grace for them to leave. The caller stops the rest.
     pub(crate) async fn drain(&mut self) {
         self.accepting.cancel();
@@ -119,6 +155,12 @@ impl Running {
         self.stop.cancel();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        if let Some(endpoint) = self.quic.take() {
+            endpoint.close(
+                quinn::VarInt::from(chatroom_proto::framing::ws::close_code::GOING_AWAY),
+                b"server stopped",
+            );
+        }
         info!("stopped");
     }
 }

@@ -3,9 +3,15 @@
 //! Any task may hand a session a frame: the notifier shard, the connection's
 //! own task, the task routing send acks. The frame is written at once with one
 //! vectored write of a small per-socket head (transport header and request id)
-//! and the shared body; only what the socket does not take is queued, as
+//! and the shared body; only what the transport does not take is queued, as
 //! reference-counted slices, and the connection task flushes it when the
-//! socket is writable. An idle session holds no buffer.
+//! transport is writable. An idle session holds no buffer.
+//!
+//! Over QUIC the "socket" is the session's stream: a write hands the shared
+//! body to quinn by reference (no copy), and the transport header is the
+//! length prefix. Only the connection task waits for the stream to become
+//! writable, and only while something is queued; every other write is a
+//! single attempt that never parks a waker.
 //!
 //! Backpressure: pushes (notifies, deltas) are refused while anything is
 //! queued, so a slow socket gets no more than one frame behind; replies are
@@ -13,15 +19,19 @@
 //! slow consumer.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
 use chatroom_cluster::auth::Roles;
 use chatroom_proto::Message;
 use chatroom_proto::compose::RequestIdPrefix;
+use chatroom_proto::framing::length;
 use chatroom_proto::framing::ws::{self, HeaderBytes, OpCode};
 use chatroom_proto::v1::{KickReason, Kicked, ServerFrame, server_frame};
 use parking_lot::Mutex;
@@ -53,14 +63,42 @@ pub(crate) enum Urgency {
 pub(crate) enum Transport {
     /// WebSocket over TCP: server frames are unmasked binary messages.
     WebSocket(TcpStream),
+    /// A QUIC connection's one bidirectional stream: server frames are
+    /// length-prefixed.
+    Quic(QuicStream),
+}
+
+/// The sending half of a QUIC session.
+#[derive(Debug)]
+pub(crate) struct QuicStream {
+    pub(crate) connection: quinn::Connection,
+    send: Mutex<quinn::SendStream>,
+}
+
+impl QuicStream {
+    pub(crate) fn new(connection: quinn::Connection, send: quinn::SendStream) -> Self {
+        Self {
+            connection,
+            send: Mutex::new(send),
+        }
+    }
+}
+
+/// How a session ends, once it is closing: what the client is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Closing {
+    /// A WebSocket close code; over QUIC, the application error code.
+    pub(crate) code: u16,
+    pub(crate) reason: String,
 }
 
 #[derive(Debug, Default)]
 struct OutQueue {
     chunks: VecDeque<Bytes>,
     bytes: usize,
-    /// A close frame is queued or sent; nothing else goes out.
-    closing: bool,
+    /// The session is closing; nothing else goes out. Over WebSocket the
+    /// close frame is queued or sent already.
+    closing: Option<Closing>,
     /// The socket failed or was shut down.
     dead: bool,
 }
@@ -171,21 +209,41 @@ impl Session {
         lost
     }
 
-    pub(crate) fn stream(&self) -> &TcpStream {
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The TCP stream of a WebSocket session.
+    pub(crate) fn stream(&self) -> Option<&TcpStream> {
         match &self.transport {
-            Transport::WebSocket(stream) => stream,
+            Transport::WebSocket(stream) => Some(stream),
+            Transport::Quic(_) => None,
         }
     }
 
     /// Hands the session a frame body that answers `request_id` (0: a push).
     pub(crate) fn send(&self, request_id: u64, body: &Bytes, urgency: Urgency) -> Delivery {
         let prefix = RequestIdPrefix::new(request_id);
-        let header = HeaderBytes::new(OpCode::Binary, prefix.as_slice().len() + body.len(), None);
+        let frame_len = prefix.as_slice().len() + body.len();
         let mut head = [0u8; ws::MAX_HEADER_LEN + 11];
-        let head_len = header.as_slice().len() + prefix.as_slice().len();
-        head[..header.as_slice().len()].copy_from_slice(header.as_slice());
-        head[header.as_slice().len()..head_len].copy_from_slice(prefix.as_slice());
-        self.write(&head[..head_len], body, urgency, false)
+        let header_len = match &self.transport {
+            Transport::WebSocket(_) => {
+                let header = HeaderBytes::new(OpCode::Binary, frame_len, None);
+                head[..header.as_slice().len()].copy_from_slice(header.as_slice());
+                header.as_slice().len()
+            }
+            Transport::Quic(_) => {
+                // Server frames are far below 4 GiB (pull results are capped).
+                let Ok(header) = length::prefix(frame_len) else {
+                    return Delivery::Refused;
+                };
+                head[..length::PREFIX_LEN].copy_from_slice(&header);
+                length::PREFIX_LEN
+            }
+        };
+        let head_len = header_len + prefix.as_slice().len();
+        head[header_len..head_len].copy_from_slice(prefix.as_slice());
+        self.write(&head[..head_len], body, urgency, None)
     }
 
     /// Encodes and sends a whole frame answering `request_id`.
@@ -201,7 +259,7 @@ impl Session {
             header.as_slice(),
             &Bytes::copy_from_slice(payload),
             Urgency::Reply,
-            false,
+            None,
         );
     }
 
@@ -221,18 +279,36 @@ impl Session {
         self.close_with(reason, code, message);
     }
 
-    /// Queues a WebSocket close frame; the connection task flushes it and ends.
+    /// Starts closing with `code` and `message`: over WebSocket a close
+    /// frame is queued; over QUIC the connection task finishes the stream
+    /// and closes the connection with them once the client has the rest.
     pub(crate) fn close_with(&self, reason: KickReason, code: u16, message: &str) {
         debug!(session = self.id, ?reason, code, message, "closing");
-        let payload = Bytes::from(ws::close_payload(code, message));
-        let header = HeaderBytes::new(OpCode::Close, payload.len(), None);
-        self.write(header.as_slice(), &payload, Urgency::Reply, true);
+        let closing = Closing {
+            code,
+            reason: message.to_owned(),
+        };
+        match &self.transport {
+            Transport::WebSocket(_) => {
+                let payload = Bytes::from(ws::close_payload(code, message));
+                let header = HeaderBytes::new(OpCode::Close, payload.len(), None);
+                self.write(header.as_slice(), &payload, Urgency::Reply, Some(closing));
+            }
+            Transport::Quic(_) => {
+                let mut out = self.out.lock();
+                if out.closing.is_none() && !out.dead {
+                    out.closing = Some(closing);
+                    drop(out);
+                    self.wake.notify_one();
+                }
+            }
+        }
     }
 
     /// Whether the session is closing or dead.
     pub(crate) fn is_closing(&self) -> bool {
         let out = self.out.lock();
-        out.closing || out.dead
+        out.closing.is_some() || out.dead
     }
 
     /// Waits until another task has something for the connection task.
@@ -245,49 +321,133 @@ impl Session {
         !self.out.lock().chunks.is_empty()
     }
 
-    /// Writes what is queued; `Ok(true)` when the queue is empty.
+    /// Writes what is queued without waiting; `Ok(true)` when the queue is
+    /// empty.
     pub(crate) fn flush(&self) -> io::Result<bool> {
+        let mut context = Context::from_waker(Waker::noop());
+        match self.poll_flush(&mut context) {
+            Poll::Ready(result) => result.map(|()| true),
+            Poll::Pending => Ok(false),
+        }
+    }
+
+    /// Writes what is queued. Over QUIC, `Pending` means the stream will
+    /// wake `cx` when it takes more; over WebSocket the caller waits for
+    /// [`writable`](TcpStream::writable) instead (a TCP stream keeps one
+    /// waker per direction, which this must not take from the reader).
+    pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut out = self.out.lock();
         while !out.chunks.is_empty() {
-            let mut slices = [IoSlice::new(&[]); 32];
-            let mut count = 0;
-            for (slot, chunk) in slices.iter_mut().zip(out.chunks.iter()) {
-                *slot = IoSlice::new(chunk);
-                count += 1;
-            }
-            match self.stream().try_write_vectored(&slices[..count]) {
+            let written = match &self.transport {
+                Transport::WebSocket(stream) => {
+                    let mut slices = [IoSlice::new(&[]); 32];
+                    let mut count = 0;
+                    for (slot, chunk) in slices.iter_mut().zip(out.chunks.iter()) {
+                        *slot = IoSlice::new(chunk);
+                        count += 1;
+                    }
+                    match stream.try_write_vectored(&slices[..count]) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                        result => result,
+                    }
+                }
+                Transport::Quic(quic) => {
+                    let mut chunks: Vec<Bytes> = out.chunks.iter().take(32).cloned().collect();
+                    match quic_write(quic, &mut chunks, cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(result) => result,
+                    }
+                }
+            };
+            match written {
                 Ok(written) => out.consume(written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => {
                     out.dead = true;
-                    return Err(e);
+                    return Poll::Ready(Err(e));
                 }
             }
         }
-        Ok(true)
+        Poll::Ready(Ok(()))
     }
 
-    /// Closes the socket for good; later writes are refused.
+    /// Finishes a QUIC session's stream after what is queued in quinn; the
+    /// future completes once the client has acknowledged all of it.
+    pub(crate) fn finish_stream(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let Transport::Quic(quic) = &self.transport else {
+            return None;
+        };
+        let mut send = quic.send.lock();
+        send.finish().ok()?;
+        let stopped = send.stopped();
+        Some(async move {
+            // Stopped by the client or acknowledged: either way, done.
+            let _ = stopped.await;
+        })
+    }
+
+    /// Closes the transport for good; later writes are refused. A QUIC
+    /// connection is closed with the session's close code and reason (the
+    /// caller waited for the client to have everything before).
     pub(crate) fn shut_down(&self) {
         let mut out = self.out.lock();
         out.dead = true;
         out.chunks.clear();
         out.bytes = 0;
-        let _ = socket2::SockRef::from(self.stream()).shutdown(Shutdown::Both);
+        match &self.transport {
+            Transport::WebSocket(stream) => {
+                let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Both);
+            }
+            Transport::Quic(quic) => {
+                let closing = out.closing.clone().unwrap_or(Closing {
+                    code: ws::close_code::NORMAL,
+                    reason: String::new(),
+                });
+                quic.connection
+                    .close(quinn::VarInt::from(closing.code), closing.reason.as_bytes());
+            }
+        }
     }
 
-    fn write(&self, head: &[u8], body: &Bytes, urgency: Urgency, closing: bool) -> Delivery {
+    /// One attempt to hand `head` and `body` to the transport: the bytes
+    /// it took.
+    fn try_write(&self, head: &[u8], body: &Bytes) -> io::Result<usize> {
+        match &self.transport {
+            Transport::WebSocket(stream) => {
+                match stream.try_write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                    result => result,
+                }
+            }
+            Transport::Quic(quic) => {
+                let mut chunks = [Bytes::copy_from_slice(head), body.clone()];
+                let mut context = Context::from_waker(Waker::noop());
+                match quic_write(quic, &mut chunks, &mut context) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => Ok(0),
+                }
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        head: &[u8],
+        body: &Bytes,
+        urgency: Urgency,
+        closing: Option<Closing>,
+    ) -> Delivery {
         let mut out = self.out.lock();
-        if out.closing || out.dead {
+        if out.closing.is_some() || out.dead {
             return Delivery::Refused;
         }
+        let is_close = closing.is_some();
         out.closing = closing;
         let total = head.len() + body.len();
         if !out.chunks.is_empty() {
             if urgency == Urgency::Push {
                 return Delivery::Refused;
             }
-            if out.bytes + total > self.max_outbound && !closing {
+            if out.bytes + total > self.max_outbound && !is_close {
                 drop(out);
                 self.close_with(
                     KickReason::SlowConsumer,
@@ -297,7 +457,7 @@ impl Session {
                 return Delivery::Refused;
             }
             out.push(Bytes::copy_from_slice(head), body.clone());
-            if closing {
+            if is_close {
                 // The task may be parked on a socket that never turns
                 // writable: it must see the close to enforce its deadline.
                 drop(out);
@@ -305,12 +465,8 @@ impl Session {
             }
             return Delivery::Accepted;
         }
-        let written = match self
-            .stream()
-            .try_write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-        {
+        let written = match self.try_write(head, body) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(_) => {
                 out.dead = true;
                 drop(out);
@@ -318,7 +474,7 @@ impl Session {
                 return Delivery::Refused;
             }
         };
-        if written < total || closing {
+        if written < total || is_close {
             if written < head.len() {
                 out.push(Bytes::copy_from_slice(&head[written..]), body.clone());
             } else if written < total {
@@ -329,6 +485,20 @@ impl Session {
         }
         Delivery::Accepted
     }
+}
+
+/// Polls quinn's write of `chunks` once: the bytes it took, taken by
+/// reference (quinn keeps the `Bytes` until they are acknowledged).
+fn quic_write(
+    quic: &QuicStream,
+    chunks: &mut [Bytes],
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    let mut send = quic.send.lock();
+    let write = pin!(send.write_chunks(chunks));
+    write
+        .poll(cx)
+        .map(|result| result.map(|written| written.bytes).map_err(io::Error::from))
 }
 
 impl OutQueue {

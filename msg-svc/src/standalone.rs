@@ -3,7 +3,6 @@
 //! Redis. What a newcomer runs first and what most tests start.
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use tracing::info;
 use chatroom_cluster::registry::{Members, NodeInfo, Registration, Role};
 
 use crate::node::{ClusterView, MsgNode, NodeConfig};
-use crate::server::{Listeners, Running};
+use crate::server::{Listeners, Running, ServeError};
 
 /// Frames in flight from the room service to the message service.
 const DOWNLINK_QUEUE: usize = 65_536;
@@ -50,6 +49,7 @@ fn in_process_registration() -> Registration {
         role,
         link_addr: None,
         client_url: None,
+        quic_url: None,
         http_addr: None,
     };
     let me = node(Role::MsgSvc);
@@ -62,7 +62,7 @@ impl Standalone {
         config: StandaloneConfig,
         tokens: TokenKey,
         listeners: Listeners,
-    ) -> io::Result<Self> {
+    ) -> Result<Self, ServeError> {
         let rooms = RoomService::start(config.rooms);
         let (down_tx, down_rx) = mpsc::channel(DOWNLINK_QUEUE);
         let uplink = rooms.connect_node(NODE_ID, down_tx);
@@ -75,7 +75,12 @@ impl Standalone {
             ClusterView::of(&registration),
         );
         let running = Running::launch(node, down_rx, listeners, config.drain_grace)?;
-        info!(ws_addr = %running.ws_addr(), http_addr = %running.http_addr(), "standalone server up");
+        info!(
+            ws_addr = %running.ws_addr(),
+            quic_addr = ?running.quic_addr(),
+            http_addr = %running.http_addr(),
+            "standalone server up"
+        );
         Ok(Self {
             running,
             rooms,
@@ -91,6 +96,16 @@ impl Standalone {
     /// The WebSocket URL.
     pub fn ws_url(&self) -> String {
         self.running.ws_url()
+    }
+
+    /// Where QUIC clients connect, if QUIC is served.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.running.quic_addr()
+    }
+
+    /// The QUIC URL (`quic://{addr}`), if QUIC is served.
+    pub fn quic_url(&self) -> Option<String> {
+        self.quic_addr().map(|addr| format!("quic://{addr}"))
     }
 
     /// Where the HTTP endpoints are.
@@ -121,7 +136,7 @@ pub async fn run(
     tokens: TokenKey,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
+) -> Result<(), ServeError> {
     let server = Standalone::start(config, tokens, listeners)?;
     shutdown.await;
     server.shutdown().await;

@@ -10,18 +10,18 @@ use std::cell::RefCell;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chatroom_cluster::serve;
-use chatroom_proto::Message;
 use chatroom_proto::framing::ws::{self, OpCode, WsError, close_code};
-use chatroom_proto::v1::{self, ClientFrame, ErrorCode, KickReason};
+use chatroom_proto::v1::KickReason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
-use crate::handler;
+use crate::conn::{self, Batch, Fatal, decode_client_frame};
 use crate::node::MsgNode;
 use crate::session::{Session, Transport};
 
@@ -41,8 +41,25 @@ pub(crate) async fn serve(node: Arc<MsgNode>, listener: TcpListener, stop: Cance
     }
 }
 
+/// Counts a WebSocket connection open while it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn connection(node: Arc<MsgNode>, mut stream: TcpStream, remote: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    let open = node.ws_connections.fetch_add(1, Ordering::Relaxed);
+    let _counted = Counted(&node.ws_connections);
+    if open >= node.config.max_connections {
+        debug!("connection limit reached; refused");
+        let refusal = Refusal::Busy.response();
+        let _ = tokio::time::timeout(CLOSE_LINGER, stream.write_all(refusal.as_bytes())).await;
+        return;
+    }
     // Boxed: the handshake's buffers would otherwise size this task's future,
     // and every idle connection would carry them for its whole life.
     let handshake = Box::pin(handshake(&mut stream));
@@ -75,7 +92,14 @@ async fn serve_session(
     // Frames that arrived with the handshake.
     let mut batch = reader.parse(session);
     loop {
-        if !handle_batch(node, session, reader, std::mem::take(&mut batch)).await {
+        if !conn::handle_batch(
+            node,
+            session,
+            &mut reader.malformed,
+            std::mem::take(&mut batch),
+        )
+        .await
+        {
             return Ok(());
         }
         session.flush()?;
@@ -83,11 +107,12 @@ async fn serve_session(
             return finish_close(session).await;
         }
         let backlog = session.has_backlog();
+        let stream = tcp(session)?;
         tokio::select! {
             biased;
             () = session.woken() => {}
-            ready = session.stream().writable(), if backlog => ready?,
-            ready = session.stream().readable() => {
+            ready = stream.writable(), if backlog => ready?,
+            ready = stream.readable() => {
                 ready?;
                 batch = reader.read(session)?;
             }
@@ -101,7 +126,7 @@ async fn serve_session(
 async fn finish_close(session: &Session) -> io::Result<()> {
     let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
     while !session.flush()? {
-        if tokio::time::timeout_at(deadline, session.stream().writable())
+        if tokio::time::timeout_at(deadline, tcp(session)?.writable())
             .await
             .is_err()
         {
@@ -115,55 +140,24 @@ async fn finish_close(session: &Session) -> io::Result<()> {
     Ok(())
 }
 
-/// Runs a batch of decoded frames; false when the connection must end.
-async fn handle_batch(
-    node: &MsgNode,
-    session: &Arc<Session>,
-    reader: &mut FrameReader,
-    batch: Batch,
-) -> bool {
-    for item in batch.frames {
-        match item {
-            Ok(frame) => {
-                session.touch(chatroom_cluster::clock::mono_millis());
-                reader.malformed = 0;
-                // Boxed for the same reason as the handshake: requests are
-                // rare next to deliveries, idle connections are many.
-                Box::pin(handler::handle(node, session, frame)).await;
-            }
-            Err(problem) => {
-                reader.malformed += 1;
-                handler::answer_error(session, 0, v1::Error::new(ErrorCode::BadRequest, problem));
-                if reader.malformed >= node.config.malformed_limit {
-                    session.kick(KickReason::Protocol, "repeated malformed frames");
-                }
-            }
-        }
-    }
-    if let Some(fatal) = batch.fatal {
-        if let Some(error) = fatal.error {
-            handler::answer_error(session, 0, error);
-        }
-        session.close_with(KickReason::Protocol, fatal.code, &fatal.reason);
-    }
-    !batch.eof
-}
-
 /// After our close frame went out: stop writing and wait briefly for the
 /// client to hang up, so the kernel closes without a reset that could
 /// destroy the frames just sent.
 async fn linger(session: &Session) {
+    let Ok(stream) = tcp(session) else {
+        return;
+    };
     if session.flush().is_err() {
         return;
     }
-    let _ = socket2::SockRef::from(session.stream()).shutdown(Shutdown::Write);
+    let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Write);
     let drain = async {
         loop {
-            if session.stream().readable().await.is_err() {
+            if stream.readable().await.is_err() {
                 return;
             }
             let mut sink = [0u8; 512];
-            match session.stream().try_read(&mut sink) {
+            match stream.try_read(&mut sink) {
                 Ok(0) => return,
                 Err(e) if e.kind() != io::ErrorKind::WouldBlock => return,
                 _ => {}
@@ -173,43 +167,11 @@ async fn linger(session: &Session) {
     let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
 }
 
-/// Frames decoded from one read, and what the read saw besides.
-#[derive(Debug, Default)]
-struct Batch {
-    /// Decoded frames, or why one could not be decoded.
-    frames: Vec<Result<ClientFrame, String>>,
-    /// The connection cannot go on.
-    fatal: Option<Fatal>,
-    /// The client closed its side.
-    eof: bool,
-}
-
-/// Why a connection cannot go on.
-#[derive(Debug)]
-struct Fatal {
-    /// WebSocket close code.
-    code: u16,
-    reason: String,
-    /// An error frame to send before closing.
-    error: Option<v1::Error>,
-}
-
-impl Fatal {
-    fn protocol(reason: impl Into<String>) -> Self {
-        Self {
-            code: close_code::PROTOCOL_ERROR,
-            reason: reason.into(),
-            error: None,
-        }
-    }
-
-    fn too_big(reason: String) -> Self {
-        Self {
-            code: close_code::MESSAGE_TOO_BIG,
-            error: Some(v1::Error::new(ErrorCode::BadRequest, &reason)),
-            reason,
-        }
-    }
+/// The TCP stream under a WebSocket session.
+fn tcp(session: &Session) -> io::Result<&TcpStream> {
+    session
+        .stream()
+        .ok_or_else(|| io::Error::other("not a WebSocket session"))
 }
 
 /// A message arriving in fragments.
@@ -254,11 +216,12 @@ impl FrameReader {
             if scratch.len() < want {
                 scratch.resize(want, 0);
             }
+            let stream = tcp(session)?;
             let mut filled = self.partial.len();
             scratch[..filled].copy_from_slice(&self.partial);
             let mut eof = false;
             while filled < scratch.len() {
-                match session.stream().try_read(&mut scratch[filled..]) {
+                match stream.try_read(&mut scratch[filled..]) {
                     Ok(0) => {
                         eof = true;
                         break;
@@ -375,10 +338,6 @@ impl FrameReader {
     }
 }
 
-fn decode_client_frame(payload: &[u8]) -> Result<ClientFrame, String> {
-    ClientFrame::decode(payload).map_err(|error| format!("undecodable frame: {error}"))
-}
-
 /// Reads the HTTP upgrade request, answers it, and returns any bytes that
 /// followed the request (the client's first frames).
 async fn handshake(stream: &mut TcpStream) -> Result<Vec<u8>, HandshakeError> {
@@ -452,6 +411,8 @@ enum Refusal {
     BadRequest(&'static str),
     NotFound,
     UpgradeRequired,
+    /// The node holds as many connections as it may.
+    Busy,
 }
 
 impl Refusal {
@@ -463,9 +424,18 @@ impl Refusal {
                 "426 Upgrade Required",
                 "WebSocket version 13 upgrade required",
             ),
+            Self::Busy => (
+                "503 Service Unavailable",
+                "connection limit reached; try again",
+            ),
+        };
+        let retry = if self == Self::Busy {
+            "Retry-After: 1\r\n"
+        } else {
+            ""
         };
         format!(
-            "HTTP/1.1 {status}\r\nSec-WebSocket-Version: 13\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\nSec-WebSocket-Version: 13\r\n{retry}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
     }

@@ -1,5 +1,7 @@
 //! Bad input of every kind gets a typed error, or a close with a reason when
-//! the connection cannot go on, and costs every other session nothing.
+//! the connection cannot go on, and costs every other session nothing. What
+//! both transports carry is tested over each; what is one transport's own
+//! (WebSocket framing, TLS and streams of QUIC) over that one.
 
 mod support;
 
@@ -11,7 +13,7 @@ use chatroom_proto::v1::{
     ClientFrame, Connect, ErrorCode, Join, KickReason, Pull, Send, ServerFrame, client_frame,
     server_frame,
 };
-use support::{Bystanders, RawClient, Seen, TestServer};
+use support::{Bystanders, RawClient, Seen, TestServer, Transport, over_both};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -39,9 +41,8 @@ async fn expect_close(client: &mut RawClient, code: u16) -> String {
     }
 }
 
-#[tokio::test]
-async fn oversized_frame_is_refused_with_an_error_and_a_close() {
-    let server = TestServer::start().await;
+async fn oversized_frame_is_refused_with_an_error_and_a_close(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
     let mut calm = Bystanders::start(&server).await;
     let (mut client, _) = RawClient::login(&server, "big").await;
     client.send_bytes(vec![0u8; 70 * 1024]).await;
@@ -52,9 +53,8 @@ async fn oversized_frame_is_refused_with_an_error_and_a_close() {
     calm.chat().await;
 }
 
-#[tokio::test]
-async fn undecodable_bytes_get_bad_request_then_a_close_when_repeated() {
-    let server = TestServer::start().await;
+async fn undecodable_bytes_get_bad_request_then_a_close_when_repeated(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
     let mut calm = Bystanders::start(&server).await;
     let (mut client, _) = RawClient::login(&server, "garbler").await;
     let bad_frame = async |client: &mut RawClient| {
@@ -79,9 +79,8 @@ async fn undecodable_bytes_get_bad_request_then_a_close_when_repeated() {
     calm.chat().await;
 }
 
-#[tokio::test]
-async fn unknown_frame_type_gets_bad_request_with_its_request_id() {
-    let server = TestServer::start().await;
+async fn unknown_frame_type_gets_bad_request_with_its_request_id(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
     let mut calm = Bystanders::start(&server).await;
     let (mut client, _) = RawClient::login(&server, "future").await;
     // request_id 42 and a field (99) this server does not know.
@@ -118,9 +117,8 @@ async fn text_frames_are_refused_but_the_session_goes_on() {
     calm.chat().await;
 }
 
-#[tokio::test]
-async fn ids_outside_the_grammar_are_bad_requests() {
-    let server = TestServer::start().await;
+async fn ids_outside_the_grammar_are_bad_requests(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
     let mut calm = Bystanders::start(&server).await;
     let (mut client, _) = RawClient::login(&server, "namer").await;
     let long = "r".repeat(129);
@@ -146,7 +144,7 @@ async fn ids_outside_the_grammar_are_bad_requests() {
         &jsonwebtoken::EncodingKey::from_secret(support::SECRET),
     )
     .unwrap();
-    let mut bad = RawClient::connect(&server.url()).await;
+    let mut bad = RawClient::connect_over(&server, transport).await;
     bad.request(client_frame::Body::Connect(Connect {
         token,
         device_id: String::new(),
@@ -157,7 +155,7 @@ async fn ids_outside_the_grammar_are_bad_requests() {
     assert!(message.contains("user id"), "{message}");
     expect_close(&mut bad, 1008).await;
     // So is a device id that breaks it.
-    let mut device = RawClient::connect(&server.url()).await;
+    let mut device = RawClient::connect_over(&server, transport).await;
     let id = device
         .request(client_frame::Body::Connect(Connect {
             token: server.token("dev"),
@@ -168,9 +166,8 @@ async fn ids_outside_the_grammar_are_bad_requests() {
     calm.chat().await;
 }
 
-#[tokio::test]
-async fn payload_over_the_room_max_is_too_large() {
-    let server = TestServer::start().await;
+async fn payload_over_the_room_max_is_too_large(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
     let mut calm = Bystanders::start(&server).await;
     let (mut client, _) = RawClient::login(&server, "talker").await;
     client.join("lobby").await;
@@ -185,9 +182,8 @@ async fn payload_over_the_room_max_is_too_large() {
     calm.chat().await;
 }
 
-#[tokio::test]
-async fn send_and_pull_before_join_are_not_joined() {
-    let server = TestServer::start().await;
+async fn send_and_pull_before_join_are_not_joined(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
     let mut calm = Bystanders::start(&server).await;
     let (mut client, _) = RawClient::login(&server, "eager").await;
     let body = client.say("lobby", 1, "hi").await;
@@ -203,11 +199,10 @@ async fn send_and_pull_before_join_are_not_joined() {
     calm.chat().await;
 }
 
-#[tokio::test]
-async fn requests_before_connect_are_unauthenticated() {
-    let server = TestServer::start().await;
+async fn requests_before_connect_are_unauthenticated(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
     let mut calm = Bystanders::start(&server).await;
-    let mut client = RawClient::connect(&server.url()).await;
+    let mut client = RawClient::connect_over(&server, transport).await;
     let id = client
         .request(client_frame::Body::Send(Send {
             room_id: "lobby".into(),
@@ -224,9 +219,8 @@ async fn requests_before_connect_are_unauthenticated() {
     calm.chat().await;
 }
 
-#[tokio::test]
-async fn bad_expired_unsigned_and_alg_none_tokens_are_refused() {
-    let server = TestServer::start().await;
+async fn bad_expired_unsigned_and_alg_none_tokens_are_refused(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
     let mut calm = Bystanders::start(&server).await;
     let b64 = |json: &str| {
         use base64::Engine as _;
@@ -263,7 +257,7 @@ async fn bad_expired_unsigned_and_alg_none_tokens_are_refused() {
         ),
     ];
     for (what, token, expect) in cases {
-        let mut client = RawClient::connect(&server.url()).await;
+        let mut client = RawClient::connect_over(&server, transport).await;
         client
             .request(client_frame::Body::Connect(Connect {
                 token,
@@ -280,9 +274,8 @@ async fn bad_expired_unsigned_and_alg_none_tokens_are_refused() {
     calm.chat().await;
 }
 
-#[tokio::test]
-async fn too_many_rooms_per_session_is_refused() {
-    let server = TestServer::start_with(|c| c.node.max_rooms_per_session = 2).await;
+async fn too_many_rooms_per_session_is_refused(transport: Transport) {
+    let server = TestServer::start_over_with(transport, |c| c.node.max_rooms_per_session = 2).await;
     let mut calm = Bystanders::start(&server).await;
     let (mut client, _) = RawClient::login(&server, "roamer").await;
     client.join("one").await;
@@ -396,3 +389,15 @@ async fn a_client_that_stops_reading_is_closed_and_dropped() {
     );
     calm.chat().await;
 }
+
+over_both!(
+    oversized_frame_is_refused_with_an_error_and_a_close,
+    undecodable_bytes_get_bad_request_then_a_close_when_repeated,
+    unknown_frame_type_gets_bad_request_with_its_request_id,
+    ids_outside_the_grammar_are_bad_requests,
+    payload_over_the_room_max_is_too_large,
+    send_and_pull_before_join_are_not_joined,
+    requests_before_connect_are_unauthenticated,
+    bad_expired_unsigned_and_alg_none_tokens_are_refused,
+    too_many_rooms_per_session_is_refused,
+);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use chatroom_cluster::auth::{Roles, TokenKey};
 use chatroom_cluster::placement;
+use chatroom_cluster::quic::Trust;
 use chatroom_proto::v1::{ChatMessage, ErrorCode, Kind};
 use loadtest::client::{Client, ClientConfig, Event, Events, JoinOptions};
 use loadtest::local::{ClusterSpec, LocalCluster, http_get};
@@ -69,6 +70,15 @@ impl Setup {
             .unwrap()
     }
 
+    fn quic_url(&self, node: &str) -> String {
+        self.cluster
+            .msg_svcs
+            .iter()
+            .find(|n| n.id == node)
+            .and_then(|n| n.quic_url.clone())
+            .unwrap()
+    }
+
     fn http(&self, node: &str) -> String {
         self.cluster
             .msg_svcs
@@ -82,13 +92,27 @@ impl Setup {
     /// Connects `user` through `via` (following the redirect to the node
     /// that serves them).
     async fn connect(&self, user: &str, via: &str) -> (Client, Events) {
+        self.connect_to(user, &self.url(via)).await
+    }
+
+    /// Connects `user` over QUIC through `via`, trusting the cluster's
+    /// certificate.
+    async fn connect_quic(&self, user: &str, via: &str) -> (Client, Events) {
+        self.connect_to(user, &self.quic_url(via)).await
+    }
+
+    async fn connect_to(&self, user: &str, url: &str) -> (Client, Events) {
         let token = self
             .key
             .mint(user, Roles::default(), Duration::from_secs(600))
             .unwrap();
-        Client::connect(ClientConfig::new(self.url(via), token))
+        let config = ClientConfig {
+            trust: Some(Trust::CertFile(self.cluster.quic_cert_file().to_owned())),
+            ..ClientConfig::new(url, token)
+        };
+        Client::connect(config)
             .await
-            .unwrap_or_else(|e| panic!("{user} cannot connect via {via}: {e}"))
+            .unwrap_or_else(|e| panic!("{user} cannot connect via {url}: {e}"))
     }
 
     /// Connects `user` through any of `via`, trying again until it works
@@ -208,9 +232,10 @@ async fn clients_on_different_nodes_chat_and_broadcasts_reach_only_member_nodes(
     let setup = start();
     let alice_id = placed_on("msg-svc-1", &MSG_SVCS, "alice");
     let bob_id = placed_on("msg-svc-2", &MSG_SVCS, "bob");
-    // Both enter through msg-svc-3 and are sent where they belong.
+    // Both enter through msg-svc-3 and are sent where they belong: alice
+    // over WebSocket, bob over QUIC (redirected to his node's QUIC address).
     let (alice, mut alice_events) = setup.connect(&alice_id, "msg-svc-3").await;
-    let (bob, mut bob_events) = setup.connect(&bob_id, "msg-svc-3").await;
+    let (bob, mut bob_events) = setup.connect_quic(&bob_id, "msg-svc-3").await;
     assert_eq!(
         alice.url(),
         setup.url("msg-svc-1"),
@@ -218,8 +243,8 @@ async fn clients_on_different_nodes_chat_and_broadcasts_reach_only_member_nodes(
     );
     assert_eq!(
         bob.url(),
-        setup.url("msg-svc-2"),
-        "bob was redirected to his node"
+        setup.quic_url("msg-svc-2"),
+        "bob was redirected to his node's QUIC endpoint"
     );
 
     join(&alice, "across").await;

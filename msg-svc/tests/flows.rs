@@ -1,5 +1,6 @@
 //! The flows of DESIGN §4 through the real client library, over real
-//! WebSocket connections to the embedded server on port 0.
+//! connections to the embedded server on port 0: every flow runs once over
+//! WebSocket and once over QUIC.
 
 mod support;
 
@@ -11,7 +12,7 @@ use chatroom_cluster::auth::Roles;
 use chatroom_proto::cluster::v1::RoomConfig;
 use chatroom_proto::v1::{ChatMessage, Cursor, ErrorCode, KickReason, Kind, Lane};
 use loadtest::client::{Client, ClientConfig, ClientError, Event, Events, JoinOptions};
-use support::{PATIENCE, TestServer};
+use support::{PATIENCE, TestServer, Transport, over_both};
 
 const SYSTEM: Roles = Roles {
     admin: false,
@@ -28,9 +29,15 @@ async fn connect_with(
     roles: Roles,
     tweak: impl FnOnce(&mut ClientConfig),
 ) -> (Client, Events) {
-    let mut config = ClientConfig::new(server.url(), server.token_with(user, roles));
+    let mut config = server.client_config(server.transport, server.token_with(user, roles));
     tweak(&mut config);
-    Client::connect(config).await.expect("client connects")
+    let (client, events) = Client::connect(config).await.expect("client connects");
+    let scheme = match server.transport {
+        Transport::Ws => "ws://",
+        Transport::Quic => "quic://",
+    };
+    assert!(client.url().starts_with(scheme), "{}", client.url());
+    (client, events)
 }
 
 async fn join(client: &Client, room: &str) {
@@ -95,9 +102,8 @@ async fn receive_until(events: &mut Events, room: &str, msg_id: u64) -> Received
     }
 }
 
-#[tokio::test]
-async fn two_users_receive_each_others_messages_in_ts_order() {
-    let server = TestServer::start().await;
+async fn two_users_receive_each_others_messages_in_ts_order(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
     let (alice, mut alice_events) = connect(&server, "alice").await;
     let (bob, mut bob_events) = connect(&server, "bob").await;
     join(&alice, "lobby").await;
@@ -138,9 +144,10 @@ async fn two_users_receive_each_others_messages_in_ts_order() {
     server.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_flood_is_rate_limited_while_a_priority_notice_reaches_every_member() {
-    let server = TestServer::start().await;
+async fn a_flood_is_rate_limited_while_a_priority_notice_reaches_every_member(
+    transport: Transport,
+) {
+    let server = TestServer::start_over(transport).await;
     // A small ring, so the flood really overflows the receivers' lane.
     configure(&server, "stage", |c| c.normal_ring = 16).await;
     let (flooder, _flood_events) = connect(&server, "flooder").await;
@@ -236,9 +243,10 @@ async fn a_flood_is_rate_limited_while_a_priority_notice_reaches_every_member() 
     server.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_client_that_never_pulls_is_renotified_after_2_s_and_kicked_after_n() {
-    let server = TestServer::start().await;
+async fn a_client_that_never_pulls_is_renotified_after_2_s_and_kicked_after_n(
+    transport: Transport,
+) {
+    let server = TestServer::start_over(transport).await;
     // Plain notifies only, and a short fuse: 3 unanswered notifies.
     configure(&server, "quiet", |c| {
         c.inline_max_bytes = 0;
@@ -320,9 +328,8 @@ async fn a_client_that_never_pulls_is_renotified_after_2_s_and_kicked_after_n() 
     server.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_pull_with_an_old_cursor_reports_what_was_dropped() {
-    let server = TestServer::start().await;
+async fn a_pull_with_an_old_cursor_reports_what_was_dropped(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
     configure(&server, "small", |c| c.normal_ring = 8).await;
     let (reader, _reader_events) = connect(&server, "reader").await;
     let (writer, _writer_events) = connect(&server, "writer").await;
@@ -353,9 +360,10 @@ async fn a_pull_with_an_old_cursor_reports_what_was_dropped() {
     server.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_cursor_resumed_after_reconnect_returns_exactly_the_missed_messages() {
-    let server = TestServer::start().await;
+async fn a_cursor_resumed_after_reconnect_returns_exactly_the_missed_messages(
+    transport: Transport,
+) {
+    let server = TestServer::start_over(transport).await;
     let (writer, _writer_events) = connect(&server, "writer").await;
     join(&writer, "show").await;
     let (reader, mut reader_events) = connect(&server, "reader").await;
@@ -403,9 +411,8 @@ async fn a_cursor_resumed_after_reconnect_returns_exactly_the_missed_messages() 
     server.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_cursorless_joiner_gets_the_last_few_messages() {
-    let server = TestServer::start().await;
+async fn a_cursorless_joiner_gets_the_last_few_messages(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
     let (writer, _events) = connect(&server, "writer").await;
     join(&writer, "hall").await;
     for i in 0..60 {
@@ -450,9 +457,8 @@ async fn a_cursorless_joiner_gets_the_last_few_messages() {
     server.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn mute_ban_and_whitelist_behave() {
-    let server = TestServer::start().await;
+async fn mute_ban_and_whitelist_behave(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
     let rooms = server.server.rooms();
     let (mallory, mut mallory_events) = connect(&server, "mallory").await;
     let (vip, _vip_events) = connect(&server, "vip").await;
@@ -526,9 +532,10 @@ async fn mute_ban_and_whitelist_behave() {
     server.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_user_may_hold_several_devices_and_a_device_seen_again_replaces_its_session() {
-    let server = TestServer::start().await;
+async fn a_user_may_hold_several_devices_and_a_device_seen_again_replaces_its_session(
+    transport: Transport,
+) {
+    let server = TestServer::start_over(transport).await;
     let device = |name: &'static str| move |c: &mut ClientConfig| c.device_id = name.into();
     let (phone, mut phone_events) =
         connect_with(&server, "alice", Roles::default(), device("phone")).await;
@@ -576,9 +583,10 @@ async fn a_user_may_hold_several_devices_and_a_device_seen_again_replaces_its_se
     server.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_silent_client_is_closed_and_its_memberships_released() {
-    let server = TestServer::start_with(|c| c.node.heartbeat = Duration::from_millis(200)).await;
+async fn a_silent_client_is_closed_and_its_memberships_released(transport: Transport) {
+    let server =
+        TestServer::start_over_with(transport, |c| c.node.heartbeat = Duration::from_millis(200))
+            .await;
     let (mut silent, _) = support::RawClient::login(&server, "silent").await;
     silent.join("porch").await;
     let (stays, _stays_events) = connect(&server, "stays").await;
@@ -608,9 +616,8 @@ async fn a_silent_client_is_closed_and_its_memberships_released() {
     server.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn pong_carries_each_joined_rooms_latest_position() {
-    let server = TestServer::start().await;
+async fn pong_carries_each_joined_rooms_latest_position(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
     let (mut raw, _) = support::RawClient::login(&server, "pinger").await;
     raw.join("a").await;
     raw.join("b").await;
@@ -638,9 +645,8 @@ async fn pong_carries_each_joined_rooms_latest_position() {
     server.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn leave_stops_deliveries() {
-    let server = TestServer::start().await;
+async fn leave_stops_deliveries(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
     let (stayer, mut stayer_events) = connect(&server, "stayer").await;
     let (leaver, mut leaver_events) = connect(&server, "leaver").await;
     join(&stayer, "exit").await;
@@ -663,9 +669,8 @@ async fn leave_stops_deliveries() {
     server.server.shutdown().await;
 }
 
-#[tokio::test]
-async fn shutdown_tells_clients_the_server_is_going_away() {
-    let server = TestServer::start().await;
+async fn shutdown_tells_clients_the_server_is_going_away(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
     let (client, mut events) = connect(&server, "guest").await;
     join(&client, "lobby").await;
     let stopping = tokio::spawn(server.server.shutdown());
@@ -700,9 +705,10 @@ async fn shutdown_tells_clients_the_server_is_going_away() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn sends_are_acked_with_strictly_increasing_ids_and_retries_are_deduplicated() {
-    let server = TestServer::start().await;
+async fn sends_are_acked_with_strictly_increasing_ids_and_retries_are_deduplicated(
+    transport: Transport,
+) {
+    let server = TestServer::start_over(transport).await;
     let (client, _events) = connect(&server, "sender").await;
     join(&client, "dedupe").await;
     let first = client
@@ -730,3 +736,19 @@ async fn sends_are_acked_with_strictly_increasing_ids_and_retries_are_deduplicat
     );
     server.server.shutdown().await;
 }
+
+over_both!(
+    two_users_receive_each_others_messages_in_ts_order,
+    a_flood_is_rate_limited_while_a_priority_notice_reaches_every_member,
+    a_client_that_never_pulls_is_renotified_after_2_s_and_kicked_after_n,
+    a_pull_with_an_old_cursor_reports_what_was_dropped,
+    a_cursor_resumed_after_reconnect_returns_exactly_the_missed_messages,
+    a_cursorless_joiner_gets_the_last_few_messages,
+    mute_ban_and_whitelist_behave,
+    a_user_may_hold_several_devices_and_a_device_seen_again_replaces_its_session,
+    a_silent_client_is_closed_and_its_memberships_released,
+    pong_carries_each_joined_rooms_latest_position,
+    leave_stops_deliveries,
+    shutdown_tells_clients_the_server_is_going_away,
+    sends_are_acked_with_strictly_increasing_ids_and_retries_are_deduplicated,
+);

@@ -89,6 +89,7 @@ pub async fn run(
                 .unwrap_or_else(|| link_addr.to_string()),
         ),
         client_url: None,
+        quic_url: None,
         http_addr: Some(http_addr.to_string()),
     };
     let registration = join_zookeeper(config.zookeeper, me).await?;

@@ -390,6 +390,7 @@ fn room_svc(id: &str) -> NodeInfo {
         role: Role::RoomSvc,
         link_addr: None,
         client_url: None,
+        quic_url: None,
         http_addr: None,
     }
 }

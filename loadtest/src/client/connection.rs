@@ -9,29 +9,23 @@
 //! synchronously, even after the connection ended (to resume elsewhere).
 
 use std::collections::HashMap;
-use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chatroom_cluster::quic::Trust;
 use chatroom_proto::Message as _;
+use chatroom_proto::framing::ws::close_code;
 use chatroom_proto::v1::{
     self, ClientFrame, ConnectAck, Cursor, JoinAck, PullResult, SendAck, ServerFrame,
     server_frame::Body,
 };
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::Instrument;
 
 use super::core::{
@@ -40,9 +34,12 @@ use super::core::{
 };
 use super::error::ClientError;
 use super::events::{CloseReason, Event, Events};
+use super::transport::{Incoming, Wire};
 
-/// Where the embedded server listens by default.
+/// Where the embedded server listens for WebSocket by default.
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:7400/ws";
+/// Where the embedded server listens for QUIC by default.
+pub const DEFAULT_QUIC_URL: &str = "quic://127.0.0.1:7402";
 /// Largest client frame the server accepts.
 pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// Largest server frame this client accepts.
@@ -50,29 +47,23 @@ pub const MAX_SERVER_FRAME: usize = 1024 * 1024;
 /// Redirects followed before giving up.
 pub const MAX_REDIRECTS: usize = 3;
 
-/// Initial read buffer: room for a few notifies; it grows for a large pull
-/// result. tungstenite's default (128 KiB, allocated up front) would cost
-/// gigabytes over the harness's tens of thousands of connections.
-const READ_BUFFER: usize = 4 * 1024;
-/// Frames queued with `feed` are written once this much is buffered, or on
-/// the flush that ends each batch: one write per batch, not per frame.
-const WRITE_BUFFER: usize = 8 * 1024;
-/// How long a closing handshake may take before the socket is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Heartbeat used if the server announces none.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 /// Silent heartbeat intervals after which the server is taken for gone
 /// (the server closes a silent client after the same number).
 const SILENT_INTERVALS: u32 = 3;
 
-type Ws = WebSocketStream<TcpStream>;
 type Waiter = oneshot::Sender<Result<Body, v1::Error>>;
 
 /// How to connect and behave.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `ws://host:port/path` of any msg-svc node.
+    /// `ws://host:port/path` or `quic://host:port` of any msg-svc node.
     pub url: String,
+    /// QUIC: how to trust the server's certificate. `None` trusts the
+    /// certificate the embedded server wrote on this machine (for a server
+    /// on loopback), and nothing else.
+    pub trust: Option<Trust>,
     /// The HS256 token (see [`dev_token`](super::dev_token)).
     pub token: String,
     /// Identifies the device: a second session with the same user and
@@ -102,6 +93,7 @@ impl ClientConfig {
     pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            trust: None,
             token: token.into(),
             device_id: format!("dev-{:016x}", rand::random::<u64>()),
             auto_pull: true,
@@ -188,7 +180,7 @@ impl Client {
     /// Connects, follows up to [`MAX_REDIRECTS`] redirects, and sends
     /// Connect; returns once the server accepted the session.
     pub async fn connect(config: ClientConfig) -> Result<(Client, Events), ClientError> {
-        let (ws, ack, url) = tokio::time::timeout(config.connect_timeout, handshake(&config))
+        let (wire, ack, url) = tokio::time::timeout(config.connect_timeout, handshake(&config))
             .await
             .map_err(|_| ClientError::Timeout(config.connect_timeout))??;
         let heartbeat = match ack.heartbeat_ms {
@@ -230,7 +222,7 @@ impl Client {
             out: Output::default(),
             outgoing: Vec::new(),
         };
-        let task = tokio::spawn(connection.run(ws, events_tx).instrument(span));
+        let task = tokio::spawn(connection.run(wire, events_tx).instrument(span));
         *shared.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         let client = Client {
             handle: Arc::new(Handle { shared }),
@@ -348,7 +340,7 @@ impl Client {
         self.shared().lock().closed.clone()
     }
 
-    /// Sends a close frame, waits briefly for the server's, and returns when
+    /// Closes (normal closure), waits briefly for the server, and returns when
     /// the connection task has ended. Requests in flight fail with
     /// [`ClientError::Closed`].
     pub async fn close(&self) {
@@ -425,9 +417,9 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, mut ws: Ws, events: mpsc::Sender<Vec<Event>>) {
-        let reason = self.drive(&mut ws, &events).await;
-        drop(ws);
+    async fn run(mut self, mut wire: Wire, events: mpsc::Sender<Vec<Event>>) {
+        let reason = self.drive(&mut wire, &events).await;
+        drop(wire);
         tracing::debug!(%reason, "connection closed");
         {
             let mut state = self.shared.lock();
@@ -448,7 +440,7 @@ impl Connection {
         }
     }
 
-    async fn drive(&mut self, ws: &mut Ws, events: &mpsc::Sender<Vec<Event>>) -> CloseReason {
+    async fn drive(&mut self, wire: &mut Wire, events: &mpsc::Sender<Vec<Event>>) -> CloseReason {
         let heartbeat = self.shared.session.heartbeat;
         // Spread the pings of clients that connected together.
         let first_ping = heartbeat.mul_f64(rand::random_range(0.5..1.0));
@@ -462,12 +454,12 @@ impl Connection {
                 state.close_requested
             };
             if !self.outgoing.is_empty()
-                && let Err(error) = write_all(ws, &mut self.outgoing).await
+                && let Err(error) = wire.send(&mut self.outgoing).await
             {
                 return CloseReason::Io(error.to_string());
             }
             if close_requested {
-                close_with(ws, CloseCode::Normal, "client closing").await;
+                wire.close(close_code::NORMAL, "client closing").await;
                 return CloseReason::Local;
             }
             tokio::select! {
@@ -483,9 +475,9 @@ impl Connection {
                     // server's silence.
                     last_heard = Instant::now();
                 }
-                message = ws.next(), if self.held.is_none() => {
+                incoming = wire.next(), if self.held.is_none() => {
                     last_heard = Instant::now();
-                    if let Some(reason) = self.on_message(ws, message, events).await {
+                    if let Some(reason) = self.on_incoming(wire, incoming, events).await {
                         return reason;
                     }
                 }
@@ -505,39 +497,27 @@ impl Connection {
         }
     }
 
-    /// Handles what the socket yielded; `Some` ends the connection.
-    async fn on_message(
+    /// Handles what the connection yielded; `Some` ends it.
+    async fn on_incoming(
         &mut self,
-        ws: &mut Ws,
-        message: Option<Result<Message, tungstenite::Error>>,
+        wire: &mut Wire,
+        incoming: Result<Incoming, CloseReason>,
         events: &mpsc::Sender<Vec<Event>>,
     ) -> Option<CloseReason> {
-        match message {
-            Some(Ok(Message::Binary(bytes))) => match ServerFrame::decode(bytes) {
+        match incoming {
+            Ok(Incoming::Frame(bytes)) => match ServerFrame::decode(bytes) {
                 Ok(frame) => {
                     self.on_frame(frame, events);
                     None
                 }
                 Err(error) => {
-                    close_with(ws, CloseCode::Protocol, "undecodable frame").await;
+                    wire.close(close_code::PROTOCOL_ERROR, "undecodable frame")
+                        .await;
                     Some(CloseReason::Protocol(format!("undecodable frame: {error}")))
                 }
             },
-            Some(Ok(Message::Text(_))) => {
-                close_with(ws, CloseCode::Unsupported, "text frames are not used").await;
-                Some(CloseReason::Protocol("text frame".into()))
-            }
-            Some(Ok(Message::Close(frame))) => {
-                // Sends the close reply tungstenite queued.
-                let _ = tokio::time::timeout(CLOSE_GRACE, ws.flush()).await;
-                let (code, reason) = frame.map_or((1005, String::new()), |frame| {
-                    (frame.code.into(), frame.reason.to_string())
-                });
-                Some(CloseReason::Server { code, reason })
-            }
-            Some(Ok(_)) => None,
-            Some(Err(error)) => Some(CloseReason::Io(error.to_string())),
-            None => Some(CloseReason::Io("connection ended".into())),
+            Ok(Incoming::Closed { code, reason }) => Some(CloseReason::Server { code, reason }),
+            Err(reason) => Some(reason),
         }
     }
 
@@ -572,40 +552,18 @@ impl Connection {
     }
 }
 
-/// Writes the frames and flushes once.
-async fn write_all(ws: &mut Ws, frames: &mut Vec<Bytes>) -> Result<(), tungstenite::Error> {
-    for frame in frames.drain(..) {
-        ws.feed(Message::Binary(frame)).await?;
-    }
-    ws.flush().await
-}
-
-/// Sends a close frame and waits briefly for the server's.
-async fn close_with(ws: &mut Ws, code: CloseCode, reason: &'static str) {
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        if ws.close(Some(frame)).await.is_ok() {
-            while let Some(Ok(_)) = ws.next().await {}
-        }
-    })
-    .await;
-}
-
 /// Opens sessions until one is accepted or the redirects run out.
-async fn handshake(config: &ClientConfig) -> Result<(Ws, ConnectAck, String), ClientError> {
+async fn handshake(config: &ClientConfig) -> Result<(Wire, ConnectAck, String), ClientError> {
     let hello = Bytes::from(connect_frame(&config.token, &config.device_id).encode_to_vec());
     if hello.len() > MAX_CLIENT_FRAME {
         return Err(ClientError::FrameTooLarge(hello.len()));
     }
     let mut url = config.url.clone();
     for _ in 0..=MAX_REDIRECTS {
-        let mut ws = open(&url, config.bind_addr).await?;
-        ws.send(Message::Binary(hello.clone())).await?;
-        match handshake_reply(read_frame(&mut ws).await?)? {
-            Handshake::Accepted(ack) => return Ok((ws, ack, url)),
+        let mut wire = Wire::open(&url, config).await?;
+        wire.send(&mut vec![hello.clone()]).await?;
+        match handshake_reply(read_frame(&mut wire).await?)? {
+            Handshake::Accepted(ack) => return Ok((wire, ack, url)),
             Handshake::Redirect(next) => {
                 tracing::debug!(from = %url, to = %next, "redirected");
                 url = next;
@@ -615,106 +573,20 @@ async fn handshake(config: &ClientConfig) -> Result<(Ws, ConnectAck, String), Cl
     Err(ClientError::TooManyRedirects(MAX_REDIRECTS))
 }
 
-/// The next protobuf frame, skipping WebSocket control frames.
-async fn read_frame(ws: &mut Ws) -> Result<ServerFrame, ClientError> {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Binary(bytes))) => {
-                return ServerFrame::decode(bytes)
-                    .map_err(|e| ClientError::Protocol(format!("undecodable frame: {e}")));
-            }
-            Some(Ok(Message::Text(_))) => return Err(ClientError::Protocol("text frame".into())),
-            Some(Ok(Message::Close(_))) | None => return Err(ClientError::Closed),
-            Some(Ok(_)) => {}
-            Some(Err(error)) => return Err(error.into()),
-        }
+/// The next frame, decoded.
+async fn read_frame(wire: &mut Wire) -> Result<ServerFrame, ClientError> {
+    match wire.next().await {
+        Ok(Incoming::Frame(bytes)) => ServerFrame::decode(bytes)
+            .map_err(|e| ClientError::Protocol(format!("undecodable frame: {e}"))),
+        Ok(Incoming::Closed { .. }) => Err(ClientError::Closed),
+        Err(CloseReason::Protocol(why)) => Err(ClientError::Protocol(why)),
+        Err(reason) => Err(ClientError::Io(std::io::Error::other(reason.to_string()))),
     }
-}
-
-/// A TCP connection to `url`'s host (from `bind` if given) and the
-/// WebSocket handshake over it, with buffers sized for chat frames.
-async fn open(url: &str, bind: Option<IpAddr>) -> Result<Ws, ClientError> {
-    let invalid = |reason: String| ClientError::InvalidUrl {
-        url: url.to_owned(),
-        reason,
-    };
-    let request = url
-        .into_client_request()
-        .map_err(|e| invalid(e.to_string()))?;
-    match request.uri().scheme_str() {
-        Some("ws") => {}
-        Some("wss") => return Err(invalid("wss needs TLS, which this client lacks".into())),
-        _ => return Err(invalid("the scheme must be ws".into())),
-    }
-    let host = request
-        .uri()
-        .host()
-        .ok_or_else(|| invalid("no host".into()))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = request.uri().port_u16().unwrap_or(80);
-    let mut last_error = None;
-    for addr in tokio::net::lookup_host((host.as_str(), port)).await? {
-        match connect_tcp(addr, bind).await {
-            Ok(stream) => {
-                stream.set_nodelay(true)?;
-                let (ws, _response) =
-                    tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
-                        .await?;
-                return Ok(ws);
-            }
-            Err(error) => last_error = Some(error),
-        }
-    }
-    Err(last_error
-        .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address")))
-        .into())
-}
-
-async fn connect_tcp(addr: SocketAddr, bind: Option<IpAddr>) -> io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if let Some(ip) = bind {
-        socket.bind(SocketAddr::new(ip, 0))?;
-    }
-    socket.connect(addr).await
-}
-
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        // Room for the batch being written plus one largest frame; a bound,
-        // not an allocation.
-        .max_write_buffer_size(WRITE_BUFFER + 2 * MAX_CLIENT_FRAME)
-        .max_message_size(Some(MAX_SERVER_FRAME))
-        .max_frame_size(Some(MAX_SERVER_FRAME))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn refuses_urls_it_cannot_use() {
-        for (url, why) in [
-            ("wss://127.0.0.1:7400/ws", "TLS"),
-            ("http://127.0.0.1:7400/ws", "scheme"),
-            ("not a url", ""),
-        ] {
-            match open(url, None).await {
-                Err(ClientError::InvalidUrl { url: got, reason }) => {
-                    assert_eq!(got, url);
-                    assert!(reason.contains(why), "{url}: {reason}");
-                }
-                other => panic!("{url}: {other:?}"),
-            }
-        }
-    }
 
     #[tokio::test]
     async fn connect_fails_cleanly_when_nobody_listens() {
@@ -726,7 +598,7 @@ mod tests {
         let config = ClientConfig::new(format!("ws://127.0.0.1:{port}/ws"), "token");
         match Client::connect(config).await {
             Err(ClientError::Io(error)) => {
-                assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused)
+                assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused)
             }
             other => panic!("{other:?}"),
         }
@@ -757,14 +629,5 @@ mod tests {
         assert_ne!(a.device_id, b.device_id, "random device ids");
         assert!(a.auto_pull);
         assert_eq!(a.pull_limit, 0);
-    }
-
-    #[test]
-    fn websocket_buffers_are_small_and_limits_set() {
-        let config = ws_config();
-        assert_eq!(config.read_buffer_size, READ_BUFFER);
-        assert_eq!(config.max_message_size, Some(MAX_SERVER_FRAME));
-        assert_eq!(config.max_frame_size, Some(MAX_SERVER_FRAME));
-        assert!(config.max_write_buffer_size > config.write_buffer_size + MAX_CLIENT_FRAME);
     }
 }

@@ -37,6 +37,20 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Connecting over QUIC failed (TLS included: an untrusted
+    /// certificate, a protocol version the server does not speak), or the
+    /// QUIC connection failed.
+    #[error("quic: {0}")]
+    Quic(String),
+    /// The trust for QUIC could not be set up (a certificate file).
+    #[error(transparent)]
+    Tls(#[from] chatroom_cluster::quic::TlsError),
+    /// QUIC was asked for with nothing to trust the server's certificate by.
+    #[error(
+        "quic needs to know which server certificate to trust: a certificate file or a SHA-256 \
+         fingerprint (the embedded server prints both)"
+    )]
+    NoTrust,
     /// The request would exceed the server's frame limit.
     #[error("request of {0} bytes exceeds the 64 KiB frame limit")]
     FrameTooLarge(usize),

@@ -1,9 +1,10 @@
-//! The chatroom client: one WebSocket session to a msg-svc, its rooms and
-//! their message feeds.
+//! The chatroom client: one session to a msg-svc, over WebSocket or QUIC,
+//! its rooms and their message feeds.
 //!
 //! - [`core`]: the protocol logic with no I/O ([`SessionCore`]), driven by
 //!   the socket task here and, later, by the harness's simulated sessions.
-//! - [`connection`]: [`Client::connect`] and the task owning the socket.
+//! - [`connection`]: [`Client::connect`] and the task owning the connection.
+//! - [`transport`]: WebSocket (`ws://`) and QUIC (`quic://`) under it.
 //! - [`events`]: what the application receives ([`Event`], [`Events`]).
 //! - [`error`]: why a call failed ([`ClientError`]).
 //! - [`token`]: [`dev_token`] for demos and tests.
@@ -34,11 +35,14 @@ pub mod core;
 pub mod error;
 pub mod events;
 pub mod token;
+pub mod transport;
 
 pub use connection::{
-    Client, ClientConfig, DEFAULT_URL, MAX_CLIENT_FRAME, MAX_REDIRECTS, MAX_SERVER_FRAME,
+    Client, ClientConfig, DEFAULT_QUIC_URL, DEFAULT_URL, MAX_CLIENT_FRAME, MAX_REDIRECTS,
+    MAX_SERVER_FRAME,
 };
 pub use core::{CoreConfig, JoinOptions, Output, Reply, SessionCore};
 pub use error::ClientError;
 pub use events::{CloseReason, Event, Events, RecvError};
 pub use token::dev_token;
+pub use transport::Scheme;

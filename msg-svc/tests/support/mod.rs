@@ -1,19 +1,50 @@
-//! Shared by the integration tests: an embedded server on port 0 and a raw
-//! WebSocket client that can send any bytes.
+//! Shared by the integration tests: an embedded server on port 0 serving
+//! WebSocket and QUIC, a raw client of either transport that can send any
+//! bytes, and [`over_both!`](crate::over_both) to run a test over each.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports, unused_macros)]
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use chatroom_cluster::auth::{Roles, TokenKey};
+use chatroom_cluster::quic::{self, Fingerprint, Identity, Trust};
 use chatroom_proto::Message;
+use chatroom_proto::framing::length;
 use chatroom_proto::v1::{ClientFrame, ServerFrame, client_frame};
 use futures_util::{SinkExt, StreamExt};
-use msg_svc::Listeners;
+use loadtest::client::ClientConfig;
 use msg_svc::standalone::{Standalone, StandaloneConfig};
+use msg_svc::{Listeners, QuicListener};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Runs each named `async fn name(transport: Transport)` once over
+/// WebSocket and once over QUIC, as tests `name::ws` and `name::quic`.
+macro_rules! over_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn ws() {
+                super::$name(super::support::Transport::Ws).await
+            }
+            #[tokio::test]
+            async fn quic() {
+                super::$name(super::support::Transport::Quic).await
+            }
+        }
+    )*};
+}
+pub(crate) use over_both;
+
+/// How a test's clients connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Ws,
+    Quic,
+}
 
 /// The longest any single expected event may take before a test fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -23,6 +54,12 @@ pub const SECRET: &[u8] = b"integration-test-secret-0123456789";
 pub struct TestServer {
     pub server: Standalone,
     pub tokens: TokenKey,
+    /// Of the self-signed certificate the server's QUIC presents.
+    pub fingerprint: Fingerprint,
+    /// That certificate, PEM.
+    pub cert_pem: String,
+    /// How the test's clients connect unless they say otherwise.
+    pub transport: Transport,
 }
 
 impl TestServer {
@@ -31,24 +68,68 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut StandaloneConfig)) -> Self {
+        Self::start_over_with(Transport::Ws, tweak).await
+    }
+
+    /// A server whose clients connect over `transport` by default.
+    pub async fn start_over(transport: Transport) -> Self {
+        Self::start_over_with(transport, |_| {}).await
+    }
+
+    pub async fn start_over_with(
+        transport: Transport,
+        tweak: impl FnOnce(&mut StandaloneConfig),
+    ) -> Self {
         let mut config = StandaloneConfig {
             drain_grace: Duration::from_secs(2),
             ..StandaloneConfig::default()
         };
         tweak(&mut config);
+        let identity = Identity::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let fingerprint = identity.fingerprint();
+        let cert_pem = identity.cert_pem();
         let listeners = Listeners {
             ws: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            quic: Some(QuicListener::bind("127.0.0.1:0".parse().unwrap(), identity).unwrap()),
             http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         };
         let server = Standalone::start(config, TokenKey::new(SECRET).unwrap(), listeners).unwrap();
         Self {
             server,
             tokens: TokenKey::new(SECRET).unwrap(),
+            fingerprint,
+            cert_pem,
+            transport,
         }
     }
 
+    /// The WebSocket URL.
     pub fn url(&self) -> String {
         self.server.ws_url()
+    }
+
+    pub fn url_over(&self, transport: Transport) -> String {
+        match transport {
+            Transport::Ws => self.server.ws_url(),
+            Transport::Quic => self.server.quic_url().expect("quic is served"),
+        }
+    }
+
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.server.quic_addr().expect("quic is served")
+    }
+
+    /// What a client trusts this server's QUIC certificate by.
+    pub fn trust(&self) -> Trust {
+        Trust::Fingerprint(self.fingerprint)
+    }
+
+    /// A client library configuration for `transport`.
+    pub fn client_config(&self, transport: Transport, token: String) -> ClientConfig {
+        ClientConfig {
+            trust: Some(self.trust()),
+            ..ClientConfig::new(self.url_over(transport), token)
+        }
     }
 
     pub fn token(&self, user: &str) -> String {
@@ -64,10 +145,85 @@ impl TestServer {
     }
 }
 
-/// A WebSocket client speaking raw frames: for bad input and protocol edges.
+/// A client speaking raw frames over either transport: for bad input and
+/// protocol edges.
 pub struct RawClient {
-    ws: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+    wire: RawWire,
     next_request: u64,
+}
+
+enum RawWire {
+    Ws(Box<WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>>),
+    Quic(RawQuic),
+}
+
+/// A QUIC connection with its session stream, parts open for tests.
+pub struct RawQuic {
+    pub endpoint: quinn::Endpoint,
+    pub connection: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    partial: BytesMut,
+    /// The server's close, once seen.
+    closed: bool,
+}
+
+impl RawQuic {
+    /// Connects to `addr` offering `alpn`, trusting as `trust` says, and
+    /// opens the session stream.
+    pub async fn connect(
+        addr: SocketAddr,
+        trust: &Trust,
+        alpn: &[u8],
+    ) -> Result<Self, quinn::ConnectionError> {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(
+            quic::client_config(trust, alpn, Duration::from_secs(30)).unwrap(),
+        );
+        let connection = endpoint.connect(addr, "localhost").unwrap().await?;
+        let (send, recv) = connection.open_bi().await?;
+        Ok(Self {
+            endpoint,
+            connection,
+            send,
+            recv,
+            partial: BytesMut::new(),
+            closed: false,
+        })
+    }
+
+    async fn next(&mut self) -> Seen {
+        if self.closed {
+            return Seen::Ended;
+        }
+        loop {
+            if let Some(frame) = length::split_frame(&mut self.partial, 1 << 20).unwrap() {
+                return Seen::Frame(ServerFrame::decode(frame).expect("server frame decodes"));
+            }
+            match self.recv.read_chunk(64 * 1024, true).await {
+                Ok(Some(chunk)) => self.partial.extend_from_slice(&chunk.bytes),
+                Ok(None) => {
+                    self.closed = true;
+                    return close_of(self.connection.closed().await);
+                }
+                Err(quinn::ReadError::ConnectionLost(error)) => {
+                    self.closed = true;
+                    return close_of(error);
+                }
+                Err(_) => return Seen::Ended,
+            }
+        }
+    }
+}
+
+fn close_of(error: quinn::ConnectionError) -> Seen {
+    match error {
+        quinn::ConnectionError::ApplicationClosed(close) => Seen::Closed {
+            code: close.error_code.into_inner() as u16,
+            reason: String::from_utf8_lossy(&close.reason).into_owned(),
+        },
+        _ => Seen::Ended,
+    }
 }
 
 /// What the raw client saw next.
@@ -79,17 +235,55 @@ pub enum Seen {
 }
 
 impl RawClient {
+    /// A WebSocket connection to `url`.
     pub async fn connect(url: &str) -> Self {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         Self {
-            ws,
+            wire: RawWire::Ws(Box::new(ws)),
             next_request: 1,
         }
     }
 
-    /// Connects and authenticates as `user`; returns the ConnectAck frame.
+    /// A connection to `server` over `transport`.
+    pub async fn connect_over(server: &TestServer, transport: Transport) -> Self {
+        match transport {
+            Transport::Ws => Self::connect(&server.url()).await,
+            Transport::Quic => Self::from_quic(
+                RawQuic::connect(server.quic_addr(), &server.trust(), quic::ALPN)
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+
+    pub fn from_quic(quic: RawQuic) -> Self {
+        Self {
+            wire: RawWire::Quic(quic),
+            next_request: 1,
+        }
+    }
+
+    /// The QUIC parts, for a QUIC client.
+    pub fn quic(&mut self) -> &mut RawQuic {
+        match &mut self.wire {
+            RawWire::Quic(quic) => quic,
+            RawWire::Ws(_) => panic!("not a quic client"),
+        }
+    }
+
+    /// Connects over the server's default transport and authenticates as
+    /// `user`; returns the ConnectAck frame.
     pub async fn login(server: &TestServer, user: &str) -> (Self, ServerFrame) {
-        let mut client = Self::connect(&server.url()).await;
+        Self::login_over(server, server.transport, user).await
+    }
+
+    /// Connects over `transport` and authenticates as `user`.
+    pub async fn login_over(
+        server: &TestServer,
+        transport: Transport,
+        user: &str,
+    ) -> (Self, ServerFrame) {
+        let mut client = Self::connect_over(server, transport).await;
         let token = server.token(user);
         client
             .request(client_frame::Body::Connect(chatroom_proto::v1::Connect {
@@ -113,18 +307,43 @@ impl RawClient {
         request_id
     }
 
+    /// Sends `bytes` as one frame: a binary message, or after a length
+    /// prefix over QUIC.
     pub async fn send_bytes(&mut self, bytes: Vec<u8>) {
-        self.ws.send(WsMessage::Binary(bytes.into())).await.unwrap();
+        match &mut self.wire {
+            RawWire::Ws(ws) => ws.send(WsMessage::Binary(bytes.into())).await.unwrap(),
+            RawWire::Quic(quic) => {
+                let mut framed = (bytes.len() as u32).to_be_bytes().to_vec();
+                framed.extend_from_slice(&bytes);
+                quic.send.write_all(&framed).await.unwrap();
+            }
+        }
+    }
+
+    /// Writes bytes as they are: over QUIC, to the stream with no prefix.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.quic().send.write_all(bytes).await.unwrap();
     }
 
     pub async fn send_ws(&mut self, message: WsMessage) {
-        self.ws.send(message).await.unwrap();
+        match &mut self.wire {
+            RawWire::Ws(ws) => ws.send(message).await.unwrap(),
+            RawWire::Quic(_) => panic!("not a websocket client"),
+        }
     }
 
     /// The next thing the server did.
     pub async fn next(&mut self) -> Seen {
+        let ws = match &mut self.wire {
+            RawWire::Ws(ws) => ws,
+            RawWire::Quic(quic) => {
+                return tokio::time::timeout(PATIENCE, quic.next())
+                    .await
+                    .expect("server answered in time");
+            }
+        };
         loop {
-            let item = tokio::time::timeout(PATIENCE, self.ws.next())
+            let item = tokio::time::timeout(PATIENCE, ws.next())
                 .await
                 .expect("server answered in time");
             match item {
@@ -227,9 +446,10 @@ pub struct Bystanders {
 }
 
 impl Bystanders {
+    /// Alice over WebSocket, Bob over QUIC.
     pub async fn start(server: &TestServer) -> Self {
         let (mut alice, _) = RawClient::login(server, "bystander-alice").await;
-        let (mut bob, _) = RawClient::login(server, "bystander-bob").await;
+        let (mut bob, _) = RawClient::login_over(server, Transport::Quic, "bystander-bob").await;
         alice.join("calm").await;
         bob.join("calm").await;
         let mut pair = Self {
