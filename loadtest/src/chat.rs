@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use chatroom_cluster::auth::{Roles, SecretSource, default_secret_file};
+use chatroom_cluster::quic::{Fingerprint, Trust};
 use chatroom_proto::v1::{self, ChatMessage, ErrorCode, KickReason, Kind, Lane};
 use tokio::sync::mpsc;
 
 use crate::client::error::describe;
-use crate::client::{
-    Client, ClientConfig, ClientError, DEFAULT_URL, Event, JoinOptions, dev_token,
-};
+use crate::client::{Client, ClientConfig, ClientError, Event, JoinOptions, Transport, dev_token};
 
 /// Lifetime of a minted token: a long chat session outlives an hour.
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -25,9 +24,22 @@ const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Flags of `loadtest chat`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChatArgs {
-    /// msg-svc WebSocket address.
-    #[arg(long, env = "CHATROOM_SERVER", default_value = DEFAULT_URL)]
-    pub server: String,
+    /// msg-svc address, ws://HOST:PORT/ws or quic://HOST:PORT; default: the
+    /// embedded server's, for --transport.
+    #[arg(long, env = "CHATROOM_SERVER")]
+    pub server: Option<String>,
+    /// How to connect; default: what --server names, else ws.
+    #[arg(long, env = "CHATROOM_TRANSPORT", value_enum)]
+    pub transport: Option<Transport>,
+    /// QUIC: trust the server certificate in this PEM file (a CA or the
+    /// server's own). Default: the embedded server's, for a server on this
+    /// machine.
+    #[arg(long, env = "CHATROOM_QUIC_CERT_FILE", conflicts_with = "fingerprint")]
+    pub cert: Option<PathBuf>,
+    /// QUIC: trust the server certificate with this SHA-256 fingerprint
+    /// (as the embedded server prints it).
+    #[arg(long, env = "CHATROOM_QUIC_FINGERPRINT")]
+    pub fingerprint: Option<Fingerprint>,
     /// Room to join.
     #[arg(long, env = "CHATROOM_ROOM")]
     pub room: String,
@@ -88,16 +100,41 @@ pub fn token(args: &ChatArgs) -> anyhow::Result<String> {
     })
 }
 
+/// The server address `--server` and `--transport` name together.
+pub fn server_url(args: &ChatArgs) -> anyhow::Result<String> {
+    match (&args.server, args.transport) {
+        (None, transport) => Ok(transport.unwrap_or_default().default_url().to_owned()),
+        (Some(url), None) => Ok(url.clone()),
+        (Some(url), Some(transport)) => {
+            let named = Transport::of(url)?;
+            if named != transport {
+                anyhow::bail!(
+                    "--server {url} is {} but --transport says {}",
+                    named.name(),
+                    transport.name()
+                );
+            }
+            Ok(url.clone())
+        }
+    }
+}
+
 /// Chats until stdin ends or Ctrl-C (`Ok`), or until the server closes the
 /// session or removes it from the room (`Err`).
 pub async fn run(args: &ChatArgs, token: String) -> anyhow::Result<()> {
-    let mut config = ClientConfig::new(&args.server, token);
+    let server = server_url(args)?;
+    let mut config = ClientConfig::new(&server, token);
+    config.trust = match (&args.cert, args.fingerprint) {
+        (Some(file), _) => Some(Trust::CertFile(file.clone())),
+        (None, Some(pin)) => Some(Trust::Fingerprint(pin)),
+        (None, None) => None,
+    };
     if let Some(device) = &args.device {
         config.device_id.clone_from(device);
     }
     let (client, mut events) = Client::connect(config)
         .await
-        .with_context(|| format!("cannot connect to {}", args.server))?;
+        .with_context(|| format!("cannot connect to {server}"))?;
     let room = args.room.as_str();
     let options = JoinOptions {
         since: None,
@@ -497,13 +534,33 @@ mod tests {
         ])
         .unwrap()
         .chat;
-        assert_eq!(args.server, DEFAULT_URL);
+        assert_eq!(server_url(&args).unwrap(), crate::client::DEFAULT_URL);
         assert_eq!(args.roles, [Role::Admin, Role::System]);
         assert_eq!(args.token_secret_file, default_secret_file());
         assert!(Wrapper::try_parse_from(["chat", "--room", "demo"]).is_err());
         let with_token =
             Wrapper::try_parse_from(["chat", "--room", "demo", "--token", "t"]).unwrap();
         assert_eq!(token(&with_token.chat).unwrap(), "t");
+    }
+
+    #[test]
+    fn transport_and_server_agree_or_are_refused() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["chat", "--room", "demo", "--token", "t"];
+            argv.extend_from_slice(extra);
+            Wrapper::try_parse_from(argv).map(|w| w.chat)
+        };
+        let quic = parse(&["--transport", "quic"]).unwrap();
+        assert_eq!(server_url(&quic).unwrap(), crate::client::DEFAULT_QUIC_URL);
+        let named = parse(&["--server", "quic://127.0.0.1:9"]).unwrap();
+        assert_eq!(server_url(&named).unwrap(), "quic://127.0.0.1:9");
+        let mismatch = parse(&["--server", "ws://127.0.0.1:9/ws", "--transport", "quic"]).unwrap();
+        let error = server_url(&mismatch).unwrap_err().to_string();
+        assert!(error.contains("--transport says quic"), "{error}");
+        let pinned = parse(&["--transport", "quic", "--fingerprint", &"ab".repeat(32)]).unwrap();
+        assert_eq!(pinned.fingerprint, Some(Fingerprint([0xab; 32])));
+        assert!(parse(&["--fingerprint", "nope"]).is_err());
+        assert!(parse(&["--cert", "c.pem", "--fingerprint", &"ab".repeat(32)]).is_err());
     }
 
     #[test]

@@ -45,4 +45,4 @@ pub use core::{CoreConfig, JoinOptions, Output, Reply, SessionCore};
 pub use error::ClientError;
 pub use events::{CloseReason, Event, Events, RecvError};
 pub use token::dev_token;
-pub use transport::Scheme;
+pub use transport::Transport;

@@ -45,24 +45,41 @@ const QUIC_IDLE: Duration = Duration::from_secs(60);
 
 type Ws = WebSocketStream<TcpStream>;
 
-/// How a client reaches a msg-svc, from its URL's scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    /// `ws://`
-    WebSocket,
-    /// `quic://`
+/// How a client reaches a msg-svc; a URL's scheme names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// WebSocket, `ws://host:port/ws`.
+    #[default]
+    Ws,
+    /// QUIC, `quic://host:port`.
     Quic,
 }
 
-impl Scheme {
-    /// The scheme of `url`, if it is one a client can use.
+impl Transport {
+    /// As reports and flags name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ws => "ws",
+            Self::Quic => "quic",
+        }
+    }
+
+    /// Where the embedded server serves it by default.
+    pub fn default_url(self) -> &'static str {
+        match self {
+            Self::Ws => super::DEFAULT_URL,
+            Self::Quic => super::DEFAULT_QUIC_URL,
+        }
+    }
+
+    /// The transport `url` names, if it is one a client can use.
     pub fn of(url: &str) -> Result<Self, ClientError> {
         let invalid = |reason: &str| ClientError::InvalidUrl {
             url: url.to_owned(),
             reason: reason.to_owned(),
         };
         match url.split_once("://").map(|(scheme, _)| scheme) {
-            Some("ws") => Ok(Self::WebSocket),
+            Some("ws") => Ok(Self::Ws),
             Some("quic") => Ok(Self::Quic),
             Some("wss") => Err(invalid(
                 "wss needs TLS over TCP, which this client lacks; use quic:// for TLS",
@@ -100,11 +117,11 @@ pub(crate) struct QuicWire {
 impl Wire {
     /// Connects to `url` as `config` says (source address, trust).
     pub(crate) async fn open(url: &str, config: &ClientConfig) -> Result<Self, ClientError> {
-        match Scheme::of(url)? {
-            Scheme::WebSocket => Ok(Self::WebSocket(Box::new(
+        match Transport::of(url)? {
+            Transport::Ws => Ok(Self::WebSocket(Box::new(
                 open_ws(url, config.bind_addr).await?,
             ))),
-            Scheme::Quic => Ok(Self::Quic(Box::new(open_quic(url, config).await?))),
+            Transport::Quic => Ok(Self::Quic(Box::new(open_quic(url, config).await?))),
         }
     }
 
@@ -386,16 +403,22 @@ mod tests {
     #[test]
     fn schemes_pick_the_transport() {
         assert_eq!(
-            Scheme::of("ws://127.0.0.1:7400/ws").unwrap(),
-            Scheme::WebSocket
+            Transport::of("ws://127.0.0.1:7400/ws").unwrap(),
+            Transport::Ws
         );
-        assert_eq!(Scheme::of("quic://127.0.0.1:7402").unwrap(), Scheme::Quic);
+        assert_eq!(
+            Transport::of("quic://127.0.0.1:7402").unwrap(),
+            Transport::Quic
+        );
+        for transport in [Transport::Ws, Transport::Quic] {
+            assert_eq!(Transport::of(transport.default_url()).unwrap(), transport);
+        }
         for (url, why) in [
             ("wss://127.0.0.1:7400/ws", "TLS"),
             ("http://127.0.0.1:7400/ws", "scheme"),
             ("not a url", "scheme"),
         ] {
-            match Scheme::of(url) {
+            match Transport::of(url) {
                 Err(ClientError::InvalidUrl { url: got, reason }) => {
                     assert_eq!(got, url);
                     assert!(reason.contains(why), "{url}: {reason}");
