@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use chatroom_cluster::telemetry::{self, LogArgs};
 use clap::{Parser, Subcommand};
 use loadtest::chat::{self, ChatArgs};
@@ -245,11 +247,18 @@ async fn run_scenario(scenario: &Scenario, args: &RunArgs) -> anyhow::Result<()>
         let report = tokio::task::spawn_blocking(move || simulate::run(&spec)).await?;
         return write_report(&report, &args.out);
     }
-    let target_args = args.clone();
-    let target = tokio::task::spawn_blocking(move || Target::prepare(&target_args)).await??;
-    let mut report = coordinator::run(scenario, args, &target).await?;
-    // Stopped before the peer runs, so the two do not share the machine.
-    drop(target);
+    let mut reports = Vec::new();
+    for &transport in &args.transport {
+        let target_args = args.clone();
+        let target =
+            tokio::task::spawn_blocking(move || Target::prepare(&target_args, transport)).await??;
+        reports.push(coordinator::run(scenario, args, &target).await?);
+        // Stopped before the next run, so no two share the machine.
+        drop(target);
+    }
+    let mut others = reports.split_off(1);
+    let mut report = reports.pop().context("--transport names at least one")?;
+    report.other_transports.append(&mut others);
     if let Some(peer) = &args.peer {
         let nats = Target::nats(peer, &args.out)?;
         report.peer = Some(Box::new(coordinator::run(scenario, args, &nats).await?));

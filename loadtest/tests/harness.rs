@@ -6,12 +6,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chatroom_cluster::auth::TokenKey;
+use chatroom_cluster::quic::Identity;
 use clap::Parser;
+use loadtest::client::Transport;
 use loadtest::harness::coordinator::{self, Target};
 use loadtest::harness::report::Report;
 use loadtest::harness::scenario::{RunArgs, Scenario};
-use msg_svc::Listeners;
 use msg_svc::standalone::{Standalone, StandaloneConfig};
+use msg_svc::{Listeners, QuicListener};
 use tokio::net::TcpListener;
 
 const SECRET: &str = "harness-test-secret-0123456789abcdef";
@@ -23,12 +25,20 @@ struct Args {
 }
 
 async fn run(scenario: Scenario, flags: &[&str]) -> Report {
+    run_over(Transport::Ws, scenario, flags).await
+}
+
+/// Runs `scenario` with its clients over `transport` against an embedded
+/// server serving both.
+async fn run_over(transport: Transport, scenario: Scenario, flags: &[&str]) -> Report {
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, SECRET).unwrap();
+    let identity = Identity::self_signed(&["127.0.0.1".into()]).unwrap();
+    let fingerprint = identity.fingerprint().to_string();
     let listeners = Listeners {
         ws: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        quic: None,
+        quic: Some(QuicListener::bind("127.0.0.1:0".parse().unwrap(), identity).unwrap()),
         http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };
     let config = StandaloneConfig {
@@ -37,7 +47,10 @@ async fn run(scenario: Scenario, flags: &[&str]) -> Report {
     };
     let server =
         Standalone::start(config, TokenKey::new(SECRET.as_bytes()).unwrap(), listeners).unwrap();
-    let url = server.ws_url();
+    let url = match transport {
+        Transport::Ws => server.ws_url(),
+        Transport::Quic => server.quic_url().unwrap(),
+    };
     let out: PathBuf = dir.path().join("out");
     let worker = env!("CARGO_BIN_EXE_loadtest");
     let mut argv = vec![
@@ -54,12 +67,19 @@ async fn run(scenario: Scenario, flags: &[&str]) -> Report {
     argv.push(&out_str);
     let secret_str = secret_file.display().to_string();
     argv.extend(["--token-secret-file", &secret_str]);
+    argv.extend([
+        "--transport",
+        transport.name(),
+        "--fingerprint",
+        &fingerprint,
+    ]);
     argv.extend(flags);
     let args = Args::parse_from(argv).run;
-    let target = Target::prepare(&args).unwrap();
+    let target = Target::prepare(&args, transport).unwrap();
     let report = coordinator::run(&scenario, &args, &target).await.unwrap();
     server.shutdown().await;
     println!("{}", report.summary());
+    assert_eq!(report.transport, transport.name());
     report
 }
 
@@ -84,7 +104,17 @@ fn assert_exact(report: &Report) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tiny_giant_room_accounts_for_every_message() {
-    let report = run(
+    tiny_giant_room(Transport::Ws).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tiny_giant_room_over_quic_accounts_for_every_message() {
+    tiny_giant_room(Transport::Quic).await;
+}
+
+async fn tiny_giant_room(transport: Transport) {
+    let report = run_over(
+        transport,
         Scenario::GiantRoom,
         &[
             "--users",
@@ -113,10 +143,12 @@ async fn a_tiny_giant_room_accounts_for_every_message() {
     );
 }
 
-/// The Rust client library, playing the same users, counts the same.
+/// The Rust client library, playing the same users over QUIC, counts the
+/// same.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_client_library_plays_the_giant_room_exactly_too() {
-    let report = run(
+    let report = run_over(
+        Transport::Quic,
         Scenario::GiantRoom,
         &[
             "--client",

@@ -3,17 +3,21 @@
 //! deltas, notify then pull, pings, resuming after a drop), and counts.
 //!
 //! Bots of a worker share one thread, one read buffer and one set of
-//! counters; a bot holds only its socket, its cursor and bytes of a frame
-//! still arriving.
+//! counters; a bot holds only its connection, its cursor and bytes of a
+//! frame still arriving. Over QUIC the bots of a worker share one client
+//! endpoint (one UDP socket) per source address.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use chatroom_cluster::auth::{Roles, TokenKey};
+use chatroom_cluster::quic;
 use chatroom_proto::v1::{
     self, ClientFrame, Connect, Cursor, Join, Kind, Lane, Ping, Pull, Send, client_frame,
     server_frame,
@@ -25,7 +29,7 @@ use tokio::sync::{Notify, watch};
 
 use super::plan::WorkerPlan;
 use super::stats::{LANES, Latency, RoomTally};
-use super::wire::{self, Batch, Scanned, WsFrame};
+use super::wire::{self, Batch, Framing, Scanned, WsFrame};
 
 /// Sends a sender may have awaiting their ack.
 const SENDS_IN_FLIGHT: u32 = 32;
@@ -35,6 +39,13 @@ const PULL_LIMIT: u32 = 200;
 const MAX_REDIRECTS: usize = 3;
 /// How long connecting (redirects included) may take.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(20);
+/// A QUIC connection silent this long is gone (the server's shorter limit
+/// wins).
+const QUIC_IDLE: Duration = Duration::from_secs(60);
+/// Most bytes taken from a QUIC stream per read.
+const QUIC_READ_CHUNK: usize = 64 * 1024;
+/// How long a finished QUIC stream waits for the server's close code.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Where a worker is in the scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +87,8 @@ pub(crate) struct Shared {
     pub(crate) sends_in_flight: Cell<u64>,
     /// A bot became ready, failed, or finished draining.
     pub(crate) milestone: Notify,
+    /// QUIC: one client endpoint per source address.
+    quic_endpoints: RefCell<HashMap<Ipv4Addr, quinn::Endpoint>>,
 }
 
 impl Shared {
@@ -99,7 +112,28 @@ impl Shared {
             last_join: Cell::new(None),
             sends_in_flight: Cell::new(0),
             milestone: Notify::new(),
+            quic_endpoints: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// The QUIC endpoint bots connect from `source` with, made on first use.
+    fn quic_endpoint(&self, source: Ipv4Addr) -> Result<quinn::Endpoint, String> {
+        if let Some(endpoint) = self.quic_endpoints.borrow().get(&source) {
+            return Ok(endpoint.clone());
+        }
+        let trust = self
+            .plan
+            .trust()?
+            .ok_or("quic targets need a certificate or fingerprint to trust")?;
+        let config =
+            quic::client_config(&trust, quic::ALPN, QUIC_IDLE).map_err(|e| e.to_string())?;
+        let mut endpoint = quinn::Endpoint::client(SocketAddr::new(IpAddr::V4(source), 0))
+            .map_err(|e| format!("quic endpoint on {source}: {e}"))?;
+        endpoint.set_default_client_config(config);
+        self.quic_endpoints
+            .borrow_mut()
+            .insert(source, endpoint.clone());
+        Ok(endpoint)
     }
 
     /// A send was answered, or never will be.
@@ -287,7 +321,7 @@ struct Bot {
     room_index: usize,
     room: String,
     role: Role,
-    stream: TcpStream,
+    link: Link,
     /// Bytes of a frame still arriving (empty between frames).
     partial: Vec<u8>,
     heartbeat: Duration,
@@ -327,7 +361,7 @@ impl Bot {
         let url = plan.targets[(user as usize) % plan.targets.len()].clone();
         let source = plan.source_ips[(user as usize) % plan.source_ips.len()];
         let room = plan.rooms[room_index].name.clone();
-        let (stream, partial) = open(&url, source).await?;
+        let (link, partial) = open(&shared, &url, source).await?;
         let mut bot = Self {
             shared: Rc::clone(&shared),
             user,
@@ -337,7 +371,7 @@ impl Bot {
             room_index,
             room,
             role,
-            stream,
+            link,
             partial,
             heartbeat: Duration::from_secs(10),
             cursor: Cursor::default(),
@@ -370,7 +404,7 @@ impl Bot {
                 }
                 Some(server_frame::Body::Redirect(redirect)) => {
                     self.url = redirect.url;
-                    (self.stream, self.partial) = open(&self.url, self.source).await?;
+                    (self.link, self.partial) = open(&self.shared, &self.url, self.source).await?;
                 }
                 other => return Err(format!("connect refused: {}", describe(other.as_ref()))),
             }
@@ -457,9 +491,8 @@ impl Bot {
                     self.write(&ClientFrame { request_id: id, body: Some(client_frame::Body::Ping(Ping {})) }).await?;
                 }
                 _ = reconnect.tick(), if reconnects && running => self.reconnect().await?,
-                ready = self.stream.readable() => {
-                    ready.map_err(|e| e.to_string())?;
-                    self.receive().await?;
+                input = self.link.input() => {
+                    self.receive(input?).await?;
                     let now = phase.borrow().clone();
                     self.check_drained(&now);
                 }
@@ -484,7 +517,7 @@ impl Bot {
     /// Drops the connection and comes back with the cursor, as a viewer on
     /// a flaky network does.
     async fn reconnect(&mut self) -> Result<(), String> {
-        (self.stream, self.partial) = open(&self.url, self.source).await?;
+        (self.link, self.partial) = open(&self.shared, &self.url, self.source).await?;
         self.pulling = false;
         let unanswered: Vec<u64> = self.sends.keys().copied().collect();
         for request_id in unanswered {
@@ -543,14 +576,28 @@ impl Bot {
         Ok(())
     }
 
-    /// Reads what the socket has and handles every complete frame.
-    async fn receive(&mut self) -> Result<(), String> {
+    /// Reads what arrived (`chunk` over QUIC; the socket's bytes over
+    /// WebSocket) and handles every complete frame.
+    async fn receive(&mut self, chunk: Option<Bytes>) -> Result<(), String> {
         let mut scanned: Vec<Scanned> = Vec::new();
         {
             let mut scratch = self.shared.scratch.borrow_mut();
-            let (filled, eof) = read_after(&self.stream, &mut scratch, &self.partial)?;
+            let (filled, eof) = match (&self.link, chunk) {
+                (Link::Ws(stream), _) => read_after(stream, &mut scratch, &self.partial)?,
+                (Link::Quic(_), chunk) => {
+                    let chunk = chunk.unwrap_or_default();
+                    let filled = self.partial.len() + chunk.len();
+                    if filled > scratch.len() {
+                        return Err("more buffered than one frame allows".into());
+                    }
+                    scratch[..self.partial.len()].copy_from_slice(&self.partial);
+                    scratch[self.partial.len()..filled].copy_from_slice(&chunk);
+                    (filled, false)
+                }
+            };
+            let framing = self.link.framing();
             let mut pos = 0;
-            while let Some((frame, used)) = wire::next_ws_frame(&scratch[pos..filled])? {
+            while let Some((frame, used)) = wire::next_frame(framing, &scratch[pos..filled])? {
                 match frame {
                     WsFrame::Binary(range) => {
                         scanned.push(wire::scan(&scratch[pos + range.start..pos + range.end])?);
@@ -698,18 +745,27 @@ impl Bot {
     }
 
     async fn write(&mut self, frame: &ClientFrame) -> Result<(), String> {
-        self.mask = self.mask.rotate_left(7) ^ 0x9e37_79b9;
-        let bytes = wire::client_frame(frame, self.mask.to_le_bytes());
-        self.stream
-            .write_all(&bytes)
-            .await
-            .map_err(|e| format!("write: {e}"))
+        match &mut self.link {
+            Link::Ws(stream) => {
+                self.mask = self.mask.rotate_left(7) ^ 0x9e37_79b9;
+                let bytes = wire::client_frame(frame, self.mask.to_le_bytes());
+                stream
+                    .write_all(&bytes)
+                    .await
+                    .map_err(|e| format!("write: {e}"))
+            }
+            Link::Quic(quic) => quic
+                .send
+                .write_all(&wire::length_frame(frame))
+                .await
+                .map_err(|e| format!("write: {e}")),
+        }
     }
 
     /// The next frame while connecting (no swarm traffic yet), decoded.
     async fn next_reply(&mut self) -> Result<v1::ServerFrame, String> {
         loop {
-            if let Some((frame, used)) = wire::next_ws_frame(&self.partial)? {
+            if let Some((frame, used)) = wire::next_frame(self.link.framing(), &self.partial)? {
                 let result = match frame {
                     WsFrame::Binary(range) => Some(
                         prost::Message::decode(&self.partial[range])
@@ -732,17 +788,83 @@ impl Bot {
                     None => continue,
                 }
             }
-            let mut chunk = [0u8; 4096];
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| format!("read: {e}"))?;
-            if n == 0 {
-                return Err("connection closed".into());
-            }
-            self.partial.extend_from_slice(&chunk[..n]);
+            self.link.read_into(&mut self.partial).await?;
         }
+    }
+}
+
+/// A bot's connection.
+enum Link {
+    /// WebSocket: masked frames over TCP.
+    Ws(TcpStream),
+    /// QUIC: length-prefixed frames on the session's stream.
+    Quic(QuicLink),
+}
+
+struct QuicLink {
+    connection: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+impl Link {
+    fn framing(&self) -> Framing {
+        match self {
+            Self::Ws(_) => Framing::Ws,
+            Self::Quic(_) => Framing::Length,
+        }
+    }
+
+    /// Waits for input: over WebSocket, readiness (the bytes are read into
+    /// the worker's buffer after); over QUIC, the next chunk of the stream.
+    async fn input(&mut self) -> Result<Option<Bytes>, String> {
+        match self {
+            Self::Ws(stream) => {
+                stream.readable().await.map_err(|e| e.to_string())?;
+                Ok(None)
+            }
+            Self::Quic(quic) => quic.chunk().await.map(Some),
+        }
+    }
+
+    /// Appends what arrives next to `buf`.
+    async fn read_into(&mut self, buf: &mut Vec<u8>) -> Result<(), String> {
+        match self {
+            Self::Ws(stream) => {
+                let mut chunk = [0u8; 4096];
+                let n = stream
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|e| format!("read: {e}"))?;
+                if n == 0 {
+                    return Err("connection closed".into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Self::Quic(quic) => buf.extend_from_slice(&quic.chunk().await?),
+        }
+        Ok(())
+    }
+}
+
+impl QuicLink {
+    /// The next chunk of the stream; its end or a lost connection is an
+    /// error, with the server's close code when it gave one.
+    async fn chunk(&mut self) -> Result<Bytes, String> {
+        let error = match self.recv.read_chunk(QUIC_READ_CHUNK, true).await {
+            Ok(Some(chunk)) => return Ok(chunk.bytes),
+            Ok(None) => tokio::time::timeout(CLOSE_GRACE, self.connection.closed())
+                .await
+                .map_err(|_| "connection closed".to_owned())?,
+            Err(quinn::ReadError::ConnectionLost(error)) => error,
+            Err(error) => return Err(format!("read: {error}")),
+        };
+        Err(match error {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                format!("closed by the server ({})", close.error_code)
+            }
+            other => format!("connection lost: {other}"),
+        })
     }
 }
 
@@ -768,12 +890,42 @@ pub(crate) async fn connect_from(addr: &str, source: Ipv4Addr) -> Result<TcpStre
     Ok(stream)
 }
 
+/// Opens a connection to `url` from `source`, over the transport its scheme
+/// names; returns it and any bytes that followed the WebSocket upgrade.
+async fn open(shared: &Shared, url: &str, source: Ipv4Addr) -> Result<(Link, Vec<u8>), String> {
+    if let Some(addr) = url.strip_prefix("quic://") {
+        let addr = addr.trim_end_matches('/');
+        let remote: SocketAddr = addr
+            .parse()
+            .map_err(|_| format!("target must be quic://ip:port: {url}"))?;
+        let endpoint = shared.quic_endpoint(source)?;
+        let host = remote.ip().to_string();
+        let connection = endpoint
+            .connect(remote, &host)
+            .map_err(|e| format!("connect: {e}"))?
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let link = Link::Quic(QuicLink {
+            connection,
+            send,
+            recv,
+        });
+        return Ok((link, Vec::new()));
+    }
+    let (stream, rest) = open_ws(url, source).await?;
+    Ok((Link::Ws(stream), rest))
+}
+
 /// Opens a TCP connection from `source` and upgrades it to WebSocket;
 /// returns the stream and any bytes that followed the upgrade.
-async fn open(url: &str, source: Ipv4Addr) -> Result<(TcpStream, Vec<u8>), String> {
+async fn open_ws(url: &str, source: Ipv4Addr) -> Result<(TcpStream, Vec<u8>), String> {
     let rest = url
         .strip_prefix("ws://")
-        .ok_or_else(|| format!("not a ws:// url: {url}"))?;
+        .ok_or_else(|| format!("not a ws:// or quic:// url: {url}"))?;
     let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
     let path = format!("/{}", path.trim_start_matches('/'));
     let mut stream = connect_from(host, source).await?;

@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chatroom_cluster::auth::SecretSource;
 use chatroom_cluster::local::LocalServer;
+use chatroom_cluster::quic::Fingerprint;
 use tokio::sync::mpsc;
 
 use super::plan::{Command, Event, PlanRoom, Plays, Protocol, WorkerPlan};
 use super::report::{ClientUse, Lanes, Report, Second, ServerUse};
 use super::scenario::{ClientKind, Peer, RunArgs, Scenario};
 use super::stats::{Latency, Tally};
+use crate::client::Transport;
 use crate::local::{ClusterSpec, LocalCluster, NodeProcess};
 
 /// Users per worker process: well under the 20,000 descriptors a process
@@ -34,6 +36,12 @@ const DRAIN_PATIENCE: Duration = Duration::from_secs(30);
 pub struct Target {
     /// Where users connect.
     pub urls: Vec<String>,
+    /// How: the URLs' scheme.
+    pub transport: Transport,
+    /// QUIC: the certificate file to trust.
+    pub quic_cert: Option<PathBuf>,
+    /// QUIC: or the certificate's fingerprint.
+    pub quic_fingerprint: Option<Fingerprint>,
     /// The secret their tokens are signed with.
     pub secret: String,
     /// The service processes to measure, when they run here.
@@ -49,16 +57,31 @@ pub struct Target {
 }
 
 impl Target {
-    /// The target `args` name: started here, or reached at `--target`.
-    pub fn prepare(args: &RunArgs) -> anyhow::Result<Self> {
+    /// The target `args` name, for clients over `transport`: started here,
+    /// or reached at `--target`.
+    pub fn prepare(args: &RunArgs, transport: Transport) -> anyhow::Result<Self> {
         if !args.spawn_local {
             let file = args
                 .token_secret_file
                 .clone()
                 .context("--target needs --token-secret-file (the target's token secret)")?;
             let secret = read_secret(&file)?;
+            for url in &args.target {
+                let named = Transport::of(url)?;
+                if named != transport {
+                    bail!(
+                        "--target {url} is {} but the run is over {}: give one target list \
+                         per transport",
+                        named.name(),
+                        transport.name()
+                    );
+                }
+            }
             return Ok(Self {
                 urls: args.target.clone(),
+                transport,
+                quic_cert: args.cert.clone(),
+                quic_fingerprint: args.fingerprint,
                 secret,
                 pids: Vec::new(),
                 name: format!("{} (remote)", args.target.join(", ")),
@@ -72,8 +95,15 @@ impl Target {
         if args.msg_svcs == 0 {
             let node = crate::local::spawn_standalone(&dir, &args.server_args)?;
             let secret = read_secret(&dir.join("token-secret"))?;
+            let url = match transport {
+                Transport::Ws => node.ws_url.clone(),
+                Transport::Quic => node.quic_url.clone(),
+            };
             return Ok(Self {
-                urls: node.ws_url.iter().cloned().collect(),
+                urls: url.into_iter().collect(),
+                transport,
+                quic_cert: Some(dir.join("quic-cert.pem")),
+                quic_fingerprint: None,
                 secret,
                 pids: node.pid().into_iter().collect(),
                 name: "chatroom standalone (1 process, spawned here)".into(),
@@ -92,7 +122,13 @@ impl Target {
         let cluster = LocalCluster::start(&spec, &dir)?;
         let secret = read_secret(&dir.join("token-secret"))?;
         Ok(Self {
-            urls: cluster.ws_urls(),
+            urls: match transport {
+                Transport::Ws => cluster.ws_urls(),
+                Transport::Quic => cluster.quic_urls(),
+            },
+            transport,
+            quic_cert: Some(cluster.quic_cert_file().to_owned()),
+            quic_fingerprint: None,
             secret,
             pids: cluster
                 .room_svcs
@@ -132,6 +168,9 @@ impl Target {
         let url = format!("nats://{addr}");
         Ok(Self {
             urls: vec![url],
+            transport: Transport::Ws,
+            quic_cert: None,
+            quic_fingerprint: None,
             // Unused by NATS; a worker still needs a valid key to start.
             secret: "nats-peer-has-no-tokens-0123456789".into(),
             pids,
@@ -333,7 +372,7 @@ pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow
     Ok(Report {
         scenario: scenario.name().into(),
         transport: match target.protocol {
-            Protocol::Chatroom => args.transport.name().into(),
+            Protocol::Chatroom => target.transport.name().into(),
             Protocol::Nats => "nats".into(),
         },
         real_connections: connected,
@@ -354,6 +393,7 @@ pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow
             rss_kb: has_server.then_some(final_rss),
         },
         peer: None,
+        other_transports: Vec::new(),
         target: target.name.clone(),
         accepted_per_s: accepted as f64 / duration_s,
         connect_per_s: if connect_s > 0.0 {
@@ -449,6 +489,8 @@ impl Fleet {
                 protocol: target.protocol,
                 client: args.client,
                 targets: target.urls.clone(),
+                quic_cert: target.quic_cert.clone(),
+                quic_fingerprint: target.quic_fingerprint.map(|pin| pin.to_string()),
                 source_ips: (1..=SOURCES_PER_WORKER)
                     .map(|host| {
                         Ipv4Addr::new(127, 1 + (worker / 250) as u8, (worker % 250) as u8, host)

@@ -113,6 +113,7 @@ impl LibraryUser {
         let plan = &shared.plan;
         let url = plan.targets[(user as usize) % plan.targets.len()].clone();
         let mut config = ClientConfig::new(url, token);
+        config.trust = plan.trust()?;
         config.bind_addr = Some(plan.source_ips[(user as usize) % plan.source_ips.len()].into());
         let (client, events) = Client::connect(config.clone())
             .await

@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use chatroom_cluster::quic::Trust;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +36,7 @@ pub struct PlanRoom {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
-    /// chatroom over WebSocket.
+    /// chatroom, over WebSocket or QUIC.
     #[default]
     Chatroom,
     /// NATS, the reference broker: one subject per room.
@@ -49,9 +52,15 @@ pub struct WorkerPlan {
     pub protocol: Protocol,
     /// Which client plays chatroom users.
     pub client: ClientKind,
-    /// WebSocket URLs to connect to; bot `i` tries `targets[i % len]` and
-    /// follows redirects.
+    /// URLs to connect to (their scheme says the transport); bot `i` tries
+    /// `targets[i % len]` and follows redirects.
     pub targets: Vec<String>,
+    /// QUIC: the server certificate file to trust.
+    #[serde(default)]
+    pub quic_cert: Option<PathBuf>,
+    /// QUIC: or the server certificate's SHA-256 fingerprint.
+    #[serde(default)]
+    pub quic_fingerprint: Option<String>,
     /// Local addresses to connect from, round-robin.
     pub source_ips: Vec<Ipv4Addr>,
     /// The HS256 secret to mint the users' tokens with.
@@ -91,6 +100,18 @@ pub enum Plays {
 }
 
 impl WorkerPlan {
+    /// How QUIC users trust the server, if the plan says.
+    pub fn trust(&self) -> Result<Option<Trust>, String> {
+        if let Some(file) = &self.quic_cert {
+            return Ok(Some(Trust::CertFile(file.clone())));
+        }
+        self.quic_fingerprint
+            .as_deref()
+            .map(|pin| pin.parse().map(Trust::Fingerprint))
+            .transpose()
+            .map_err(|e| e.to_string())
+    }
+
     /// The room of `user`.
     pub fn room_of(&self, user: u64) -> Option<&PlanRoom> {
         let index = self
@@ -174,6 +195,8 @@ mod tests {
             protocol: Protocol::Chatroom,
             client: ClientKind::Swarm,
             targets: Vec::new(),
+            quic_cert: None,
+            quic_fingerprint: Some("ab".repeat(32)),
             source_ips: Vec::new(),
             token_secret: String::new(),
             rooms: vec![room("a", 0, 5), room("b", 5, 1), room("c", 6, 10)],
@@ -196,6 +219,13 @@ mod tests {
             ]
         );
         assert!(plan.room_of(16).is_none());
+        let pinned = plan.trust().unwrap();
+        assert!(matches!(pinned, Some(Trust::Fingerprint(pin)) if pin.0 == [0xab; 32]));
+        let bad = WorkerPlan {
+            quic_fingerprint: Some("not hex".into()),
+            ..plan
+        };
+        assert!(bad.trust().is_err());
     }
 
     #[test]

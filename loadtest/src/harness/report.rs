@@ -13,7 +13,7 @@ use super::stats::{LaneTotals, Percentiles};
 pub struct Report {
     /// `giant-room`, `flood`, ...
     pub scenario: String,
-    /// `ws`, or `nats` for the peer.
+    /// `ws` or `quic`, or `nats` for the peer.
     pub transport: String,
     /// Sockets the clients really opened.
     pub real_connections: u64,
@@ -32,6 +32,10 @@ pub struct Report {
     /// The same scenario against the peer, when one ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<Box<Report>>,
+    /// The same scenario over the other transports asked for, each against
+    /// a target of its own (`--transport ws,quic`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_transports: Vec<Report>,
     /// What was measured: e.g. `chatroom standalone (1 process)`.
     pub target: String,
     /// Messages accepted per second.
@@ -100,45 +104,56 @@ impl Report {
     pub fn summary(&self) -> String {
         let mut out = String::new();
         self.describe(&mut out, "");
+        for other in &self.other_transports {
+            out.push('\n');
+            other.describe(&mut out, &format!("{} ", other.transport));
+            let _ = writeln!(out, "\n{} / {}", self.transport, other.transport);
+            self.compare(&mut out, other);
+        }
         if let Some(peer) = &self.peer {
             out.push('\n');
             peer.describe(&mut out, "peer ");
             out.push_str("\nchatroom / peer\n");
-            let ratio = |ours: f64, theirs: f64| {
-                if theirs > 0.0 {
-                    format!("{:.2}x", ours / theirs)
-                } else {
-                    "n/a".to_owned()
-                }
-            };
-            let _ = writeln!(
-                out,
-                "  delivered/s        {}",
-                ratio(self.delivered_per_s, peer.delivered_per_s)
-            );
-            let _ = writeln!(
-                out,
-                "  p99 latency        {} (lower is better)",
-                ratio(self.latency_ms.p99, peer.latency_ms.p99)
-            );
-            if let (Some(ours), Some(theirs)) = (
-                self.server.delivered_per_cpu_s,
-                peer.server.delivered_per_cpu_s,
-            ) {
-                let _ = writeln!(out, "  delivered/CPU-s    {}", ratio(ours, theirs));
-            }
-            if let (Some(ours), Some(theirs)) = (
-                self.server.rss_kb_per_idle_conn,
-                peer.server.rss_kb_per_idle_conn,
-            ) {
-                let _ = writeln!(
-                    out,
-                    "  KiB/idle conn      {} (lower is better)",
-                    ratio(ours, theirs)
-                );
-            }
+            self.compare(&mut out, peer);
         }
         out
+    }
+
+    /// This run's figures as ratios to `other`'s.
+    fn compare(&self, out: &mut String, other: &Report) {
+        let ratio = |ours: f64, theirs: f64| {
+            if theirs > 0.0 {
+                format!("{:.2}x", ours / theirs)
+            } else {
+                "n/a".to_owned()
+            }
+        };
+        let _ = writeln!(
+            out,
+            "  delivered/s        {}",
+            ratio(self.delivered_per_s, other.delivered_per_s)
+        );
+        let _ = writeln!(
+            out,
+            "  p99 latency        {} (lower is better)",
+            ratio(self.latency_ms.p99, other.latency_ms.p99)
+        );
+        if let (Some(ours), Some(theirs)) = (
+            self.server.delivered_per_cpu_s,
+            other.server.delivered_per_cpu_s,
+        ) {
+            let _ = writeln!(out, "  delivered/CPU-s    {}", ratio(ours, theirs));
+        }
+        if let (Some(ours), Some(theirs)) = (
+            self.server.rss_kb_per_idle_conn,
+            other.server.rss_kb_per_idle_conn,
+        ) {
+            let _ = writeln!(
+                out,
+                "  KiB/idle conn      {} (lower is better)",
+                ratio(ours, theirs)
+            );
+        }
     }
 
     fn describe(&self, out: &mut String, prefix: &str) {
@@ -225,7 +240,10 @@ impl Report {
     pub fn chart(&self) -> String {
         let (width, height, margin) = (900.0, 560.0, 60.0);
         let panel = (height - 3.0 * margin) / 2.0;
-        let mut series: Vec<(&str, &Report)> = vec![("chatroom", self)];
+        let mut series: Vec<(&str, &Report)> = vec![(self.transport.as_str(), self)];
+        for other in &self.other_transports {
+            series.push((other.transport.as_str(), other));
+        }
         if let Some(peer) = &self.peer {
             series.push(("peer", peer));
         }
@@ -301,11 +319,7 @@ impl Report {
                 } else {
                     r#" stroke-dasharray="6 4""#
                 };
-                let color = if series_index == 0 {
-                    "#1f6feb"
-                } else {
-                    "#d1242f"
-                };
+                let color = COLORS[series_index % COLORS.len()];
                 let lines: Vec<(Vec<f64>, f64)> = if index == 0 {
                     vec![(
                         report.timeline.iter().map(|s| s.delivered_per_s).collect(),
@@ -334,7 +348,7 @@ impl Report {
         }
         let legend_y = height - 18.0;
         for (index, (name, _)) in series.iter().enumerate() {
-            let color = if index == 0 { "#1f6feb" } else { "#d1242f" };
+            let color = COLORS[index % COLORS.len()];
             let lx = margin + index as f64 * 160.0;
             let _ = writeln!(
                 svg,
@@ -353,6 +367,9 @@ impl Report {
         svg
     }
 }
+
+/// Line colours of the chart's series: this run, then the others.
+const COLORS: [&str; 3] = ["#1f6feb", "#d1242f", "#1a7f37"];
 
 /// A round number at or above `value`, for an axis.
 fn nice_ceiling(value: f64) -> f64 {

@@ -2,30 +2,15 @@
 
 use std::path::PathBuf;
 
+use chatroom_cluster::quic::Fingerprint;
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use super::plan::PlanRoom;
+use crate::client::Transport;
 
 /// The default room limit (NORMAL lane, msg/s): the flood sends ten times it.
 pub const ROOM_LIMIT: f64 = 200.0;
-
-/// How clients reach the target.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum Transport {
-    /// WebSocket.
-    #[default]
-    Ws,
-}
-
-impl Transport {
-    /// As reports name it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ws => "ws",
-        }
-    }
-}
 
 /// The reference broker a run is compared with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +53,9 @@ pub enum ClientKind {
 /// Flags every scenario takes.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// WebSocket URLs of a running target, comma-separated (users are
-    /// spread over them and follow redirects).
+    /// URLs of a running target, comma-separated: ws://HOST:PORT/ws or
+    /// quic://HOST:PORT as --transport says (users are spread over them and
+    /// follow redirects).
     #[arg(long, value_delimiter = ',', required_unless_present_any = ["spawn_local", "simulate"])]
     pub target: Vec<String>,
     /// The target's token secret file, with --target.
@@ -105,9 +91,18 @@ pub struct RunArgs {
     /// Where report.json and chart.svg go.
     #[arg(long, default_value = "loadtest-out")]
     pub out: PathBuf,
-    /// How clients connect.
-    #[arg(long, value_enum, default_value_t)]
-    pub transport: Transport,
+    /// How clients connect; several (`ws,quic`) run the scenario over each
+    /// in turn, against a fresh target each with --spawn-local, and
+    /// compare them.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ws")]
+    pub transport: Vec<Transport>,
+    /// QUIC with --target: trust the server certificate in this PEM file.
+    #[arg(long, conflicts_with_all = ["fingerprint", "spawn_local"])]
+    pub cert: Option<PathBuf>,
+    /// QUIC with --target: trust the server certificate with this SHA-256
+    /// fingerprint.
+    #[arg(long, conflicts_with = "spawn_local")]
+    pub fingerprint: Option<Fingerprint>,
     /// Which client plays the users.
     #[arg(long, value_enum, default_value_t)]
     pub client: ClientKind,

@@ -1,6 +1,7 @@
-//! The swarm's side of the wire: a lean WebSocket client and a scanner that
-//! reads the frames that come by the million (Notify with its delta,
-//! PullResult) without decoding them into structs.
+//! The swarm's side of the wire: a lean WebSocket client, the QUIC stream's
+//! length-prefixed framing, and a scanner that reads the frames that come by
+//! the million (Notify with its delta, PullResult) without decoding them
+//! into structs.
 //!
 //! The library client decodes every frame into allocated messages, which is
 //! right for an application and far too slow for a load generator that
@@ -9,6 +10,7 @@
 
 use bytes::Buf;
 use chatroom_proto::Message;
+use chatroom_proto::framing::length;
 use chatroom_proto::framing::ws::{self, HeaderBytes, OpCode};
 use chatroom_proto::v1::{ClientFrame, Cursor, Lane, ServerFrame};
 use prost::encoding::{WireType, decode_key, decode_varint};
@@ -53,7 +55,16 @@ pub fn client_frame(frame: &ClientFrame, mask: [u8; 4]) -> Vec<u8> {
     out
 }
 
-/// A WebSocket frame from the server, found in a buffer.
+/// How server frames are delimited on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// WebSocket frames.
+    Ws,
+    /// A big-endian `u32` length before each frame (QUIC).
+    Length,
+}
+
+/// What the server sent, found in a buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WsFrame {
     /// A binary message: one ServerFrame, at this range of the buffer.
@@ -64,7 +75,34 @@ pub enum WsFrame {
     Control,
 }
 
-/// The next complete frame at the start of `buf` and the bytes it used.
+/// The next complete item at the start of `buf`, delimited as `framing`
+/// says, and the bytes it used.
+pub fn next_frame(framing: Framing, buf: &[u8]) -> Result<Option<(WsFrame, usize)>, String> {
+    match framing {
+        Framing::Ws => next_ws_frame(buf),
+        Framing::Length => {
+            let Some(len) = length::peek_len(buf, MAX_SERVER_FRAME).map_err(|e| e.to_string())?
+            else {
+                return Ok(None);
+            };
+            let end = length::PREFIX_LEN + len;
+            Ok((buf.len() >= end).then_some((WsFrame::Binary(length::PREFIX_LEN..end), end)))
+        }
+    }
+}
+
+/// A client frame after its length prefix, for a QUIC stream.
+pub fn length_frame(frame: &ClientFrame) -> Vec<u8> {
+    let body = frame.encode_to_vec();
+    let mut out = Vec::with_capacity(length::PREFIX_LEN + body.len());
+    // Client frames are far below 4 GiB.
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The next complete WebSocket frame at the start of `buf` and the bytes
+/// it used.
 pub fn next_ws_frame(buf: &[u8]) -> Result<Option<(WsFrame, usize)>, String> {
     let Some((header, range)) = ws::next_frame(buf, MAX_SERVER_FRAME).map_err(|e| e.to_string())?
     else {
@@ -448,6 +486,28 @@ mod tests {
             WsFrame::Control
         );
         assert_eq!(next_ws_frame(&server[..3]).unwrap(), None);
+    }
+
+    #[test]
+    fn length_framing_finds_whole_frames_only() {
+        let frame = ClientFrame {
+            request_id: 9,
+            body: None,
+        };
+        let mut wire = length_frame(&frame);
+        wire.extend(length_frame(&frame));
+        let (first, used) = next_frame(Framing::Length, &wire).unwrap().unwrap();
+        let WsFrame::Binary(range) = first else {
+            panic!("{first:?}");
+        };
+        assert_eq!(ClientFrame::decode(&wire[range]).unwrap(), frame);
+        assert_eq!(used * 2, wire.len());
+        assert_eq!(
+            next_frame(Framing::Length, &wire[..used - 1]).unwrap(),
+            None
+        );
+        let huge = ((MAX_SERVER_FRAME + 1) as u32).to_be_bytes();
+        assert!(next_frame(Framing::Length, &huge).is_err());
     }
 
     #[test]
