@@ -11,7 +11,7 @@ use chatroom_cluster::placement;
 use chatroom_cluster::quic::Trust;
 use chatroom_proto::v1::{ChatMessage, ErrorCode, Kind};
 use loadtest::client::{Client, ClientConfig, Event, Events, JoinOptions};
-use loadtest::local::{ClusterSpec, LocalCluster, http_get};
+use loadtest::local::{ClusterSpec, LocalCluster, NodeProcess, http_get};
 use tokio::sync::Mutex;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -61,22 +61,20 @@ fn start() -> Setup {
 }
 
 impl Setup {
-    fn url(&self, node: &str) -> String {
+    fn msg_svc(&self, node: &str) -> &NodeProcess {
         self.cluster
             .msg_svcs
             .iter()
             .find(|n| n.id == node)
-            .and_then(|n| n.ws_url.clone())
-            .unwrap()
+            .unwrap_or_else(|| panic!("no {node}"))
+    }
+
+    fn url(&self, node: &str) -> String {
+        self.msg_svc(node).ws_url.clone().unwrap()
     }
 
     fn quic_url(&self, node: &str) -> String {
-        self.cluster
-            .msg_svcs
-            .iter()
-            .find(|n| n.id == node)
-            .and_then(|n| n.quic_url.clone())
-            .unwrap()
+        self.msg_svc(node).quic_url.clone().unwrap()
     }
 
     fn http(&self, node: &str) -> String {
