@@ -350,7 +350,11 @@ async fn a_client_that_stops_reading_is_closed_and_dropped() {
     let mut config = room_svc::core::default_room_config();
     config.normal_per_s = 100_000;
     config.normal_burst = 100_000;
-    rooms.set_room_config("firehose", config).await.unwrap();
+    let patch = room_svc::core::ConfigPatch::from_config(&config);
+    rooms
+        .configure_room("firehose", room_svc::ConfigChange::Patch(patch))
+        .await
+        .unwrap();
     let (mut writer, _) = RawClient::login(&server, "writer").await;
     writer.join("firehose").await;
     let big = "x".repeat(4_000);

@@ -50,13 +50,11 @@ async fn join(client: &Client, room: &str) {
 /// Sets a room's settings through the in-process admin API.
 async fn configure(server: &TestServer, room: &str, tweak: impl FnOnce(&mut RoomConfig)) {
     let rooms = server.server.rooms();
-    let mut config = match rooms.room_config(room).await {
-        Ok(config) => config,
-        Err(_) => room_svc::core::default_room_config(),
-    };
+    let mut config = rooms.room_config(room).await.expect("room settings").config;
     tweak(&mut config);
+    let patch = room_svc::core::ConfigPatch::from_config(&config);
     rooms
-        .set_room_config(room, config)
+        .configure_room(room, room_svc::ConfigChange::Patch(patch))
         .await
         .expect("valid room config");
 }

@@ -52,6 +52,7 @@ impl ToRoomSvc {
             Body::Unsubscribe(unsub) => &unsub.room_id,
             Body::Membership(membership) => &membership.room_id,
             Body::Send(send) => &send.room_id,
+            Body::Report(report) => &report.room_id,
             Body::Hello(_) => return None,
         })
     }

@@ -28,5 +28,7 @@ pub mod store;
 
 mod net;
 
-pub use service::{AdminError, NodePort, Ownership, RoomService, RoomServiceConfig};
+pub use service::{
+    AdminError, ConfigChange, NodePort, Ownership, RoomService, RoomServiceConfig, RoomSettings,
+};
 pub use store::{RedisStoreConfig, RoomStore, StoreCounters, StoreError, StoreHealth};

@@ -27,13 +27,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use chatroom_cluster::link::{DownLink, LinkError, UpLink};
 use chatroom_cluster::registry::Members;
-use chatroom_proto::cluster::v1::{RoomConfig, ToRoomSvc};
+use chatroom_proto::cluster::v1::{RoomConfig, RoomOverrides, ToRoomSvc};
 use chatroom_proto::ids::{IdError, check_id};
 use chatroom_proto::v1;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, info_span, warn};
 
-use crate::core::{ConfigError, ModerationError, NodeIdx, RoomStats, default_room_config};
+use crate::core::{
+    ConfigError, ConfigPatch, ModerationError, NodeIdx, RankBy, RoomStats, RoomSummary,
+    default_room_config,
+};
 use crate::store::{RoomStore, StoreError, StoreHealth};
 use worker::{AdminJob, Input, NodeLink, Worker, WorkerSettings};
 
@@ -86,6 +89,35 @@ impl Ownership {
             members,
         }
     }
+}
+
+/// A room's settings as operators see them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RoomSettings {
+    /// What the room runs with: the defaults with the overrides laid over.
+    #[serde(serialize_with = "crate::core::config::serialize_config")]
+    pub config: RoomConfig,
+    /// What an operator set for this room.
+    #[serde(serialize_with = "crate::core::config::serialize_overrides")]
+    pub overrides: RoomOverrides,
+}
+
+impl RoomSettings {
+    fn of(state: &crate::core::RoomState) -> Self {
+        Self {
+            config: state.config().clone(),
+            overrides: state.overrides().clone(),
+        }
+    }
+}
+
+/// A change to a room's overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigChange {
+    /// Set or clear some fields.
+    Patch(ConfigPatch),
+    /// Drop every override: the room follows the defaults again.
+    Reset,
 }
 
 /// Why an admin operation failed.
@@ -266,21 +298,21 @@ impl RoomService {
         }
     }
 
-    /// The room's settings.
-    pub async fn room_config(&self, room: &str) -> Result<RoomConfig, AdminError> {
-        self.on_worker(room, |worker, room| worker.config(&room))
+    /// The room's settings: the defaults for a room nobody configured.
+    pub async fn room_config(&self, room: &str) -> Result<RoomSettings, AdminError> {
+        self.on_worker(room, |worker, room| Ok(worker.settings(&room)))
             .await
     }
 
-    /// Validates and applies the room's settings (creating the room if
-    /// needed) and pushes them to its subscribed nodes.
-    pub async fn set_room_config(
+    /// Changes the room's overrides (creating the room if needed) and pushes
+    /// the resulting config to its subscribed nodes. A change that takes the
+    /// config out of bounds is refused and changes nothing.
+    pub async fn configure_room(
         &self,
         room: &str,
-        config: RoomConfig,
-    ) -> Result<RoomConfig, AdminError> {
-        crate::core::validate_config(&config)?;
-        self.on_worker(room, move |worker, room| worker.set_config(&room, config))
+        change: ConfigChange,
+    ) -> Result<RoomSettings, AdminError> {
+        self.on_worker(room, move |worker, room| worker.configure(&room, change))
             .await
     }
 
@@ -362,6 +394,28 @@ impl RoomService {
     pub async fn stats(&self, room: &str) -> Result<RoomStats, AdminError> {
         self.on_worker(room, |worker, room| worker.stats(&room))
             .await
+    }
+
+    /// The `limit` busiest rooms this service holds, busiest first.
+    pub async fn busiest(&self, by: RankBy, limit: usize) -> Vec<RoomSummary> {
+        let mut answers = Vec::with_capacity(self.shared.workers.len());
+        for queue in &self.shared.workers {
+            let (reply, answer) = oneshot::channel();
+            let job: AdminJob = Box::new(move |worker: &mut Worker| {
+                // The caller may have given up waiting; nobody else wants it.
+                let _ = reply.send(worker.busiest(by, limit));
+            });
+            if queue.send(Input::Worker(job)).await.is_ok() {
+                answers.push(answer);
+            }
+        }
+        let mut rooms = Vec::new();
+        for answer in answers {
+            // A worker that stopped meanwhile holds no rooms.
+            rooms.extend(answer.await.unwrap_or_default());
+        }
+        by.top(&mut rooms, limit);
+        rooms
     }
 
     /// Tells the subscribed nodes the room is closed, then forgets it. The

@@ -22,7 +22,7 @@ async fn subscribe_ack_carries_config_history_and_latest() {
     let service = start(2);
     let config = config_with(|c| c.history_size = 2);
     assert_eq!(
-        service.set_room_config(ROOM, config.clone()).await,
+        set_config(&service, ROOM, config.clone()).await,
         Ok(config.clone())
     );
     let mut a = FakeNode::attach(&service, "a");
@@ -153,16 +153,16 @@ async fn sending_without_membership_is_not_joined() {
 #[tokio::test]
 async fn over_the_limit_is_rate_limited_while_priority_passes() {
     let service = start(2);
-    service
-        .set_room_config(
-            ROOM,
-            config_with(|c| {
-                c.normal_per_s = 1;
-                c.normal_burst = 1;
-            }),
-        )
-        .await
-        .unwrap();
+    set_config(
+        &service,
+        ROOM,
+        config_with(|c| {
+            c.normal_per_s = 1;
+            c.normal_burst = 1;
+        }),
+    )
+    .await
+    .unwrap();
     let mut a = FakeNode::attach(&service, "a");
     a.subscribe(ROOM).await;
     a.join(ROOM, &["alice", "bot"]);
@@ -294,7 +294,7 @@ async fn config_changes_are_pushed_to_subscribers_only() {
         c.max_payload_bytes = 100;
         c.round_interval_ms = 500;
     });
-    service.set_room_config(ROOM, config.clone()).await.unwrap();
+    set_config(&service, ROOM, config.clone()).await.unwrap();
     for node in [&mut a, &mut b] {
         let update = node.next_update().await;
         assert_eq!(update.room_id, ROOM);
@@ -303,14 +303,20 @@ async fn config_changes_are_pushed_to_subscribers_only() {
         assert!(!update.closed);
     }
     c.assert_quiet();
-    assert_eq!(service.room_config(ROOM).await, Ok(config.clone()));
+    assert_eq!(
+        service.room_config(ROOM).await.map(|s| s.config),
+        Ok(config.clone())
+    );
 
     let bad = config_with(|c| c.priority_ring = 0);
     assert!(matches!(
-        service.set_room_config(ROOM, bad).await,
+        set_config(&service, ROOM, bad).await,
         Err(AdminError::InvalidConfig(_))
     ));
-    assert_eq!(service.room_config(ROOM).await, Ok(config));
+    assert_eq!(
+        service.room_config(ROOM).await.map(|s| s.config),
+        Ok(config)
+    );
     a.assert_quiet();
 
     // The new payload limit is in force.
@@ -387,10 +393,10 @@ async fn close_room_tells_subscribers_and_forgets_the_room() {
         service.close_room(ROOM).await,
         Err(AdminError::UnknownRoom(ROOM.into()))
     );
-    assert!(matches!(
-        service.room_config(ROOM).await,
-        Err(AdminError::UnknownRoom(_))
-    ));
+    // Its overrides went with it.
+    let settings = service.room_config(ROOM).await.unwrap();
+    assert_eq!(settings.config, room_svc::core::default_room_config());
+    assert_eq!(settings.overrides, Default::default());
 
     // Subscribing again starts a new stream.
     let ack = a.subscribe(ROOM).await;

@@ -12,9 +12,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use chatroom_cluster::registry::{Members, NodeInfo, Role};
 use chatroom_proto::Message;
-use chatroom_proto::cluster::v1::{RoomConfig, SendRequest};
+use chatroom_proto::cluster::v1::{RoomOverrides, SendRequest};
 use chatroom_proto::v1::{ChatMessage, Cursor, ErrorCode, Lane};
 use redis::AsyncCommands;
+use room_svc::core::{default_room_config, resolve};
 use room_svc::{AdminError, Ownership, RoomService, RoomServiceConfig, RoomStore, StoreHealth};
 use support::*;
 use tokio::sync::watch;
@@ -72,7 +73,7 @@ async fn rooms_survive_a_restart_over_the_same_redis() {
     });
     let (epoch, sent) = {
         let service = start_on(redis.store("persist"));
-        service.set_room_config(ROOM, config.clone()).await.unwrap();
+        set_config(&service, ROOM, config.clone()).await.unwrap();
         let mut a = FakeNode::attach(&service, "a");
         let epoch = a.subscribe(ROOM).await.latest.unwrap().epoch;
         a.join(ROOM, &["alice", "bob", "vip"]);
@@ -102,10 +103,13 @@ async fn rooms_survive_a_restart_over_the_same_redis() {
         .get("chatroom:persist:room:stream-1:config")
         .await
         .unwrap();
+    let stored = RoomOverrides::decode(stored_config.as_slice()).unwrap();
     assert_eq!(
-        RoomConfig::decode(stored_config.as_slice()).unwrap(),
-        config
+        stored.max_payload_bytes,
+        Some(100),
+        "the overrides are stored"
     );
+    assert_eq!(resolve(&default_room_config(), &stored), config);
     let bob_until: u64 = raw
         .hget("chatroom:persist:room:stream-1:mutes", "bob")
         .await
@@ -171,8 +175,7 @@ async fn a_closed_room_is_gone_from_the_store() {
     let redis = TestRedis::start();
     let first = {
         let service = start_on(redis.store("close"));
-        service
-            .set_room_config(ROOM, config_with(|c| c.max_payload_bytes = 9))
+        set_config(&service, ROOM, config_with(|c| c.max_payload_bytes = 9))
             .await
             .unwrap();
         service.ban(ROOM, "eve").await.unwrap();

@@ -1,10 +1,20 @@
-//! Per-room settings: the defaults every new room starts with and the bounds
-//! a config must stay within before a room (and every msg-svc) applies it.
+//! Per-room settings: the defaults every room follows, the overrides an
+//! operator sets for one room, the patches that change them, and the bounds
+//! a resolved config must stay within before a room (and every msg-svc)
+//! applies it.
+//!
+//! A room keeps only its overrides; its config is the defaults with the
+//! overrides laid over them ([`resolve`]), so a changed default reaches every
+//! room that did not override that field.
 
+use std::fmt;
 use std::ops::RangeInclusive;
 
-use chatroom_proto::cluster::v1::RoomConfig;
+use chatroom_proto::cluster::v1::{KindList, RoomConfig, RoomOverrides};
 use chatroom_proto::v1::Kind;
+use serde::de::{self, Deserializer};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// Most message kinds a room may route to the PRIORITY lane.
 pub const MAX_PRIORITY_KINDS: usize = 32;
@@ -107,6 +117,206 @@ pub fn validate_config(config: &RoomConfig) -> Result<(), ConfigError> {
         None => Ok(()),
     }
 }
+
+/// Calls `$apply!` with the names of the numeric settings, in the order of
+/// `RoomConfig`.
+macro_rules! numeric_fields {
+    ($apply:ident) => {
+        $apply! {
+            normal_per_s,
+            normal_burst,
+            priority_per_s,
+            priority_burst,
+            normal_ring,
+            priority_ring,
+            max_payload_bytes,
+            round_interval_ms,
+            pull_timeout_ms,
+            slow_consumer_notifies,
+            history_size,
+            inline_max_bytes
+        }
+    };
+}
+
+/// The room's config: `defaults` with `overrides` laid over them.
+pub fn resolve(defaults: &RoomConfig, overrides: &RoomOverrides) -> RoomConfig {
+    macro_rules! lay_over {
+        ($($field:ident),*) => {
+            RoomConfig {
+                $($field: overrides.$field.unwrap_or(defaults.$field),)*
+                priority_kinds: overrides
+                    .priority_kinds
+                    .as_ref()
+                    .map_or_else(|| defaults.priority_kinds.clone(), |list| list.kinds.clone()),
+            }
+        };
+    }
+    numeric_fields!(lay_over)
+}
+
+/// What a patch does to one setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Field<T> {
+    /// Leaves it as it is (the field was absent).
+    #[default]
+    Keep,
+    /// Drops the room's override: the default applies again (`null`).
+    Clear,
+    /// Overrides it.
+    Set(T),
+}
+
+impl<T> Field<T> {
+    fn apply(self, slot: &mut Option<T>) {
+        match self {
+            Self::Keep => {}
+            Self::Clear => *slot = None,
+            Self::Set(value) => *slot = Some(value),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match Option::<T>::deserialize(deserializer)? {
+            Some(value) => Self::Set(value),
+            None => Self::Clear,
+        })
+    }
+}
+
+/// A message kind in the admin API: its name (`chat`, `like`, `gift`,
+/// `notice`) or its number (an application kind, 1000 and up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindName(pub i32);
+
+const KIND_NAMES: [(&str, Kind); 4] = [
+    ("chat", Kind::Chat),
+    ("like", Kind::Like),
+    ("gift", Kind::Gift),
+    ("notice", Kind::Notice),
+];
+
+impl Serialize for KindName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match KIND_NAMES.iter().find(|(_, kind)| *kind as i32 == self.0) {
+            Some((name, _)) => serializer.serialize_str(name),
+            None => serializer.serialize_i32(self.0),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KindName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = KindName;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a kind name (chat, like, gift, notice) or a number of 1000 and up")
+            }
+
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<KindName, E> {
+                KIND_NAMES
+                    .iter()
+                    .find(|(known, _)| *known == name)
+                    .map(|&(_, kind)| KindName(kind as i32))
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Str(name), &self))
+            }
+
+            fn visit_i64<E: de::Error>(self, number: i64) -> Result<KindName, E> {
+                i32::try_from(number)
+                    .ok()
+                    .filter(|&kind| Kind::is_allowed(kind))
+                    .map(KindName)
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Signed(number), &self))
+            }
+
+            fn visit_u64<E: de::Error>(self, number: u64) -> Result<KindName, E> {
+                let signed = i64::try_from(number)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(number), &self))?;
+                self.visit_i64(signed)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+fn kind_names(kinds: &[i32]) -> Vec<KindName> {
+    kinds.iter().map(|&kind| KindName(kind)).collect()
+}
+
+macro_rules! define_patch {
+    ($($field:ident),*) => {
+        /// A change to a room's overrides, as the admin API takes it: each
+        /// field absent (kept), `null` (back to the default) or a value.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct ConfigPatch {
+            $(
+                #[allow(missing_docs)]
+                #[serde(default)]
+                pub $field: Field<u32>,
+            )*
+            /// Kinds that go to the PRIORITY lane whoever sends them.
+            #[serde(default)]
+            pub priority_kinds: Field<Vec<KindName>>,
+        }
+
+        impl ConfigPatch {
+            /// A patch overriding every field with `config`'s value.
+            pub fn from_config(config: &RoomConfig) -> Self {
+                Self {
+                    $($field: Field::Set(config.$field),)*
+                    priority_kinds: Field::Set(kind_names(&config.priority_kinds)),
+                }
+            }
+
+            /// Applies the patch to `overrides`.
+            pub fn apply(self, overrides: &mut RoomOverrides) {
+                $(self.$field.apply(&mut overrides.$field);)*
+                let mut kinds = overrides
+                    .priority_kinds
+                    .take()
+                    .map(|list| kind_names(&list.kinds));
+                self.priority_kinds.apply(&mut kinds);
+                overrides.priority_kinds = kinds.map(|names| KindList {
+                    kinds: names.into_iter().map(|KindName(kind)| kind).collect(),
+                });
+            }
+        }
+
+        /// Writes a resolved config as a JSON object (kinds by name).
+        pub fn serialize_config<S: Serializer>(
+            config: &RoomConfig,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            let mut map = serializer.serialize_map(None)?;
+            $(map.serialize_entry(stringify!($field), &config.$field)?;)*
+            map.serialize_entry("priority_kinds", &kind_names(&config.priority_kinds))?;
+            map.end()
+        }
+
+        /// Writes a room's overrides as a JSON object of the fields set.
+        pub fn serialize_overrides<S: Serializer>(
+            overrides: &RoomOverrides,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            let mut map = serializer.serialize_map(None)?;
+            $(
+                if let Some(value) = overrides.$field {
+                    map.serialize_entry(stringify!($field), &value)?;
+                }
+            )*
+            if let Some(list) = &overrides.priority_kinds {
+                map.serialize_entry("priority_kinds", &kind_names(&list.kinds))?;
+            }
+            map.end()
+        }
+    };
+}
+numeric_fields!(define_patch);
 
 fn check(field: &'static str, value: u32, range: RangeInclusive<u32>) -> Result<(), ConfigError> {
     if range.contains(&value) {
@@ -242,5 +452,104 @@ mod tests {
             error.to_string(),
             "max_payload_bytes is 70000, allowed 1..=60000"
         );
+    }
+}
+
+#[cfg(test)]
+mod patch_tests {
+    use super::*;
+
+    fn patch(json: &str) -> Result<ConfigPatch, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn a_patch_sets_clears_and_keeps_fields() {
+        let mut overrides = RoomOverrides {
+            normal_ring: Some(9),
+            history_size: Some(3),
+            ..RoomOverrides::default()
+        };
+        patch(r#"{"normal_per_s": 50, "history_size": null, "priority_kinds": ["like", 1001]}"#)
+            .unwrap()
+            .apply(&mut overrides);
+        assert_eq!(overrides.normal_per_s, Some(50));
+        assert_eq!(overrides.normal_ring, Some(9), "absent: kept");
+        assert_eq!(overrides.history_size, None, "null: back to the default");
+        assert_eq!(
+            overrides.priority_kinds,
+            Some(KindList {
+                kinds: vec![Kind::Like as i32, 1001]
+            })
+        );
+        patch(r#"{"priority_kinds": null}"#)
+            .unwrap()
+            .apply(&mut overrides);
+        assert_eq!(overrides.priority_kinds, None);
+
+        let config = resolve(&default_room_config(), &overrides);
+        assert_eq!(config.normal_per_s, 50);
+        assert_eq!(config.normal_ring, 9);
+        assert_eq!(config.history_size, default_room_config().history_size);
+        assert_eq!(config.priority_kinds, [Kind::Gift as i32]);
+    }
+
+    #[test]
+    fn an_empty_kind_list_is_an_override() {
+        let mut overrides = RoomOverrides::default();
+        patch(r#"{"priority_kinds": []}"#)
+            .unwrap()
+            .apply(&mut overrides);
+        assert!(
+            resolve(&default_room_config(), &overrides)
+                .priority_kinds
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bad_patches_do_not_parse() {
+        for bad in [
+            r#"{"normal_per_s": -5}"#,
+            r#"{"normal_per_s": 4294967296}"#,
+            r#"{"normal_per_s": "10"}"#,
+            r#"{"normal_per_sec": 10}"#,
+            r#"{"priority_kinds": ["gifts"]}"#,
+            r#"{"priority_kinds": [4]}"#,
+            r#"{"priority_kinds": "gift"}"#,
+        ] {
+            assert!(patch(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn configs_and_overrides_serialize_with_kind_names() {
+        #[derive(Serialize)]
+        struct Both<'a> {
+            #[serde(serialize_with = "serialize_config")]
+            config: &'a RoomConfig,
+            #[serde(serialize_with = "serialize_overrides")]
+            overrides: &'a RoomOverrides,
+        }
+        let overrides = RoomOverrides {
+            max_payload_bytes: Some(10),
+            priority_kinds: Some(KindList {
+                kinds: vec![Kind::Notice as i32, 1234],
+            }),
+            ..RoomOverrides::default()
+        };
+        let config = resolve(&default_room_config(), &overrides);
+        let json = serde_json::to_value(Both {
+            config: &config,
+            overrides: &overrides,
+        })
+        .unwrap();
+        assert_eq!(
+            json["overrides"],
+            serde_json::json!({"max_payload_bytes": 10, "priority_kinds": ["notice", 1234]})
+        );
+        assert_eq!(json["config"]["max_payload_bytes"], 10);
+        assert_eq!(json["config"]["normal_per_s"], 200);
+        assert_eq!(json["config"].as_object().unwrap().len(), 13);
     }
 }

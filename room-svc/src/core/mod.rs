@@ -22,8 +22,10 @@ pub mod room;
 pub mod stats;
 
 pub use clock::RoomClock;
-pub use config::{ConfigError, default_room_config, validate_config};
+pub use config::{
+    ConfigError, ConfigPatch, Field, KindName, default_room_config, resolve, validate_config,
+};
 pub use members::NodeIdx;
 pub use moderation::{ModerationError, MuteLeft};
 pub use room::{Accepted, CatchUp, Now, PersistedRoom, PresenceChange, RoomState, SendInput};
-pub use stats::RoomStats;
+pub use stats::{RankBy, RoomStats, RoomSummary};

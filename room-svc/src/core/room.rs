@@ -10,16 +10,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chatroom_cluster::auth::Roles;
-use chatroom_proto::cluster::v1::RoomConfig;
+use chatroom_proto::cluster::v1::{RoomConfig, RoomOverrides, RoomReport};
 use chatroom_proto::v1::{self, ChatMessage, Cursor, ErrorCode, Kind, Lane, SendAck};
 
 use super::clock::RoomClock;
-use super::config::{ConfigError, validate_config};
+use super::config::{ConfigError, resolve, validate_config};
 use super::dedupe::Dedupe;
 use super::limiter::{LaneLimiter, Limited};
 use super::members::{Members, NodeIdx};
 use super::moderation::{Moderation, ModerationError, MuteLeft};
-use super::stats::{Counters, RoomStats};
+use super::stats::{Counters, RoomStats, RoomSummary};
 
 /// The time of a decision, read by the caller: wall clock for stamps and
 /// mutes, monotonic for limits and dedupe.
@@ -29,6 +29,13 @@ pub struct Now {
     pub unix_us: u64,
     /// Nanoseconds on a monotonic clock.
     pub mono_ns: u64,
+}
+
+impl Now {
+    /// Whole seconds on the monotonic clock.
+    pub fn seconds(self) -> u64 {
+        self.mono_ns / 1_000_000_000
+    }
 }
 
 /// A message a member wants to send.
@@ -87,7 +94,7 @@ pub struct PersistedRoom {
     /// moderation were kept.
     pub latest: Option<Cursor>,
     /// Settings set through the admin API, if any.
-    pub config: Option<RoomConfig>,
+    pub overrides: Option<RoomOverrides>,
     /// Muted users and the wall-clock microsecond their mute ends (`None`:
     /// until unmuted).
     pub mutes: Vec<(String, Option<u64>)>,
@@ -115,6 +122,8 @@ pub enum CatchUp {
 pub struct RoomState {
     room_id: Arc<str>,
     epoch: u64,
+    /// What an operator set; `config` is the defaults with these laid over.
+    overrides: RoomOverrides,
     config: RoomConfig,
     members: Members,
     subscribers: BTreeSet<NodeIdx>,
@@ -154,6 +163,7 @@ impl RoomState {
             priority_limit: LaneLimiter::new(config.priority_per_s, config.priority_burst),
             history: VecDeque::with_capacity(config.history_size.min(256) as usize),
             config,
+            overrides: RoomOverrides::default(),
             members: Members::new(),
             subscribers: BTreeSet::new(),
             moderation: Moderation::new(),
@@ -168,8 +178,9 @@ impl RoomState {
     /// the stored position (or the stored history's newest message, if that
     /// is further on); the clock resumes after it. Without a stored position
     /// the room starts a stream with the new `epoch` and the stored history
-    /// is ignored. The stored config is used when it is within bounds,
-    /// `defaults` otherwise; mutes that ended by `now_us` are left out.
+    /// is ignored. The stored overrides apply when the config they make with
+    /// `defaults` is within bounds, and are dropped otherwise; mutes that
+    /// ended by `now_us` are left out.
     pub fn restore(
         room_id: Arc<str>,
         epoch: u64,
@@ -177,11 +188,14 @@ impl RoomState {
         stored: PersistedRoom,
         now_us: u64,
     ) -> Self {
-        let config = stored
-            .config
-            .filter(|config| validate_config(config).is_ok())
-            .unwrap_or(defaults);
+        let overrides = stored.overrides.unwrap_or_default();
+        let resolved = resolve(&defaults, &overrides);
+        let (config, overrides) = match validate_config(&resolved) {
+            Ok(()) => (resolved, overrides),
+            Err(_) => (defaults, RoomOverrides::default()),
+        };
         let mut room = Self::new(room_id, epoch, config);
+        room.overrides = overrides;
         if let Some(latest) = stored.latest {
             let newest = stored
                 .history
@@ -224,10 +238,27 @@ impl RoomState {
         &self.config
     }
 
+    /// What an operator set for the room.
+    pub fn overrides(&self) -> &RoomOverrides {
+        &self.overrides
+    }
+
+    /// Replaces the room's overrides and applies the config they make with
+    /// `defaults`, if it is within bounds (nothing changes otherwise).
+    pub fn reconfigure(
+        &mut self,
+        overrides: RoomOverrides,
+        defaults: &RoomConfig,
+    ) -> Result<(), ConfigError> {
+        self.set_config(resolve(defaults, &overrides))?;
+        self.overrides = overrides;
+        Ok(())
+    }
+
     /// Validates and applies new settings. A lane whose rate or burst changed
     /// gets a fresh limiter (its bucket starts full); the history is trimmed
     /// to the new size.
-    pub fn set_config(&mut self, config: RoomConfig) -> Result<(), ConfigError> {
+    pub(crate) fn set_config(&mut self, config: RoomConfig) -> Result<(), ConfigError> {
         validate_config(&config)?;
         if !self
             .normal_limit
@@ -318,7 +349,7 @@ impl RoomState {
     pub fn accept(&mut self, send: SendInput, now: Now) -> Result<Accepted, v1::Error> {
         let outcome = self.decide(send, now);
         match &outcome {
-            Ok(Accepted::New(msg)) => self.counters.accepted(msg.lane()),
+            Ok(Accepted::New(msg)) => self.counters.accepted(msg.lane(), now.seconds()),
             Ok(Accepted::Duplicate(_)) => self.counters.duplicates += 1,
             Err(error) => self.counters.rejected(error.code),
         }
@@ -399,7 +430,7 @@ impl RoomState {
             return Err(error);
         }
         let msg = self.stamp(sender, Lane::Priority, Kind::Notice as i32, payload, 0, now);
-        self.counters.accepted(Lane::Priority);
+        self.counters.accepted(Lane::Priority, now.seconds());
         Ok(msg)
     }
 
@@ -558,13 +589,38 @@ impl RoomState {
         self.counters.broadcast_messages += messages;
     }
 
-    /// A snapshot for operators at wall-clock `now_us`.
-    pub fn stats(&self, now_us: u64) -> RoomStats {
+    /// Adds a node's report of what happened downstream of the room.
+    pub fn record_report(&mut self, report: &RoomReport, now: Now) {
+        self.counters.reported(report, now.seconds());
+    }
+
+    /// The room's line among the busiest rooms.
+    pub fn summary(&self, now: Now) -> RoomSummary {
+        RoomSummary {
+            room_id: self.room_id.to_string(),
+            members: self.members.count() as u64,
+            nodes: self.subscribers.len() as u64,
+            in_per_s: self.counters.accepted_rate.per_s(now.seconds()),
+            out_per_s: self.counters.delivered_rate.per_s(now.seconds()),
+        }
+    }
+
+    /// A snapshot for operators.
+    pub fn stats(&self, now: Now) -> RoomStats {
         let c = &self.counters;
+        let down = &c.downstream;
         RoomStats {
             room_id: self.room_id.to_string(),
             members: self.members.count() as u64,
             nodes: self.subscribers.len() as u64,
+            in_per_s: c.accepted_rate.per_s(now.seconds()),
+            out_per_s: c.delivered_rate.per_s(now.seconds()),
+            delivered: down.delivered,
+            skipped_normal: down.skipped_normal,
+            skipped_priority: down.skipped_priority,
+            evicted_normal: down.evicted_normal,
+            evicted_priority: down.evicted_priority,
+            slow_consumer_kicks: down.slow_consumer_kicks,
             accepted_normal: c.accepted_normal,
             accepted_priority: c.accepted_priority,
             duplicates: c.duplicates,
@@ -572,7 +628,7 @@ impl RoomState {
             broadcast_frames: c.broadcast_frames,
             broadcast_messages: c.broadcast_messages,
             history: self.history.len() as u64,
-            mutes: self.moderation.mute_count(now_us) as u64,
+            mutes: self.moderation.mute_count(now.unix_us) as u64,
             bans: self.moderation.ban_count() as u64,
             whitelist: self.moderation.whitelist_count() as u64,
             latest: self.latest,

@@ -3,11 +3,54 @@
 
 use std::collections::BTreeMap;
 
+use chatroom_proto::cluster::v1::RoomReport;
 use chatroom_proto::v1::{Cursor, ErrorCode, Lane};
 use serde::ser::{SerializeStruct, Serializer};
 
 /// One slot per `ErrorCode` value.
 const CODES: usize = ErrorCode::Internal as usize + 1;
+
+/// Seconds a rate is averaged over.
+pub const RATE_WINDOW_S: u64 = 10;
+
+/// Events per second over the last [`RATE_WINDOW_S`] seconds (the current
+/// one included): one bucket per second of a monotonic clock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RateWindow {
+    buckets: [u64; RATE_WINDOW_S as usize],
+    /// The second the newest bucket counts.
+    newest: u64,
+}
+
+impl RateWindow {
+    pub(crate) fn add(&mut self, now_s: u64, events: u64) {
+        if now_s > self.newest {
+            let stale = (now_s - self.newest).min(RATE_WINDOW_S);
+            for second in now_s - stale + 1..=now_s {
+                self.buckets[Self::slot(second)] = 0;
+            }
+            self.newest = now_s;
+        }
+        // A time before the newest bucket (never, with a monotonic clock)
+        // counts in the newest one.
+        self.buckets[Self::slot(self.newest)] += events;
+    }
+
+    /// The average per second over the window ending at `now_s`.
+    pub(crate) fn per_s(&self, now_s: u64) -> f64 {
+        let events: u64 = (0..RATE_WINDOW_S)
+            .filter_map(|age| self.newest.checked_sub(age))
+            .filter(|&second| second + RATE_WINDOW_S > now_s)
+            .map(|second| self.buckets[Self::slot(second)])
+            .sum();
+        events as f64 / RATE_WINDOW_S as f64
+    }
+
+    fn slot(second: u64) -> usize {
+        // The remainder is below RATE_WINDOW_S.
+        (second % RATE_WINDOW_S) as usize
+    }
+}
 
 /// Running counters of one room.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,14 +61,39 @@ pub(crate) struct Counters {
     rejected: [u64; CODES],
     pub(crate) broadcast_frames: u64,
     pub(crate) broadcast_messages: u64,
+    /// Accepted messages, for the rate in.
+    pub(crate) accepted_rate: RateWindow,
+    /// What the nodes reported, summed.
+    pub(crate) downstream: RoomReport,
+    /// Deliveries the nodes reported, for the rate out.
+    pub(crate) delivered_rate: RateWindow,
 }
 
 impl Counters {
-    pub(crate) fn accepted(&mut self, lane: Lane) {
+    pub(crate) fn accepted(&mut self, lane: Lane, now_s: u64) {
         match lane {
             Lane::Normal => self.accepted_normal += 1,
             Lane::Priority => self.accepted_priority += 1,
         }
+        self.accepted_rate.add(now_s, 1);
+    }
+
+    /// Adds a node's report of what happened downstream.
+    pub(crate) fn reported(&mut self, report: &RoomReport, now_s: u64) {
+        let total = &mut self.downstream;
+        total.delivered = total.delivered.saturating_add(report.delivered);
+        total.skipped_normal = total.skipped_normal.saturating_add(report.skipped_normal);
+        total.skipped_priority = total
+            .skipped_priority
+            .saturating_add(report.skipped_priority);
+        total.evicted_normal = total.evicted_normal.saturating_add(report.evicted_normal);
+        total.evicted_priority = total
+            .evicted_priority
+            .saturating_add(report.evicted_priority);
+        total.slow_consumer_kicks = total
+            .slow_consumer_kicks
+            .saturating_add(report.slow_consumer_kicks);
+        self.delivered_rate.add(now_s, report.delivered);
     }
 
     pub(crate) fn rejected(&mut self, code: i32) {
@@ -53,8 +121,10 @@ impl Counters {
     }
 }
 
-/// A snapshot of one room for operators.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// A snapshot of one room for operators. Counts run from when the room
+/// came into this room service's memory; rates are averages over the last
+/// [`RATE_WINDOW_S`] seconds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RoomStats {
     /// The room.
     pub room_id: String,
@@ -62,6 +132,25 @@ pub struct RoomStats {
     pub members: u64,
     /// msg-svc nodes subscribed to the room.
     pub nodes: u64,
+    /// Messages accepted per second.
+    pub in_per_s: f64,
+    /// Messages delivered to members per second, as the nodes report.
+    pub out_per_s: f64,
+    /// Messages delivered to members (one per member per message), as the
+    /// nodes report.
+    pub delivered: u64,
+    /// Messages members were told they missed because they fell behind
+    /// (dropped by design), by lane, summed over members.
+    pub skipped_normal: u64,
+    /// As `skipped_normal`, in the PRIORITY lane (only when a priority ring
+    /// is too small for a member's gap).
+    pub skipped_priority: u64,
+    /// Ring entries the nodes evicted from the NORMAL lane, summed over nodes.
+    pub evicted_normal: u64,
+    /// Ring entries the nodes evicted from the PRIORITY lane.
+    pub evicted_priority: u64,
+    /// Members kicked as slow consumers.
+    pub slow_consumer_kicks: u64,
     /// Messages accepted into the NORMAL lane.
     pub accepted_normal: u64,
     /// Messages accepted into the PRIORITY lane (notices included).
@@ -87,6 +176,63 @@ pub struct RoomStats {
     pub latest: Cursor,
 }
 
+/// One line of the busiest rooms.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RoomSummary {
+    /// The room.
+    pub room_id: String,
+    /// Distinct users present on some node.
+    pub members: u64,
+    /// msg-svc nodes subscribed to the room.
+    pub nodes: u64,
+    /// Messages accepted per second.
+    pub in_per_s: f64,
+    /// Messages delivered to members per second.
+    pub out_per_s: f64,
+}
+
+/// What "busiest" means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankBy {
+    /// Messages accepted per second.
+    #[default]
+    InPerS,
+    /// Messages delivered per second.
+    OutPerS,
+    /// Members.
+    Members,
+}
+
+impl RankBy {
+    /// Orders `a` before `b` when it is busier; ties go by member count,
+    /// then by room id.
+    pub fn busier(self, a: &RoomSummary, b: &RoomSummary) -> std::cmp::Ordering {
+        let key = |room: &RoomSummary| match self {
+            Self::InPerS => room.in_per_s,
+            Self::OutPerS => room.out_per_s,
+            Self::Members => room.members as f64,
+        };
+        key(b)
+            .total_cmp(&key(a))
+            .then(b.members.cmp(&a.members))
+            .then_with(|| a.room_id.cmp(&b.room_id))
+    }
+
+    /// Keeps the `limit` busiest of `rooms`, busiest first.
+    pub fn top(self, rooms: &mut Vec<RoomSummary>, limit: usize) {
+        if limit == 0 {
+            rooms.clear();
+            return;
+        }
+        if rooms.len() > limit {
+            rooms.select_nth_unstable_by(limit - 1, |a, b| self.busier(a, b));
+            rooms.truncate(limit);
+        }
+        rooms.sort_unstable_by(|a, b| self.busier(a, b));
+    }
+}
+
 fn cursor_fields<S: Serializer>(cursor: &Cursor, serializer: S) -> Result<S::Ok, S::Error> {
     let mut fields = serializer.serialize_struct("Cursor", 4)?;
     fields.serialize_field("epoch", &cursor.epoch)?;
@@ -99,6 +245,61 @@ fn cursor_fields<S: Serializer>(cursor: &Cursor, serializer: S) -> Result<S::Ok,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn summary(room_id: &str, members: u64, in_per_s: f64) -> RoomSummary {
+        RoomSummary {
+            room_id: room_id.into(),
+            members,
+            nodes: 1,
+            in_per_s,
+            out_per_s: in_per_s * members as f64,
+        }
+    }
+
+    #[test]
+    fn the_busiest_rooms_come_first() {
+        let all = vec![
+            summary("quiet", 500, 0.5),
+            summary("loud", 10, 90.0),
+            summary("big", 5_000, 1.0),
+            summary("tie-b", 7, 3.0),
+            summary("tie-a", 7, 3.0),
+            summary("tie-more", 8, 3.0),
+        ];
+        let ids =
+            |rooms: &[RoomSummary]| rooms.iter().map(|r| r.room_id.clone()).collect::<Vec<_>>();
+        let mut rooms = all.clone();
+        RankBy::InPerS.top(&mut rooms, 4);
+        assert_eq!(ids(&rooms), ["loud", "tie-more", "tie-a", "tie-b"]);
+        let mut rooms = all.clone();
+        RankBy::Members.top(&mut rooms, 2);
+        assert_eq!(ids(&rooms), ["big", "quiet"]);
+        let mut rooms = all.clone();
+        RankBy::OutPerS.top(&mut rooms, 100);
+        assert_eq!(ids(&rooms)[..2], ["big", "loud"]);
+        assert_eq!(rooms.len(), 6);
+        RankBy::OutPerS.top(&mut rooms, 0);
+        assert!(rooms.is_empty());
+    }
+
+    #[test]
+    fn rates_average_the_last_seconds() {
+        let mut rate = RateWindow::default();
+        assert_eq!(rate.per_s(0), 0.0);
+        rate.add(100, 30);
+        rate.add(100, 20);
+        rate.add(105, 50);
+        assert_eq!(rate.per_s(105), 10.0);
+        // Second 100 leaves the window at 110, second 105 at 115.
+        assert_eq!(rate.per_s(109), 10.0);
+        assert_eq!(rate.per_s(110), 5.0);
+        assert_eq!(rate.per_s(115), 0.0);
+        // Buckets that went stale are reused from zero.
+        rate.add(112, 7);
+        assert_eq!(rate.per_s(112), 5.7);
+        rate.add(1_000, 1);
+        assert_eq!(rate.per_s(1_000), 0.1);
+    }
 
     #[test]
     fn rejections_are_keyed_by_short_names() {

@@ -30,8 +30,8 @@ use chatroom_cluster::link::DownLink;
 use chatroom_cluster::registry::Members;
 use chatroom_proto::Message;
 use chatroom_proto::cluster::v1::{
-    Broadcast, Kick, Membership, RoomConfig, RoomUpdate, SendRequest, SendResult, Subscribe,
-    SubscribeAck, ToMsgSvc, ToRoomSvc, send_result, to_msg_svc, to_room_svc,
+    Broadcast, Kick, Membership, RoomConfig, RoomOverrides, RoomReport, RoomUpdate, SendRequest,
+    SendResult, Subscribe, SubscribeAck, ToMsgSvc, ToRoomSvc, send_result, to_msg_svc, to_room_svc,
 };
 use chatroom_proto::ids::check_id;
 use chatroom_proto::v1::{self, ChatMessage, ErrorCode, KickReason, SendAck};
@@ -39,9 +39,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tracing::{debug, info, warn};
 
-use super::AdminError;
+use super::{AdminError, ConfigChange, RoomSettings};
 use crate::core::moderation::List;
-use crate::core::{Accepted, CatchUp, NodeIdx, Now, RoomClock, RoomState, RoomStats, SendInput};
+use crate::core::{
+    Accepted, CatchUp, NodeIdx, Now, RankBy, RoomClock, RoomState, RoomStats, RoomSummary,
+    SendInput, resolve, validate_config,
+};
 use crate::store::RoomStore;
 use crate::store::writes::{EntryChange, PendingWrites};
 use routing::{Loaded, LoadingRoom, OwnerView};
@@ -272,6 +275,7 @@ impl Worker {
             }
             Some(to_room_svc::Body::Membership(membership)) => self.on_membership(node, membership),
             Some(to_room_svc::Body::Send(send)) => self.on_send(node, send),
+            Some(to_room_svc::Body::Report(report)) => self.on_report(node, &report),
             // The port drops body-less frames and link greetings before
             // they get here.
             Some(to_room_svc::Body::Hello(_)) | None => {}
@@ -386,6 +390,15 @@ impl Worker {
         }
     }
 
+    /// Adds a node's downstream counts to the room's stats; a report for a
+    /// room not in memory (it moved, or was closed) is dropped.
+    fn on_report(&mut self, node: NodeIdx, report: &RoomReport) {
+        match self.rooms.get_mut(report.room_id.as_str()) {
+            Some(slot) => slot.state.record_report(report, now()),
+            None => debug!(%node, room = %report.room_id, "report for a room not here dropped"),
+        }
+    }
+
     fn on_send(&mut self, node: NodeIdx, send: SendRequest) {
         let (session_id, request_id) = (send.session_id, send.request_id);
         let outcome = self.accept(send);
@@ -441,15 +454,34 @@ impl Worker {
             .ok_or_else(|| AdminError::UnknownRoom(room_id.to_owned()))
     }
 
-    pub(super) fn config(&mut self, room_id: &str) -> Result<RoomConfig, AdminError> {
-        Ok(self.known_room(room_id)?.state.config().clone())
+    /// The room's settings; a room that does not exist follows the defaults.
+    pub(super) fn settings(&self, room_id: &str) -> RoomSettings {
+        match self.rooms.get(room_id) {
+            Some(slot) => RoomSettings::of(&slot.state),
+            None => RoomSettings {
+                config: self.defaults.clone(),
+                overrides: RoomOverrides::default(),
+            },
+        }
     }
 
-    pub(super) fn set_config(
+    /// Changes the room's overrides (creating the room if needed) and pushes
+    /// the config they resolve to to its subscribed nodes. A change that
+    /// would take the config out of bounds changes nothing.
+    pub(super) fn configure(
         &mut self,
         room_id: &str,
-        config: RoomConfig,
-    ) -> Result<RoomConfig, AdminError> {
+        change: ConfigChange,
+    ) -> Result<RoomSettings, AdminError> {
+        let mut overrides = match self.rooms.get(room_id) {
+            Some(slot) => slot.state.overrides().clone(),
+            None => RoomOverrides::default(),
+        };
+        match change {
+            ConfigChange::Patch(patch) => patch.apply(&mut overrides),
+            ConfigChange::Reset => overrides = RoomOverrides::default(),
+        }
+        validate_config(&resolve(&self.defaults, &overrides))?;
         let slot = room_or_create(
             &mut self.rooms,
             &mut self.epochs,
@@ -457,22 +489,22 @@ impl Worker {
             &mut self.writes,
             room_id,
         );
-        slot.state.set_config(config)?;
+        slot.state.reconfigure(overrides, &self.defaults)?;
         let member_count = slot.state.member_count() as u64;
         slot.pushed_members = member_count;
-        let config = slot.state.config().clone();
+        let settings = RoomSettings::of(&slot.state);
         if let Some(writes) = &mut self.writes {
-            writes.config(slot.state.room_id(), &config);
+            writes.config(slot.state.room_id(), &settings.config, &settings.overrides);
         }
         info!(room = room_id, "room config changed");
         let update = RoomUpdate {
             room_id: room_id.to_owned(),
-            config: Some(config.clone()),
+            config: Some(settings.config.clone()),
             member_count,
             closed: false,
         };
         self.send_to_subscribers(room_id, to_msg_svc::Body::RoomUpdate(update));
-        Ok(config)
+        Ok(settings)
     }
 
     pub(super) fn mute(
@@ -580,7 +612,19 @@ impl Worker {
     }
 
     pub(super) fn stats(&mut self, room_id: &str) -> Result<RoomStats, AdminError> {
-        Ok(self.known_room(room_id)?.state.stats(unix_micros()))
+        Ok(self.known_room(room_id)?.state.stats(now()))
+    }
+
+    /// This worker's `limit` busiest rooms, busiest first.
+    pub(super) fn busiest(&self, by: RankBy, limit: usize) -> Vec<RoomSummary> {
+        let now = now();
+        let mut rooms: Vec<RoomSummary> = self
+            .rooms
+            .values()
+            .map(|slot| slot.state.summary(now))
+            .collect();
+        by.top(&mut rooms, limit);
+        rooms
     }
 
     pub(super) fn close(&mut self, room_id: &str) -> Result<(), AdminError> {

@@ -6,8 +6,8 @@
 //! Keys of a room, under `chatroom:{cluster}:room:{room_id}:`:
 //! - `meta`: HASH `epoch`, `msg_id`, `normal_seq`, `ts`, the stream's newest
 //!   position;
-//! - `config`: the room's `RoomConfig` as protobuf bytes, present once set
-//!   through the admin API;
+//! - `config`: the room's `RoomOverrides` (what an operator set) as protobuf
+//!   bytes, present once set through the admin API;
 //! - `mutes`: HASH user → wall-clock microsecond the mute ends (0: until
 //!   unmuted);
 //! - `bans`, `whitelist`: SETs of users;
@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use chatroom_proto::Message;
-use chatroom_proto::cluster::v1::RoomConfig;
+use chatroom_proto::cluster::v1::RoomOverrides;
 use chatroom_proto::v1::{ChatMessage, Cursor};
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep, timeout};
@@ -364,10 +364,10 @@ impl RedisStore {
             }),
             _ => None,
         };
-        let config = config.and_then(|bytes| match RoomConfig::decode(bytes.as_slice()) {
-            Ok(config) => Some(config),
+        let overrides = config.and_then(|bytes| match RoomOverrides::decode(bytes.as_slice()) {
+            Ok(overrides) => Some(overrides),
             Err(error) => {
-                warn!(%error, room, "stored room config cannot be decoded; ignored");
+                warn!(%error, room, "stored room settings cannot be decoded; ignored");
                 None
             }
         });
@@ -384,13 +384,13 @@ impl RedisStore {
             );
         }
         let found = latest.is_some()
-            || config.is_some()
+            || overrides.is_some()
             || !mutes.is_empty()
             || !bans.is_empty()
             || !whitelist.is_empty();
         Ok(found.then(|| PersistedRoom {
             latest,
-            config,
+            overrides,
             mutes: mutes
                 .into_iter()
                 .map(|(user, until)| (user, (until > 0).then_some(until)))
@@ -652,10 +652,10 @@ fn transaction(
                 .arg(latest.ts)
                 .ignore();
         }
-        if let Some(config) = &writes.config {
+        if let Some(overrides) = &writes.overrides {
             pipe.cmd("SET")
                 .arg(key(CONFIG))
-                .arg(config.encode_to_vec())
+                .arg(overrides.encode_to_vec())
                 .ignore();
         }
         for (list, user, change) in writes.moderation() {

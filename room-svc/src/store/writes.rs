@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use chatroom_proto::cluster::v1::RoomConfig;
+use chatroom_proto::cluster::v1::{RoomConfig, RoomOverrides};
 use chatroom_proto::v1::{ChatMessage, Cursor};
 
 use crate::core::PersistedRoom;
@@ -85,8 +85,8 @@ pub(crate) struct RoomWrites {
     pub(crate) reset_history: bool,
     /// The stream's newest position.
     pub(crate) latest: Option<Cursor>,
-    /// The newest config set through the admin API.
-    pub(crate) config: Option<RoomConfig>,
+    /// The newest overrides set through the admin API.
+    pub(crate) overrides: Option<RoomOverrides>,
     moderation: HashMap<(List, Box<str>), Ordered>,
     next_order: u64,
     /// Messages to append, oldest first, all of the stream at `latest`.
@@ -154,7 +154,7 @@ impl RoomWrites {
             self.history.extend(newer.history);
         }
         self.latest = newer.latest.or(self.latest);
-        self.config = newer.config.or(self.config.take());
+        self.overrides = newer.overrides.or(self.overrides.take());
         self.history_cap = newer.history_cap.or(self.history_cap);
         coalesced.history = self.trim_history();
         let mut entries: Vec<_> = newer.moderation.into_iter().collect();
@@ -210,8 +210,8 @@ impl RoomWrites {
         if let Some(latest) = self.latest {
             room.latest = Some(latest);
         }
-        if let Some(config) = &self.config {
-            room.config = Some(config.clone());
+        if let Some(overrides) = &self.overrides {
+            room.overrides = Some(overrides.clone());
         }
         for (list, user, change) in self.moderation() {
             apply_entry(&mut room, list, user, change);
@@ -232,7 +232,7 @@ impl RoomWrites {
     fn is_clear_only(&self) -> bool {
         !self.reset_history
             && self.latest.is_none()
-            && self.config.is_none()
+            && self.overrides.is_none()
             && self.moderation.is_empty()
             && self.history.is_empty()
             && self.history_cap.is_none()
@@ -340,11 +340,17 @@ impl PendingWrites {
         self.coalesced.history += superseded;
     }
 
-    /// An admin set the room's config.
-    pub(crate) fn config(&mut self, room: &Arc<str>, config: &RoomConfig) {
+    /// An admin changed the room's overrides; `config` is what they resolve
+    /// to.
+    pub(crate) fn config(
+        &mut self,
+        room: &Arc<str>,
+        config: &RoomConfig,
+        overrides: &RoomOverrides,
+    ) {
         let writes = self.room(room);
         writes.history_cap = Some(config.history_size);
-        writes.config = Some(config.clone());
+        writes.overrides = Some(overrides.clone());
         let superseded = writes.trim_history();
         self.coalesced.history += superseded;
     }

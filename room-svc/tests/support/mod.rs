@@ -14,8 +14,10 @@ use chatroom_proto::cluster::v1::{
     Subscribe, SubscribeAck, ToMsgSvc, ToRoomSvc, send_result, to_msg_svc, to_room_svc,
 };
 use chatroom_proto::v1::{Cursor, ErrorCode, Kind, SendAck};
-use room_svc::core::default_room_config;
-use room_svc::{NodePort, RedisStoreConfig, RoomService, RoomServiceConfig, RoomStore};
+use room_svc::core::{ConfigPatch, default_room_config};
+use room_svc::{
+    AdminError, ConfigChange, NodePort, RedisStoreConfig, RoomService, RoomServiceConfig, RoomStore,
+};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
@@ -170,6 +172,20 @@ pub fn config_with(edit: impl FnOnce(&mut RoomConfig)) -> RoomConfig {
     let mut config = default_room_config();
     edit(&mut config);
     config
+}
+
+/// Overrides every setting of `room` with `config`'s; the config now in
+/// force.
+pub async fn set_config(
+    service: &RoomService,
+    room: &str,
+    config: RoomConfig,
+) -> Result<RoomConfig, AdminError> {
+    let patch = ConfigPatch::from_config(&config);
+    let settings = service
+        .configure_room(room, ConfigChange::Patch(patch))
+        .await?;
+    Ok(settings.config)
 }
 
 pub fn code(error: &chatroom_proto::v1::Error) -> ErrorCode {

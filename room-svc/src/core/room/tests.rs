@@ -413,7 +413,7 @@ fn a_retry_gets_the_original_ack_without_a_new_message_or_token() {
     // After the window the same id is a new message again.
     let late = room.accept(send, at(61)).unwrap();
     assert!(matches!(late, Accepted::New(msg) if msg.msg_id == 3));
-    let stats = room.stats(0);
+    let stats = room.stats(at(0));
     assert_eq!(stats.duplicates, 3);
     assert_eq!(stats.accepted_normal, 3);
 }
@@ -542,7 +542,7 @@ fn notices_skip_membership_and_limits_but_not_the_payload_limit() {
         .post_notice("ops".into(), Bytes::from(vec![0; 4097]), at(0))
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::PayloadTooLarge as i32);
-    let stats = room.stats(0);
+    let stats = room.stats(at(0));
     assert_eq!(stats.accepted_priority, 3);
     assert_eq!(stats.rejected["payload_too_large"], 1);
 }
@@ -563,7 +563,7 @@ fn stats_count_per_lane_and_per_code() {
     room.record_broadcast(1, 2);
     room.mute("x", None, 0).unwrap();
     room.ban("y").unwrap();
-    let stats = room.stats(0);
+    let stats = room.stats(at(0));
     assert_eq!(stats.members, 2);
     assert_eq!(stats.nodes, 1);
     assert_eq!((stats.accepted_normal, stats.accepted_priority), (1, 1));
@@ -602,8 +602,12 @@ fn a_restored_room_continues_its_stream() {
     let last = history[2].clone();
     let mut config = default_room_config();
     config.max_payload_bytes = 10;
+    let overrides = RoomOverrides {
+        max_payload_bytes: Some(10),
+        ..RoomOverrides::default()
+    };
     let persisted = PersistedRoom {
-        config: Some(config.clone()),
+        overrides: Some(overrides.clone()),
         mutes: vec![
             ("mo".into(), None),
             ("gone".into(), Some(at(0).unix_us)),
@@ -623,6 +627,7 @@ fn a_restored_room_continues_its_stream() {
     assert_eq!(room.epoch(), EPOCH);
     assert_eq!(room.latest(), Cursor::after(EPOCH, &last));
     assert_eq!(room.config(), &config);
+    assert_eq!(room.overrides(), &overrides);
     assert_eq!(room.history().count(), 3);
     assert!(room.moderation().is_banned("eve"));
     assert!(room.moderation().is_whitelisted("vip"));
@@ -646,11 +651,13 @@ fn a_restored_room_continues_its_stream() {
 
 #[test]
 fn a_restored_room_without_a_position_starts_a_stream_and_keeps_its_lists() {
-    let mut config = default_room_config();
-    config.history_size = 0;
-    config.priority_ring = 0;
+    let overrides = RoomOverrides {
+        history_size: Some(0),
+        priority_ring: Some(0),
+        ..RoomOverrides::default()
+    };
     let persisted = PersistedRoom {
-        config: Some(config),
+        overrides: Some(overrides),
         bans: vec!["eve".into()],
         history: three_messages(),
         ..PersistedRoom::default()
@@ -668,6 +675,7 @@ fn a_restored_room_without_a_position_starts_a_stream_and_keeps_its_lists() {
         &default_room_config(),
         "an invalid config is replaced"
     );
+    assert_eq!(room.overrides(), &RoomOverrides::default());
     assert!(room.moderation().is_banned("eve"));
 }
 
@@ -719,7 +727,7 @@ fn an_empty_room_adopts_a_subscribers_stream_once() {
     // node that held the room briefly while views disagreed).
     let stale = PersistedRoom {
         latest: Some(Cursor::start(3)),
-        config: None,
+        overrides: None,
         mutes: Vec::new(),
         bans: Vec::new(),
         whitelist: Vec::new(),
@@ -735,4 +743,59 @@ fn an_empty_room_adopts_a_subscribers_stream_once() {
     busy.accept(chat("alice"), at(1)).unwrap();
     assert_eq!(busy.catch_up(&seen), CatchUp::Unchanged);
     assert_eq!(busy.epoch(), EPOCH);
+}
+
+#[test]
+fn overrides_lay_over_the_defaults_they_do_not_name() {
+    let mut room = room();
+    let overrides = RoomOverrides {
+        normal_per_s: Some(5),
+        ..RoomOverrides::default()
+    };
+    let mut defaults = default_room_config();
+    defaults.max_payload_bytes = 100;
+    room.reconfigure(overrides.clone(), &defaults).unwrap();
+    assert_eq!(room.config().normal_per_s, 5);
+    assert_eq!(room.config().max_payload_bytes, 100, "follows the defaults");
+    assert_eq!(room.overrides(), &overrides);
+
+    let out_of_bounds = RoomOverrides {
+        round_interval_ms: Some(1),
+        ..RoomOverrides::default()
+    };
+    assert!(room.reconfigure(out_of_bounds, &defaults).is_err());
+    assert_eq!(room.overrides(), &overrides, "nothing changed");
+    assert_eq!(room.config().normal_per_s, 5);
+}
+
+#[test]
+fn stats_add_the_nodes_reports_and_rate_the_last_seconds() {
+    let mut room = room();
+    join(&mut room, A, &["alice"]);
+    for _ in 0..20 {
+        new_msg(room.accept(chat("alice"), at(100)));
+    }
+    let report = RoomReport {
+        room_id: "lobby".into(),
+        delivered: 40,
+        skipped_normal: 3,
+        skipped_priority: 0,
+        evicted_normal: 7,
+        evicted_priority: 1,
+        slow_consumer_kicks: 2,
+    };
+    room.record_report(&report, at(101));
+    room.record_report(&report, at(101));
+    let stats = room.stats(at(101));
+    assert_eq!(stats.in_per_s, 2.0);
+    assert_eq!(stats.out_per_s, 8.0);
+    assert_eq!(
+        (stats.delivered, stats.skipped_normal, stats.evicted_normal),
+        (80, 6, 14)
+    );
+    assert_eq!((stats.evicted_priority, stats.slow_consumer_kicks), (2, 4));
+    let later = room.stats(at(111));
+    assert_eq!((later.in_per_s, later.out_per_s), (0.0, 0.0));
+    assert_eq!(later.delivered, 80, "totals stay");
+    assert_eq!(room.summary(at(101)).out_per_s, 8.0);
 }

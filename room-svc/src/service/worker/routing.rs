@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::{Input, NodeLink, RoomSlot, Worker, frame};
 use crate::core::moderation::List;
-use crate::core::{NodeIdx, PersistedRoom, RoomState, validate_config};
+use crate::core::{NodeIdx, PersistedRoom, RoomState, resolve, validate_config};
 use crate::store::StoreError;
 use crate::store::writes::EntryChange;
 
@@ -105,6 +105,7 @@ impl Input {
                 Body::Send(send) => Some((&send.room_id, true)),
                 Body::Membership(report) => Some((&report.room_id, !report.joined.is_empty())),
                 Body::Unsubscribe(unsub) => Some((&unsub.room_id, false)),
+                Body::Report(report) => Some((&report.room_id, false)),
                 Body::Hello(_) => None,
             },
         }
@@ -201,6 +202,9 @@ impl Worker {
             Some(Body::Unsubscribe(unsub)) => {
                 debug!(%node, room = %unsub.room_id, "unsubscribe for a room owned elsewhere dropped");
             }
+            Some(Body::Report(report)) => {
+                debug!(%node, room = %report.room_id, "report for a room owned elsewhere dropped");
+            }
             Some(Body::Hello(_)) | None => {}
         }
     }
@@ -280,10 +284,10 @@ impl Worker {
 
     fn restore(&mut self, room_id: &Arc<str>, stored: PersistedRoom) {
         let now_us = unix_micros();
-        if let Some(config) = &stored.config
-            && let Err(error) = validate_config(config)
+        if let Some(overrides) = &stored.overrides
+            && let Err(error) = validate_config(&resolve(&self.defaults, overrides))
         {
-            warn!(%error, room = %room_id, "stored room config is out of bounds; the defaults apply");
+            warn!(%error, room = %room_id, "stored room settings are out of bounds; the defaults apply");
         }
         let expired: Vec<String> = stored
             .mutes

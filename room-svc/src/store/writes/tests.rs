@@ -86,7 +86,7 @@ fn a_new_stream_replaces_the_history_waiting_before_it() {
 #[test]
 fn a_clear_supersedes_everything_before_it() {
     let mut pending = appended(1..=3, 10);
-    pending.config(&room(), &default_room_config());
+    pending.config(&room(), &default_room_config(), &RoomOverrides::default());
     pending.moderation(&room(), List::Bans, "bob", EntryChange::Put(None));
     let mut newer = PendingWrites::default();
     newer.clear(&room());
@@ -94,7 +94,7 @@ fn a_clear_supersedes_everything_before_it() {
     let lobby = pending.get("lobby").unwrap();
     assert!(lobby.clear);
     assert_eq!(lobby.weight(), 1);
-    assert!(lobby.latest.is_none() && lobby.config.is_none() && lobby.history.is_empty());
+    assert!(lobby.latest.is_none() && lobby.overrides.is_none() && lobby.history.is_empty());
 
     // What comes after the clear stays with it.
     let mut after = PendingWrites::default();
@@ -127,9 +127,13 @@ fn config_wins_and_moves_the_history_cap() {
     let mut writes = appended(1..=5, 10);
     let mut config = default_room_config();
     config.history_size = 2;
-    writes.config(&room(), &config);
+    let overrides = RoomOverrides {
+        history_size: Some(2),
+        ..RoomOverrides::default()
+    };
+    writes.config(&room(), &config, &overrides);
     let lobby = writes.get("lobby").unwrap();
-    assert_eq!(lobby.config.as_ref(), Some(&config));
+    assert_eq!(lobby.overrides.as_ref(), Some(&overrides));
     assert_eq!(lobby.history_cap, Some(2));
     assert_eq!(ids(&lobby.history), [4, 5]);
 }
@@ -248,7 +252,7 @@ fn a_stored_position_of_the_same_stream_shows_what_is_in() {
 fn stored_room(epoch: u64, through: u64) -> PersistedRoom {
     PersistedRoom {
         latest: Some(Cursor::after(epoch, &msg(through))),
-        config: None,
+        overrides: None,
         mutes: vec![("bob".into(), None)],
         bans: vec!["eve".into()],
         whitelist: vec![],
