@@ -42,7 +42,7 @@ pub enum AuthError {
     #[error("token user id {0}")]
     BadUserId(IdError),
     /// The secret is too short to be safe.
-    #[error("token secret must be at least {MIN_SECRET_LEN} bytes")]
+    #[error("a secret or token must be at least {MIN_SECRET_LEN} bytes")]
     WeakSecret,
     /// Signing failed.
     #[error("cannot sign token: {0}")]
@@ -205,21 +205,72 @@ impl SecretSource {
     /// written with a fresh random secret (mode 0600); the flag tells whether
     /// that happened.
     pub fn load(&self, create: bool) -> Result<(TokenKey, bool), SecretError> {
+        let (secret, created) = self.read(create)?;
+        Ok((TokenKey::new(&secret)?, created))
+    }
+
+    /// The operators' token (same rules as [`load`](Self::load)).
+    pub fn load_admin(&self, create: bool) -> Result<(AdminToken, bool), SecretError> {
+        let (secret, created) = self.read(create)?;
+        Ok((AdminToken::new(&secret)?, created))
+    }
+
+    fn read(&self, create: bool) -> Result<(Vec<u8>, bool), SecretError> {
         match self {
-            Self::Inline(secret) => Ok((TokenKey::new(secret.as_bytes())?, false)),
-            Self::File(path) => {
-                let (secret, created) = read_secret_file(path, create)?;
-                Ok((TokenKey::new(&secret)?, created))
-            }
+            Self::Inline(secret) => Ok((secret.as_bytes().to_vec(), false)),
+            Self::File(path) => read_secret_file(path, create),
         }
     }
+}
+
+/// The bearer token operators present to the admin API. Only its SHA-256 is
+/// kept, and a presented token is checked by comparing digests in constant
+/// time.
+#[derive(Clone)]
+pub struct AdminToken {
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+impl AdminToken {
+    /// A token of at least [`MIN_SECRET_LEN`] bytes.
+    pub fn new(token: &[u8]) -> Result<Self, AuthError> {
+        if token.len() < MIN_SECRET_LEN {
+            return Err(AuthError::WeakSecret);
+        }
+        Ok(Self {
+            digest: sha256(token),
+        })
+    }
+
+    /// Whether `presented` is this token.
+    pub fn verify(&self, presented: &[u8]) -> bool {
+        let digest = sha256(presented);
+        let differing = self
+            .digest
+            .iter()
+            .zip(digest)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        differing == 0
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
 }
 
 /// Why the secret could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// Reading or writing the secret file failed.
-    #[error("token secret file {path}: {source}")]
+    #[error("secret file {path}: {source}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -245,6 +296,11 @@ pub fn state_dir() -> PathBuf {
 /// The default secret file of the embedded server.
 pub fn default_secret_file() -> PathBuf {
     state_dir().join("token-secret")
+}
+
+/// The default admin token file of the embedded server.
+pub fn default_admin_token_file() -> PathBuf {
+    state_dir().join("admin-token")
 }
 
 fn read_secret_file(path: &Path, create: bool) -> Result<(Vec<u8>, bool), SecretError> {
@@ -303,6 +359,19 @@ mod tests {
             .unwrap()
             .as_secs()
             + 3600
+    }
+
+    #[test]
+    fn admin_tokens_match_only_themselves() {
+        let token = AdminToken::new(SECRET).unwrap();
+        assert!(token.verify(SECRET));
+        assert!(!token.verify(b"0123456789abcdef0123456789abcdeF"));
+        assert!(!token.verify(b""));
+        assert!(matches!(
+            AdminToken::new(b"short"),
+            Err(AuthError::WeakSecret)
+        ));
+        assert_eq!(format!("{token:?}"), "AdminToken(..)");
     }
 
     #[test]

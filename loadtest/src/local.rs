@@ -250,6 +250,7 @@ pub struct LocalCluster {
     /// Message services, `msg-svc-1`…
     pub msg_svcs: Vec<NodeProcess>,
     secret_file: PathBuf,
+    admin_token_file: PathBuf,
     cert_file: PathBuf,
     cluster_name: String,
 }
@@ -276,6 +277,8 @@ impl LocalCluster {
         let redis = LocalServer::redis(&dir.join("redis"))?;
         let secret_file = dir.join("token-secret");
         SecretSource::File(secret_file.clone()).load(true)?;
+        let admin_token_file = dir.join("admin-token");
+        SecretSource::File(admin_token_file.clone()).load_admin(true)?;
         // One certificate for every msg-svc, so a client that trusts it
         // follows redirects between them over QUIC.
         let (cert_file, key_file) = (dir.join("quic-cert.pem"), dir.join("quic-key.pem"));
@@ -310,6 +313,8 @@ impl LocalCluster {
                 format!("127.0.0.1:{}", free_port()?),
                 "--http-listen".into(),
                 http_addr.clone(),
+                "--admin-token-file".into(),
+                admin_token_file.display().to_string(),
             ]);
             room_svcs.push(NodeProcess {
                 log: dir.join(format!("{id}.log")),
@@ -365,6 +370,7 @@ impl LocalCluster {
             room_svcs,
             msg_svcs,
             secret_file,
+            admin_token_file,
             cert_file,
             cluster_name,
         };
@@ -393,6 +399,20 @@ impl LocalCluster {
     /// Where the cluster keeps its logs and state.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The file holding the room services' admin token.
+    pub fn admin_token_file(&self) -> &Path {
+        &self.admin_token_file
+    }
+
+    /// The room services' admin token.
+    pub fn admin_token(&self) -> Result<String, ClusterError> {
+        let read = fs::read_to_string(&self.admin_token_file).map_err(io_error(format!(
+            "reading {}",
+            self.admin_token_file.display()
+        )))?;
+        Ok(read.trim().to_owned())
     }
 
     /// The key that signs client tokens for this cluster.
@@ -462,6 +482,7 @@ impl LocalCluster {
                 .map(node)
                 .collect(),
             token_secret_file: self.secret_file.display().to_string(),
+            admin_token_file: self.admin_token_file.display().to_string(),
             quic_cert_file: self.cert_file.display().to_string(),
         }
     }
@@ -489,7 +510,7 @@ impl LocalCluster {
 
 /// Starts the embedded server (`msg-svc --standalone`) with its files in
 /// `dir` and `extra` flags, and waits until it is ready. Its token secret
-/// is `dir/token-secret`.
+/// is `dir/token-secret`, its admin token `dir/admin-token`.
 pub fn spawn_standalone(dir: &Path, extra: &[String]) -> Result<NodeProcess, ClusterError> {
     fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
     let binary = default_bin_dir()?.join("msg-svc");
@@ -511,6 +532,8 @@ pub fn spawn_standalone(dir: &Path, extra: &[String]) -> Result<NodeProcess, Clu
         http_addr.clone(),
         "--token-secret-file".into(),
         dir.join("token-secret").display().to_string(),
+        "--admin-token-file".into(),
+        dir.join("admin-token").display().to_string(),
     ];
     command.extend(extra.iter().cloned());
     let mut node = NodeProcess {
@@ -540,6 +563,9 @@ pub struct ClusterState {
     pub nodes: Vec<NodeState>,
     /// The secret client tokens are signed with.
     pub token_secret_file: String,
+    /// The room services' admin token.
+    #[serde(default)]
+    pub admin_token_file: String,
     /// The certificate the message services present over QUIC.
     #[serde(default)]
     pub quic_cert_file: String,

@@ -206,6 +206,7 @@ fn cluster(args: ClusterArgs) -> ExitCode {
                     );
                 }
                 println!("  secret     {}", state.token_secret_file);
+                println!("  admin      {}", state.admin_token_file);
                 println!("  quic cert  {}", state.quic_cert_file);
             })
         }

@@ -106,8 +106,13 @@ impl MsgServer {
             upstream,
             ClusterView::of(&registration),
         );
-        let mut running =
-            Running::launch(Arc::clone(&node), down_rx, listeners, config.drain_grace)?;
+        let mut running = Running::launch(
+            Arc::clone(&node),
+            down_rx,
+            listeners,
+            None,
+            config.drain_grace,
+        )?;
 
         // A room service that (re)connected knows nothing of us: subscribe
         // its rooms again. Placement moves re-route rooms the same way.

@@ -1,4 +1,5 @@
-//! The node's HTTP surface: liveness, readiness and metrics.
+//! The node's HTTP surface: liveness, readiness and metrics, and in the
+//! embedded server the admin API.
 
 use std::sync::Arc;
 
@@ -11,17 +12,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::node::{MsgNode, Readiness};
 
-/// Serves HTTP until `stop`.
+/// Serves HTTP, with the routes of `admin` if given, until `stop`.
 pub(crate) async fn serve(
     node: Arc<MsgNode>,
     listener: TcpListener,
+    admin: Option<Router>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .with_state(node);
+    if let Some(admin) = admin {
+        app = app.merge(admin);
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await

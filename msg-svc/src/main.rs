@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use chatroom_cluster::auth::{Roles, SecretSource, default_secret_file};
+use chatroom_cluster::auth::{Roles, SecretSource, default_admin_token_file, default_secret_file};
 use chatroom_cluster::quic::{self, Identity};
 use chatroom_cluster::registry::ZkConfig;
 use chatroom_cluster::telemetry::{self, LogArgs};
@@ -135,6 +135,21 @@ struct ServeArgs {
     /// How long shutdown waits for clients to leave, ms.
     #[arg(long, env = "CHATROOM_DRAIN_GRACE_MS", default_value_t = 5_000)]
     drain_grace_ms: u64,
+    /// JSON object of room settings every room follows unless overridden
+    /// (standalone; a cluster's room services take their own).
+    #[arg(long, env = "CHATROOM_ROOM_DEFAULTS")]
+    room_defaults: Option<PathBuf>,
+    /// The admin API's bearer token (standalone; at least 16 bytes).
+    #[arg(long, env = "CHATROOM_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// File holding the admin token; standalone creates it with a random
+    /// token when absent. Default: $XDG_STATE_HOME/chatroom/admin-token.
+    #[arg(
+        long,
+        env = "CHATROOM_ADMIN_TOKEN_FILE",
+        conflicts_with = "admin_token"
+    )]
+    admin_token_file: Option<PathBuf>,
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
@@ -195,7 +210,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 node_id,
             }
         }
-        (None, true) => Mode::Standalone,
+        (None, true) => match standalone_config(&args) {
+            Ok((config, admin)) => Mode::Standalone(Box::new(config), admin),
+            Err(error) => {
+                eprintln!("msg-svc: {error:#}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+        },
         (None, false) => {
             eprintln!(
                 "msg-svc: give --standalone (everything in this process) or --zk (join a cluster)"
@@ -205,7 +226,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     // The embedded server makes its own secret; cluster nodes must share one.
     let source = args.secret.source();
-    let (tokens, created) = match source.load(matches!(mode, Mode::Standalone)) {
+    let (tokens, created) = match source.load(matches!(mode, Mode::Standalone(..))) {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("msg-svc: {error}");
@@ -237,10 +258,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             http: bind(args.http_listen, "http").await?,
         };
         match mode {
-            Mode::Standalone => {
-                banner(&listeners, &source, created, cert_file.as_deref())?;
+            Mode::Standalone(config, admin) => {
+                let secrets = Secrets {
+                    tokens: &source,
+                    tokens_created: created,
+                    admin: &admin,
+                };
+                banner(&listeners, &secrets, cert_file.as_deref())?;
                 standalone::run(
-                    standalone_config(&args),
+                    *config,
                     tokens,
                     listeners,
                     chatroom_cluster::serve::shutdown_signal(),
@@ -293,7 +319,7 @@ fn quic_identity(args: &ServeArgs, mode: &Mode) -> anyhow::Result<Option<QuicIde
             written_to: None,
         }));
     }
-    if !matches!(mode, Mode::Standalone) {
+    if !matches!(mode, Mode::Standalone(..)) {
         tracing::warn!(
             "QUIC is off: a cluster node needs --quic-cert and --quic-key (one certificate \
              clients trust on every node)"
@@ -319,7 +345,7 @@ fn quic_identity(args: &ServeArgs, mode: &Mode) -> anyhow::Result<Option<QuicIde
 
 /// How this process serves.
 enum Mode {
-    Standalone,
+    Standalone(Box<StandaloneConfig>, AdminTokenFrom),
     Cluster { zk: String, node_id: String },
 }
 
@@ -336,16 +362,47 @@ fn node_config(args: &ServeArgs) -> NodeConfig {
     }
 }
 
-fn standalone_config(args: &ServeArgs) -> StandaloneConfig {
+/// Where the admin token came from, for the banner.
+enum AdminTokenFrom {
+    Flag,
+    File { path: PathBuf, created: bool },
+}
+
+/// The embedded server's settings: its room defaults and its admin token
+/// (the token file is created when absent).
+fn standalone_config(args: &ServeArgs) -> anyhow::Result<(StandaloneConfig, AdminTokenFrom)> {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    StandaloneConfig {
+    let room_defaults = match &args.room_defaults {
+        Some(path) => room_svc::server::load_room_defaults(path)?,
+        None => RoomServiceConfig::default().room_defaults,
+    };
+    let (source, from) = match (&args.admin_token, &args.admin_token_file) {
+        (Some(token), _) => (SecretSource::Inline(token.clone()), AdminTokenFrom::Flag),
+        (None, file) => {
+            let path = file.clone().unwrap_or_else(default_admin_token_file);
+            let from = AdminTokenFrom::File {
+                path: path.clone(),
+                created: false,
+            };
+            (SecretSource::File(path), from)
+        }
+    };
+    let (admin_token, created) = source.load_admin(true)?;
+    let from = match from {
+        AdminTokenFrom::File { path, .. } => AdminTokenFrom::File { path, created },
+        AdminTokenFrom::Flag => AdminTokenFrom::Flag,
+    };
+    let config = StandaloneConfig {
         node: node_config(args),
         rooms: RoomServiceConfig {
             workers: args.room_workers.unwrap_or(cpus),
+            room_defaults,
             ..RoomServiceConfig::default()
         },
         drain_grace: Duration::from_millis(args.drain_grace_ms),
-    }
+        admin_token: Some(admin_token),
+    };
+    Ok((config, from))
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -354,18 +411,34 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
+/// Where the embedded server's secrets are, for the banner.
+struct Secrets<'a> {
+    tokens: &'a SecretSource,
+    tokens_created: bool,
+    admin: &'a AdminTokenFrom,
+}
+
 fn banner(
     listeners: &Listeners,
-    source: &SecretSource,
-    created: bool,
+    secrets: &Secrets<'_>,
     cert_file: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let ws = listeners.ws.local_addr()?;
     let http = listeners.http.local_addr()?;
-    let secret = match source {
+    let secret = match secrets.tokens {
         SecretSource::Inline(_) => "given by --token-secret".to_owned(),
-        SecretSource::File(path) if created => format!("{} (created)", path.display()),
+        SecretSource::File(path) if secrets.tokens_created => {
+            format!("{} (created)", path.display())
+        }
         SecretSource::File(path) => path.display().to_string(),
+    };
+    let admin = match secrets.admin {
+        AdminTokenFrom::Flag => "given by --admin-token".to_owned(),
+        AdminTokenFrom::File {
+            path,
+            created: true,
+        } => format!("{} (created)", path.display()),
+        AdminTokenFrom::File { path, .. } => path.display().to_string(),
     };
     println!("chatroom standalone server");
     println!("  websocket  ws://{ws}/ws");
@@ -376,8 +449,9 @@ fn banner(
         }
         println!("  sha256     {}", quic.identity().fingerprint());
     }
-    println!("  http       http://{http}  (/healthz, /readyz)");
+    println!("  http       http://{http}  (/healthz, /readyz, /metrics, /admin/v1)");
     println!("  secret     {secret}");
+    println!("  admin      {admin}");
     println!("  token      cargo run -p msg-svc -- token --user alice");
     println!("  chat       cargo run -p loadtest -- chat --room demo --user alice");
     if listeners.quic.is_some() {
@@ -385,6 +459,12 @@ fn banner(
             "  over quic  cargo run -p loadtest -- chat --room demo --user bob --transport quic"
         );
     }
+    let url = if http.to_string() == "127.0.0.1:7401" {
+        String::new()
+    } else {
+        format!("--url http://{http} ")
+    };
+    println!("  ops        cargo run -p room-svc -- admin {url}stats demo");
     Ok(())
 }
 

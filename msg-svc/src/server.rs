@@ -58,11 +58,13 @@ pub(crate) struct Running {
 
 impl Running {
     /// Starts the node's tasks on `listeners`, with frames from the room
-    /// services arriving on `down`.
+    /// services arriving on `down`; the HTTP listener also serves `admin`'s
+    /// routes if given.
     pub(crate) fn launch(
         node: Arc<MsgNode>,
         down: DownLinkRx,
         listeners: Listeners,
+        admin: Option<axum::Router>,
         drain_grace: Duration,
     ) -> Result<Self, ServeError> {
         let ws_addr = listeners.ws.local_addr()?;
@@ -91,7 +93,7 @@ impl Running {
         }
         let (http_node, http_stop) = (Arc::clone(&node), stop.clone());
         tasks.spawn(async move {
-            if let Err(error) = http::serve(http_node, listeners.http, http_stop).await {
+            if let Err(error) = http::serve(http_node, listeners.http, admin, http_stop).await {
                 warn!(%error, "http server failed");
             }
         });

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatroom_cluster::auth::TokenKey;
+use chatroom_cluster::auth::{AdminToken, TokenKey};
+use room_svc::admin::AdminApi;
 use room_svc::{RoomService, RoomServiceConfig};
 use tokio::sync::mpsc;
 use tracing::info;
@@ -29,6 +30,8 @@ pub struct StandaloneConfig {
     pub rooms: RoomServiceConfig,
     /// How long shutdown waits for clients to leave.
     pub drain_grace: Duration,
+    /// The admin API's token; without one the API refuses every request.
+    pub admin_token: Option<AdminToken>,
 }
 
 /// The embedded server's node id, in both roles.
@@ -74,7 +77,8 @@ impl Standalone {
             Arc::new(uplink),
             ClusterView::of(&registration),
         );
-        let running = Running::launch(node, down_rx, listeners, config.drain_grace)?;
+        let admin = AdminApi::new(rooms.clone(), config.admin_token, None).router();
+        let running = Running::launch(node, down_rx, listeners, Some(admin), config.drain_grace)?;
         info!(
             ws_addr = %running.ws_addr(),
             quic_addr = ?running.quic_addr(),

@@ -21,6 +21,7 @@
 //! - [`server`]: the process in a cluster: ZooKeeper registration, `net`
 //!   (node links from msg-svc nodes), health and readiness, ordered shutdown.
 
+pub mod admin;
 pub mod core;
 pub mod server;
 pub mod service;

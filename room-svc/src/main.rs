@@ -1,15 +1,19 @@
 //! `room-svc`: one room service of a cluster (ZooKeeper for membership,
-//! Redis for room state).
+//! Redis for room state), or `room-svc admin …`, the operators' CLI.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use chatroom_cluster::auth::{AdminToken, SecretError, SecretSource};
 use chatroom_cluster::registry::ZkConfig;
 use chatroom_cluster::telemetry::{self, LogArgs};
-use clap::Parser;
+use chatroom_proto::cluster::v1::RoomConfig;
+use clap::{Parser, Subcommand};
 use room_svc::RoomServiceConfig;
+use room_svc::admin::cli::AdminArgs;
 use room_svc::server::{self, Listeners, ServerConfig};
 use tokio::net::TcpListener;
 
@@ -20,8 +24,24 @@ const EXIT_CONFIG: u8 = 64;
 #[command(
     name = "room-svc",
     version,
-    about = "chatroom room service (one node of a cluster)"
+    about = "chatroom room service (one node of a cluster)",
+    subcommand_negates_reqs = true
 )]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Args,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Operate rooms through the admin API (of a room service or the
+    /// embedded server).
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
     /// ZooKeeper to register in (host:port[,host:port...]).
     #[arg(long, env = "CHATROOM_ZK")]
@@ -52,12 +72,32 @@ struct Args {
     /// Room workers; default: one per CPU.
     #[arg(long, env = "CHATROOM_ROOM_WORKERS")]
     room_workers: Option<usize>,
+    /// JSON object of room settings every room follows unless overridden
+    /// (the fields of the admin API's config); unset fields keep the
+    /// built-in defaults.
+    #[arg(long, env = "CHATROOM_ROOM_DEFAULTS")]
+    room_defaults: Option<PathBuf>,
+    /// The admin API's bearer token (at least 16 bytes).
+    #[arg(long, env = "CHATROOM_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// File holding the admin token. Without a token the admin API refuses
+    /// every request.
+    #[arg(
+        long,
+        env = "CHATROOM_ADMIN_TOKEN_FILE",
+        conflicts_with = "admin_token"
+    )]
+    admin_token_file: Option<PathBuf>,
     #[command(flatten)]
     log: LogArgs,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Admin(admin)) => return room_svc::admin::cli::run(admin),
+        None => cli.serve,
+    };
     if let Err(error) = telemetry::init(&args.log) {
         eprintln!("room-svc: bad log settings: {error}");
         return ExitCode::from(EXIT_CONFIG);
@@ -66,7 +106,24 @@ fn main() -> ExitCode {
         eprintln!("room-svc: node id {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    match serve(args) {
+    let admin_token = match admin_token(&args) {
+        Ok(token) => token,
+        Err(error) => {
+            eprintln!("room-svc: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let room_defaults = match &args.room_defaults {
+        Some(path) => match server::load_room_defaults(path) {
+            Ok(defaults) => defaults,
+            Err(error) => {
+                eprintln!("room-svc: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => RoomServiceConfig::default().room_defaults,
+    };
+    match serve(args, admin_token, room_defaults) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("room-svc: {error:#}");
@@ -75,7 +132,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: Args) -> anyhow::Result<()> {
+/// The admin token from the flags; `None` (with a warning) when none is
+/// given.
+fn admin_token(args: &Args) -> Result<Option<AdminToken>, SecretError> {
+    let source = match (&args.admin_token, &args.admin_token_file) {
+        (Some(token), _) => SecretSource::Inline(token.clone()),
+        (None, Some(file)) => SecretSource::File(file.clone()),
+        (None, None) => {
+            tracing::warn!(
+                "no admin token (--admin-token or --admin-token-file): the admin API refuses every request"
+            );
+            return Ok(None);
+        }
+    };
+    source.load_admin(false).map(|(token, _)| Some(token))
+}
+
+fn serve(
+    args: Args,
+    admin_token: Option<AdminToken>,
+    room_defaults: RoomConfig,
+) -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let config = ServerConfig {
         node_id: args.node_id,
@@ -88,9 +165,11 @@ fn serve(args: Args) -> anyhow::Result<()> {
         redis: args.redis,
         rooms: RoomServiceConfig {
             workers: args.room_workers.unwrap_or(cpus),
+            room_defaults,
             ..RoomServiceConfig::default()
         },
         public_link_addr: args.public_link_addr,
+        admin_token,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -121,6 +200,6 @@ mod tests {
 
     #[test]
     fn cli_is_well_formed() {
-        Args::command().debug_assert();
+        Cli::command().debug_assert();
     }
 }

@@ -3,12 +3,14 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use chatroom_cluster::auth::AdminToken;
 use chatroom_cluster::registry::{
     Members, NodeInfo, RegistryError, RegistryHealth, Role, ZkConfig, join_zookeeper,
 };
@@ -17,8 +19,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::admin::{AdminApi, Peers};
+use crate::core::{ConfigError, ConfigPatch, default_room_config, resolve, validate_config};
 use crate::service::{Ownership, RoomService, RoomServiceConfig};
 use crate::store::{RoomStore, StoreError, StoreHealth};
+use chatroom_proto::cluster::v1::{RoomConfig, RoomOverrides};
 
 /// Settings of a clustered room-svc.
 #[derive(Debug, Clone)]
@@ -36,6 +41,67 @@ pub struct ServerConfig {
     /// The address msg-svc nodes are told to link to; by default the link
     /// listener's.
     pub public_link_addr: Option<String>,
+    /// The operators' token; without one the admin API refuses every
+    /// request.
+    pub admin_token: Option<AdminToken>,
+}
+
+/// Why the room defaults file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DefaultsError {
+    /// It could not be read.
+    #[error("room defaults {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// It is not a JSON object of settings.
+    #[error("room defaults {path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: serde_json::Error,
+    },
+    /// It is JSON, but not an object.
+    #[error("room defaults {0}: expected a JSON object of settings")]
+    NotAnObject(PathBuf),
+    /// A setting is out of bounds.
+    #[error("room defaults {path}: {source}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: ConfigError,
+    },
+}
+
+/// The settings of rooms nobody configured: the built-in defaults with the
+/// fields of the JSON object in `path` laid over them (the same fields and
+/// values the admin API's config PATCH takes), checked against the bounds.
+pub fn load_room_defaults(path: &Path) -> Result<RoomConfig, DefaultsError> {
+    let text = std::fs::read(path).map_err(|source| DefaultsError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let json = |source| DefaultsError::Json {
+        path: path.to_owned(),
+        source,
+    };
+    let patch: ConfigPatch = match serde_json::from_slice(&text).map_err(json)? {
+        object @ serde_json::Value::Object(_) => serde_json::from_value(object).map_err(json)?,
+        _ => return Err(DefaultsError::NotAnObject(path.to_owned())),
+    };
+    let mut overrides = RoomOverrides::default();
+    patch.apply(&mut overrides);
+    let defaults = resolve(&default_room_config(), &overrides);
+    validate_config(&defaults).map_err(|source| DefaultsError::Invalid {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(defaults)
 }
 
 /// Bound sockets to serve on.
@@ -107,11 +173,14 @@ pub async fn run(
         listeners.links,
         stop.clone(),
     ));
+    let peers = Peers::new(config.node_id.clone(), registration.members());
+    let admin = AdminApi::new(rooms.clone(), config.admin_token, Some(peers));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(health.clone());
+        .with_state(health.clone())
+        .merge(admin.router());
     let http = tokio::spawn(
         axum::serve(listeners.http, app)
             .with_graceful_shutdown(stop.clone().cancelled_owned())

@@ -1,0 +1,446 @@
+//! The admin HTTP API over a real socket, in front of an in-process room
+//! service with fake msg-svc nodes attached: every route, its effect on the
+//! room and on the nodes, and every kind of bad input (answered with a 4xx
+//! and a JSON error, changing nothing).
+
+mod support;
+
+use axum::http::{Method, StatusCode};
+use bytes::Bytes;
+use chatroom_cluster::auth::AdminToken;
+use chatroom_proto::v1::{KickReason, Lane};
+use room_svc::RoomService;
+use room_svc::admin::client::AdminClient;
+use room_svc::admin::http_client::Reply;
+use room_svc::admin::{AdminApi, ErrorBody, MAX_BODY_BYTES};
+use serde_json::{Value, json};
+use support::*;
+use tokio::net::TcpListener;
+
+const TOKEN: &str = "admin-token-for-tests-0123456789";
+
+struct Api {
+    service: RoomService,
+    client: AdminClient,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+async fn serve(token: Option<&str>) -> Api {
+    let service = start(2);
+    let token = token.map(|t| AdminToken::new(t.as_bytes()).unwrap());
+    let router = AdminApi::new(service.clone(), token, None).router();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    Api {
+        service,
+        client: AdminClient::new(&format!("http://{addr}"), TOKEN).unwrap(),
+        _server: server,
+    }
+}
+
+impl Api {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let reply = self
+            .client
+            .request(method, path, body.as_ref())
+            .await
+            .unwrap();
+        (reply.status, json_of(&reply))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    async fn raw(&self, method: Method, path: &str, body: &[u8], token: Option<&str>) -> Reply {
+        self.client
+            .send(method, path, Bytes::copy_from_slice(body), token)
+            .await
+            .unwrap()
+    }
+}
+
+fn json_of(reply: &Reply) -> Value {
+    if reply.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&reply.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&reply.body)))
+    }
+}
+
+/// The reply is the error `code` with `status`, as JSON.
+fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(
+        reply.status,
+        status,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let body: ErrorBody = serde_json::from_slice(&reply.body).expect("a JSON error body");
+    assert_eq!(body.error.code, code, "{}", body.error.message);
+    assert!(!body.error.message.is_empty());
+}
+
+#[tokio::test]
+async fn requests_need_the_admin_token() {
+    let api = serve(Some(TOKEN)).await;
+    for token in [None, Some("wrong-token-wrong-token-wrong"), Some("")] {
+        let reply = api
+            .raw(Method::GET, "/rooms/lobby/config", b"", token)
+            .await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert!(reply.headers.contains_key("www-authenticate"));
+    }
+    // A refused change changes nothing.
+    let reply = api
+        .raw(
+            Method::PATCH,
+            "/rooms/lobby/config",
+            br#"{"normal_per_s": 1}"#,
+            Some("wrong-token-wrong-token-wrong"),
+        )
+        .await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, settings) = api.get("/rooms/lobby/config").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(settings["config"]["normal_per_s"], 200);
+}
+
+#[tokio::test]
+async fn without_a_configured_token_the_api_is_off() {
+    let api = serve(None).await;
+    let reply = api
+        .raw(Method::GET, "/rooms/lobby/config", b"", Some(TOKEN))
+        .await;
+    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "admin_disabled");
+}
+
+#[tokio::test]
+async fn config_patches_override_defaults_and_reach_the_nodes() {
+    let api = serve(Some(TOKEN)).await;
+    let mut node = FakeNode::attach(&api.service, "a");
+    node.subscribe(ROOM).await;
+
+    let (status, settings) = api.get(&format!("/rooms/{ROOM}/config")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(settings["overrides"], json!({}));
+    assert_eq!(settings["config"]["priority_kinds"], json!(["gift"]));
+
+    let patch =
+        json!({"normal_per_s": 5, "normal_burst": 5, "priority_kinds": ["gift", "like", 1001]});
+    let (status, settings) = api
+        .call(Method::PATCH, &format!("/rooms/{ROOM}/config"), Some(patch))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        settings["overrides"],
+        json!({"normal_per_s": 5, "normal_burst": 5, "priority_kinds": ["gift", "like", 1001]})
+    );
+    assert_eq!(settings["config"]["normal_per_s"], 5);
+    assert_eq!(settings["config"]["max_payload_bytes"], 4096);
+    // The node had the new config before the answer came.
+    let update = node.next_update().await;
+    let config = update.config.unwrap();
+    assert_eq!(config.normal_per_s, 5);
+    assert_eq!(config.priority_kinds, [2, 1, 1001]);
+
+    // null drops one override; DELETE drops them all.
+    let (_, settings) = api
+        .call(
+            Method::PATCH,
+            &format!("/rooms/{ROOM}/config"),
+            Some(json!({"normal_per_s": null})),
+        )
+        .await;
+    assert_eq!(settings["config"]["normal_per_s"], 200);
+    assert_eq!(settings["overrides"]["normal_burst"], 5);
+    assert_eq!(node.next_update().await.config.unwrap().normal_per_s, 200);
+    let (status, settings) = api
+        .call(Method::DELETE, &format!("/rooms/{ROOM}/config"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(settings["overrides"], json!({}));
+    assert_eq!(node.next_update().await.config.unwrap().normal_burst, 200);
+    node.assert_quiet();
+}
+
+#[tokio::test]
+async fn bad_config_input_is_refused_and_changes_nothing() {
+    let api = serve(Some(TOKEN)).await;
+    let mut node = FakeNode::attach(&api.service, "a");
+    node.subscribe(ROOM).await;
+    let path = format!("/rooms/{ROOM}/config");
+    let (_, before) = api.get(&path).await;
+    let cases: [(&[u8], StatusCode, &str); 11] = [
+        (
+            br#"{"normal_per_s": -5}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+        ),
+        (
+            br#"{"normal_per_s": 5000000}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_config",
+        ),
+        (
+            br#"{"normal_per_s": 1e99}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+        ),
+        (
+            br#"{"round_interval_ms": 0}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_config",
+        ),
+        (
+            br#"{"max_payload_bytes": "big"}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+        ),
+        (
+            br#"{"normal_per_sec": 5}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+        ),
+        (
+            br#"{"priority_kinds": ["gifts"]}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+        ),
+        (
+            br#"{"priority_kinds": [7]}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+        ),
+        (br#"[1, 2]"#, StatusCode::BAD_REQUEST, "bad_body"),
+        (b"{not json", StatusCode::BAD_REQUEST, "bad_body"),
+        (b"", StatusCode::BAD_REQUEST, "bad_body"),
+    ];
+    for (body, status, code) in cases {
+        let reply = api.raw(Method::PATCH, &path, body, Some(TOKEN)).await;
+        assert_error(&reply, status, code);
+    }
+    let huge = vec![b' '; MAX_BODY_BYTES + 1];
+    let reply = api.raw(Method::PATCH, &path, &huge, Some(TOKEN)).await;
+    assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+
+    let (_, after) = api.get(&path).await;
+    assert_eq!(before, after);
+    node.assert_quiet();
+}
+
+#[tokio::test]
+async fn malformed_ids_and_unknown_routes_are_refused() {
+    let api = serve(Some(TOKEN)).await;
+    let too_long = "r".repeat(129);
+    for path in [
+        "/rooms/bad%20room/config".to_owned(),
+        "/rooms/%E2%9C%93/config".to_owned(),
+        format!("/rooms/{too_long}"),
+    ] {
+        let reply = api.raw(Method::GET, &path, b"", Some(TOKEN)).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "bad_room_id");
+    }
+    let reply = api
+        .raw(Method::PUT, "/rooms/lobby/bans/eve%21", b"", Some(TOKEN))
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "bad_user_id");
+    let reply = api
+        .raw(Method::GET, "/rooms/%FF/config", b"", Some(TOKEN))
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "bad_path");
+    let reply = api.raw(Method::GET, "/nowhere", b"", Some(TOKEN)).await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
+    let reply = api
+        .raw(Method::POST, "/rooms/lobby/config", b"{}", Some(TOKEN))
+        .await;
+    assert_error(&reply, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    let reply = api.raw(Method::GET, "/rooms/lobby", b"", Some(TOKEN)).await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "unknown_room");
+    for query in ["limit=0", "limit=1001", "limit=x", "by=loudness", "top=3"] {
+        let reply = api
+            .raw(Method::GET, &format!("/rooms?{query}"), b"", Some(TOKEN))
+            .await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "bad_query");
+    }
+}
+
+#[tokio::test]
+async fn moderation_mutes_bans_with_a_kick_and_whitelists() {
+    let api = serve(Some(TOKEN)).await;
+    let mut node = FakeNode::attach(&api.service, "a");
+    node.subscribe(ROOM).await;
+    node.join(ROOM, &["alice", "bob", "vip"]);
+
+    let mute = |user: &str| format!("/rooms/{ROOM}/mutes/{user}");
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            &mute("alice"),
+            Some(json!({"duration_s": 600})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api.call(Method::PUT, &mute("bob"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for bad in [
+        json!({"duration_s": 0}),
+        json!({"duration_s": -1}),
+        json!({"for": 5}),
+    ] {
+        let reply = api
+            .raw(
+                Method::PUT,
+                &mute("vip"),
+                bad.to_string().as_bytes(),
+                Some(TOKEN),
+            )
+            .await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "bad_body");
+    }
+    node.send(send_body(send(ROOM, "alice", 1)));
+    let error = node.next_error().await;
+    assert_eq!(code(&error), chatroom_proto::v1::ErrorCode::Muted);
+    assert!(error.retry_after_ms > 590_000);
+    let (status, _) = api.call(Method::DELETE, &mute("alice"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    node.send(send_body(send(ROOM, "alice", 2)));
+    node.next_ack().await;
+    node.next_broadcast().await;
+
+    // A ban kicks at once: the Kick is on the node before the answer.
+    let (status, _) = api
+        .call(Method::PUT, &format!("/rooms/{ROOM}/bans/bob"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let kick = node.next_kick().await;
+    assert_eq!(
+        (kick.user_id.as_str(), kick.reason),
+        ("bob", KickReason::Banned as i32)
+    );
+
+    let (status, _) = api
+        .call(Method::PUT, &format!("/rooms/{ROOM}/whitelist/vip"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    node.send(send_body(send(ROOM, "vip", 3)));
+    assert_eq!(node.next_ack().await.lane, Lane::Priority as i32);
+    node.next_broadcast().await;
+
+    let (_, stats) = api.get(&format!("/rooms/{ROOM}")).await;
+    assert_eq!(
+        (stats["mutes"].as_u64(), stats["bans"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(stats["whitelist"], 1);
+    assert_eq!(stats["members"], 2);
+    assert_eq!(stats["rejected"]["muted"], 1);
+
+    for (list, user) in [("bans", "bob"), ("whitelist", "vip"), ("mutes", "bob")] {
+        let (status, _) = api
+            .call(
+                Method::DELETE,
+                &format!("/rooms/{ROOM}/{list}/{user}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    let (_, stats) = api.get(&format!("/rooms/{ROOM}")).await;
+    assert_eq!(
+        (&stats["mutes"], &stats["bans"], &stats["whitelist"]),
+        (&json!(0), &json!(0), &json!(0))
+    );
+}
+
+#[tokio::test]
+async fn notices_go_to_the_priority_lane() {
+    let api = serve(Some(TOKEN)).await;
+    let mut node = FakeNode::attach(&api.service, "a");
+    node.subscribe(ROOM).await;
+    let (status, posted) = api
+        .call(
+            Method::POST,
+            &format!("/rooms/{ROOM}/notices"),
+            Some(json!({"text": "stream starts in 5 minutes", "sender": "ops"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let broadcast = node.next_broadcast().await;
+    let notice = &broadcast.messages[0];
+    assert_eq!(posted["msg_id"], notice.msg_id);
+    assert_eq!(notice.lane, Lane::Priority as i32);
+    assert_eq!(notice.sender, "ops");
+    assert_eq!(&notice.payload[..], b"stream starts in 5 minutes");
+
+    let too_big = "x".repeat(4097);
+    let reply = api
+        .raw(
+            Method::POST,
+            &format!("/rooms/{ROOM}/notices"),
+            json!({ "text": too_big }).to_string().as_bytes(),
+            Some(TOKEN),
+        )
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "notice_refused");
+    let reply = api
+        .raw(
+            Method::POST,
+            &format!("/rooms/{ROOM}/notices"),
+            b"{}",
+            Some(TOKEN),
+        )
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "bad_body");
+    node.assert_quiet();
+}
+
+#[tokio::test]
+async fn stats_busiest_rooms_and_close() {
+    let api = serve(Some(TOKEN)).await;
+    let mut node = FakeNode::attach(&api.service, "a");
+    for (room, users, sends) in [("quiet", 3, 1), ("busy", 1, 4), ("big", 5, 0)] {
+        node.subscribe(room).await;
+        let names: Vec<String> = (0..users).map(|i| format!("u{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        node.join(room, &names);
+        for i in 0..sends {
+            node.send(send_body(send(room, "u0", i + 1)));
+            node.next_ack().await;
+            node.next_broadcast().await;
+        }
+    }
+    let (status, stats) = api.get("/rooms/busy").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stats["accepted_normal"], 4);
+    assert_eq!(stats["in_per_s"], 0.4);
+    assert_eq!(stats["nodes"], 1);
+
+    let (_, top) = api.get("/rooms").await;
+    let ids: Vec<&str> = top["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["room_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["busy", "quiet", "big"]);
+    assert_eq!(top["by"], "in_per_s");
+    let (_, top) = api.get("/rooms?by=members&limit=2").await;
+    assert_eq!(top["rooms"][0]["room_id"], "big");
+    assert_eq!(top["rooms"].as_array().unwrap().len(), 2);
+
+    let (status, _) = api.call(Method::DELETE, "/rooms/busy", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let update = node.next_update().await;
+    assert!(update.closed);
+    let reply = api.raw(Method::GET, "/rooms/busy", b"", Some(TOKEN)).await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "unknown_room");
+    let reply = api
+        .raw(Method::DELETE, "/rooms/busy", b"", Some(TOKEN))
+        .await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "unknown_room");
+}
