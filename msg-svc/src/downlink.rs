@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use crate::node::MsgNode;
 use crate::notifier::RoundConfig;
+use crate::ring::Appended;
 use crate::room::{RoomKey, Subscription};
 use crate::shard::ShardCmd;
 
@@ -67,7 +68,11 @@ async fn broadcast_arrived(node: &MsgNode, broadcast: Broadcast) {
     {
         let mut ring = room.ring.write();
         for msg in &broadcast.messages {
-            ring.append(msg);
+            if let Appended::Stored { evicted } = ring.append(msg)
+                && evicted > 0
+            {
+                room.downstream.evicted(msg.lane(), evicted);
+            }
         }
     }
     node.mark_dirty(&room).await;

@@ -16,7 +16,7 @@ use tracing::{debug, info};
 
 use crate::node::MsgNode;
 use crate::notifier::RoundConfig;
-use crate::room::{LocalRoom, RoomKey, limits};
+use crate::room::{LocalRoom, RoomKey, Taken, limits};
 use crate::session::{Identity, Session, Transport, Urgency};
 use crate::shard::ShardCmd;
 
@@ -326,6 +326,7 @@ async fn pull(
     let (frame, cursor) = {
         let ring = room.ring.read();
         let (frame, selection) = ring.pull_frame(request_id, &pull.room_id, &since, limit);
+        room.downstream.handed(Taken::of(&selection), 1);
         (frame, selection.cursor)
     };
     session.send(0, &frame, Urgency::Reply);

@@ -28,6 +28,9 @@ use crate::shard::{self, FrameLimits, ShardCmd, ShardTx};
 /// How often subscriptions the links could not take are tried again.
 const RECONCILE_EVERY: Duration = Duration::from_millis(500);
 
+/// How often each room's owner hears what happened downstream here.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
 /// Settings of a msg-svc node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -176,7 +179,8 @@ impl MsgNode {
             let mut presence = tokio::time::interval(node.config.presence_tick);
             let mut sweep = tokio::time::interval(node.config.heartbeat / 2);
             let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
-            for ticker in [&mut presence, &mut sweep, &mut reconcile] {
+            let mut report = tokio::time::interval(REPORT_EVERY);
+            for ticker in [&mut presence, &mut sweep, &mut reconcile, &mut report] {
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
             loop {
@@ -185,9 +189,31 @@ impl MsgNode {
                     _ = presence.tick() => node.presence.flush(node.uplink.as_ref()),
                     _ = sweep.tick() => node.sweep(clock::mono_millis()),
                     _ = reconcile.tick() => node.reconcile(),
+                    _ = report.tick() => node.report_rooms(),
                 }
             }
         });
+    }
+
+    /// Tells each room's owner what happened downstream here since the last
+    /// report (deliveries, gaps, evictions, kicks), for operators' stats. A
+    /// report the link cannot take now is kept for the next one.
+    fn report_rooms(&self) {
+        let rooms: Vec<Arc<LocalRoom>> = self.rooms.lock().values().cloned().collect();
+        for room in rooms {
+            let Some(report) = room.downstream.take(&room.id) else {
+                continue;
+            };
+            let frame = ToRoomSvc {
+                body: Some(to_room_svc::Body::Report(report)),
+            };
+            if let Err(error) = self.uplink.try_send(frame.clone()) {
+                debug!(room = %room.id, %error, "room report kept for later");
+                if let Some(to_room_svc::Body::Report(report)) = &frame.body {
+                    room.downstream.restore(report);
+                }
+            }
+        }
     }
 
     pub(crate) fn readiness(&self) -> Readiness {

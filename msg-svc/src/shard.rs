@@ -6,6 +6,8 @@
 //! Commands arrive on a bounded channel. Senders wait at the bound (joins,
 //! pulls and broadcasts then slow down); the shard never waits on them.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,7 +18,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::notifier::{Action, Notifier, RoundConfig, RoundSource, SessionId};
-use crate::room::{LocalRoom, RoomKey};
+use crate::room::{LocalRoom, RoomKey, Taken};
 use crate::session::{Session, Urgency};
 
 /// Commands a shard takes.
@@ -130,9 +132,14 @@ impl Shard {
         let stats = self
             .notifier
             .round(room, now, &mut source, |action| match action {
-                Action::Deliver(session, frame) | Action::Notify(session, frame) => {
-                    session.send(0, frame, Urgency::Push)
+                Action::Deliver(session, frame) => {
+                    let delivery = session.send(0, &frame.bytes, Urgency::Push);
+                    if delivery == crate::notifier::Delivery::Accepted {
+                        frame.handed.set(frame.handed.get() + 1);
+                    }
+                    delivery
                 }
+                Action::Notify(session, frame) => session.send(0, &frame.bytes, Urgency::Push),
                 Action::Kick(session) => {
                     session.kick(
                         KickReason::SlowConsumer,
@@ -141,6 +148,13 @@ impl Shard {
                     crate::notifier::Delivery::Accepted
                 }
             });
+        let downstream = &room.0.downstream;
+        for (taken, handed) in source.built {
+            downstream.handed(taken, handed.get());
+        }
+        if stats.kicked > 0 {
+            downstream.kicked(u64::from(stats.kicked));
+        }
         if stats.kicked > 0 || stats.refused > 0 {
             debug!(room = %room.0.id, ?stats, "round");
         }
@@ -162,6 +176,8 @@ struct RingSource<'a> {
     member_count: u64,
     inline_max: usize,
     limits: FrameLimits,
+    /// The deltas built so far, with what each hands and how many took it.
+    built: Vec<(Taken, Rc<Cell<u64>>)>,
 }
 
 impl<'a> RingSource<'a> {
@@ -176,6 +192,7 @@ impl<'a> RingSource<'a> {
             member_count,
             inline_max,
             limits,
+            built: Vec::new(),
         }
     }
 
@@ -189,25 +206,37 @@ impl<'a> RingSource<'a> {
     }
 }
 
+/// A round's frame, and (for a delta) how many members took it.
+#[derive(Debug)]
+struct RoundFrame {
+    bytes: Bytes,
+    handed: Rc<Cell<u64>>,
+}
+
 impl RoundSource for RingSource<'_> {
-    type Frame = Bytes;
+    type Frame = RoundFrame;
 
     fn latest(&self) -> Cursor {
         self.latest
     }
 
-    fn delta(&mut self, since: &Cursor) -> Option<Bytes> {
+    fn delta(&mut self, since: &Cursor) -> Option<RoundFrame> {
         let ring = self.room.ring.read();
-        ring.delta_frame(
+        let (bytes, selection) = ring.delta_frame(
             &self.head(),
             since,
             self.limits.max_messages,
             self.inline_max,
-        )
-        .map(|(frame, _)| frame)
+        )?;
+        let handed = Rc::new(Cell::new(0));
+        self.built.push((Taken::of(&selection), Rc::clone(&handed)));
+        Some(RoundFrame { bytes, handed })
     }
 
-    fn plain(&mut self) -> Bytes {
-        plain_notify_frame(&self.head())
+    fn plain(&mut self) -> RoundFrame {
+        RoundFrame {
+            bytes: plain_notify_frame(&self.head()),
+            handed: Rc::default(),
+        }
     }
 }

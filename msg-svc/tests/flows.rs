@@ -318,6 +318,10 @@ async fn a_client_that_never_pulls_is_renotified_after_2_s_and_kicked_after_n(
         Ok(Event::Closed { .. })
     ));
 
+    // The room's owner heard of the kick from the node's report.
+    let stats = stats_until(&server, "quiet", |s| s.slow_consumer_kicks > 0).await;
+    assert_eq!(stats.slow_consumer_kicks, 1);
+
     // The client that pulls is still there and current.
     let latest = keen.cursor("quiet").unwrap();
     let got = receive_until(&mut keen_events, "quiet", latest.msg_id + 1).await;
@@ -355,6 +359,59 @@ async fn a_pull_with_an_old_cursor_reports_what_was_dropped(transport: Transport
         ["m17", "m18", "m19"]
     );
     assert_eq!(result.dropped, 17);
+    server.server.shutdown().await;
+}
+
+/// The room's stats once `done` holds. They depend on the reports the node
+/// sends its rooms' owner about once a second, which no client sees: this
+/// asks again every 50 ms until they arrive.
+async fn stats_until(
+    server: &TestServer,
+    room: &str,
+    done: impl Fn(&room_svc::core::RoomStats) -> bool,
+) -> room_svc::core::RoomStats {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let stats = server.server.rooms().stats(room).await.expect("room stats");
+        if done(&stats) || Instant::now() > deadline {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn room_stats_count_what_happened_downstream(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
+    configure(&server, "counted", |c| c.normal_ring = 8).await;
+    let (reader, mut reader_events) = connect(&server, "reader").await;
+    let (writer, mut writer_events) = connect(&server, "writer").await;
+    join(&reader, "counted").await;
+    join(&writer, "counted").await;
+    let old = reader.cursor("counted").expect("joined");
+    let mut last = 0;
+    for i in 0..20 {
+        last = writer
+            .send("counted", Kind::Chat, format!("m{i}"))
+            .await
+            .unwrap()
+            .msg_id;
+    }
+    receive_until(&mut reader_events, "counted", last).await;
+    receive_until(&mut writer_events, "counted", last).await;
+    let result = reader.pull("counted", old, 100).await.expect("pull");
+    assert_eq!((result.messages.len(), result.dropped), (8, 12));
+
+    // Each member heard of all 20 messages, each one either delivered or
+    // counted as skipped; the pull handed 8 and told of 12 more.
+    let stats = stats_until(&server, "counted", |s| {
+        s.delivered + s.skipped_normal >= 60 && s.evicted_normal >= 12
+    })
+    .await;
+    assert_eq!(stats.delivered + stats.skipped_normal, 60, "{stats:?}");
+    assert_eq!(stats.evicted_normal, 12, "{stats:?}");
+    assert_eq!((stats.skipped_priority, stats.evicted_priority), (0, 0));
+    assert_eq!(stats.accepted_normal, 20);
+    assert!(stats.in_per_s > 0.0 && stats.out_per_s > 0.0, "{stats:?}");
     server.server.shutdown().await;
 }
 
@@ -740,6 +797,7 @@ over_both!(
     a_flood_is_rate_limited_while_a_priority_notice_reaches_every_member,
     a_client_that_never_pulls_is_renotified_after_2_s_and_kicked_after_n,
     a_pull_with_an_old_cursor_reports_what_was_dropped,
+    room_stats_count_what_happened_downstream,
     a_cursor_resumed_after_reconnect_returns_exactly_the_missed_messages,
     a_cursorless_joiner_gets_the_last_few_messages,
     mute_ban_and_whitelist_behave,
