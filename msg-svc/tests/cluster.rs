@@ -6,12 +6,15 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use axum::http::Method;
 use chatroom_cluster::auth::{Roles, TokenKey};
 use chatroom_cluster::placement;
 use chatroom_cluster::quic::Trust;
-use chatroom_proto::v1::{ChatMessage, ErrorCode, Kind};
-use loadtest::client::{Client, ClientConfig, Event, Events, JoinOptions};
+use chatroom_proto::v1::{ChatMessage, ErrorCode, KickReason, Kind, Lane};
+use loadtest::client::{Client, ClientConfig, ClientError, Event, Events, JoinOptions};
 use loadtest::local::{ClusterSpec, LocalCluster, NodeProcess, http_get};
+use room_svc::admin::client::AdminClient;
+use serde_json::json;
 use tokio::sync::Mutex;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -530,4 +533,180 @@ fn placement_helper_finds_keys_per_node() {
         let key = placed_on(node, &MSG_SVCS, "k");
         assert_eq!(placement::owner(&key, &MSG_SVCS), Some(&node));
     }
+}
+
+/// Sends `probe`-sized payloads until the node refuses them as too large;
+/// how long after `since` that was.
+async fn until_too_large(client: &Client, room: &str, since: Instant) -> Duration {
+    loop {
+        match client.send(room, Kind::Chat, "x".repeat(32)).await {
+            Err(ClientError::Server(error)) if error.code == ErrorCode::PayloadTooLarge as i32 => {
+                return since.elapsed();
+            }
+            Ok(_) | Err(ClientError::Server(_)) => {
+                assert!(since.elapsed() < PATIENCE, "the new limit never came");
+            }
+            Err(error) => panic!("probe failed: {error}"),
+        }
+    }
+}
+
+/// Calls the admin API until it answers with a success, riding out a
+/// room's move between owners (502/503 with Retry-After).
+async fn admin_until_ok(
+    admin: &AdminClient,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match admin.call(method.clone(), path, body.as_ref()).await {
+            Ok(answer) => return answer,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "{method} {path}: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_changes_reach_every_node_at_once_through_any_room_svc_and_outlive_the_owner() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut setup = start();
+    let token = setup.cluster.admin_token().unwrap();
+    let admin_at = |node: &str| AdminClient::new(&format!("http://{}", setup.http(node)), &token);
+    // The room's owner is room-svc-1; every call goes through room-svc-2,
+    // which forwards it.
+    let (owner, other) = (
+        admin_at("room-svc-1").unwrap(),
+        admin_at("room-svc-2").unwrap(),
+    );
+    let room = placed_on("room-svc-1", &ROOM_SVCS, "tuned");
+    let users: Vec<String> = MSG_SVCS
+        .iter()
+        .map(|node| placed_on(node, &MSG_SVCS, &format!("viewer-{node}")))
+        .collect();
+    let mut clients = Vec::new();
+    for (user, node) in users.iter().zip(MSG_SVCS) {
+        let (client, events) = setup.connect(user, node).await;
+        join(&client, &room).await;
+        clients.push((client, events));
+    }
+
+    // A limit set through the other room service reaches all three nodes.
+    let patched = Instant::now();
+    let settings = other
+        .call(
+            Method::PATCH,
+            &format!("/rooms/{room}/config"),
+            Some(&json!({"max_payload_bytes": 16})),
+        )
+        .await
+        .expect("patch through a room service that does not own the room");
+    let answered = patched.elapsed();
+    assert_eq!(settings["overrides"], json!({"max_payload_bytes": 16}));
+    let mut took = Vec::new();
+    for (client, _) in &clients {
+        took.push(until_too_large(client, &room, patched).await);
+    }
+    println!(
+        "admin config change: answered in {answered:?}; in force on {MSG_SVCS:?} after {took:?}"
+    );
+
+    // A ban through the other room service kicks at once.
+    let banned = Instant::now();
+    let victim = &users[2];
+    other
+        .call(Method::PUT, &format!("/rooms/{room}/bans/{victim}"), None)
+        .await
+        .expect("ban");
+    let kicked = clients[2]
+        .1
+        .wait_for(PATIENCE, |e| matches!(e, Event::Kicked { .. }))
+        .await
+        .expect("the banned viewer is kicked");
+    assert!(
+        matches!(
+            kicked,
+            Event::Kicked {
+                reason: KickReason::Banned,
+                ..
+            }
+        ),
+        "{kicked:?}"
+    );
+    println!("admin ban: kicked {:?} after the call", banned.elapsed());
+
+    // A notice reaches everyone left, on the priority lane.
+    let posted = other
+        .call(
+            Method::POST,
+            &format!("/rooms/{room}/notices"),
+            Some(&json!({"text": "back at 00:00"})),
+        )
+        .await
+        .expect("notice");
+    let notice_id = posted["msg_id"].as_u64().unwrap();
+    for (_, events) in &mut clients[..2] {
+        let (got, _) = receive_until(events, &room, notice_id).await;
+        let notice = got.last().unwrap();
+        assert_eq!(notice.lane, Lane::Priority as i32);
+        assert_eq!(&notice.payload[..], b"back at 00:00");
+    }
+
+    // The busiest rooms come from both room services.
+    let elsewhere = placed_on("room-svc-2", &ROOM_SVCS, "elsewhere");
+    join(&clients[0].0, &elsewhere).await;
+    let top = admin_until_ok(&owner, Method::GET, "/rooms?by=members", None).await;
+    let listed: BTreeSet<&str> = top["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["room_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        listed.contains(room.as_str()) && listed.contains(elsewhere.as_str()),
+        "{top}"
+    );
+    assert_eq!(top["unreachable"], json!([]));
+    let stats = other
+        .call(Method::GET, &format!("/rooms/{room}"), None)
+        .await
+        .expect("stats");
+    assert_eq!(stats["members"], 2, "{stats}");
+    assert_eq!(stats["bans"], 1, "{stats}");
+
+    // The owner dies: the room's new owner loads the overrides and the ban
+    // from Redis.
+    setup.cluster.room_svc("room-svc-1").unwrap().kill9();
+    let moved = Instant::now();
+    let settings =
+        admin_until_ok(&other, Method::GET, &format!("/rooms/{room}/config"), None).await;
+    let back = moved.elapsed();
+    assert_eq!(settings["overrides"], json!({"max_payload_bytes": 16}));
+    let stats = admin_until_ok(&other, Method::GET, &format!("/rooms/{room}"), None).await;
+    assert_eq!(stats["bans"], 1, "{stats}");
+    until_too_large(&clients[0].0, &room, Instant::now()).await;
+    println!(
+        "admin after the owner's kill -9: the new owner answered with the stored overrides {back:?} after the kill (session timeout {SESSION_TIMEOUT:?})"
+    );
+    // The ban came along too: a rejoin is kicked again.
+    let (banned, banned_events) = &mut clients[2];
+    let _ = banned.join(&room, JoinOptions::default()).await;
+    let kicked = banned_events
+        .wait_for(PATIENCE, |e| matches!(e, Event::Kicked { .. }))
+        .await
+        .expect("the banned viewer is kicked again");
+    assert!(
+        matches!(
+            kicked,
+            Event::Kicked {
+                reason: KickReason::Banned,
+                ..
+            }
+        ),
+        "{kicked:?}"
+    );
 }
