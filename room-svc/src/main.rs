@@ -24,8 +24,7 @@ const EXIT_CONFIG: u8 = 64;
 #[command(
     name = "room-svc",
     version,
-    about = "chatroom room service (one node of a cluster)",
-    subcommand_negates_reqs = true
+    about = "chatroom room service (one node of a cluster)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -43,16 +42,17 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct Args {
-    /// ZooKeeper to register in (host:port[,host:port...]).
+    /// ZooKeeper to register in (host:port[,host:port...]); required to
+    /// serve.
     #[arg(long, env = "CHATROOM_ZK")]
-    zk: String,
+    zk: Option<String>,
     /// The cluster's name: its nodes register under /chatroom/NAME and its
     /// rooms live under chatroom:NAME: in Redis.
     #[arg(long, env = "CHATROOM_CLUSTER", default_value = "default")]
     cluster: String,
-    /// This node's id, unique in the cluster.
+    /// This node's id, unique in the cluster; required to serve.
     #[arg(long, env = "CHATROOM_NODE_ID")]
-    node_id: String,
+    node_id: Option<String>,
     /// Redis URL, the second-level store.
     #[arg(long, env = "CHATROOM_REDIS", default_value = "redis://127.0.0.1:6379")]
     redis: String,
@@ -102,7 +102,11 @@ fn main() -> ExitCode {
         eprintln!("room-svc: bad log settings: {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    if let Err(error) = chatroom_proto::ids::check_id(&args.node_id) {
+    let (Some(zk), Some(node_id)) = (args.zk.clone(), args.node_id.clone()) else {
+        eprintln!("room-svc: serving needs --zk and --node-id (or run `room-svc admin ...`)");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    if let Err(error) = chatroom_proto::ids::check_id(&node_id) {
         eprintln!("room-svc: node id {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -123,7 +127,13 @@ fn main() -> ExitCode {
         },
         None => RoomServiceConfig::default().room_defaults,
     };
-    match serve(args, admin_token, room_defaults) {
+    let node = Node {
+        zk,
+        node_id,
+        admin_token,
+        room_defaults,
+    };
+    match serve(args, node) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("room-svc: {error:#}");
@@ -148,28 +158,32 @@ fn admin_token(args: &Args) -> Result<Option<AdminToken>, SecretError> {
     source.load_admin(false).map(|(token, _)| Some(token))
 }
 
-fn serve(
-    args: Args,
+/// What the flags say about this node, checked.
+struct Node {
+    zk: String,
+    node_id: String,
     admin_token: Option<AdminToken>,
     room_defaults: RoomConfig,
-) -> anyhow::Result<()> {
+}
+
+fn serve(args: Args, node: Node) -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let config = ServerConfig {
-        node_id: args.node_id,
+        node_id: node.node_id,
         cluster: args.cluster.clone(),
         zookeeper: ZkConfig {
-            connect: args.zk,
+            connect: node.zk,
             root: format!("/chatroom/{}", args.cluster),
             session_timeout: Duration::from_millis(args.zk_session_timeout_ms),
         },
         redis: args.redis,
         rooms: RoomServiceConfig {
             workers: args.room_workers.unwrap_or(cpus),
-            room_defaults,
+            room_defaults: node.room_defaults,
             ..RoomServiceConfig::default()
         },
         public_link_addr: args.public_link_addr,
-        admin_token,
+        admin_token: node.admin_token,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
