@@ -21,6 +21,7 @@ const TOKEN: &str = "admin-token-for-tests-0123456789";
 
 struct Api {
     service: RoomService,
+    base: String,
     client: AdminClient,
     _server: tokio::task::JoinHandle<()>,
 }
@@ -34,14 +35,20 @@ async fn serve(token: Option<&str>) -> Api {
     let server = tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
     });
+    let base = format!("http://{addr}");
     Api {
         service,
-        client: AdminClient::new(&format!("http://{addr}"), TOKEN).unwrap(),
+        client: AdminClient::new(&base, TOKEN).unwrap(),
+        base,
         _server: server,
     }
 }
 
 impl Api {
+    fn client_base(&self) -> String {
+        self.base.clone()
+    }
+
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let reply = self
             .client
@@ -443,4 +450,69 @@ async fn stats_busiest_rooms_and_close() {
         .raw(Method::DELETE, "/rooms/busy", b"", Some(TOKEN))
         .await;
     assert_error(&reply, StatusCode::NOT_FOUND, "unknown_room");
+}
+
+/// Runs `room-svc admin --url URL --token TOKEN ARGS...`; its exit code,
+/// stdout and stderr.
+async fn cli(api: &Api, args: &[&str]) -> (i32, String, String) {
+    let url = api.client_base();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_room-svc"));
+    command
+        .args(["admin", "--url", &url, "--token", TOKEN])
+        .args(args);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_drives_the_api() {
+    let api = serve(Some(TOKEN)).await;
+    let (code, out, err) = cli(
+        &api,
+        &["set", ROOM, "normal_per_s=5", "priority_kinds=gift,like"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let settings: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(settings["overrides"]["normal_per_s"], 5);
+    assert_eq!(
+        api.service
+            .room_config(ROOM)
+            .await
+            .unwrap()
+            .config
+            .priority_kinds,
+        [2, 1]
+    );
+
+    let (code, out, err) = cli(&api, &["mute", ROOM, "alice", "--for", "10m"]).await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, "muted alice in stream-1 for 10m"),
+        "{err}"
+    );
+    assert_eq!(api.service.stats(ROOM).await.unwrap().mutes, 1);
+
+    let (code, _, err) = cli(&api, &["set", ROOM, "round_interval_ms=5"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("refused (invalid_config)"), "{err}");
+    let (code, _, err) = cli(&api, &["set", ROOM, "normal_per_s=lots"]).await;
+    assert_eq!(code, 64);
+    assert!(err.contains("not a whole number"), "{err}");
+    assert_eq!(
+        api.service
+            .room_config(ROOM)
+            .await
+            .unwrap()
+            .config
+            .normal_per_s,
+        5,
+        "refused changes changed nothing"
+    );
 }
