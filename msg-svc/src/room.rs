@@ -219,6 +219,7 @@ pub(crate) fn limits(config: &RoomConfig, max_pull: u32) -> RoomLimits {
         normal_per_s: config.normal_per_s,
         priority_per_s: config.priority_per_s,
         max_pull,
+        slow_mode_ms: config.slow_mode_ms,
     }
 }
 

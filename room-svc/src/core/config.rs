@@ -29,6 +29,7 @@ const PULL_TIMEOUT_MS: RangeInclusive<u32> = 100..=60_000;
 const SLOW_CONSUMER_NOTIFIES: RangeInclusive<u32> = 1..=1_000;
 const HISTORY_SIZE: RangeInclusive<u32> = 0..=10_000;
 const INLINE_MAX_BYTES: RangeInclusive<u32> = 0..=60_000;
+const SLOW_MODE_MS: RangeInclusive<u32> = 0..=3_600_000;
 
 /// Why a room config was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,6 +70,7 @@ pub fn default_room_config() -> RoomConfig {
         history_size: 200,
         inline_max_bytes: 32 * 1024,
         priority_kinds: vec![Kind::Gift as i32],
+        slow_mode_ms: 0,
     }
 }
 
@@ -103,6 +105,7 @@ pub fn validate_config(config: &RoomConfig) -> Result<(), ConfigError> {
         config.inline_max_bytes,
         INLINE_MAX_BYTES,
     )?;
+    check("slow_mode_ms", config.slow_mode_ms, SLOW_MODE_MS)?;
     if config.priority_kinds.len() > MAX_PRIORITY_KINDS {
         return Err(ConfigError::TooManyPriorityKinds(
             config.priority_kinds.len(),
@@ -134,7 +137,8 @@ macro_rules! numeric_fields {
             pull_timeout_ms,
             slow_consumer_notifies,
             history_size,
-            inline_max_bytes
+            inline_max_bytes,
+            slow_mode_ms
         }
     };
 }
@@ -367,6 +371,7 @@ mod tests {
             ),
             ("history_size", |c, v| c.history_size = v, 0, 10_000),
             ("inline_max_bytes", |c, v| c.inline_max_bytes = v, 0, 60_000),
+            ("slow_mode_ms", |c, v| c.slow_mode_ms = v, 0, 3_600_000),
         ]
     }
 
@@ -550,6 +555,6 @@ mod patch_tests {
         );
         assert_eq!(json["config"]["max_payload_bytes"], 10);
         assert_eq!(json["config"]["normal_per_s"], 200);
-        assert_eq!(json["config"].as_object().unwrap().len(), 13);
+        assert_eq!(json["config"].as_object().unwrap().len(), 14);
     }
 }

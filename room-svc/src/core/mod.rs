@@ -19,6 +19,7 @@ pub mod limiter;
 pub mod members;
 pub mod moderation;
 pub mod room;
+pub mod slowmode;
 pub mod stats;
 
 pub use clock::RoomClock;

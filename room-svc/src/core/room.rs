@@ -19,6 +19,7 @@ use super::dedupe::Dedupe;
 use super::limiter::{LaneLimiter, Limited};
 use super::members::{Members, NodeIdx};
 use super::moderation::{Moderation, ModerationError, MuteLeft};
+use super::slowmode::SlowMode;
 use super::stats::{Counters, RoomStats, RoomSummary};
 
 /// The time of a decision, read by the caller: wall clock for stamps and
@@ -131,6 +132,7 @@ pub struct RoomState {
     normal_limit: LaneLimiter,
     priority_limit: LaneLimiter,
     dedupe: Dedupe,
+    slow_mode: SlowMode,
     clock: RoomClock,
     /// The newest message's position: its msg_id, ts and normal_seq are
     /// where the next message counts from.
@@ -168,6 +170,7 @@ impl RoomState {
             subscribers: BTreeSet::new(),
             moderation: Moderation::new(),
             dedupe: Dedupe::new(),
+            slow_mode: SlowMode::default(),
             clock: RoomClock::new(),
             latest: Cursor::start(epoch),
             counters: Counters::default(),
@@ -342,7 +345,8 @@ impl RoomState {
     // --- Messages ----------------------------------------------------------
 
     /// Decides on a member's message: checks membership, ban, mute, kind,
-    /// payload size, dedupe and the lane's limit, in that order, then stamps
+    /// payload size, dedupe, slow mode (NORMAL lane) and the lane's limit,
+    /// in that order, then stamps
     /// the message and appends it to the history. A banned user is no member
     /// (the ban removed them), and is told BANNED rather than NOT_JOINED so
     /// their client does not try to join again.
@@ -392,6 +396,18 @@ impl RoomState {
             return Ok(Accepted::Duplicate(ack));
         }
         let lane = self.lane_for(sender, send.roles, send.kind);
+        let slow_ns = u64::from(self.config.slow_mode_ms) * 1_000_000;
+        if lane == Lane::Normal
+            && slow_ns > 0
+            && let Some(wait_ns) = self.slow_mode.wait(sender, now.mono_ns, slow_ns)
+        {
+            let seconds = f64::from(self.config.slow_mode_ms) / 1000.0;
+            return Err(v1::Error::new(
+                ErrorCode::RateLimited,
+                format!("slow mode: one message every {seconds} s"),
+            )
+            .retry_after(u32::try_from(wait_ns.div_ceil(1_000_000)).unwrap_or(u32::MAX)));
+        }
         let limiter = match lane {
             Lane::Normal => &self.normal_limit,
             Lane::Priority => &self.priority_limit,
@@ -414,6 +430,9 @@ impl RoomState {
         };
         self.dedupe
             .remember(&msg.sender, msg.client_msg_id, ack, now.mono_ns);
+        if lane == Lane::Normal && slow_ns > 0 {
+            self.slow_mode.posted(&msg.sender, now.mono_ns, slow_ns);
+        }
         Ok(Accepted::New(msg))
     }
 

@@ -799,3 +799,42 @@ fn stats_add_the_nodes_reports_and_rate_the_last_seconds() {
     assert_eq!(later.delivered, 80, "totals stay");
     assert_eq!(room.summary(at(101)).out_per_s, 8.0);
 }
+
+#[test]
+fn slow_mode_lets_each_member_post_once_per_interval() {
+    let mut room = room_with(|c| c.slow_mode_ms = 5_000);
+    join(&mut room, A, &["alice", "bob", "vip", "ops"]);
+    room.whitelist_add("vip").unwrap();
+    let first = SendInput {
+        client_msg_id: 7,
+        ..chat("alice")
+    };
+    new_msg(room.accept(first.clone(), at(10)));
+    // A retry of the accepted message still gets its ack.
+    assert!(matches!(
+        room.accept(first, at(12)),
+        Ok(Accepted::Duplicate(_))
+    ));
+    let error = room.accept(chat("alice"), at(12)).unwrap_err();
+    assert_eq!(code(Err(error.clone())), ErrorCode::RateLimited);
+    assert_eq!(error.retry_after_ms, 3_000);
+    assert!(error.message.contains("slow mode"), "{}", error.message);
+    // Others are not held back by alice, nor are priority senders and kinds.
+    new_msg(room.accept(chat("bob"), at(12)));
+    for _ in 0..3 {
+        new_msg(room.accept(chat("vip"), at(12)));
+        new_msg(room.accept(system("ops"), at(12)));
+        let gift = SendInput {
+            kind: Kind::Gift as i32,
+            ..chat("alice")
+        };
+        new_msg(room.accept(gift, at(12)));
+    }
+    new_msg(room.accept(chat("alice"), at(15)));
+
+    // Turning it off lets alice post at once.
+    let mut config = room.config().clone();
+    config.slow_mode_ms = 0;
+    room.set_config(config).unwrap();
+    new_msg(room.accept(chat("alice"), at(15)));
+}
