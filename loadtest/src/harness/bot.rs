@@ -380,7 +380,10 @@ impl Bot {
             joined: false,
             next_request: 1,
             sends: HashMap::new(),
-            client_msg_id: user << 20,
+            // The user's number in the middle bits, a random run tag on
+            // top: a rerun against the same server within its dedupe
+            // window must not look like a retry of the last run's sends.
+            client_msg_id: (rand::random::<u64>() & (u64::MAX << 44)) | (user << 20),
             mask: (user as u32).wrapping_mul(2_654_435_761) | 1,
             done: false,
         };
