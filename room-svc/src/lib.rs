@@ -30,6 +30,7 @@ pub mod store;
 mod net;
 
 pub use service::{
-    AdminError, ConfigChange, NodePort, Ownership, RoomService, RoomServiceConfig, RoomSettings,
+    AdminError, ConfigChange, ListedUser, ModerationList, NodePort, Ownership, RoomService,
+    RoomServiceConfig, RoomSettings,
 };
 pub use store::{RedisStoreConfig, RoomStore, StoreCounters, StoreError, StoreHealth};

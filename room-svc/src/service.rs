@@ -33,6 +33,7 @@ use chatroom_proto::v1;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, info_span, warn};
 
+use crate::core::moderation::List;
 use crate::core::{
     ConfigError, ConfigPatch, ModerationError, NodeIdx, RankBy, RoomStats, RoomSummary,
     default_room_config,
@@ -109,6 +110,27 @@ impl RoomSettings {
             overrides: state.overrides().clone(),
         }
     }
+}
+
+/// Who is on one of a room's moderation lists.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModerationList {
+    /// The room.
+    pub room_id: String,
+    /// Users on the list in all (mutes still running, for mutes).
+    pub total: u64,
+    /// The first of them by id.
+    pub users: Vec<ListedUser>,
+}
+
+/// One user on a moderation list.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListedUser {
+    /// The user.
+    pub user_id: String,
+    /// For a mute, the wall-clock microsecond it ends; `null` when it runs
+    /// until lifted (and for bans and the whitelist).
+    pub until_us: Option<u64>,
 }
 
 /// A change to a room's overrides.
@@ -394,6 +416,19 @@ impl RoomService {
     pub async fn stats(&self, room: &str) -> Result<RoomStats, AdminError> {
         self.on_worker(room, |worker, room| worker.stats(&room))
             .await
+    }
+
+    /// The first `limit` users (by id) on one of the room's lists.
+    pub async fn moderation_list(
+        &self,
+        room: &str,
+        list: List,
+        limit: usize,
+    ) -> Result<ModerationList, AdminError> {
+        self.on_worker(room, move |worker, room| {
+            Ok(worker.moderation_list(&room, list, limit))
+        })
+        .await
     }
 
     /// The `limit` busiest rooms this service holds, busiest first.

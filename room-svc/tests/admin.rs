@@ -338,6 +338,26 @@ async fn moderation_mutes_bans_with_a_kick_and_whitelists() {
     assert_eq!(node.next_ack().await.lane, Lane::Priority as i32);
     node.next_broadcast().await;
 
+    let (status, mutes) = api.get(&format!("/rooms/{ROOM}/mutes")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(mutes["total"], 1);
+    assert_eq!(mutes["users"][0]["user_id"], "bob");
+    assert_eq!(mutes["users"][0]["until_us"], Value::Null, "until unmuted");
+    let (_, bans) = api.get(&format!("/rooms/{ROOM}/bans?limit=5")).await;
+    assert_eq!(bans["users"], json!([{"user_id": "bob", "until_us": null}]));
+    let (_, whitelist) = api.get(&format!("/rooms/{ROOM}/whitelist")).await;
+    assert_eq!(whitelist["users"][0]["user_id"], "vip");
+    for query in ["limit=0", "limit=10001", "top=1"] {
+        let reply = api
+            .raw(
+                Method::GET,
+                &format!("/rooms/{ROOM}/bans?{query}"),
+                b"",
+                Some(TOKEN),
+            )
+            .await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "bad_query");
+    }
     let (_, stats) = api.get(&format!("/rooms/{ROOM}")).await;
     assert_eq!(
         (stats["mutes"].as_u64(), stats["bans"].as_u64()),

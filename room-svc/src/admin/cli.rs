@@ -67,6 +67,15 @@ enum AdminCommand {
     /// Send these kinds to the PRIORITY lane whoever sends them (names:
     /// chat, like, gift, notice; or numbers from 1000). None: no kind.
     PriorityKinds { room: String, kinds: Vec<String> },
+    /// Who is muted, banned or whitelisted in a room (by id).
+    List {
+        room: String,
+        #[arg(value_enum)]
+        list: ListName,
+        /// How many users at most.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
     /// Mute a user in a room.
     Mute {
         room: String,
@@ -111,6 +120,24 @@ impl Rank {
             Self::InPerS => "in_per_s",
             Self::OutPerS => "out_per_s",
             Self::Members => "members",
+        }
+    }
+}
+
+/// A moderation list, as a command argument.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ListName {
+    Mutes,
+    Bans,
+    Whitelist,
+}
+
+impl ListName {
+    fn path(self) -> &'static str {
+        match self {
+            Self::Mutes => "/mutes",
+            Self::Bans => "/bans",
+            Self::Whitelist => "/whitelist",
         }
     }
 }
@@ -226,6 +253,9 @@ fn plan(command: AdminCommand) -> Result<Call, String> {
     Ok(match command {
         C::Rooms { by, limit } => Call::read(format!("/rooms?by={}&limit={limit}", by.query())),
         C::Stats { room } => Call::read(room_path(&room, "")),
+        C::List { room, list, limit } => {
+            Call::read(room_path(&room, &format!("{}?limit={limit}", list.path())))
+        }
         C::Config { room } => Call::read(room_path(&room, "/config")),
         C::Set { room, fields } => Call {
             method: Method::PATCH,

@@ -37,8 +37,9 @@ use chatroom_cluster::auth::AdminToken;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::core::moderation::List;
 use crate::core::{ConfigPatch, RankBy, RoomStats, RoomSummary};
-use crate::service::{ConfigChange, RoomService, RoomSettings};
+use crate::service::{ConfigChange, ModerationList, RoomService, RoomSettings};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use forward::{FORWARDED, Peers};
 use forward::{Owner, unreachable_peer};
@@ -51,6 +52,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Most rooms one busiest-rooms answer lists.
 pub const MAX_TOP: usize = 1_000;
+
+/// Most users one moderation list answer lists.
+pub const MAX_LISTED: usize = 10_000;
 
 /// Longest mute, seconds (a year); longer is indefinite (omit the duration).
 pub const MAX_MUTE_S: u64 = 366 * 24 * 3600;
@@ -97,6 +101,9 @@ impl AdminApi {
                 get(config).patch(patch_config).delete(reset_config),
             )
             .route("/admin/v1/rooms/{room}/notices", post(notice))
+            .route("/admin/v1/rooms/{room}/mutes", get(list_mutes))
+            .route("/admin/v1/rooms/{room}/bans", get(list_bans))
+            .route("/admin/v1/rooms/{room}/whitelist", get(list_whitelist))
             .route(
                 "/admin/v1/rooms/{room}/mutes/{user}",
                 put(mute).delete(unmute),
@@ -322,6 +329,60 @@ async fn busiest(
         rooms,
         unreachable,
     }))
+}
+
+/// How many users of a list to show.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default = "default_listed")]
+    limit: usize,
+}
+
+fn default_listed() -> usize {
+    1_000
+}
+
+async fn listed(
+    api: &AdminApi,
+    room: &str,
+    list: List,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<ModerationList>, ApiError> {
+    let Query(query) =
+        query.map_err(|rejection| ApiError::bad_request("bad_query", rejection.body_text()))?;
+    if !(1..=MAX_LISTED).contains(&query.limit) {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            format!("limit is {}, allowed 1..={MAX_LISTED}", query.limit),
+        ));
+    }
+    let answer = api.inner.rooms.moderation_list(room, list, query.limit);
+    Ok(Json(answer.await?))
+}
+
+async fn list_mutes(
+    State(api): State<AdminApi>,
+    RoomPath(room): RoomPath,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<ModerationList>, ApiError> {
+    listed(&api, &room, List::Mutes, query).await
+}
+
+async fn list_bans(
+    State(api): State<AdminApi>,
+    RoomPath(room): RoomPath,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<ModerationList>, ApiError> {
+    listed(&api, &room, List::Bans, query).await
+}
+
+async fn list_whitelist(
+    State(api): State<AdminApi>,
+    RoomPath(room): RoomPath,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<ModerationList>, ApiError> {
+    listed(&api, &room, List::Whitelist, query).await
 }
 
 async fn stats(

@@ -152,6 +152,35 @@ impl Moderation {
         self.whitelist.len()
     }
 
+    /// The users on `list`, in id order, after `limit` of them cut; with the
+    /// wall-clock microsecond each mute ends (`None`: until unmuted, and for
+    /// the other lists). Mutes that ended by `now_us` are left out. Also
+    /// how many there are in all.
+    pub fn entries(
+        &self,
+        list: List,
+        now_us: u64,
+        limit: usize,
+    ) -> (Vec<(&str, Option<u64>)>, usize) {
+        let mut entries: Vec<(&str, Option<u64>)> = match list {
+            List::Mutes => self
+                .mutes
+                .iter()
+                .filter(|(_, until)| until.is_none_or(|until| until > now_us))
+                .map(|(user, until)| (&**user, *until))
+                .collect(),
+            List::Bans => self.bans.iter().map(|user| (&**user, None)).collect(),
+            List::Whitelist => self.whitelist.iter().map(|user| (&**user, None)).collect(),
+        };
+        let total = entries.len();
+        if entries.len() > limit {
+            entries.select_nth_unstable_by(limit, |a, b| a.0.cmp(b.0));
+            entries.truncate(limit);
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        (entries, total)
+    }
+
     fn prune_mutes(&mut self, now_us: u64) {
         self.mutes
             .retain(|_, until| until.is_none_or(|until| until > now_us));
@@ -248,6 +277,27 @@ mod tests {
             ModerationError::Full(List::Bans).to_string(),
             "the room's ban list is full (100000 entries)"
         );
+    }
+
+    #[test]
+    fn lists_are_listed_in_id_order_up_to_a_limit() {
+        let mut lists = Moderation::new();
+        for user in ["carol", "alice", "bob"] {
+            lists.ban(user).unwrap();
+        }
+        lists.mute("zed", Some(5), 0).unwrap();
+        lists.mute("amy", None, 0).unwrap();
+        lists.mute("gone", Some(1), 0).unwrap();
+        assert_eq!(
+            lists.entries(List::Bans, 0, 2),
+            (vec![("alice", None), ("bob", None)], 3)
+        );
+        assert_eq!(
+            lists.entries(List::Mutes, 2, 10),
+            (vec![("amy", None), ("zed", Some(5))], 2)
+        );
+        assert_eq!(lists.entries(List::Whitelist, 0, 10), (vec![], 0));
+        assert_eq!(lists.entries(List::Bans, 0, 0), (vec![], 3));
     }
 
     #[test]

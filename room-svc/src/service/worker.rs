@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tracing::{debug, info, warn};
 
-use super::{AdminError, ConfigChange, RoomSettings};
+use super::{AdminError, ConfigChange, ListedUser, ModerationList, RoomSettings};
 use crate::core::moderation::List;
 use crate::core::{
     Accepted, CatchUp, NodeIdx, Now, RankBy, RoomClock, RoomState, RoomStats, RoomSummary,
@@ -613,6 +613,35 @@ impl Worker {
 
     pub(super) fn stats(&mut self, room_id: &str) -> Result<RoomStats, AdminError> {
         Ok(self.known_room(room_id)?.state.stats(now()))
+    }
+
+    /// The users on one of the room's lists (see [`ModerationList`]); none
+    /// for a room that does not exist.
+    pub(super) fn moderation_list(
+        &self,
+        room_id: &str,
+        list: List,
+        limit: usize,
+    ) -> ModerationList {
+        let Some(slot) = self.rooms.get(room_id) else {
+            return ModerationList {
+                room_id: room_id.to_owned(),
+                total: 0,
+                users: Vec::new(),
+            };
+        };
+        let (entries, total) = slot.state.moderation().entries(list, unix_micros(), limit);
+        ModerationList {
+            room_id: room_id.to_owned(),
+            total: total as u64,
+            users: entries
+                .into_iter()
+                .map(|(user, until_us)| ListedUser {
+                    user_id: user.to_owned(),
+                    until_us,
+                })
+                .collect(),
+        }
     }
 
     /// This worker's `limit` busiest rooms, busiest first.
