@@ -11,7 +11,7 @@ use chatroom_cluster::auth::AdminToken;
 use chatroom_proto::v1::{KickReason, Lane};
 use room_svc::RoomService;
 use room_svc::admin::client::AdminClient;
-use room_svc::admin::http_client::Reply;
+use room_svc::admin::http_client::{HttpClient, Reply};
 use room_svc::admin::{AdminApi, ErrorBody, MAX_BODY_BYTES};
 use serde_json::{Value, json};
 use support::*;
@@ -115,6 +115,23 @@ async fn requests_need_the_admin_token() {
     let (status, settings) = api.get("/rooms/lobby/config").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(settings["config"]["normal_per_s"], 200);
+}
+
+#[tokio::test]
+async fn the_scheme_is_case_insensitive_and_resetting_nothing_creates_nothing() {
+    let api = serve(Some(TOKEN)).await;
+    let http = HttpClient::new(std::time::Duration::from_secs(10));
+    for scheme in ["bearer", "BEARER"] {
+        let request = axum::http::Request::get(format!("{}/admin/v1/rooms/lobby/config", api.base))
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(http.send(request).await.unwrap().status, StatusCode::OK);
+    }
+    let (status, _) = api.call(Method::DELETE, "/rooms/lobby/config", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let reply = api.raw(Method::GET, "/rooms/lobby", b"", Some(TOKEN)).await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "unknown_room");
 }
 
 #[tokio::test]
@@ -225,7 +242,7 @@ async fn bad_config_input_is_refused_and_changes_nothing() {
         ),
         (br#"[1, 2]"#, StatusCode::BAD_REQUEST, "bad_body"),
         (b"{not json", StatusCode::BAD_REQUEST, "bad_body"),
-        (b"", StatusCode::BAD_REQUEST, "bad_body"),
+        (b" \n", StatusCode::BAD_REQUEST, "bad_body"),
     ];
     for (body, status, code) in cases {
         let reply = api.raw(Method::PATCH, &path, body, Some(TOKEN)).await;

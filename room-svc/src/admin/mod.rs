@@ -144,12 +144,14 @@ async fn authorize(State(api): State<AdminApi>, request: Request, next: Next) ->
         )
         .into_response();
     };
+    // The scheme is case-insensitive (RFC 9110 §11.1).
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     match presented {
         Some(presented) if token.verify(presented.as_bytes()) => next.run(request).await,
         _ => ApiError::unauthorized().into_response(),
@@ -178,6 +180,7 @@ async fn to_owner(
             "owner_unreachable",
             format!("room service {node} owns the room but registered no http address"),
         )
+        .retry_after(1)
         .into_response(),
     }
 }
@@ -242,15 +245,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                     format!("request bodies are at most {MAX_BODY_BYTES} bytes"),
                 )
             })?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"null"
-        } else {
-            &bytes
-        };
         let bad = |error: serde_json::Error| {
             ApiError::bad_request("bad_body", format!("request body: {error}"))
         };
-        let json: serde_json::Value = serde_json::from_slice(text).map_err(bad)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            // Only an optional body may be left out.
+            return serde_json::from_value(serde_json::Value::Null)
+                .map(Self)
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "bad_body",
+                        "request body is empty: expected a JSON object",
+                    )
+                });
+        }
+        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(bad)?;
         if !(json.is_object() || json.is_null()) {
             return Err(ApiError::bad_request(
                 "bad_body",

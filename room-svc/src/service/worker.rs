@@ -475,6 +475,8 @@ impl Worker {
     ) -> Result<RoomSettings, AdminError> {
         let mut overrides = match self.rooms.get(room_id) {
             Some(slot) => slot.state.overrides().clone(),
+            // Nothing to reset in a room that does not exist: leave it so.
+            None if change == ConfigChange::Reset => return Ok(self.settings(room_id)),
             None => RoomOverrides::default(),
         };
         match change {
