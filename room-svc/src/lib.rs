@@ -19,13 +19,17 @@
 //!   [`NodePort`] (their [`UpLink`](chatroom_cluster::link::UpLink)) and
 //!   takes admin operations.
 //! - [`server`]: the process in a cluster: ZooKeeper registration, `net`
-//!   (node links from msg-svc nodes), health and readiness, ordered shutdown.
+//!   (node links from msg-svc nodes), health, readiness and metrics, ordered
+//!   shutdown.
+//! - `metrics`: what the service counts for `/metrics`
+//!   ([`RoomService::register_metrics`]).
 
 pub mod core;
 pub mod server;
 pub mod service;
 pub mod store;
 
+mod metrics;
 mod net;
 
 pub use service::{AdminError, NodePort, Ownership, RoomService, RoomServiceConfig};
