@@ -108,20 +108,6 @@ impl Members {
             .chain(&self.msg_svcs)
             .find(|n| n.id == id)
     }
-
-    /// The members a node sees, by role, as a Prometheus gauge: every node
-    /// shows the same numbers once the registry has settled.
-    pub fn prometheus(&self) -> String {
-        let name = "chatroom_cluster_members";
-        format!(
-            "# HELP {name} Live nodes this node sees in the registry, by role.\n\
-             # TYPE {name} gauge\n\
-             {name}{{role=\"room-svc\"}} {}\n\
-             {name}{{role=\"msg-svc\"}} {}\n",
-            self.room_svcs.len(),
-            self.msg_svcs.len()
-        )
-    }
 }
 
 /// How the node's registration stands.

@@ -41,12 +41,13 @@ async fn subscribed(node: &MsgNode, ack: SubscribeAck) {
         return;
     };
     let config = ack.config.unwrap_or_default();
-    room.activate(
+    let evicted = room.activate(
         ack.latest.unwrap_or_default(),
         config.clone(),
         ack.member_count,
         &ack.history,
     );
+    node.metrics.evicted(evicted);
     let round = RoundConfig::of(&config);
     node.to_all_shards(|| ShardCmd::Config {
         room: RoomKey(Arc::clone(&room)),
@@ -57,23 +58,20 @@ async fn subscribed(node: &MsgNode, ack: SubscribeAck) {
 }
 
 async fn broadcast_arrived(node: &MsgNode, broadcast: Broadcast) {
-    node.metrics.count_broadcast(broadcast.messages.len());
+    node.metrics.broadcast(broadcast.messages.len());
     let Some(room) = node.room(&broadcast.room_id) else {
         return;
     };
     if !matches!(room.state.lock().subscription, Subscription::Active) {
         return;
     }
-    {
-        let mut ring = room.ring.write();
-        for msg in &broadcast.messages {
-            ring.append(msg);
-        }
-    }
+    let evicted = room.append(&broadcast.messages);
+    node.metrics.evicted(evicted);
     node.mark_dirty(&room).await;
 }
 
 fn send_result(node: &MsgNode, result: SendResult) {
+    node.metrics.send_result(result.outcome.as_ref());
     let Some(session) = node.sessions.get(result.session_id) else {
         return;
     };
@@ -138,7 +136,8 @@ async fn room_updated(node: &MsgNode, update: RoomUpdate) {
     room.state.lock().member_count = update.member_count;
     if let Some(config) = update.config {
         let round = RoundConfig::of(&config);
-        room.reconfigure(config);
+        let evicted = room.reconfigure(config);
+        node.metrics.evicted(evicted);
         node.to_all_shards(|| ShardCmd::Config {
             room: RoomKey(Arc::clone(&room)),
             config: round,

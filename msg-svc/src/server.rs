@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatroom_cluster::link::DownLinkRx;
+use chatroom_cluster::metrics::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +25,7 @@ pub struct Listeners {
     pub ws: TcpListener,
     /// QUIC clients, if served.
     pub quic: Option<QuicListener>,
-    /// Health and readiness.
+    /// Health, readiness and metrics.
     pub http: TcpListener,
 }
 
@@ -58,11 +59,13 @@ pub(crate) struct Running {
 
 impl Running {
     /// Starts the node's tasks on `listeners`, with frames from the room
-    /// services arriving on `down`.
+    /// services arriving on `down`. `/metrics` serves `metrics`, the mode's
+    /// families, with the node's own added.
     pub(crate) fn launch(
         node: Arc<MsgNode>,
         down: DownLinkRx,
         listeners: Listeners,
+        mut metrics: Registry,
         drain_grace: Duration,
     ) -> Result<Self, ServeError> {
         let ws_addr = listeners.ws.local_addr()?;
@@ -89,9 +92,11 @@ impl Running {
                 accepting.clone(),
             ));
         }
+        node.register_metrics(&mut metrics);
         let (http_node, http_stop) = (Arc::clone(&node), stop.clone());
         tasks.spawn(async move {
-            if let Err(error) = http::serve(http_node, listeners.http, http_stop).await {
+            let served = http::serve(http_node, metrics, listeners.http, http_stop);
+            if let Err(error) = served.await {
                 warn!(%error, "http server failed");
             }
         });

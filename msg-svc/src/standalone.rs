@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatroom_cluster::auth::TokenKey;
+use chatroom_cluster::metrics;
 use room_svc::{RoomService, RoomServiceConfig};
 use tokio::sync::mpsc;
 use tracing::info;
@@ -74,7 +75,11 @@ impl Standalone {
             Arc::new(uplink),
             ClusterView::of(&registration),
         );
-        let running = Running::launch(node, down_rx, listeners, config.drain_grace)?;
+        // Both roles' families on the one `/metrics`.
+        let mut families = metrics::registry();
+        registration.register_metrics(&mut families);
+        rooms.register_metrics(&mut families);
+        let running = Running::launch(node, down_rx, listeners, families, config.drain_grace)?;
         info!(
             ws_addr = %running.ws_addr(),
             quic_addr = ?running.quic_addr(),
