@@ -6,6 +6,8 @@
 //! - [`link`]: the seam between a msg-svc and the room services it talks to.
 //! - [`local`]: ZooKeeper and Redis processes on loopback, for tests and the
 //!   local cluster.
+//! - [`metrics`]: the Prometheus registry every node serves at `/metrics`,
+//!   and the shared runtime's families.
 //! - [`netlink`]: node links on the wire: bounded reads, batched writes.
 //! - [`quic`]: QUIC for clients: ALPN, TLS identity and trust, transport
 //!   settings.
@@ -18,6 +20,7 @@ pub mod auth;
 pub mod clock;
 pub mod link;
 pub mod local;
+pub mod metrics;
 pub mod netlink;
 pub mod placement;
 pub mod quic;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::metrics::{self, Registry, ZooKeeperMetrics};
 use crate::placement;
 
 mod zookeeper;
@@ -107,20 +108,6 @@ impl Members {
             .chain(&self.msg_svcs)
             .find(|n| n.id == id)
     }
-
-    /// The members a node sees, by role, as a Prometheus gauge: every node
-    /// shows the same numbers once the registry has settled.
-    pub fn prometheus(&self) -> String {
-        let name = "chatroom_cluster_members";
-        format!(
-            "# HELP {name} Live nodes this node sees in the registry, by role.\n\
-             # TYPE {name} gauge\n\
-             {name}{{role=\"room-svc\"}} {}\n\
-             {name}{{role=\"msg-svc\"}} {}\n",
-            self.room_svcs.len(),
-            self.msg_svcs.len()
-        )
-    }
 }
 
 /// How the node's registration stands.
@@ -144,6 +131,8 @@ pub struct Registration {
     /// Ends the background task, if any, when sent or dropped.
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// What ZooKeeper put the registration through, for a ZooKeeper one.
+    zookeeper: Option<ZooKeeperMetrics>,
 }
 
 impl Registration {
@@ -157,6 +146,7 @@ impl Registration {
             health,
             stop: None,
             task: None,
+            zookeeper: None,
         }
     }
 
@@ -166,6 +156,7 @@ impl Registration {
         health: watch::Receiver<RegistryHealth>,
         stop: oneshot::Sender<()>,
         task: JoinHandle<()>,
+        zookeeper: ZooKeeperMetrics,
     ) -> Self {
         Self {
             me,
@@ -173,6 +164,7 @@ impl Registration {
             health,
             stop: Some(stop),
             task: Some(task),
+            zookeeper: Some(zookeeper),
         }
     }
 
@@ -199,6 +191,16 @@ impl Registration {
     /// The registration's health, updated on every change.
     pub fn health(&self) -> watch::Receiver<RegistryHealth> {
         self.health.clone()
+    }
+
+    /// Registers the registration's families: `chatroom_cluster_members`
+    /// (every node shows the same numbers once the registry has settled)
+    /// and, for a ZooKeeper registration, `chatroom_zookeeper_*`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        metrics::register_members(registry, self.members.clone());
+        if let Some(zookeeper) = &self.zookeeper {
+            zookeeper.register(registry);
+        }
     }
 }
 

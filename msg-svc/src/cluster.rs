@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatroom_cluster::auth::TokenKey;
+use chatroom_cluster::metrics::{self, LinkMetrics};
 use chatroom_cluster::registry::{
     NodeInfo, Registration, RegistryError, Role, ZkConfig, join_zookeeper,
 };
@@ -94,11 +95,13 @@ impl MsgServer {
         let registration = join_zookeeper(config.zookeeper, me).await?;
         let (down_tx, down_rx) = mpsc::channel(DOWNLINK_QUEUE);
         let (events_tx, mut events) = mpsc::channel(64);
+        let links = LinkMetrics::default();
         let upstream = Upstream::start(
             config.node_id.clone(),
             registration.members(),
             down_tx,
             events_tx,
+            links.clone(),
         );
         let node = MsgNode::start(
             config.node,
@@ -106,10 +109,14 @@ impl MsgServer {
             upstream,
             ClusterView::of(&registration),
         );
+        let mut families = metrics::registry();
+        registration.register_metrics(&mut families);
+        links.register(&mut families);
         let mut running = Running::launch(
             Arc::clone(&node),
             down_rx,
             listeners,
+            families,
             None,
             config.drain_grace,
         )?;

@@ -13,7 +13,6 @@ use tracing::{debug, warn};
 
 use crate::node::MsgNode;
 use crate::notifier::RoundConfig;
-use crate::ring::Appended;
 use crate::room::{RoomKey, Subscription};
 use crate::shard::ShardCmd;
 
@@ -42,12 +41,13 @@ async fn subscribed(node: &MsgNode, ack: SubscribeAck) {
         return;
     };
     let config = ack.config.unwrap_or_default();
-    room.activate(
+    let evicted = room.activate(
         ack.latest.unwrap_or_default(),
         config.clone(),
         ack.member_count,
         &ack.history,
     );
+    node.metrics.evicted(evicted);
     let round = RoundConfig::of(&config);
     node.to_all_shards(|| ShardCmd::Config {
         room: RoomKey(Arc::clone(&room)),
@@ -58,27 +58,21 @@ async fn subscribed(node: &MsgNode, ack: SubscribeAck) {
 }
 
 async fn broadcast_arrived(node: &MsgNode, broadcast: Broadcast) {
-    node.metrics.count_broadcast(broadcast.messages.len());
+    node.metrics.broadcast(broadcast.messages.len());
     let Some(room) = node.room(&broadcast.room_id) else {
         return;
     };
     if !matches!(room.state.lock().subscription, Subscription::Active) {
         return;
     }
-    {
-        let mut ring = room.ring.write();
-        for msg in &broadcast.messages {
-            if let Appended::Stored { evicted } = ring.append(msg)
-                && evicted > 0
-            {
-                room.downstream.evicted(msg.lane(), evicted);
-            }
-        }
-    }
+    let evicted = room.append(&broadcast.messages);
+    node.metrics.evicted(evicted);
+    room.downstream.evicted(evicted);
     node.mark_dirty(&room).await;
 }
 
 fn send_result(node: &MsgNode, result: SendResult) {
+    node.metrics.send_result(result.outcome.as_ref());
     let Some(session) = node.sessions.get(result.session_id) else {
         return;
     };
@@ -143,7 +137,9 @@ async fn room_updated(node: &MsgNode, update: RoomUpdate) {
     room.state.lock().member_count = update.member_count;
     if let Some(config) = update.config {
         let round = RoundConfig::of(&config);
-        room.reconfigure(config);
+        let evicted = room.reconfigure(config);
+        node.metrics.evicted(evicted);
+        room.downstream.evicted(evicted);
         node.to_all_shards(|| ShardCmd::Config {
             room: RoomKey(Arc::clone(&room)),
             config: round,

@@ -305,7 +305,9 @@ fn send(node: &MsgNode, session: &Session, request_id: u64, send: Send) -> Resul
             LinkError::Down => 1_000,
         };
         v1::Error::new(ErrorCode::Overloaded, error.to_string()).retry_after(retry_after)
-    })
+    })?;
+    node.metrics.send_forwarded();
+    Ok(())
 }
 
 async fn pull(
@@ -329,6 +331,7 @@ async fn pull(
         room.downstream.handed(Taken::of(&selection), 1);
         (frame, selection.cursor)
     };
+    node.metrics.pulled();
     session.send(0, &frame, Urgency::Reply);
     let cmd = ShardCmd::Pulled {
         room: RoomKey(room),

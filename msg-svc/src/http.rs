@@ -5,25 +5,39 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, StatusCode, header};
 use axum::routing::get;
+use chatroom_cluster::metrics::{self, Registry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::node::{MsgNode, Readiness};
 
-/// Serves HTTP, with the routes of `admin` if given, until `stop`.
+/// What the handlers read.
+#[derive(Debug, Clone)]
+struct Surface {
+    node: Arc<MsgNode>,
+    metrics: Arc<Registry>,
+}
+
+/// Serves HTTP until `stop`: `/metrics` renders `metrics`, and `admin`'s
+/// routes are served too if given.
 pub(crate) async fn serve(
     node: Arc<MsgNode>,
+    metrics: Registry,
     listener: TcpListener,
     admin: Option<Router>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    let surface = Surface {
+        node,
+        metrics: Arc::new(metrics),
+    };
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
-        .with_state(node);
+        .route("/metrics", get(scrape))
+        .with_state(surface);
     if let Some(admin) = admin {
         app = app.merge(admin);
     }
@@ -32,17 +46,19 @@ pub(crate) async fn serve(
         .await
 }
 
-async fn metrics(State(node): State<Arc<MsgNode>>) -> String {
-    let members = node.view.members.borrow().clone();
-    node.metrics
-        .render(node.sessions.len(), node.room_count(), &members)
+/// Every family of the node, in the OpenMetrics text format.
+async fn scrape(State(surface): State<Surface>) -> ([(HeaderName, &'static str); 1], String) {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::render(&surface.metrics),
+    )
 }
 
 /// 200 while serving (the body says `degraded` and why when something the
 /// node depends on is unreachable but clients are still served), 503 while
 /// draining.
-async fn ready(State(node): State<Arc<MsgNode>>) -> (StatusCode, String) {
-    match node.readiness() {
+async fn ready(State(surface): State<Surface>) -> (StatusCode, String) {
+    match surface.node.readiness() {
         Readiness::Ready => (StatusCode::OK, "ready\n".into()),
         Readiness::Degraded(why) => (StatusCode::OK, format!("degraded: {why}\n")),
         Readiness::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into()),

@@ -10,7 +10,8 @@
 //!   `handler` (what each client frame does), `downlink` (frames from room
 //!   owners), `presence` (batched membership reports).
 //! - transports: `ws` (WebSocket), `quic` (QUIC, one stream per session),
-//!   `conn` (what both do with decoded frames), `http` (health).
+//!   `conn` (what both do with decoded frames), `http` (health, readiness,
+//!   metrics); `metrics` is what the node counts.
 //! - modes: [`standalone`] (the embedded server, both roles in one process)
 //!   and [`cluster`] (one node of a cluster: ZooKeeper registry, `upstream`
 //!   links to every room service, redirects); `server` runs either.

@@ -1,80 +1,325 @@
-//! Counters the node exposes at `/metrics` in the Prometheus text format.
+//! What a message service counts for `/metrics`: connections, the sends it
+//! forwards and their outcomes, the broadcasts it receives, what its
+//! notifier rounds do, pulls, ring evictions and slow consumers.
+//!
+//! The fan-out shards add each round's [`RoundStats`] once per round, never
+//! per member; everything else is counted where it happens, through handles
+//! taken when the node starts. Sessions and rooms are read when scraped
+//! (see `MsgNode::register_metrics`).
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use chatroom_cluster::metrics::{Counter, ErrorCounters, Gauge, Labelled, Registry};
+use chatroom_proto::cluster::v1::send_result::Outcome;
+use chatroom_proto::v1::ErrorCode;
 
-use chatroom_cluster::registry::Members;
+use crate::notifier::RoundStats;
+use crate::room::Evicted;
 
-/// The node's counters; plain atomics, bumped on the paths they count.
-#[derive(Debug, Default)]
-pub(crate) struct Metrics {
-    /// Broadcast frames from room services (one per room per batch).
-    pub(crate) broadcasts: AtomicU64,
-    /// Messages those frames carried.
-    pub(crate) broadcast_messages: AtomicU64,
+/// The node's counters and gauges; clones share them.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeMetrics {
+    /// By transport: WebSocket, then QUIC.
+    connections: Labelled<Gauge>,
+    sends_forwarded: Counter,
+    sends_accepted: Counter,
+    sends_rejected: ErrorCounters,
+    broadcasts: Counter,
+    broadcast_messages: Counter,
+    pulls: Counter,
+    /// By lane: NORMAL, then PRIORITY.
+    ring_evictions: Labelled<Counter>,
+    /// By cause: unanswered notifies, then a full outbound queue.
+    slow_consumer_kicks: Labelled<Counter>,
+    /// What the shards count.
+    pub(crate) rounds: RoundMetrics,
 }
 
-impl Metrics {
-    pub(crate) fn count_broadcast(&self, messages: usize) {
-        self.broadcasts.fetch_add(1, Ordering::Relaxed);
-        self.broadcast_messages
-            .fetch_add(messages as u64, Ordering::Relaxed);
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        let slow_consumer_kicks: Labelled<Counter> =
+            Labelled::new("cause", ["unanswered_notifies", "outbound_queue_full"]);
+        Self {
+            connections: Labelled::new("transport", ["ws", "quic"]),
+            sends_forwarded: Counter::default(),
+            sends_accepted: Counter::default(),
+            sends_rejected: ErrorCounters::default(),
+            broadcasts: Counter::default(),
+            broadcast_messages: Counter::default(),
+            pulls: Counter::default(),
+            ring_evictions: Labelled::new("lane", ["normal", "priority"]),
+            rounds: RoundMetrics {
+                notifies_sent: Counter::default(),
+                notifies_suppressed: Counter::default(),
+                notifies_coalesced: Counter::default(),
+                deltas_delivered: Counter::default(),
+                pushes_refused: Counter::default(),
+                kicks: slow_consumer_kicks.series(0).clone(),
+            },
+            slow_consumer_kicks,
+        }
+    }
+}
+
+impl NodeMetrics {
+    /// Open WebSocket connections, handshakes included.
+    pub(crate) fn ws_connections(&self) -> &Gauge {
+        self.connections.series(0)
     }
 
-    /// The exposition, with the gauges the caller reads at scrape time and
-    /// the member counts this node sees.
-    pub(crate) fn render(&self, sessions: usize, rooms: usize, members: &Members) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            // Writing to a String cannot fail.
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
-        metric(
-            "chatroom_broadcasts_received_total",
-            "counter",
-            "Broadcast frames received from room services.",
-            self.broadcasts.load(Ordering::Relaxed),
+    /// Open QUIC connections, handshakes included.
+    pub(crate) fn quic_connections(&self) -> &Gauge {
+        self.connections.series(1)
+    }
+
+    /// The counter of sessions closed because their outbound queue
+    /// overflowed; each session holds a handle.
+    pub(crate) fn outbound_overflows(&self) -> Counter {
+        self.slow_consumer_kicks.series(1).clone()
+    }
+
+    /// A send went to its room's owner.
+    pub(crate) fn send_forwarded(&self) {
+        self.sends_forwarded.inc();
+    }
+
+    /// A room owner answered a send.
+    pub(crate) fn send_result(&self, outcome: Option<&Outcome>) {
+        match outcome {
+            Some(Outcome::Ack(_)) => {
+                self.sends_accepted.inc();
+            }
+            Some(Outcome::Error(error)) => self.sends_rejected.count(error.code),
+            None => self.sends_rejected.count(ErrorCode::Internal as i32),
+        }
+    }
+
+    /// A Broadcast frame carrying `messages` arrived.
+    pub(crate) fn broadcast(&self, messages: usize) {
+        self.broadcasts.inc();
+        self.broadcast_messages.inc_by(messages as u64);
+    }
+
+    /// A Pull was answered.
+    pub(crate) fn pulled(&self) {
+        self.pulls.inc();
+    }
+
+    /// A ring dropped its oldest entries.
+    pub(crate) fn evicted(&self, evicted: Evicted) {
+        for (lane, count) in [(0, evicted.normal), (1, evicted.priority)] {
+            if count > 0 {
+                self.ring_evictions.series(lane).inc_by(count);
+            }
+        }
+    }
+
+    /// Registers the node's families (sessions and rooms are the node's to
+    /// register: they are read from it).
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        self.connections.register(
+            registry,
+            "connections",
+            "Open client connections, handshakes included, by transport",
         );
-        metric(
-            "chatroom_broadcast_messages_received_total",
-            "counter",
-            "Messages carried by the broadcast frames received.",
-            self.broadcast_messages.load(Ordering::Relaxed),
+        registry.register(
+            "sends_forwarded",
+            "Sends forwarded to their room's owner",
+            self.sends_forwarded.clone(),
         );
-        metric(
-            "chatroom_sessions",
-            "gauge",
-            "Open client sessions.",
-            sessions as u64,
+        registry.register(
+            "sends_accepted",
+            "Forwarded sends the room's owner accepted (retries answered with their \
+             original ack included)",
+            self.sends_accepted.clone(),
         );
-        metric(
-            "chatroom_rooms",
-            "gauge",
-            "Rooms this node holds.",
-            rooms as u64,
+        self.sends_rejected.register(
+            registry,
+            "sends_rejected",
+            "Forwarded sends the room's owner refused, by error code",
         );
-        out.push_str(&members.prometheus());
-        out
+        registry.register(
+            "broadcasts_received",
+            "Broadcast frames received from room services",
+            self.broadcasts.clone(),
+        );
+        registry.register(
+            "broadcast_messages_received",
+            "Messages carried by the broadcast frames received",
+            self.broadcast_messages.clone(),
+        );
+        registry.register("pulls", "Pulls answered", self.pulls.clone());
+        self.ring_evictions.register(
+            registry,
+            "ring_evictions",
+            "Messages dropped from a room's ring to make room (oldest first), by lane",
+        );
+        self.slow_consumer_kicks.register(
+            registry,
+            "slow_consumer_kicks",
+            "Sessions closed as slow consumers, by cause: notifies left unanswered too \
+             long, or replies queued past the outbound bound",
+        );
+        self.rounds.register(registry);
+    }
+}
+
+/// Counts a connection in its transport's gauge while it lives.
+#[derive(Debug)]
+pub(crate) struct Open<'a>(&'a Gauge);
+
+impl<'a> Open<'a> {
+    /// Counts one more connection in `gauge`; returns the guard and how many
+    /// were open before it.
+    pub(crate) fn count(gauge: &'a Gauge) -> (Self, usize) {
+        let before = gauge.inc();
+        (Self(gauge), usize::try_from(before).unwrap_or(0))
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What the notifier rounds of the fan-out shards count.
+#[derive(Debug, Clone)]
+pub(crate) struct RoundMetrics {
+    notifies_sent: Counter,
+    notifies_suppressed: Counter,
+    notifies_coalesced: Counter,
+    deltas_delivered: Counter,
+    pushes_refused: Counter,
+    /// The unanswered-notifies series of the slow-consumer kicks.
+    kicks: Counter,
+}
+
+impl RoundMetrics {
+    /// Adds one round's stats.
+    pub(crate) fn count(&self, stats: &RoundStats) {
+        let counts = [
+            (&self.notifies_sent, u64::from(stats.notified)),
+            (&self.notifies_suppressed, u64::from(stats.suppressed)),
+            (&self.notifies_coalesced, stats.coalesced),
+            (&self.deltas_delivered, u64::from(stats.delivered)),
+            (&self.pushes_refused, u64::from(stats.refused)),
+            (&self.kicks, u64::from(stats.kicked)),
+        ];
+        for (counter, count) in counts {
+            if count > 0 {
+                counter.inc_by(count);
+            }
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "notifies_sent",
+            "Plain notifies sent (the member then pulls), first or repeated",
+            self.notifies_sent.clone(),
+        );
+        registry.register(
+            "notifies_suppressed",
+            "Notifies not sent because the member was still pulling (notified, not \
+             pulled yet, within the pull timeout); counted per member per round",
+            self.notifies_suppressed.clone(),
+        );
+        registry.register(
+            "notifies_coalesced",
+            "Messages that reached a member without a frame of their own because a round \
+             bundled them with another: for each member handed a delta or its first \
+             notify, the messages it was behind by, less one",
+            self.notifies_coalesced.clone(),
+        );
+        registry.register(
+            "deltas_delivered",
+            "Inline deltas (notifies carrying the messages) handed to sessions",
+            self.deltas_delivered.clone(),
+        );
+        registry.register(
+            "push_frames_refused",
+            "Deltas and notifies refused by a backed-up socket (counted as unanswered \
+             notifies)",
+            self.pushes_refused.clone(),
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chatroom_cluster::metrics::{registry, render};
+    use chatroom_proto::v1::SendAck;
+
+    fn rendered(metrics: &NodeMetrics) -> String {
+        let mut registry = registry();
+        metrics.register(&mut registry);
+        render(&registry)
+    }
 
     #[test]
-    fn renders_prometheus_text() {
-        let metrics = Metrics::default();
-        metrics.count_broadcast(3);
-        metrics.count_broadcast(2);
-        let text = metrics.render(7, 1, &Members::default());
-        assert!(text.contains("# TYPE chatroom_broadcasts_received_total counter\nchatroom_broadcasts_received_total 2\n"));
-        assert!(text.contains("chatroom_broadcast_messages_received_total 5\n"));
-        assert!(text.contains("chatroom_sessions 7\n"));
-        assert!(text.contains("chatroom_rooms 1\n"));
-        assert!(text.contains("chatroom_cluster_members{role=\"room-svc\"} 0\n"));
+    fn a_round_is_added_field_by_field() {
+        let metrics = NodeMetrics::default();
+        let round = RoundStats {
+            delivered: 3,
+            notified: 2,
+            suppressed: 4,
+            refused: 1,
+            kicked: 1,
+            frames_built: 5,
+            coalesced: 7,
+        };
+        metrics.rounds.count(&round);
+        metrics.rounds.count(&round);
+        let text = rendered(&metrics);
+        for expected in [
+            "chatroom_deltas_delivered_total 6\n",
+            "chatroom_notifies_sent_total 4\n",
+            "chatroom_notifies_suppressed_total 8\n",
+            "chatroom_notifies_coalesced_total 14\n",
+            "chatroom_push_frames_refused_total 2\n",
+            "chatroom_slow_consumer_kicks_total{cause=\"unanswered_notifies\"} 2\n",
+            "chatroom_slow_consumer_kicks_total{cause=\"outbound_queue_full\"} 0\n",
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
+    }
+
+    #[test]
+    fn send_results_split_into_accepted_and_rejected_by_code() {
+        let metrics = NodeMetrics::default();
+        let refused = chatroom_proto::v1::Error::new(ErrorCode::RateLimited, "slow down");
+        metrics.send_result(Some(&Outcome::Ack(SendAck::default())));
+        metrics.send_result(Some(&Outcome::Error(refused)));
+        metrics.send_result(None);
+        let text = rendered(&metrics);
+        for expected in [
+            "chatroom_sends_accepted_total 1\n",
+            "chatroom_sends_rejected_total{code=\"rate_limited\"} 1\n",
+            "chatroom_sends_rejected_total{code=\"internal\"} 1\n",
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
+    }
+
+    #[test]
+    fn evictions_and_connections_are_kept_apart_by_label() {
+        let metrics = NodeMetrics::default();
+        metrics.evicted(Evicted {
+            normal: 3,
+            priority: 0,
+        });
+        metrics.ws_connections().inc();
+        metrics.ws_connections().inc();
+        metrics.quic_connections().inc();
+        metrics.ws_connections().dec();
+        let text = rendered(&metrics);
+        for expected in [
+            "chatroom_ring_evictions_total{lane=\"normal\"} 3\n",
+            "chatroom_ring_evictions_total{lane=\"priority\"} 0\n",
+            "chatroom_connections{transport=\"ws\"} 1\n",
+            "chatroom_connections{transport=\"quic\"} 1\n",
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
     }
 }

@@ -2,13 +2,14 @@
 //! to the room owners, and the housekeeping that keeps them consistent.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chatroom_cluster::auth::TokenKey;
 use chatroom_cluster::clock;
 use chatroom_cluster::link::{LinkError, UpLink};
+use chatroom_cluster::metrics::{Registry, Sampled};
 use chatroom_cluster::registry::{Members, Registration, RegistryHealth};
 use chatroom_proto::cluster::v1::{Membership, Subscribe, ToRoomSvc, Unsubscribe, to_room_svc};
 use chatroom_proto::framing::ws::close_code;
@@ -18,7 +19,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::metrics::Metrics;
+use crate::metrics::NodeMetrics;
 use crate::presence::PresenceReports;
 use crate::room::{LocalRoom, RoomKey, Subscription};
 use crate::session::{Session, Transport};
@@ -134,10 +135,7 @@ pub(crate) struct MsgNode {
     rooms: Mutex<HashMap<Arc<str>, Arc<LocalRoom>>>,
     shards: Vec<ShardTx>,
     pub(crate) presence: PresenceReports,
-    pub(crate) metrics: Metrics,
-    /// Open WebSocket connections, handshakes included (QUIC's endpoint
-    /// counts its own).
-    pub(crate) ws_connections: AtomicUsize,
+    pub(crate) metrics: NodeMetrics,
     next_session: AtomicU64,
     ready: AtomicBool,
 }
@@ -153,8 +151,9 @@ impl MsgNode {
         let limits = FrameLimits {
             max_messages: config.pull.1 as usize,
         };
+        let metrics = NodeMetrics::default();
         let shards = (0..config.shards.max(1))
-            .map(|_| shard::spawn(config.shard_queue, limits))
+            .map(|_| shard::spawn(config.shard_queue, limits, metrics.rounds.clone()))
             .collect();
         Arc::new(Self {
             config,
@@ -165,11 +164,30 @@ impl MsgNode {
             rooms: Mutex::default(),
             shards,
             presence: PresenceReports::default(),
-            metrics: Metrics::default(),
-            ws_connections: AtomicUsize::new(0),
+            metrics,
             next_session: AtomicU64::new(1),
             ready: AtomicBool::new(true),
         })
+    }
+
+    /// Registers the node's families: what it counts, and its sessions and
+    /// rooms, read when scraped.
+    pub(crate) fn register_metrics(self: &Arc<Self>, registry: &mut Registry) {
+        self.metrics.register(registry);
+        // Weak: the exposition must not keep the node alive.
+        let node = Arc::downgrade(self);
+        registry.register(
+            "sessions",
+            "Open client sessions (connections past their handshake)",
+            Sampled::gauge(move || read(&node, |node| node.sessions.len())),
+        );
+        let node = Arc::downgrade(self);
+        registry.register(
+            "rooms_subscribed",
+            "Rooms this node holds a ring for: with members here, or in their grace \
+             period after the last one left",
+            Sampled::gauge(move || read(&node, MsgNode::room_count)),
+        );
     }
 
     /// Runs presence reports and the sweeper until `stop`.
@@ -253,6 +271,7 @@ impl MsgNode {
             remote,
             transport,
             self.config.max_outbound_bytes,
+            self.metrics.outbound_overflows(),
             clock::mono_millis(),
         ));
         self.sessions.insert(Arc::clone(&session));
@@ -544,4 +563,9 @@ impl MsgNode {
             session.kick(KickReason::Shutdown, "server shutting down");
         }
     }
+}
+
+/// `count` of the node, 0 once it is gone.
+fn read(node: &Weak<MsgNode>, count: impl Fn(&MsgNode) -> usize) -> u64 {
+    node.upgrade().map_or(0, |node| count(&node) as u64)
 }

@@ -94,6 +94,12 @@ pub struct RoundStats {
     pub kicked: u32,
     /// Distinct frames built for the round.
     pub frames_built: u32,
+    /// Notifies coalesced: messages that reached a member without a frame
+    /// of their own because the round bundled them with another. For each
+    /// member handed a delta or its first notify, the messages (of both
+    /// lanes, dropped ones included) it was behind by, less one; a repeated
+    /// notify bundles nothing new.
+    pub coalesced: u64,
 }
 
 #[derive(Debug)]
@@ -311,6 +317,13 @@ impl<K: Hash + Eq + Clone, H> Notifier<K, H> {
                 slot += 1;
                 continue;
             }
+            // What one frame to this member bundles beyond the first message
+            // (unknown across epochs: nothing is claimed).
+            let bundled = if member.notified_at.is_none() && member.cursor.epoch == latest.epoch {
+                latest.msg_id - member.cursor.msg_id - 1
+            } else {
+                0
+            };
             let notify = match member.notified_at {
                 Some(at) if now < at.saturating_add(config.pull_timeout_ms) => {
                     stats.suppressed += 1;
@@ -347,6 +360,7 @@ impl<K: Hash + Eq + Clone, H> Notifier<K, H> {
                         Some(frame) => match act(Action::Deliver(&member.handle, frame)) {
                             Delivery::Accepted => {
                                 stats.delivered += 1;
+                                stats.coalesced += bundled;
                                 member.cursor = latest;
                                 member.unanswered = 0;
                                 slot += 1;
@@ -367,7 +381,10 @@ impl<K: Hash + Eq + Clone, H> Notifier<K, H> {
                     source.plain()
                 });
                 match act(Action::Notify(&member.handle, frame)) {
-                    Delivery::Accepted => stats.notified += 1,
+                    Delivery::Accepted => {
+                        stats.notified += 1;
+                        stats.coalesced += bundled;
+                    }
                     Delivery::Refused => stats.refused += 1,
                 }
             }

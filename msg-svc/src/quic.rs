@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
 use crate::conn::{self, Batch, Fatal, decode_client_frame};
+use crate::metrics::Open;
 use crate::node::{MsgNode, NodeConfig};
 use crate::session::{QuicStream, Session, Transport};
 
@@ -119,6 +120,8 @@ pub(crate) async fn serve(node: Arc<MsgNode>, endpoint: Endpoint, stop: Cancella
 }
 
 async fn connection(node: Arc<MsgNode>, incoming: Incoming) {
+    // The endpoint's own count enforces the limit; this one is for metrics.
+    let _open = Open::count(node.metrics.quic_connections());
     let remote = incoming.remote_address();
     let deadline = tokio::time::Instant::now() + node.config.connect_timeout;
     let connection = match tokio::time::timeout_at(deadline, incoming).await {

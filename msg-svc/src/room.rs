@@ -25,6 +25,32 @@ pub(crate) enum Subscription {
     Closed,
 }
 
+/// Entries a change to a ring evicted from each lane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Evicted {
+    pub(crate) normal: u64,
+    pub(crate) priority: u64,
+}
+
+impl Evicted {
+    /// What `ring` has evicted in its life.
+    fn so_far(ring: &RoomRing) -> Self {
+        Self {
+            normal: ring.evicted(Lane::Normal),
+            priority: ring.evicted(Lane::Priority),
+        }
+    }
+
+    /// What `ring` has evicted since it had evicted `before`.
+    fn since(before: Self, ring: &RoomRing) -> Self {
+        let now = Self::so_far(ring);
+        Self {
+            normal: now.normal - before.normal,
+            priority: now.priority - before.priority,
+        }
+    }
+}
+
 /// Mutable facts about the room, behind one short lock.
 #[derive(Debug)]
 pub(crate) struct RoomState {
@@ -70,13 +96,16 @@ impl Downstream {
         add(&self.skipped_priority, taken.skipped_priority);
     }
 
-    /// The ring evicted `n` entries of `lane`.
-    pub(crate) fn evicted(&self, lane: Lane, n: u64) {
-        let counter = match lane {
-            Lane::Normal => &self.evicted_normal,
-            Lane::Priority => &self.evicted_priority,
-        };
-        counter.fetch_add(n, Ordering::Relaxed);
+    /// The ring evicted these.
+    pub(crate) fn evicted(&self, evicted: Evicted) {
+        for (counter, n) in [
+            (&self.evicted_normal, evicted.normal),
+            (&self.evicted_priority, evicted.priority),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
     }
 
     /// `n` members were kicked as slow consumers.
@@ -167,14 +196,15 @@ impl LocalRoom {
     /// Applies the owner's SubscribeAck: fills the ring from its history and
     /// wakes the joiners waiting. An ack for a live ring of the same epoch only
     /// adds what the ring lacks, so nothing delivered is lost or repeated.
+    /// Returns what filling (or resizing) the ring evicted.
     pub(crate) fn activate(
         &self,
         latest: Cursor,
         config: RoomConfig,
         member_count: u64,
         history: &[ChatMessage],
-    ) {
-        {
+    ) -> Evicted {
+        let evicted = {
             let mut ring = self.ring.write();
             let live = matches!(self.state.lock().subscription, Subscription::Active);
             if !live || ring.epoch() != latest.epoch {
@@ -183,14 +213,15 @@ impl LocalRoom {
                     config.normal_ring as usize,
                     config.priority_ring as usize,
                 );
-            } else {
-                ring.resize(config.normal_ring as usize, config.priority_ring as usize);
             }
+            let before = Evicted::so_far(&ring);
+            ring.resize(config.normal_ring as usize, config.priority_ring as usize);
             for msg in history {
                 ring.append(msg);
             }
             ring.observe(latest);
-        }
+            Evicted::since(before, &ring)
+        };
         let mut state = self.state.lock();
         state.config = config;
         state.member_count = member_count;
@@ -201,14 +232,31 @@ impl LocalRoom {
                 let _ = waiter.send(());
             }
         }
+        evicted
     }
 
-    /// Applies new settings from the owner.
-    pub(crate) fn reconfigure(&self, config: RoomConfig) {
-        self.ring
-            .write()
-            .resize(config.normal_ring as usize, config.priority_ring as usize);
+    /// Appends a broadcast's messages to the ring; returns what they
+    /// evicted.
+    pub(crate) fn append(&self, messages: &[ChatMessage]) -> Evicted {
+        let mut ring = self.ring.write();
+        let before = Evicted::so_far(&ring);
+        for msg in messages {
+            ring.append(msg);
+        }
+        Evicted::since(before, &ring)
+    }
+
+    /// Applies new settings from the owner; returns what shrinking the ring
+    /// evicted.
+    pub(crate) fn reconfigure(&self, config: RoomConfig) -> Evicted {
+        let evicted = {
+            let mut ring = self.ring.write();
+            let before = Evicted::so_far(&ring);
+            ring.resize(config.normal_ring as usize, config.priority_ring as usize);
+            Evicted::since(before, &ring)
+        };
         self.state.lock().config = config;
+        evicted
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatroom_cluster::link::DownLinkRx;
+use chatroom_cluster::metrics::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +25,7 @@ pub struct Listeners {
     pub ws: TcpListener,
     /// QUIC clients, if served.
     pub quic: Option<QuicListener>,
-    /// Health and readiness.
+    /// Health, readiness and metrics.
     pub http: TcpListener,
 }
 
@@ -58,12 +59,14 @@ pub(crate) struct Running {
 
 impl Running {
     /// Starts the node's tasks on `listeners`, with frames from the room
-    /// services arriving on `down`; the HTTP listener also serves `admin`'s
-    /// routes if given.
+    /// services arriving on `down`. `/metrics` serves `metrics`, the mode's
+    /// families, with the node's own added; the HTTP listener also serves
+    /// `admin`'s routes if given.
     pub(crate) fn launch(
         node: Arc<MsgNode>,
         down: DownLinkRx,
         listeners: Listeners,
+        mut metrics: Registry,
         admin: Option<axum::Router>,
         drain_grace: Duration,
     ) -> Result<Self, ServeError> {
@@ -91,9 +94,11 @@ impl Running {
                 accepting.clone(),
             ));
         }
+        node.register_metrics(&mut metrics);
         let (http_node, http_stop) = (Arc::clone(&node), stop.clone());
         tasks.spawn(async move {
-            if let Err(error) = http::serve(http_node, listeners.http, admin, http_stop).await {
+            let served = http::serve(http_node, metrics, listeners.http, admin, http_stop);
+            if let Err(error) = served.await {
                 warn!(%error, "http server failed");
             }
         });

@@ -29,6 +29,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
 use chatroom_cluster::auth::Roles;
+use chatroom_cluster::metrics::Counter;
 use chatroom_proto::Message;
 use chatroom_proto::compose::RequestIdPrefix;
 use chatroom_proto::framing::length;
@@ -114,6 +115,8 @@ pub(crate) struct Session {
     transport: Transport,
     out: Mutex<OutQueue>,
     max_outbound: usize,
+    /// Counts the session's closing when its outbound queue overflows.
+    overflows: Counter,
     /// Wakes the connection task: something to flush, or close.
     wake: Notify,
     /// Monotonic ms of the last frame received.
@@ -132,6 +135,7 @@ impl Session {
         remote: SocketAddr,
         transport: Transport,
         max_outbound: usize,
+        overflows: Counter,
         now_ms: u64,
     ) -> Self {
         Self {
@@ -142,6 +146,7 @@ impl Session {
             transport,
             out: Mutex::new(OutQueue::default()),
             max_outbound,
+            overflows,
             wake: Notify::new(),
             last_seen: AtomicU64::new(now_ms),
             rooms: Mutex::new(Vec::new()),
@@ -449,6 +454,7 @@ impl Session {
             }
             if out.bytes + total > self.max_outbound && !is_close {
                 drop(out);
+                self.overflows.inc();
                 self.close_with(
                     KickReason::SlowConsumer,
                     ws::close_code::POLICY_VIOLATION,

@@ -17,6 +17,7 @@ use chatroom_proto::v1::{Cursor, KickReason, Notify};
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use crate::metrics::RoundMetrics;
 use crate::notifier::{Action, Notifier, RoundConfig, RoundSource, SessionId};
 use crate::room::{LocalRoom, RoomKey, Taken};
 use crate::session::{Session, Urgency};
@@ -53,13 +54,15 @@ const DRAIN_BATCH: usize = 4_096;
 /// A shard's handle.
 pub(crate) type ShardTx = mpsc::Sender<ShardCmd>;
 
-/// Starts a shard task; it ends when every sender is dropped.
-pub(crate) fn spawn(queue: usize, limits: FrameLimits) -> ShardTx {
+/// Starts a shard task, adding each round's stats to `metrics`; it ends
+/// when every sender is dropped.
+pub(crate) fn spawn(queue: usize, limits: FrameLimits, metrics: RoundMetrics) -> ShardTx {
     let (tx, rx) = mpsc::channel(queue);
     let shard = Shard {
         notifier: Notifier::new(),
         rx,
         limits,
+        metrics,
     };
     tokio::spawn(shard.run());
     tx
@@ -76,6 +79,7 @@ struct Shard {
     notifier: Notifier<RoomKey, Arc<Session>>,
     rx: mpsc::Receiver<ShardCmd>,
     limits: FrameLimits,
+    metrics: RoundMetrics,
 }
 
 impl Shard {
@@ -148,6 +152,7 @@ impl Shard {
                     crate::notifier::Delivery::Accepted
                 }
             });
+        self.metrics.count(&stats);
         let downstream = &room.0.downstream;
         for (taken, handed) in source.built {
             downstream.handed(taken, handed.get());

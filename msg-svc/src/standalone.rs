@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatroom_cluster::auth::{AdminToken, TokenKey};
+use chatroom_cluster::metrics;
 use room_svc::admin::AdminApi;
 use room_svc::{RoomService, RoomServiceConfig};
 use tokio::sync::mpsc;
@@ -77,8 +78,19 @@ impl Standalone {
             Arc::new(uplink),
             ClusterView::of(&registration),
         );
+        // Both roles' families on the one `/metrics`.
+        let mut families = metrics::registry();
+        registration.register_metrics(&mut families);
+        rooms.register_metrics(&mut families);
         let admin = AdminApi::new(rooms.clone(), config.admin_token, None).router();
-        let running = Running::launch(node, down_rx, listeners, Some(admin), config.drain_grace)?;
+        let running = Running::launch(
+            node,
+            down_rx,
+            listeners,
+            families,
+            Some(admin),
+            config.drain_grace,
+        )?;
         info!(
             ws_addr = %running.ws_addr(),
             quic_addr = ?running.quic_addr(),

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chatroom_cluster::link::{DownLink, LinkError, UpLink};
+use chatroom_cluster::metrics::LinkMetrics;
 use chatroom_cluster::netlink::{self, FrameReader, RECONNECT};
 use chatroom_cluster::registry::Members;
 use chatroom_proto::cluster::v1::{Hello, ToMsgSvc, ToRoomSvc, to_room_svc};
@@ -58,15 +59,18 @@ pub(crate) struct Upstream {
     links: Mutex<HashMap<String, RoomLink>>,
     down: DownLink,
     events: mpsc::Sender<LinkEvent>,
+    metrics: LinkMetrics,
 }
 
 impl Upstream {
-    /// Opens links to the room services in `members`, following its changes.
+    /// Opens links to the room services in `members`, following its changes;
+    /// counts reconnects in `metrics`.
     pub(crate) fn start(
         me: String,
         members: watch::Receiver<Arc<Members>>,
         down: DownLink,
         events: mpsc::Sender<LinkEvent>,
+        metrics: LinkMetrics,
     ) -> Arc<Self> {
         let upstream = Arc::new(Self {
             me,
@@ -74,6 +78,7 @@ impl Upstream {
             links: Mutex::default(),
             down,
             events,
+            metrics,
         });
         upstream.sync_links(&members.borrow());
         let weak = Arc::downgrade(&upstream);
@@ -121,6 +126,7 @@ impl Upstream {
                 up: Arc::clone(&up),
                 down: self.down.clone(),
                 events: self.events.clone(),
+                metrics: self.metrics.clone(),
             };
             let span = info_span!("link", room_svc = %node.id, %addr);
             let task = tokio::spawn(link.run(rx).instrument(span));
@@ -162,11 +168,14 @@ struct Link {
     up: Arc<AtomicBool>,
     down: DownLink,
     events: mpsc::Sender<LinkEvent>,
+    metrics: LinkMetrics,
 }
 
 impl Link {
     async fn run(self, mut rx: mpsc::Receiver<ToRoomSvc>) {
         let mut pause = RECONNECT.0;
+        // Whether the link was ever up: coming up again is a reconnect.
+        let mut was_up = false;
         loop {
             let stream =
                 match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr)).await {
@@ -183,7 +192,7 @@ impl Link {
                     }
                 };
             let _ = stream.set_nodelay(true);
-            match self.serve(stream, &mut rx).await {
+            match self.serve(stream, &mut rx, &mut was_up).await {
                 Served::Dropped => return,
                 Served::Lost(reason) => warn!(reason, "link to the room service lost"),
             }
@@ -197,7 +206,12 @@ impl Link {
         }
     }
 
-    async fn serve(&self, stream: TcpStream, rx: &mut mpsc::Receiver<ToRoomSvc>) -> Served {
+    async fn serve(
+        &self,
+        stream: TcpStream,
+        rx: &mut mpsc::Receiver<ToRoomSvc>,
+        was_up: &mut bool,
+    ) -> Served {
         let (read, mut write) = stream.into_split();
         let hello = ToRoomSvc {
             body: Some(to_room_svc::Body::Hello(Hello {
@@ -206,6 +220,9 @@ impl Link {
         };
         if let Err(error) = netlink::write_frame(&mut write, &hello).await {
             return Served::Lost(error.to_string());
+        }
+        if std::mem::replace(was_up, true) {
+            self.metrics.reconnected();
         }
         self.up.store(true, Ordering::Release);
         info!("link to the room service up");

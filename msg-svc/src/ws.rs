@@ -10,7 +10,6 @@ use std::cell::RefCell;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chatroom_cluster::serve;
@@ -22,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
 use crate::conn::{self, Batch, Fatal, decode_client_frame};
+use crate::metrics::Open;
 use crate::node::MsgNode;
 use crate::session::{Session, Transport};
 
@@ -41,20 +41,10 @@ pub(crate) async fn serve(node: Arc<MsgNode>, listener: TcpListener, stop: Cance
     }
 }
 
-/// Counts a WebSocket connection open while it lives.
-struct Counted<'a>(&'a AtomicUsize);
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 async fn connection(node: Arc<MsgNode>, mut stream: TcpStream, remote: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let open = node.ws_connections.fetch_add(1, Ordering::Relaxed);
-    let _counted = Counted(&node.ws_connections);
-    if open >= node.config.max_connections {
+    let (_open, others) = Open::count(node.metrics.ws_connections());
+    if others >= node.config.max_connections {
         debug!("connection limit reached; refused");
         let refusal = Refusal::Busy.response();
         let _ = tokio::time::timeout(CLOSE_LINGER, stream.write_all(refusal.as_bytes())).await;

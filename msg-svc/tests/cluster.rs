@@ -422,6 +422,55 @@ async fn a_killed_room_svc_moves_its_rooms_and_stamps_keep_increasing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_accepted_messages_and_a_room_service_relinked_after_its_restart() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut setup = start();
+    let room = placed_on("room-svc-1", &ROOM_SVCS, "counted");
+    let (alice, _alice_events) = setup
+        .connect(&placed_on("msg-svc-1", &MSG_SVCS, "alice"), "msg-svc-1")
+        .await;
+    join(&alice, &room).await;
+    for i in 0..3 {
+        alice
+            .send(&room, Kind::Chat, format!("m{i}"))
+            .await
+            .unwrap();
+    }
+    let accepted = "chatroom_messages_accepted_total{lane=\"normal\"}";
+    assert_eq!(setup.metric("room-svc-1", accepted), 3);
+    assert_eq!(setup.metric("room-svc-2", accepted), 0);
+    assert_eq!(setup.metric("room-svc-1", "chatroom_nodes_attached"), 3);
+    assert_eq!(
+        setup.metric("msg-svc-1", "chatroom_sends_accepted_total"),
+        3
+    );
+    let reconnects = "chatroom_link_reconnects_total";
+    assert_eq!(setup.metric("msg-svc-1", reconnects), 0);
+    for node in MSG_SVCS.iter().chain(&ROOM_SVCS) {
+        assert_eq!(
+            setup.metric(
+                node,
+                "chatroom_zookeeper_sessions_lost_total{reason=\"expired\"}"
+            ),
+            0
+        );
+    }
+
+    // Back within the session timeout: the room stays placed on it, and
+    // each message service's link to it comes up again.
+    let room_svc = setup.cluster.room_svc("room-svc-1").unwrap();
+    room_svc.kill9();
+    room_svc.restart().unwrap();
+    send_until_accepted(&alice, &room, "after the restart").await;
+    assert_eq!(setup.metric("room-svc-1", accepted), 1, "a fresh process");
+    assert!(setup.metric("msg-svc-1", reconnects) >= 1);
+    assert_eq!(
+        setup.metric("room-svc-1", "chatroom_redis_errors_total{op=\"load\"}"),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn live_delivery_never_stops_while_redis_restarts() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let mut setup = start();
@@ -522,6 +571,15 @@ async fn the_cluster_heals_after_zookeeper_expires_every_session() {
     receive_until(&mut bob_events, room, after.msg_id).await;
     receive_until(&mut carol_events, room, after.msg_id).await;
     assert!(after.ts > during.ts);
+    for node in MSG_SVCS.iter().chain(&ROOM_SVCS) {
+        assert!(
+            setup.metric(
+                node,
+                "chatroom_zookeeper_sessions_lost_total{reason=\"expired\"}"
+            ) >= 1,
+            "{node} counted its expired session"
+        );
+    }
     println!(
         "zookeeper session expiry: every node registered and ready {healed:?} after ZooKeeper resumed"
     );

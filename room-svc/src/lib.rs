@@ -19,7 +19,10 @@
 //!   [`NodePort`] (their [`UpLink`](chatroom_cluster::link::UpLink)) and
 //!   takes admin operations.
 //! - [`server`]: the process in a cluster: ZooKeeper registration, `net`
-//!   (node links from msg-svc nodes), health and readiness, ordered shutdown.
+//!   (node links from msg-svc nodes), health, readiness and metrics, ordered
+//!   shutdown.
+//! - `metrics`: what the service counts for `/metrics`
+//!   ([`RoomService::register_metrics`]).
 
 pub mod admin;
 pub mod core;
@@ -27,6 +30,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 
+mod metrics;
 mod net;
 
 pub use service::{

@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::get;
 use chatroom_cluster::auth::AdminToken;
+use chatroom_cluster::metrics::{self, Registry};
 use chatroom_cluster::registry::{
-    Members, NodeInfo, RegistryError, RegistryHealth, Role, ZkConfig, join_zookeeper,
+    NodeInfo, RegistryError, RegistryHealth, Role, ZkConfig, join_zookeeper,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -109,7 +110,7 @@ pub fn load_room_defaults(path: &Path) -> Result<RoomConfig, DefaultsError> {
 pub struct Listeners {
     /// Node links from msg-svc nodes.
     pub links: TcpListener,
-    /// Health and readiness.
+    /// Health, readiness and metrics.
     pub http: TcpListener,
 }
 
@@ -131,7 +132,7 @@ pub enum StartError {
 struct Health {
     rooms: RoomService,
     registry: watch::Receiver<RegistryHealth>,
-    members: watch::Receiver<Arc<Members>>,
+    metrics: Arc<Registry>,
     draining: CancellationToken,
 }
 
@@ -161,11 +162,14 @@ pub async fn run(
     let registration = join_zookeeper(config.zookeeper, me).await?;
     let ownership = Ownership::new(config.node_id.clone(), registration.members());
     let rooms = RoomService::start_with(config.rooms, store, Some(ownership));
+    let mut families = metrics::registry();
+    registration.register_metrics(&mut families);
+    rooms.register_metrics(&mut families);
     let stop = CancellationToken::new();
     let health = Health {
         rooms: rooms.clone(),
         registry: registration.health(),
-        members: registration.members(),
+        metrics: Arc::new(families),
         draining: CancellationToken::new(),
     };
     let links = tokio::spawn(crate::net::serve_links(
@@ -178,7 +182,7 @@ pub async fn run(
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(scrape))
         .with_state(health.clone())
         .merge(admin.router());
     let http = tokio::spawn(
@@ -201,8 +205,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn metrics(State(health): State<Health>) -> String {
-    health.members.borrow().prometheus()
+/// Every family of the node, in the OpenMetrics text format.
+async fn scrape(State(health): State<Health>) -> ([(header::HeaderName, &'static str); 1], String) {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::render(&health.metrics),
+    )
 }
 
 /// 200 while serving (`degraded` and why when Redis or ZooKeeper is

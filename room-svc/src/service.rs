@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chatroom_cluster::link::{DownLink, LinkError, UpLink};
+use chatroom_cluster::metrics::Registry;
 use chatroom_cluster::registry::Members;
 use chatroom_proto::cluster::v1::{RoomConfig, RoomOverrides, ToRoomSvc};
 use chatroom_proto::ids::{IdError, check_id};
@@ -38,6 +39,7 @@ use crate::core::{
     ConfigError, ConfigPatch, ModerationError, NodeIdx, RankBy, RoomStats, RoomSummary,
     default_room_config,
 };
+use crate::metrics::RoomMetrics;
 use crate::store::{RoomStore, StoreError, StoreHealth};
 use worker::{AdminJob, Input, NodeLink, Worker, WorkerSettings};
 
@@ -182,6 +184,7 @@ struct Shared {
     workers: Vec<mpsc::Sender<Input>>,
     next_node: AtomicU32,
     store: RoomStore,
+    metrics: RoomMetrics,
 }
 
 impl Shared {
@@ -223,6 +226,7 @@ impl RoomService {
         if let Err(error) = crate::core::validate_config(&config.room_defaults) {
             warn!(%error, "room defaults are out of bounds; rooms use them as given");
         }
+        let metrics = RoomMetrics::default();
         let workers = (0..config.workers.max(1))
             .map(|index| {
                 let (tx, rx) = mpsc::channel(queue);
@@ -233,6 +237,7 @@ impl RoomService {
                     loading_queue: config.loading_queue,
                     ack_history_bytes: config.ack_history_bytes,
                     owner_id: ownership.as_ref().map(|view| Arc::clone(&view.node_id)),
+                    metrics: metrics.clone(),
                 };
                 let (worker, loaded) = Worker::new(settings, members.as_mut());
                 tokio::spawn(
@@ -248,6 +253,7 @@ impl RoomService {
                 workers,
                 next_node: AtomicU32::new(0),
                 store,
+                metrics,
             }),
         }
     }
@@ -258,6 +264,7 @@ impl RoomService {
     /// at once by [`disconnect`](Self::disconnect).
     pub fn connect_node(&self, node_id: &str, down: DownLink) -> NodePort {
         let idx = NodeIdx(self.shared.next_node.fetch_add(1, Ordering::Relaxed));
+        self.shared.metrics.nodes.inc();
         NodePort {
             link: Arc::new(NodeLink::new(idx, node_id.into(), down)),
             shared: Arc::clone(&self.shared),
@@ -269,10 +276,19 @@ impl RoomService {
     /// Frames the port sends afterwards are refused with
     /// [`LinkError::Down`]. Returns once every worker has done so.
     pub async fn disconnect(&self, port: &NodePort) {
-        port.link.mark_detached();
+        if port.link.mark_detached() {
+            self.shared.metrics.nodes.dec();
+        }
         let node = port.link.idx;
         self.on_every_worker(move |worker| worker.detach(node, "disconnected"))
             .await;
+    }
+
+    /// Registers the service's metric families (`chatroom_messages_*`,
+    /// `chatroom_broadcast*_sent`, `chatroom_rooms_owned`,
+    /// `chatroom_nodes_attached` and, with Redis, `chatroom_redis_*`).
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.shared.metrics.register(registry, &self.shared.store);
     }
 
     /// Where rooms are kept beyond memory.

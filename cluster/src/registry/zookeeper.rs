@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use zookeeper_client::{Acls, Client, CreateMode, OneshotWatcher, SessionState};
 
 use super::{Members, NodeInfo, Registration, RegistryHealth, Role};
+use crate::metrics::{SessionLoss, ZooKeeperMetrics, ZooKeeperOp};
 
 /// How long member changes must be quiet before they are published.
 const SETTLE: Duration = Duration::from_millis(200);
@@ -76,14 +77,18 @@ pub async fn join_zookeeper(config: ZkConfig, me: NodeInfo) -> Result<Registrati
     let (members_tx, members_rx) = watch::channel(Arc::new(members.0.clone()));
     let (health_tx, health_rx) = watch::channel(RegistryHealth::Live);
     let (stop_tx, stop_rx) = oneshot::channel();
+    let metrics = ZooKeeperMetrics::default();
     let task = Watcher {
         config,
         me: me.clone(),
         members: members_tx,
         health: health_tx,
+        metrics: metrics.clone(),
     };
     let task = tokio::spawn(task.run(session, members.1, stop_rx));
-    Ok(Registration::new(me, members_rx, health_rx, stop_tx, task))
+    Ok(Registration::new(
+        me, members_rx, health_rx, stop_tx, task, metrics,
+    ))
 }
 
 /// One ZooKeeper session with our znode in it.
@@ -185,6 +190,7 @@ struct Watcher {
     me: NodeInfo,
     members: watch::Sender<Arc<Members>>,
     health: watch::Sender<RegistryHealth>,
+    metrics: ZooKeeperMetrics,
 }
 
 impl Watcher {
@@ -203,7 +209,8 @@ impl Watcher {
                 outcome = self.follow(&session, watches) => outcome,
             };
             // The session is gone: build a new one until it sticks.
-            warn!(node = %self.me.id, reason = outcome, "zookeeper session lost; re-registering");
+            self.metrics.session_lost(outcome);
+            warn!(node = %self.me.id, reason = outcome.describe(), "zookeeper session lost; re-registering");
             self.health.send_replace(RegistryHealth::Unreachable);
             let mut pause = RETRY.0;
             (session, watches) = loop {
@@ -215,6 +222,7 @@ impl Watcher {
                             let (members, watches) = match session.members().await {
                                 Ok(listed) => listed,
                                 Err(error) => {
+                                    self.metrics.failed(ZooKeeperOp::List);
                                     debug!(%error, "listing after re-registration failed; retrying");
                                     continue;
                                 }
@@ -223,7 +231,10 @@ impl Watcher {
                             info!(node = %self.me.id, "re-registered");
                             break (session, watches);
                         }
-                        Err(error) => debug!(%error, "re-registration failed; retrying"),
+                        Err(error) => {
+                            self.metrics.failed(ZooKeeperOp::Register);
+                            debug!(%error, "re-registration failed; retrying");
+                        }
                     },
                 }
                 tokio::time::sleep(pause).await;
@@ -234,7 +245,7 @@ impl Watcher {
     }
 
     /// Follows one session until it is lost; returns why.
-    async fn follow(&self, session: &Session, watches: Watches) -> &'static str {
+    async fn follow(&self, session: &Session, watches: Watches) -> SessionLoss {
         let mut state = session.client.state_watcher();
         let mut armed = Some(watches);
         loop {
@@ -242,6 +253,7 @@ impl Watcher {
                 () = fired(&mut armed) => true,
                 changed = state.changed() => match changed {
                     SessionState::Disconnected => {
+                        self.metrics.disconnected();
                         self.health.send_replace(RegistryHealth::Unreachable);
                         false
                     }
@@ -251,9 +263,9 @@ impl Watcher {
                         self.health.send_replace(RegistryHealth::Live);
                         true
                     }
-                    SessionState::Expired => return "expired",
-                    SessionState::AuthFailed => return "authentication failed",
-                    SessionState::Closed => return "closed",
+                    SessionState::Expired => return SessionLoss::Expired,
+                    SessionState::AuthFailed => return SessionLoss::AuthFailed,
+                    SessionState::Closed => return SessionLoss::Closed,
                 },
             };
             if !relist {
@@ -268,6 +280,7 @@ impl Watcher {
                         break;
                     }
                     Err(error) => {
+                        self.metrics.failed(ZooKeeperOp::List);
                         debug!(%error, "cannot list members yet");
                         // Wait for the session to come back or end.
                         loop {
@@ -275,10 +288,10 @@ impl Watcher {
                                 SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
                                     break;
                                 }
-                                SessionState::Disconnected => {}
-                                SessionState::Expired => return "expired",
-                                SessionState::AuthFailed => return "authentication failed",
-                                SessionState::Closed => return "closed",
+                                SessionState::Disconnected => self.metrics.disconnected(),
+                                SessionState::Expired => return SessionLoss::Expired,
+                                SessionState::AuthFailed => return SessionLoss::AuthFailed,
+                                SessionState::Closed => return SessionLoss::Closed,
                             }
                         }
                         self.health.send_replace(RegistryHealth::Live);
@@ -311,6 +324,7 @@ impl Watcher {
                 info!(node = %self.me.id, "left the cluster")
             }
             Err(error) => {
+                self.metrics.failed(ZooKeeperOp::Leave);
                 warn!(%error, "could not remove our registration; it expires with the session")
             }
         }

@@ -109,6 +109,24 @@ fn one_frame_per_member_per_round_shared_by_equal_cursors() {
 }
 
 #[test]
+fn coalesced_counts_what_one_frame_bundles_beyond_its_first_message() {
+    let mut n = notifier(&[(1, 10), (2, 19), (3, 0)]);
+    let mut source = Source::new(20, 16);
+    let (stats, _) = run(&mut n, 0, &mut source, &[]);
+    // Deltas 10..20 and 19..20, a plain notify for the 20 behind.
+    assert_eq!((stats.delivered, stats.notified), (2, 1));
+    assert_eq!(stats.coalesced, 9 + 19);
+
+    // The pulling member's repeat notify bundles nothing new; a member
+    // whose frame was refused bundled nothing.
+    source.latest = at(23);
+    let (stats, log) = run(&mut n, 2_000, &mut source, &[2]);
+    assert_eq!(log.len(), 3);
+    assert_eq!((stats.delivered, stats.notified, stats.refused), (1, 1, 1));
+    assert_eq!(stats.coalesced, 2);
+}
+
+#[test]
 fn members_at_the_latest_get_nothing() {
     let mut n = notifier(&[(1, 20), (2, 19)]);
     let (_, log) = run(&mut n, 0, &mut Source::new(20, 64), &[]);

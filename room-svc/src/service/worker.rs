@@ -34,7 +34,7 @@ use chatroom_proto::cluster::v1::{
     SendResult, Subscribe, SubscribeAck, ToMsgSvc, ToRoomSvc, send_result, to_msg_svc, to_room_svc,
 };
 use chatroom_proto::ids::check_id;
-use chatroom_proto::v1::{self, ChatMessage, ErrorCode, KickReason, SendAck};
+use chatroom_proto::v1::{self, ChatMessage, ErrorCode, KickReason, Lane, SendAck};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tracing::{debug, info, warn};
@@ -45,6 +45,7 @@ use crate::core::{
     Accepted, CatchUp, NodeIdx, Now, RankBy, RoomClock, RoomState, RoomStats, RoomSummary,
     SendInput, resolve, validate_config,
 };
+use crate::metrics::{RoomMetrics, RoomsShare};
 use crate::store::RoomStore;
 use crate::store::writes::{EntryChange, PendingWrites};
 use routing::{Loaded, LoadingRoom, OwnerView};
@@ -78,8 +79,9 @@ impl NodeLink {
         self.detached.load(Ordering::Acquire)
     }
 
-    pub(super) fn mark_detached(&self) {
-        self.detached.store(true, Ordering::Release);
+    /// Marks the node detached; false if it was already.
+    pub(super) fn mark_detached(&self) -> bool {
+        !self.detached.swap(true, Ordering::AcqRel)
     }
 }
 
@@ -115,6 +117,8 @@ pub(super) struct WorkerSettings {
     pub(super) ack_history_bytes: usize,
     /// This node's id, when the worker serves only the rooms it owns.
     pub(super) owner_id: Option<Arc<str>>,
+    /// What the worker counts.
+    pub(super) metrics: RoomMetrics,
 }
 
 /// A room and what the worker has yet to send for it.
@@ -160,6 +164,10 @@ pub(super) struct Worker {
     /// waiting inputs are replayed they create it afresh rather than load
     /// it again.
     settled: Option<Arc<str>>,
+    /// What the worker counts.
+    metrics: RoomMetrics,
+    /// This worker's rooms in the rooms-held gauge.
+    rooms_held: RoomsShare,
 }
 
 fn now() -> Now {
@@ -203,6 +211,8 @@ impl Worker {
             loading_queue: settings.loading_queue.max(1),
             loaded_tx,
             settled: None,
+            rooms_held: settings.metrics.rooms_share(),
+            metrics: settings.metrics,
         };
         (worker, loaded_rx)
     }
@@ -255,6 +265,7 @@ impl Worker {
                     }
                 }
             }
+            self.rooms_held.report(self.rooms.len());
             self.flush().await;
             for reply in self.replies.drain(..) {
                 reply();
@@ -402,6 +413,9 @@ impl Worker {
     fn on_send(&mut self, node: NodeIdx, send: SendRequest) {
         let (session_id, request_id) = (send.session_id, send.request_id);
         let outcome = self.accept(send);
+        if let send_result::Outcome::Error(error) = &outcome {
+            self.metrics.rejected(error.code);
+        }
         let result = SendResult {
             session_id,
             request_id,
@@ -437,8 +451,11 @@ impl Worker {
         match slot.state.accept(input, now()) {
             Ok(accepted) => {
                 let ack = accepted.ack();
-                if let Accepted::New(msg) = accepted {
-                    slot.queue_broadcast(msg, &mut self.pending_rooms, &mut self.writes);
+                match accepted {
+                    Accepted::New(msg) => {
+                        slot.queue_broadcast(msg, &mut self.pending_rooms, &mut self.writes);
+                    }
+                    Accepted::Duplicate(_) => self.metrics.deduplicated(),
                 }
                 Outcome::Ack(ack)
             }
@@ -726,6 +743,14 @@ impl Worker {
         let copies = nodes.len() as u64;
         slot.state
             .record_broadcast(copies, copies * messages.len() as u64);
+        let priority = messages
+            .iter()
+            .filter(|msg| msg.lane() == Lane::Priority)
+            .count() as u64;
+        self.metrics
+            .accepted(messages.len() as u64 - priority, priority);
+        self.metrics
+            .broadcast(copies, copies * messages.len() as u64);
         let broadcast = Broadcast {
             room_id: room_id.to_owned(),
             messages,

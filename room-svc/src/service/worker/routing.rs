@@ -212,6 +212,7 @@ impl Worker {
     fn refuse_send(&mut self, link: Arc<NodeLink>, send: SendRequest, error: v1::Error) {
         let node = link.idx;
         self.nodes.entry(node).or_insert(link);
+        self.metrics.rejected(error.code);
         let result = SendResult {
             session_id: send.session_id,
             request_id: send.request_id,

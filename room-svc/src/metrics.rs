@@ -1,0 +1,225 @@
+//! What the room service counts for `/metrics`: the workers' decisions on
+//! sends and the broadcasts they fan out, the rooms and nodes it holds, and,
+//! with Redis, what the store ran into.
+//!
+//! Workers count through handles cloned into them; a worker counts a
+//! broadcast's messages once per drain of a room, never per message copy.
+
+use chatroom_cluster::metrics::{Counter, ErrorCounters, Gauge, Labelled, Registry, Sampled};
+
+use crate::store::RoomStore;
+
+/// The counters and gauges the workers and the service share.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomMetrics {
+    /// By lane: NORMAL, then PRIORITY.
+    accepted: Labelled<Counter>,
+    rejected: ErrorCounters,
+    deduplicated: Counter,
+    broadcasts: Counter,
+    broadcast_messages: Counter,
+    rooms: Gauge,
+    pub(crate) nodes: Gauge,
+}
+
+impl Default for RoomMetrics {
+    fn default() -> Self {
+        Self {
+            accepted: Labelled::new("lane", ["normal", "priority"]),
+            rejected: ErrorCounters::default(),
+            deduplicated: Counter::default(),
+            broadcasts: Counter::default(),
+            broadcast_messages: Counter::default(),
+            rooms: Gauge::default(),
+            nodes: Gauge::default(),
+        }
+    }
+}
+
+impl RoomMetrics {
+    /// Messages accepted (sends and notices), per lane.
+    pub(crate) fn accepted(&self, normal: u64, priority: u64) {
+        for (lane, count) in [(0, normal), (1, priority)] {
+            if count > 0 {
+                self.accepted.series(lane).inc_by(count);
+            }
+        }
+    }
+
+    /// A send refused with `code`.
+    pub(crate) fn rejected(&self, code: i32) {
+        self.rejected.count(code);
+    }
+
+    /// A retried send answered with its original ack.
+    pub(crate) fn deduplicated(&self) {
+        self.deduplicated.inc();
+    }
+
+    /// `frames` Broadcast frames queued, carrying `messages` message copies
+    /// in all.
+    pub(crate) fn broadcast(&self, frames: u64, messages: u64) {
+        if frames > 0 {
+            self.broadcasts.inc_by(frames);
+            self.broadcast_messages.inc_by(messages);
+        }
+    }
+
+    /// A worker's share of the rooms-held gauge.
+    pub(crate) fn rooms_share(&self) -> RoomsShare {
+        RoomsShare {
+            gauge: self.rooms.clone(),
+            reported: 0,
+        }
+    }
+
+    /// Registers the room service's families, and with a store that keeps
+    /// rooms in Redis, `chatroom_redis_*` read from its counters.
+    pub(crate) fn register(&self, registry: &mut Registry, store: &RoomStore) {
+        self.accepted.register(
+            registry,
+            "messages_accepted",
+            "Messages accepted and stamped (sends and notices), by lane",
+        );
+        self.rejected.register(
+            registry,
+            "messages_rejected",
+            "Sends refused, by error code (rate_limited, muted, overloaded while a room \
+             loads or moves, ...)",
+        );
+        registry.register(
+            "messages_deduplicated",
+            "Retried sends answered with their original ack instead of being accepted again",
+            self.deduplicated.clone(),
+        );
+        registry.register(
+            "broadcasts_sent",
+            "Broadcast frames sent to msg-svc nodes: one per subscribed node per drain of a room",
+            self.broadcasts.clone(),
+        );
+        registry.register(
+            "broadcast_messages_sent",
+            "Message copies carried by the broadcast frames sent, summed over nodes",
+            self.broadcast_messages.clone(),
+        );
+        registry.register(
+            "rooms_owned",
+            "Rooms in this room service's memory",
+            self.rooms.clone(),
+        );
+        registry.register(
+            "nodes_attached",
+            "msg-svc nodes attached (linked) to this room service",
+            self.nodes.clone(),
+        );
+        if store.persists() {
+            register_store(registry, store);
+        }
+    }
+}
+
+/// `chatroom_redis_*`, read from the store's counters when scraped.
+fn register_store(registry: &mut Registry, store: &RoomStore) {
+    let errors = store.clone();
+    registry.register(
+        "redis_errors",
+        "Failed Redis requests, by operation: write batches (kept and retried) and \
+         room loads that failed after their retries (the room started afresh)",
+        Sampled::counters_by("op", move || {
+            let counters = errors.counters();
+            vec![
+                ("write", counters.write_failures),
+                ("load", counters.load_failures),
+            ]
+        }),
+    );
+    let written = store.clone();
+    registry.register(
+        "redis_write_batches",
+        "Write batches stored in Redis",
+        Sampled::counter(move || written.counters().batches_written),
+    );
+    let superseded = store.clone();
+    registry.register(
+        "redis_history_superseded",
+        "Messages that fell out of a room's history window before they were written \
+         (the stored history drops them too)",
+        Sampled::counter(move || superseded.counters().history_superseded),
+    );
+    let dropped = store.clone();
+    registry.register(
+        "redis_moderation_dropped",
+        "Moderation changes dropped at the per-room bound while Redis was away (still in \
+         force in memory, missing from the store)",
+        Sampled::counter(move || dropped.counters().moderation_dropped),
+    );
+}
+
+/// One worker's part of the rooms-held gauge: the worker reports how many
+/// rooms it holds and the gauge moves by the difference, so workers need
+/// not share a count. A stopped worker takes its part back.
+#[derive(Debug)]
+pub(crate) struct RoomsShare {
+    gauge: Gauge,
+    reported: i64,
+}
+
+impl RoomsShare {
+    /// The worker holds `rooms` rooms now.
+    pub(crate) fn report(&mut self, rooms: usize) {
+        let rooms = i64::try_from(rooms).unwrap_or(i64::MAX);
+        if rooms != self.reported {
+            self.gauge.inc_by(rooms - self.reported);
+            self.reported = rooms;
+        }
+    }
+}
+
+impl Drop for RoomsShare {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.reported);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatroom_cluster::metrics::{registry, render};
+
+    #[test]
+    fn workers_shares_add_up_and_leave_with_them() {
+        let metrics = RoomMetrics::default();
+        let mut first = metrics.rooms_share();
+        let mut second = metrics.rooms_share();
+        first.report(3);
+        second.report(2);
+        first.report(1);
+        assert_eq!(metrics.rooms.get(), 3);
+        drop(second);
+        assert_eq!(metrics.rooms.get(), 1);
+    }
+
+    #[test]
+    fn accepted_count_by_lane_and_broadcasts_by_frame_and_copy() {
+        let metrics = RoomMetrics::default();
+        let mut registry = registry();
+        metrics.register(&mut registry, &RoomStore::memory());
+        metrics.accepted(2, 0);
+        metrics.accepted(1, 1);
+        metrics.broadcast(3, 6);
+        metrics.broadcast(0, 0);
+        let text = render(&registry);
+        for expected in [
+            "chatroom_messages_accepted_total{lane=\"normal\"} 3\n",
+            "chatroom_messages_accepted_total{lane=\"priority\"} 1\n",
+            "chatroom_broadcasts_sent_total 3\n",
+            "chatroom_broadcast_messages_sent_total 6\n",
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
+        assert!(
+            !text.contains("chatroom_redis"),
+            "no redis families without redis"
+        );
+    }
+}
