@@ -21,6 +21,7 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode};
 use bytes::Bytes;
 use chatroom_cluster::auth::AdminToken;
+use chatroom_cluster::clock::unix_micros;
 use chatroom_cluster::registry::{Members, NodeInfo, Role};
 use chatroom_proto::cluster::v1::SendRequest;
 use chatroom_proto::v1::{ErrorCode, Kind};
@@ -632,6 +633,9 @@ const BUSIEST: &str = "/admin/v1/rooms";
 const STATS: &str = "/admin/v1/rooms/{room}";
 const CONFIG: &str = "/admin/v1/rooms/{room}/config";
 const NOTICES: &str = "/admin/v1/rooms/{room}/notices";
+const MUTED: &str = "/admin/v1/rooms/{room}/mutes";
+const BANNED: &str = "/admin/v1/rooms/{room}/bans";
+const WHITELISTED: &str = "/admin/v1/rooms/{room}/whitelist";
 const MUTES: &str = "/admin/v1/rooms/{room}/mutes/{user}";
 const BANS: &str = "/admin/v1/rooms/{room}/bans/{user}";
 const WHITELIST: &str = "/admin/v1/rooms/{room}/whitelist/{user}";
@@ -711,6 +715,7 @@ async fn every_answer_is_one_the_spec_describes() {
     slow_mode(&api, &service).await;
     notices(&api).await;
     the_spec_bounds_are_the_servers(&api).await;
+    rooms_nobody_made(&api).await;
     closing(&api).await;
     without_a_token_configured(&checker).await;
     forwarding_to_the_owner(&checker).await;
@@ -781,16 +786,53 @@ async fn moderation(api: &Target<'_>, service: &RoomService) {
         let call = api.call(Method::PUT, path, &[ROOM, "bob"]);
         call.send().await.ok(StatusCode::NO_CONTENT);
     }
+    let now_us = unix_micros();
     let stats = api.call(Method::GET, STATS, &[ROOM]).send().await;
     let stats = stats.ok(StatusCode::OK);
     assert_eq!(stats["rejected"], json!({"muted": 1}));
     assert_eq!((&stats["bans"], &stats["members"]), (&json!(1), &json!(1)));
+
+    let mutes = listed(api, MUTED, ROOM, "").await;
+    assert_eq!(mutes["total"], 3);
+    assert_eq!(user_ids(&mutes), ["alice", "carol", "dave"]);
+    let until = mutes["users"][0]["until_us"]
+        .as_u64()
+        .expect("alice's mute ends");
+    let example = api.checker.spec.example(&Route::new(&Method::PUT, MUTES));
+    let duration_us = example.unwrap()["duration_s"].as_u64().unwrap() * 1_000_000;
+    assert!((now_us..=now_us + duration_us).contains(&until), "{until}");
+    for user in &mutes["users"].as_array().unwrap()[1..] {
+        assert_eq!(user["until_us"], Value::Null, "muted until unmuted");
+    }
+    let bob =
+        json!({ "room_id": ROOM, "total": 1, "users": [{"user_id": "bob", "until_us": null}] });
+    assert_eq!(listed(api, BANNED, ROOM, "").await, bob);
+    assert_eq!(listed(api, WHITELISTED, ROOM, "").await, bob);
+    let first = listed(api, MUTED, ROOM, "limit=1").await;
+    assert_eq!(
+        (&first["total"], user_ids(&first)),
+        (&json!(3), vec!["alice"])
+    );
+    for path in [MUTED, BANNED, WHITELISTED] {
+        for query in ["limit=x", "limit=-1", "limit=", "by=members", "top=3"] {
+            let call = api.call(Method::GET, path, &[ROOM]).query(query);
+            call.send()
+                .await
+                .error(StatusCode::BAD_REQUEST, "bad_query");
+        }
+    }
+
     for path in [MUTES, BANS, WHITELIST] {
         for user in ["alice", "nobody"] {
             let call = api.call(Method::DELETE, path, &[ROOM, user]);
             call.send().await.ok(StatusCode::NO_CONTENT);
         }
     }
+    assert_eq!(
+        user_ids(&listed(api, MUTED, ROOM, "").await),
+        ["carol", "dave"]
+    );
+    assert_eq!(listed(api, BANNED, ROOM, "").await, bob);
 
     for i in 0..MAX_LIST_ENTRIES {
         let user = format!("u{i}");
@@ -802,6 +844,22 @@ async fn moderation(api: &Target<'_>, service: &RoomService) {
         let call = api.call(Method::PUT, path, &["full", "one-more"]);
         call.send().await.error(StatusCode::CONFLICT, "list_full");
     }
+}
+
+/// The answer to a good request for a moderation list.
+async fn listed(api: &Target<'_>, path: &str, room: &str, query: &str) -> Value {
+    let call = api.call(Method::GET, path, &[room]).query(query);
+    call.send().await.ok(StatusCode::OK)
+}
+
+/// The users of a moderation list answer, in its order.
+fn user_ids(list: &Value) -> Vec<&str> {
+    list["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|user| user["user_id"].as_str().expect("a user id"))
+        .collect()
 }
 
 async fn busiest_rooms(api: &Target<'_>) {
@@ -1004,18 +1062,44 @@ async fn the_spec_bounds_are_the_servers(api: &Target<'_>) {
         }
     }
 
-    let limit = spec
-        .parameter(&Route::new(&Method::GET, BUSIEST), "query", "limit")
-        .expect("limit");
-    let (min, max) = range_of(&limit["schema"]).expect("limit's range");
-    for (value, taken) in [(min, true), (max, true), (min - 1, false), (max + 1, false)] {
-        let call = api.call(Method::GET, BUSIEST, &[]);
-        let answer = call.query(&format!("limit={value}")).send().await;
-        if taken {
-            answer.ok(StatusCode::OK);
-        } else {
-            answer.error(StatusCode::BAD_REQUEST, "bad_query");
+    // Every `limit`: the busiest rooms', and the lists' on the room whose
+    // lists `moderation` filled, so the bounds cut them.
+    let mut limited = BTreeSet::new();
+    for route in spec.routes() {
+        let Some(limit) = spec.parameter(&route, "query", "limit") else {
+            continue;
+        };
+        limited.insert(route.path.clone());
+        let (min, max) = range_of(&limit["schema"]).expect("limit's range");
+        let default = limit["schema"]["default"]
+            .as_i64()
+            .expect("limit's default");
+        for (query, taken) in [
+            (String::new(), Some(default)),
+            (format!("limit={min}"), Some(min)),
+            (format!("limit={max}"), Some(max)),
+            (format!("limit={}", min - 1), None),
+            (format!("limit={}", max + 1), None),
+        ] {
+            let answer = api.sample(&route, "full").query(&query).send().await;
+            let Some(limit) = taken else {
+                answer.error(StatusCode::BAD_REQUEST, "bad_query");
+                continue;
+            };
+            let answer = answer.ok(StatusCode::OK);
+            let limit = usize::try_from(limit).unwrap();
+            if let Some(rooms) = answer["rooms"].as_array() {
+                assert!(rooms.len() <= limit, "{route}?{query}");
+            } else {
+                assert_eq!(answer["total"], MAX_LIST_ENTRIES, "{route}");
+                let users = user_ids(&answer);
+                assert_eq!(users.len(), limit.min(MAX_LIST_ENTRIES), "{route}?{query}");
+                assert!(users.is_sorted(), "{route}?{query}: not in id order");
+            }
         }
+    }
+    for path in [BUSIEST, MUTED, BANNED, WHITELISTED] {
+        assert!(limited.contains(path), "{path} takes no limit");
     }
 
     let longest = schemas["Id"]["maxLength"]
@@ -1028,6 +1112,19 @@ async fn the_spec_bounds_are_the_servers(api: &Target<'_>) {
     call.send()
         .await
         .error(StatusCode::BAD_REQUEST, "bad_room_id");
+}
+
+/// A room nobody made is listed empty and stays unmade.
+async fn rooms_nobody_made(api: &Target<'_>) {
+    let room = "never-made";
+    let empty = json!({ "room_id": room, "total": 0, "users": [] });
+    for path in [MUTED, BANNED, WHITELISTED] {
+        assert_eq!(listed(api, path, room, "").await, empty);
+    }
+    let call = api.call(Method::GET, STATS, &[room]);
+    call.send()
+        .await
+        .error(StatusCode::NOT_FOUND, "unknown_room");
 }
 
 /// A closed room is gone: unknown to its stats and to closing.
