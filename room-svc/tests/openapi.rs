@@ -18,15 +18,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, Request, StatusCode, header};
 use bytes::Bytes;
 use chatroom_cluster::auth::AdminToken;
 use chatroom_cluster::clock::unix_micros;
 use chatroom_cluster::registry::{Members, NodeInfo, Role};
 use chatroom_proto::cluster::v1::SendRequest;
 use chatroom_proto::v1::{ErrorCode, Kind};
-use room_svc::admin::client::AdminClient;
-use room_svc::admin::http_client::Reply;
+use http_body_util::Full;
+use room_svc::admin::client::{AdminClient, DEFAULT_TIMEOUT};
+use room_svc::admin::http_client::{HttpClient, Reply};
 use room_svc::admin::{AdminApi, MAX_BODY_BYTES, PREFIX, Peers};
 use room_svc::core::moderation::MAX_LIST_ENTRIES;
 use room_svc::{Ownership, RoomService, RoomStore};
@@ -314,14 +315,17 @@ impl Checker {
 /// A node's admin API, checked.
 struct Target<'c> {
     checker: &'c Checker,
-    client: AdminClient,
+    /// `http://host:port`.
+    base: String,
+    http: HttpClient,
 }
 
 impl<'c> Target<'c> {
     fn new(checker: &'c Checker, addr: &str) -> Self {
         Self {
             checker,
-            client: AdminClient::new(&format!("http://{addr}"), TOKEN).unwrap(),
+            base: format!("http://{addr}"),
+            http: HttpClient::new(DEFAULT_TIMEOUT),
         }
     }
 
@@ -352,7 +356,7 @@ impl<'c> Target<'c> {
             route,
             path: below.to_owned(),
             body: None,
-            token: Some(TOKEN),
+            authorization: Some(bearer(TOKEN)),
             problems,
         };
         let problem = call.body_problem();
@@ -397,7 +401,8 @@ struct Call<'t, 'c> {
     /// Below [`PREFIX`], with the query if any.
     path: String,
     body: Option<Bytes>,
-    token: Option<&'static str>,
+    /// The `Authorization` header, if any.
+    authorization: Option<String>,
     /// Why the spec refuses the request, if it does.
     problems: Vec<String>,
 }
@@ -448,8 +453,9 @@ impl Call<'_, '_> {
         self
     }
 
-    fn token(mut self, token: Option<&'static str>) -> Self {
-        self.token = token;
+    /// Sends `Authorization: <authorization>`, or no such header.
+    fn authorization(mut self, authorization: Option<String>) -> Self {
+        self.authorization = authorization;
         self
     }
 
@@ -477,14 +483,18 @@ impl Call<'_, '_> {
             route,
             path,
             body,
-            token,
+            authorization,
             problems,
         } = self;
-        let reply = target
-            .client
-            .send(route.http_method(), &path, body.unwrap_or_default(), token)
-            .await
-            .unwrap();
+        let mut request = Request::builder()
+            .method(route.http_method())
+            .uri(format!("{}{PREFIX}{path}", target.base))
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(authorization) = authorization {
+            request = request.header(header::AUTHORIZATION, authorization);
+        }
+        let request = request.body(Full::new(body.unwrap_or_default())).unwrap();
+        let reply = target.http.send(request).await.unwrap();
         let checker = target.checker;
         let text = String::from_utf8_lossy(&reply.body).into_owned();
         let status = reply.status.as_u16();
@@ -590,6 +600,11 @@ impl Answer {
 }
 
 // --- Servers --------------------------------------------------------------------
+
+/// `token` in the `Bearer` scheme.
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
 
 /// Serves `service`'s admin API on a port of its own; its address.
 async fn serve(service: RoomService, token: Option<&str>, peers: Option<Peers>) -> String {
@@ -726,8 +741,8 @@ async fn every_answer_is_one_the_spec_describes() {
 async fn refusals_on_every_route(api: &Target<'_>) {
     let routes = api.checker.spec.routes();
     for route in &routes {
-        for token in [None, Some(WRONG_TOKEN)] {
-            let call = api.sample(route, ROOM).token(token);
+        for authorization in [None, Some(bearer(WRONG_TOKEN))] {
+            let call = api.sample(route, ROOM).authorization(authorization);
             call.send()
                 .await
                 .error(StatusCode::UNAUTHORIZED, "unauthorized");
