@@ -459,10 +459,14 @@ impl Call<'_, '_> {
         self
     }
 
-    /// Why the spec refuses the body (or its absence), if it does.
+    /// Why the spec refuses the body (or its absence), if it does. An empty
+    /// body, or one of only whitespace, is none.
     fn body_problem(&self) -> Option<String> {
         let spec = &self.target.checker.spec;
-        let sent = self.body.as_deref().filter(|body| !body.is_empty());
+        let sent = self
+            .body
+            .as_deref()
+            .filter(|body| !body.iter().all(u8::is_ascii_whitespace));
         match (spec.request_body(&self.route), sent) {
             (None, None) | (Some((_, false)), None) => None,
             (Some((_, true)), None) => Some("body: required, none sent".into()),
@@ -523,7 +527,7 @@ impl Call<'_, '_> {
                 Value::Null
             }
         };
-        check_headers(&route, status, response, &reply);
+        check_headers(&checker.spec, &route, status, response, &reply);
 
         let code = json["error"]["code"].as_str();
         if reply.status.is_success() {
@@ -546,21 +550,32 @@ impl Call<'_, '_> {
     }
 }
 
-/// The headers the spec declares for the answer are there if required, and
-/// the ones the API sends are declared.
-fn check_headers(route: &Route, status: u16, response: &Value, reply: &Reply) {
-    let declared: BTreeMap<String, bool> = response["headers"]
+/// The headers the spec declares for the answer are there if required,
+/// with values their schemas accept, and the ones the API sends are
+/// declared.
+fn check_headers(spec: &Spec, route: &Route, status: u16, response: &Value, reply: &Reply) {
+    let declared: BTreeMap<String, &Value> = response["headers"]
         .as_object()
         .into_iter()
         .flatten()
-        .map(|(name, header)| (name.to_ascii_lowercase(), header["required"] == true))
+        .map(|(name, header)| (name.to_ascii_lowercase(), spec.resolve(header)))
         .collect();
-    for (name, required) in &declared {
-        if *required {
+    for (name, header) in &declared {
+        let Some(value) = reply.headers.get(name.as_str()) else {
             assert!(
-                reply.headers.contains_key(name.as_str()),
+                header["required"] != true,
                 "{route} {status}: no {name} header"
             );
+            continue;
+        };
+        let text = value
+            .to_str()
+            .unwrap_or_else(|_| panic!("{route} {status}: {name} is not text"));
+        let value = text
+            .parse::<i64>()
+            .map_or_else(|_| Value::String(text.to_owned()), Value::from);
+        if let Some(why) = spec.mismatch(&header["schema"], &value, false) {
+            panic!("{route} {status}: {name}: {text:?} breaks the spec: {why}");
         }
     }
     for name in ["retry-after", "www-authenticate"] {
@@ -588,7 +603,7 @@ impl Answer {
     }
 
     /// The answer is the error `code` with `status`.
-    fn error(self, status: StatusCode, code: &str) {
+    fn error(&self, status: StatusCode, code: &str) {
         assert_eq!(
             (self.status, self.json["error"]["code"].as_str()),
             (status, Some(code)),
@@ -596,6 +611,14 @@ impl Answer {
             self.route,
             self.json
         );
+    }
+
+    /// The same; the error's message.
+    fn error_message(&self, status: StatusCode, code: &str) -> &str {
+        self.error(status, code);
+        self.json["error"]["message"]
+            .as_str()
+            .expect("the spec requires a message")
     }
 }
 
@@ -614,6 +637,18 @@ async fn serve(service: RoomService, token: Option<&str>, peers: Option<Peers>) 
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
+    });
+    addr.to_string()
+}
+
+/// A listener that closes every connection unanswered; its address.
+async fn hanging_up() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
     });
     addr.to_string()
 }
@@ -741,11 +776,28 @@ async fn every_answer_is_one_the_spec_describes() {
 async fn refusals_on_every_route(api: &Target<'_>) {
     let routes = api.checker.spec.routes();
     for route in &routes {
-        for authorization in [None, Some(bearer(WRONG_TOKEN))] {
+        for authorization in [
+            None,
+            Some(bearer(WRONG_TOKEN)),
+            Some(format!("Basic {TOKEN}")),
+            Some(TOKEN.to_owned()),
+            Some("Bearer".to_owned()),
+        ] {
             let call = api.sample(route, ROOM).authorization(authorization);
             call.send()
                 .await
                 .error(StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+    }
+    // The scheme is case-insensitive; these reads answer 200 for any room.
+    for route in routes
+        .iter()
+        .filter(|route| route.method == "GET" && route.path != STATS)
+    {
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let authorization = format!("{scheme} {TOKEN}");
+            let call = api.sample(route, ROOM).authorization(Some(authorization));
+            call.send().await.ok(StatusCode::OK);
         }
     }
     for route in routes.iter().filter(|route| route.path != BUSIEST) {
@@ -762,6 +814,15 @@ async fn refusals_on_every_route(api: &Target<'_>) {
             call.send()
                 .await
                 .error(StatusCode::BAD_REQUEST, "bad_user_id");
+        }
+        let required = api.checker.spec.request_body(route);
+        if required.is_some_and(|(_, required)| required) {
+            for empty in [&b""[..], b" \r\n"] {
+                let call = api.sample(route, ROOM).body(empty);
+                let answer = call.send().await;
+                let message = answer.error_message(StatusCode::BAD_REQUEST, "bad_body");
+                assert!(message.contains("empty"), "{route}: {message}");
+            }
         }
         if api.checker.spec.request_body(route).is_some() {
             let huge = vec![b' '; MAX_BODY_BYTES + 1];
@@ -788,6 +849,8 @@ async fn moderation(api: &Target<'_>, service: &RoomService) {
         call.send().await.ok(StatusCode::NO_CONTENT);
     }
     let call = api.call(Method::PUT, MUTES, &[ROOM, "dave"]);
+    call.send().await.ok(StatusCode::NO_CONTENT);
+    let call = api.call(Method::PUT, MUTES, &[ROOM, "dave"]).body(" \n");
     call.send().await.ok(StatusCode::NO_CONTENT);
     for body in [
         json!({"duration_s": -1}),
@@ -1129,13 +1192,18 @@ async fn the_spec_bounds_are_the_servers(api: &Target<'_>) {
         .error(StatusCode::BAD_REQUEST, "bad_room_id");
 }
 
-/// A room nobody made is listed empty and stays unmade.
+/// A room nobody made is listed empty, resets to the defaults it has, and
+/// stays unmade.
 async fn rooms_nobody_made(api: &Target<'_>) {
     let room = "never-made";
     let empty = json!({ "room_id": room, "total": 0, "users": [] });
     for path in [MUTED, BANNED, WHITELISTED] {
         assert_eq!(listed(api, path, room, "").await, empty);
     }
+    let defaults = api.call(Method::GET, CONFIG, &[room]).send().await;
+    let defaults = defaults.ok(StatusCode::OK);
+    let reset = api.call(Method::DELETE, CONFIG, &[room]).send().await;
+    assert_eq!(reset.ok(StatusCode::OK), defaults);
     let call = api.call(Method::GET, STATS, &[room]);
     call.send()
         .await
@@ -1162,9 +1230,9 @@ async fn without_a_token_configured(checker: &Checker) {
     }
 }
 
-/// A cluster whose views disagree: r1 sees r2 and r3; r2 sees only r1, so
-/// owns nothing and refuses what r1 forwards to it; r3 registered no HTTP
-/// address.
+/// A cluster whose views disagree: r1 sees r2, r3 and r4; r2 sees only r1,
+/// so owns nothing and refuses what r1 forwards to it; r3 registered no HTTP
+/// address; r4 hangs up on every request.
 async fn forwarding_to_the_owner(checker: &Checker) {
     let only_r1 = Members::new([room_svc_node("r1", None)]);
     let (_r2_view, r2_members) = watch::channel(Arc::new(only_r1));
@@ -1177,6 +1245,7 @@ async fn forwarding_to_the_owner(checker: &Checker) {
     let r1_view = Arc::new(Members::new([
         room_svc_node("r2", Some(r2_addr)),
         room_svc_node("r3", None),
+        room_svc_node("r4", Some(hanging_up().await)),
     ]));
     let owned_by = |owner: &str| -> String {
         (0..)
@@ -1188,17 +1257,23 @@ async fn forwarding_to_the_owner(checker: &Checker) {
             })
             .expect("placement gives every node some rooms")
     };
-    let (moving, orphaned) = (owned_by("r2"), owned_by("r3"));
+    let (moving, orphaned, cut_off) = (owned_by("r2"), owned_by("r3"), owned_by("r4"));
     let (_r1_view, r1_members) = watch::channel(Arc::clone(&r1_view));
     let peers = Peers::new("r1", r1_members);
     let r1 = Target::new(checker, &serve(start(1), Some(TOKEN), Some(peers)).await);
 
     let top = r1.call(Method::GET, BUSIEST, &[]).send().await;
-    assert_eq!(top.ok(StatusCode::OK)["unreachable"], json!(["r3"]));
+    assert_eq!(top.ok(StatusCode::OK)["unreachable"], json!(["r3", "r4"]));
     for route in checker.spec.routes().iter().filter(|r| r.path != BUSIEST) {
         let answer = r1.sample(route, &moving).send().await;
         answer.error(StatusCode::SERVICE_UNAVAILABLE, "not_owner");
-        let answer = r1.sample(route, &orphaned).send().await;
-        answer.error(StatusCode::BAD_GATEWAY, "owner_unreachable");
+        for (room, why) in [
+            (&orphaned, "registered no http address"),
+            (&cut_off, "did not answer"),
+        ] {
+            let answer = r1.sample(route, room).send().await;
+            let message = answer.error_message(StatusCode::BAD_GATEWAY, "owner_unreachable");
+            assert!(message.contains(why), "{route}: {message}");
+        }
     }
 }
