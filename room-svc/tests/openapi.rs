@@ -18,12 +18,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, Request, StatusCode, header};
 use bytes::Bytes;
 use chatroom_cluster::auth::AdminToken;
+use chatroom_cluster::clock::unix_micros;
 use chatroom_cluster::registry::{Members, NodeInfo, Role};
-use room_svc::admin::client::AdminClient;
-use room_svc::admin::http_client::Reply;
+use chatroom_proto::cluster::v1::SendRequest;
+use chatroom_proto::v1::{ErrorCode, Kind};
+use http_body_util::Full;
+use room_svc::admin::client::{AdminClient, DEFAULT_TIMEOUT};
+use room_svc::admin::http_client::{HttpClient, Reply};
 use room_svc::admin::{AdminApi, MAX_BODY_BYTES, PREFIX, Peers};
 use room_svc::core::moderation::MAX_LIST_ENTRIES;
 use room_svc::{Ownership, RoomService, RoomStore};
@@ -311,14 +315,17 @@ impl Checker {
 /// A node's admin API, checked.
 struct Target<'c> {
     checker: &'c Checker,
-    client: AdminClient,
+    /// `http://host:port`.
+    base: String,
+    http: HttpClient,
 }
 
 impl<'c> Target<'c> {
     fn new(checker: &'c Checker, addr: &str) -> Self {
         Self {
             checker,
-            client: AdminClient::new(&format!("http://{addr}"), TOKEN).unwrap(),
+            base: format!("http://{addr}"),
+            http: HttpClient::new(DEFAULT_TIMEOUT),
         }
     }
 
@@ -349,7 +356,7 @@ impl<'c> Target<'c> {
             route,
             path: below.to_owned(),
             body: None,
-            token: Some(TOKEN),
+            authorization: Some(bearer(TOKEN)),
             problems,
         };
         let problem = call.body_problem();
@@ -394,7 +401,8 @@ struct Call<'t, 'c> {
     /// Below [`PREFIX`], with the query if any.
     path: String,
     body: Option<Bytes>,
-    token: Option<&'static str>,
+    /// The `Authorization` header, if any.
+    authorization: Option<String>,
     /// Why the spec refuses the request, if it does.
     problems: Vec<String>,
 }
@@ -445,15 +453,20 @@ impl Call<'_, '_> {
         self
     }
 
-    fn token(mut self, token: Option<&'static str>) -> Self {
-        self.token = token;
+    /// Sends `Authorization: <authorization>`, or no such header.
+    fn authorization(mut self, authorization: Option<String>) -> Self {
+        self.authorization = authorization;
         self
     }
 
-    /// Why the spec refuses the body (or its absence), if it does.
+    /// Why the spec refuses the body (or its absence), if it does. An empty
+    /// body, or one of only whitespace, is none.
     fn body_problem(&self) -> Option<String> {
         let spec = &self.target.checker.spec;
-        let sent = self.body.as_deref().filter(|body| !body.is_empty());
+        let sent = self
+            .body
+            .as_deref()
+            .filter(|body| !body.iter().all(u8::is_ascii_whitespace));
         match (spec.request_body(&self.route), sent) {
             (None, None) | (Some((_, false)), None) => None,
             (Some((_, true)), None) => Some("body: required, none sent".into()),
@@ -474,14 +487,18 @@ impl Call<'_, '_> {
             route,
             path,
             body,
-            token,
+            authorization,
             problems,
         } = self;
-        let reply = target
-            .client
-            .send(route.http_method(), &path, body.unwrap_or_default(), token)
-            .await
-            .unwrap();
+        let mut request = Request::builder()
+            .method(route.http_method())
+            .uri(format!("{}{PREFIX}{path}", target.base))
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(authorization) = authorization {
+            request = request.header(header::AUTHORIZATION, authorization);
+        }
+        let request = request.body(Full::new(body.unwrap_or_default())).unwrap();
+        let reply = target.http.send(request).await.unwrap();
         let checker = target.checker;
         let text = String::from_utf8_lossy(&reply.body).into_owned();
         let status = reply.status.as_u16();
@@ -510,7 +527,7 @@ impl Call<'_, '_> {
                 Value::Null
             }
         };
-        check_headers(&route, status, response, &reply);
+        check_headers(&checker.spec, &route, status, response, &reply);
 
         let code = json["error"]["code"].as_str();
         if reply.status.is_success() {
@@ -533,21 +550,32 @@ impl Call<'_, '_> {
     }
 }
 
-/// The headers the spec declares for the answer are there if required, and
-/// the ones the API sends are declared.
-fn check_headers(route: &Route, status: u16, response: &Value, reply: &Reply) {
-    let declared: BTreeMap<String, bool> = response["headers"]
+/// The headers the spec declares for the answer are there if required,
+/// with values their schemas accept, and the ones the API sends are
+/// declared.
+fn check_headers(spec: &Spec, route: &Route, status: u16, response: &Value, reply: &Reply) {
+    let declared: BTreeMap<String, &Value> = response["headers"]
         .as_object()
         .into_iter()
         .flatten()
-        .map(|(name, header)| (name.to_ascii_lowercase(), header["required"] == true))
+        .map(|(name, header)| (name.to_ascii_lowercase(), spec.resolve(header)))
         .collect();
-    for (name, required) in &declared {
-        if *required {
+    for (name, header) in &declared {
+        let Some(value) = reply.headers.get(name.as_str()) else {
             assert!(
-                reply.headers.contains_key(name.as_str()),
+                header["required"] != true,
                 "{route} {status}: no {name} header"
             );
+            continue;
+        };
+        let text = value
+            .to_str()
+            .unwrap_or_else(|_| panic!("{route} {status}: {name} is not text"));
+        let value = text
+            .parse::<i64>()
+            .map_or_else(|_| Value::String(text.to_owned()), Value::from);
+        if let Some(why) = spec.mismatch(&header["schema"], &value, false) {
+            panic!("{route} {status}: {name}: {text:?} breaks the spec: {why}");
         }
     }
     for name in ["retry-after", "www-authenticate"] {
@@ -575,7 +603,7 @@ impl Answer {
     }
 
     /// The answer is the error `code` with `status`.
-    fn error(self, status: StatusCode, code: &str) {
+    fn error(&self, status: StatusCode, code: &str) {
         assert_eq!(
             (self.status, self.json["error"]["code"].as_str()),
             (status, Some(code)),
@@ -584,9 +612,22 @@ impl Answer {
             self.json
         );
     }
+
+    /// The same; the error's message.
+    fn error_message(&self, status: StatusCode, code: &str) -> &str {
+        self.error(status, code);
+        self.json["error"]["message"]
+            .as_str()
+            .expect("the spec requires a message")
+    }
 }
 
 // --- Servers --------------------------------------------------------------------
+
+/// `token` in the `Bearer` scheme.
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
 
 /// Serves `service`'s admin API on a port of its own; its address.
 async fn serve(service: RoomService, token: Option<&str>, peers: Option<Peers>) -> String {
@@ -596,6 +637,18 @@ async fn serve(service: RoomService, token: Option<&str>, peers: Option<Peers>) 
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
+    });
+    addr.to_string()
+}
+
+/// A listener that closes every connection unanswered; its address.
+async fn hanging_up() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
     });
     addr.to_string()
 }
@@ -630,6 +683,9 @@ const BUSIEST: &str = "/admin/v1/rooms";
 const STATS: &str = "/admin/v1/rooms/{room}";
 const CONFIG: &str = "/admin/v1/rooms/{room}/config";
 const NOTICES: &str = "/admin/v1/rooms/{room}/notices";
+const MUTED: &str = "/admin/v1/rooms/{room}/mutes";
+const BANNED: &str = "/admin/v1/rooms/{room}/bans";
+const WHITELISTED: &str = "/admin/v1/rooms/{room}/whitelist";
 const MUTES: &str = "/admin/v1/rooms/{room}/mutes/{user}";
 const BANS: &str = "/admin/v1/rooms/{room}/bans/{user}";
 const WHITELIST: &str = "/admin/v1/rooms/{room}/whitelist/{user}";
@@ -706,8 +762,10 @@ async fn every_answer_is_one_the_spec_describes() {
     moderation(&api, &service).await;
     busiest_rooms(&api).await;
     room_settings(&api).await;
+    slow_mode(&api, &service).await;
     notices(&api).await;
     the_spec_bounds_are_the_servers(&api).await;
+    rooms_nobody_made(&api).await;
     closing(&api).await;
     without_a_token_configured(&checker).await;
     forwarding_to_the_owner(&checker).await;
@@ -718,11 +776,28 @@ async fn every_answer_is_one_the_spec_describes() {
 async fn refusals_on_every_route(api: &Target<'_>) {
     let routes = api.checker.spec.routes();
     for route in &routes {
-        for token in [None, Some(WRONG_TOKEN)] {
-            let call = api.sample(route, ROOM).token(token);
+        for authorization in [
+            None,
+            Some(bearer(WRONG_TOKEN)),
+            Some(format!("Basic {TOKEN}")),
+            Some(TOKEN.to_owned()),
+            Some("Bearer".to_owned()),
+        ] {
+            let call = api.sample(route, ROOM).authorization(authorization);
             call.send()
                 .await
                 .error(StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+    }
+    // The scheme is case-insensitive; these reads answer 200 for any room.
+    for route in routes
+        .iter()
+        .filter(|route| route.method == "GET" && route.path != STATS)
+    {
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let authorization = format!("{scheme} {TOKEN}");
+            let call = api.sample(route, ROOM).authorization(Some(authorization));
+            call.send().await.ok(StatusCode::OK);
         }
     }
     for route in routes.iter().filter(|route| route.path != BUSIEST) {
@@ -739,6 +814,15 @@ async fn refusals_on_every_route(api: &Target<'_>) {
             call.send()
                 .await
                 .error(StatusCode::BAD_REQUEST, "bad_user_id");
+        }
+        let required = api.checker.spec.request_body(route);
+        if required.is_some_and(|(_, required)| required) {
+            for empty in [&b""[..], b" \r\n"] {
+                let call = api.sample(route, ROOM).body(empty);
+                let answer = call.send().await;
+                let message = answer.error_message(StatusCode::BAD_REQUEST, "bad_body");
+                assert!(message.contains("empty"), "{route}: {message}");
+            }
         }
         if api.checker.spec.request_body(route).is_some() {
             let huge = vec![b' '; MAX_BODY_BYTES + 1];
@@ -766,6 +850,8 @@ async fn moderation(api: &Target<'_>, service: &RoomService) {
     }
     let call = api.call(Method::PUT, MUTES, &[ROOM, "dave"]);
     call.send().await.ok(StatusCode::NO_CONTENT);
+    let call = api.call(Method::PUT, MUTES, &[ROOM, "dave"]).body(" \n");
+    call.send().await.ok(StatusCode::NO_CONTENT);
     for body in [
         json!({"duration_s": -1}),
         json!({"duration_s": "10"}),
@@ -778,16 +864,53 @@ async fn moderation(api: &Target<'_>, service: &RoomService) {
         let call = api.call(Method::PUT, path, &[ROOM, "bob"]);
         call.send().await.ok(StatusCode::NO_CONTENT);
     }
+    let now_us = unix_micros();
     let stats = api.call(Method::GET, STATS, &[ROOM]).send().await;
     let stats = stats.ok(StatusCode::OK);
     assert_eq!(stats["rejected"], json!({"muted": 1}));
     assert_eq!((&stats["bans"], &stats["members"]), (&json!(1), &json!(1)));
+
+    let mutes = listed(api, MUTED, ROOM, "").await;
+    assert_eq!(mutes["total"], 3);
+    assert_eq!(user_ids(&mutes), ["alice", "carol", "dave"]);
+    let until = mutes["users"][0]["until_us"]
+        .as_u64()
+        .expect("alice's mute ends");
+    let example = api.checker.spec.example(&Route::new(&Method::PUT, MUTES));
+    let duration_us = example.unwrap()["duration_s"].as_u64().unwrap() * 1_000_000;
+    assert!((now_us..=now_us + duration_us).contains(&until), "{until}");
+    for user in &mutes["users"].as_array().unwrap()[1..] {
+        assert_eq!(user["until_us"], Value::Null, "muted until unmuted");
+    }
+    let bob =
+        json!({ "room_id": ROOM, "total": 1, "users": [{"user_id": "bob", "until_us": null}] });
+    assert_eq!(listed(api, BANNED, ROOM, "").await, bob);
+    assert_eq!(listed(api, WHITELISTED, ROOM, "").await, bob);
+    let first = listed(api, MUTED, ROOM, "limit=1").await;
+    assert_eq!(
+        (&first["total"], user_ids(&first)),
+        (&json!(3), vec!["alice"])
+    );
+    for path in [MUTED, BANNED, WHITELISTED] {
+        for query in ["limit=x", "limit=-1", "limit=", "by=members", "top=3"] {
+            let call = api.call(Method::GET, path, &[ROOM]).query(query);
+            call.send()
+                .await
+                .error(StatusCode::BAD_REQUEST, "bad_query");
+        }
+    }
+
     for path in [MUTES, BANS, WHITELIST] {
         for user in ["alice", "nobody"] {
             let call = api.call(Method::DELETE, path, &[ROOM, user]);
             call.send().await.ok(StatusCode::NO_CONTENT);
         }
     }
+    assert_eq!(
+        user_ids(&listed(api, MUTED, ROOM, "").await),
+        ["carol", "dave"]
+    );
+    assert_eq!(listed(api, BANNED, ROOM, "").await, bob);
 
     for i in 0..MAX_LIST_ENTRIES {
         let user = format!("u{i}");
@@ -799,6 +922,22 @@ async fn moderation(api: &Target<'_>, service: &RoomService) {
         let call = api.call(Method::PUT, path, &["full", "one-more"]);
         call.send().await.error(StatusCode::CONFLICT, "list_full");
     }
+}
+
+/// The answer to a good request for a moderation list.
+async fn listed(api: &Target<'_>, path: &str, room: &str, query: &str) -> Value {
+    let call = api.call(Method::GET, path, &[room]).query(query);
+    call.send().await.ok(StatusCode::OK)
+}
+
+/// The users of a moderation list answer, in its order.
+fn user_ids(list: &Value) -> Vec<&str> {
+    list["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|user| user["user_id"].as_str().expect("a user id"))
+        .collect()
 }
 
 async fn busiest_rooms(api: &Target<'_>) {
@@ -839,7 +978,7 @@ async fn room_settings(api: &Target<'_>) {
         "priority_burst": 10, "normal_ring": 1024, "priority_ring": 64,
         "max_payload_bytes": 2048, "round_interval_ms": 50, "pull_timeout_ms": 1000,
         "slow_consumer_notifies": 3, "history_size": 0, "inline_max_bytes": 0,
-        "priority_kinds": [],
+        "slow_mode_ms": 1000, "priority_kinds": [],
     });
     let call = api
         .call(Method::PATCH, CONFIG, &[ROOM])
@@ -849,7 +988,9 @@ async fn room_settings(api: &Target<'_>) {
     let nulls = json!({ "history_size": null, "priority_kinds": null });
     let call = api.call(Method::PATCH, CONFIG, &[ROOM]).json(nulls);
     let overrides = &call.send().await.ok(StatusCode::OK)["overrides"];
-    assert_eq!(overrides.as_object().unwrap().len(), 11);
+    let mut kept = every_field.as_object().unwrap().clone();
+    kept.retain(|field, _| field != "history_size" && field != "priority_kinds");
+    assert_eq!(overrides, &Value::Object(kept));
     for body in [
         json!({"normal_per_s": -5}),
         json!({"normal_per_s": "10"}),
@@ -868,6 +1009,40 @@ async fn room_settings(api: &Target<'_>) {
     }
     let settings = api.call(Method::DELETE, CONFIG, &[ROOM]).send().await;
     assert_eq!(settings.ok(StatusCode::OK)["overrides"], json!({}));
+}
+
+/// Slow mode as the spec has it: a member's second NORMAL-lane message
+/// within the interval is refused and counted; a priority kind is exempt.
+async fn slow_mode(api: &Target<'_>, service: &RoomService) {
+    let room = "slow";
+    let mut node = FakeNode::attach(service, "b");
+    node.subscribe(room).await;
+    node.join(room, &["alice"]);
+    let body = json!({ "slow_mode_ms": 3_600_000 });
+    let call = api.call(Method::PATCH, CONFIG, &[room]).json(body);
+    let settings = call.send().await.ok(StatusCode::OK);
+    assert_eq!(settings["config"]["slow_mode_ms"], 3_600_000);
+    assert_eq!(
+        node.next_update().await.config.unwrap().slow_mode_ms,
+        3_600_000
+    );
+    node.send(send_body(send(room, "alice", 1)));
+    node.next_ack().await;
+    node.next_broadcast().await;
+    node.send(send_body(send(room, "alice", 2)));
+    assert_eq!(code(&node.next_error().await), ErrorCode::RateLimited);
+    let gift = SendRequest {
+        kind: Kind::Gift as i32,
+        ..send(room, "alice", 3)
+    };
+    node.send(send_body(gift));
+    node.next_ack().await;
+    node.next_broadcast().await;
+    let stats = api.call(Method::GET, STATS, &[room]).send().await;
+    assert_eq!(
+        stats.ok(StatusCode::OK)["rejected"],
+        json!({"rate_limited": 1})
+    );
 }
 
 async fn notices(api: &Target<'_>) {
@@ -965,18 +1140,44 @@ async fn the_spec_bounds_are_the_servers(api: &Target<'_>) {
         }
     }
 
-    let limit = spec
-        .parameter(&Route::new(&Method::GET, BUSIEST), "query", "limit")
-        .expect("limit");
-    let (min, max) = range_of(&limit["schema"]).expect("limit's range");
-    for (value, taken) in [(min, true), (max, true), (min - 1, false), (max + 1, false)] {
-        let call = api.call(Method::GET, BUSIEST, &[]);
-        let answer = call.query(&format!("limit={value}")).send().await;
-        if taken {
-            answer.ok(StatusCode::OK);
-        } else {
-            answer.error(StatusCode::BAD_REQUEST, "bad_query");
+    // Every `limit`: the busiest rooms', and the lists' on the room whose
+    // lists `moderation` filled, so the bounds cut them.
+    let mut limited = BTreeSet::new();
+    for route in spec.routes() {
+        let Some(limit) = spec.parameter(&route, "query", "limit") else {
+            continue;
+        };
+        limited.insert(route.path.clone());
+        let (min, max) = range_of(&limit["schema"]).expect("limit's range");
+        let default = limit["schema"]["default"]
+            .as_i64()
+            .expect("limit's default");
+        for (query, taken) in [
+            (String::new(), Some(default)),
+            (format!("limit={min}"), Some(min)),
+            (format!("limit={max}"), Some(max)),
+            (format!("limit={}", min - 1), None),
+            (format!("limit={}", max + 1), None),
+        ] {
+            let answer = api.sample(&route, "full").query(&query).send().await;
+            let Some(limit) = taken else {
+                answer.error(StatusCode::BAD_REQUEST, "bad_query");
+                continue;
+            };
+            let answer = answer.ok(StatusCode::OK);
+            let limit = usize::try_from(limit).unwrap();
+            if let Some(rooms) = answer["rooms"].as_array() {
+                assert!(rooms.len() <= limit, "{route}?{query}");
+            } else {
+                assert_eq!(answer["total"], MAX_LIST_ENTRIES, "{route}");
+                let users = user_ids(&answer);
+                assert_eq!(users.len(), limit.min(MAX_LIST_ENTRIES), "{route}?{query}");
+                assert!(users.is_sorted(), "{route}?{query}: not in id order");
+            }
         }
+    }
+    for path in [BUSIEST, MUTED, BANNED, WHITELISTED] {
+        assert!(limited.contains(path), "{path} takes no limit");
     }
 
     let longest = schemas["Id"]["maxLength"]
@@ -989,6 +1190,24 @@ async fn the_spec_bounds_are_the_servers(api: &Target<'_>) {
     call.send()
         .await
         .error(StatusCode::BAD_REQUEST, "bad_room_id");
+}
+
+/// A room nobody made is listed empty, resets to the defaults it has, and
+/// stays unmade.
+async fn rooms_nobody_made(api: &Target<'_>) {
+    let room = "never-made";
+    let empty = json!({ "room_id": room, "total": 0, "users": [] });
+    for path in [MUTED, BANNED, WHITELISTED] {
+        assert_eq!(listed(api, path, room, "").await, empty);
+    }
+    let defaults = api.call(Method::GET, CONFIG, &[room]).send().await;
+    let defaults = defaults.ok(StatusCode::OK);
+    let reset = api.call(Method::DELETE, CONFIG, &[room]).send().await;
+    assert_eq!(reset.ok(StatusCode::OK), defaults);
+    let call = api.call(Method::GET, STATS, &[room]);
+    call.send()
+        .await
+        .error(StatusCode::NOT_FOUND, "unknown_room");
 }
 
 /// A closed room is gone: unknown to its stats and to closing.
@@ -1011,9 +1230,9 @@ async fn without_a_token_configured(checker: &Checker) {
     }
 }
 
-/// A cluster whose views disagree: r1 sees r2 and r3; r2 sees only r1, so
-/// owns nothing and refuses what r1 forwards to it; r3 registered no HTTP
-/// address.
+/// A cluster whose views disagree: r1 sees r2, r3 and r4; r2 sees only r1,
+/// so owns nothing and refuses what r1 forwards to it; r3 registered no HTTP
+/// address; r4 hangs up on every request.
 async fn forwarding_to_the_owner(checker: &Checker) {
     let only_r1 = Members::new([room_svc_node("r1", None)]);
     let (_r2_view, r2_members) = watch::channel(Arc::new(only_r1));
@@ -1026,6 +1245,7 @@ async fn forwarding_to_the_owner(checker: &Checker) {
     let r1_view = Arc::new(Members::new([
         room_svc_node("r2", Some(r2_addr)),
         room_svc_node("r3", None),
+        room_svc_node("r4", Some(hanging_up().await)),
     ]));
     let owned_by = |owner: &str| -> String {
         (0..)
@@ -1037,17 +1257,23 @@ async fn forwarding_to_the_owner(checker: &Checker) {
             })
             .expect("placement gives every node some rooms")
     };
-    let (moving, orphaned) = (owned_by("r2"), owned_by("r3"));
+    let (moving, orphaned, cut_off) = (owned_by("r2"), owned_by("r3"), owned_by("r4"));
     let (_r1_view, r1_members) = watch::channel(Arc::clone(&r1_view));
     let peers = Peers::new("r1", r1_members);
     let r1 = Target::new(checker, &serve(start(1), Some(TOKEN), Some(peers)).await);
 
     let top = r1.call(Method::GET, BUSIEST, &[]).send().await;
-    assert_eq!(top.ok(StatusCode::OK)["unreachable"], json!(["r3"]));
+    assert_eq!(top.ok(StatusCode::OK)["unreachable"], json!(["r3", "r4"]));
     for route in checker.spec.routes().iter().filter(|r| r.path != BUSIEST) {
         let answer = r1.sample(route, &moving).send().await;
         answer.error(StatusCode::SERVICE_UNAVAILABLE, "not_owner");
-        let answer = r1.sample(route, &orphaned).send().await;
-        answer.error(StatusCode::BAD_GATEWAY, "owner_unreachable");
+        for (room, why) in [
+            (&orphaned, "registered no http address"),
+            (&cut_off, "did not answer"),
+        ] {
+            let answer = r1.sample(route, room).send().await;
+            let message = answer.error_message(StatusCode::BAD_GATEWAY, "owner_unreachable");
+            assert!(message.contains(why), "{route}: {message}");
+        }
     }
 }
