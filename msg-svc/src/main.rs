@@ -16,6 +16,7 @@ use msg_svc::cluster::{self, ClusterConfig};
 use msg_svc::standalone::{self, StandaloneConfig};
 use msg_svc::{Listeners, NodeConfig, QuicListener};
 use room_svc::RoomServiceConfig;
+use room_svc::server::OpsArgs;
 use tokio::net::TcpListener;
 
 /// Exit status for a configuration that cannot work (sysexits EX_USAGE).
@@ -135,21 +136,9 @@ struct ServeArgs {
     /// How long shutdown waits for clients to leave, ms.
     #[arg(long, env = "CHATROOM_DRAIN_GRACE_MS", default_value_t = 5_000)]
     drain_grace_ms: u64,
-    /// JSON object of room settings every room follows unless overridden
-    /// (standalone; a cluster's room services take their own).
-    #[arg(long, env = "CHATROOM_ROOM_DEFAULTS")]
-    room_defaults: Option<PathBuf>,
-    /// The admin API's bearer token (standalone; at least 16 bytes).
-    #[arg(long, env = "CHATROOM_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// File holding the admin token; standalone creates it with a random
-    /// token when absent. Default: $XDG_STATE_HOME/chatroom/admin-token.
-    #[arg(
-        long,
-        env = "CHATROOM_ADMIN_TOKEN_FILE",
-        conflicts_with = "admin_token"
-    )]
-    admin_token_file: Option<PathBuf>,
+    /// Standalone: the room defaults and the admin token.
+    #[command(flatten)]
+    ops: OpsArgs,
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
@@ -345,7 +334,7 @@ fn quic_identity(args: &ServeArgs, mode: &Mode) -> anyhow::Result<Option<QuicIde
 
 /// How this process serves.
 enum Mode {
-    Standalone(Box<StandaloneConfig>, AdminTokenFrom),
+    Standalone(Box<StandaloneConfig>, AdminSecret),
     Cluster { zk: String, node_id: String },
 }
 
@@ -362,36 +351,17 @@ fn node_config(args: &ServeArgs) -> NodeConfig {
     }
 }
 
-/// Where the admin token came from, for the banner.
-enum AdminTokenFrom {
-    Flag,
-    File { path: PathBuf, created: bool },
-}
-
 /// The embedded server's settings: its room defaults and its admin token
-/// (the token file is created when absent).
-fn standalone_config(args: &ServeArgs) -> anyhow::Result<(StandaloneConfig, AdminTokenFrom)> {
+/// (the token file is created when absent); where the token came from and
+/// whether it was created.
+fn standalone_config(args: &ServeArgs) -> anyhow::Result<(StandaloneConfig, AdminSecret)> {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let room_defaults = match &args.room_defaults {
-        Some(path) => room_svc::server::load_room_defaults(path)?,
-        None => RoomServiceConfig::default().room_defaults,
-    };
-    let (source, from) = match (&args.admin_token, &args.admin_token_file) {
-        (Some(token), _) => (SecretSource::Inline(token.clone()), AdminTokenFrom::Flag),
-        (None, file) => {
-            let path = file.clone().unwrap_or_else(default_admin_token_file);
-            let from = AdminTokenFrom::File {
-                path: path.clone(),
-                created: false,
-            };
-            (SecretSource::File(path), from)
-        }
-    };
+    let room_defaults = args.ops.room_defaults()?;
+    let source = args
+        .ops
+        .admin_token_source()
+        .unwrap_or_else(|| SecretSource::File(default_admin_token_file()));
     let (admin_token, created) = source.load_admin(true)?;
-    let from = match from {
-        AdminTokenFrom::File { path, .. } => AdminTokenFrom::File { path, created },
-        AdminTokenFrom::Flag => AdminTokenFrom::Flag,
-    };
     let config = StandaloneConfig {
         node: node_config(args),
         rooms: RoomServiceConfig {
@@ -402,7 +372,13 @@ fn standalone_config(args: &ServeArgs) -> anyhow::Result<(StandaloneConfig, Admi
         drain_grace: Duration::from_millis(args.drain_grace_ms),
         admin_token: Some(admin_token),
     };
-    Ok((config, from))
+    Ok((config, AdminSecret { source, created }))
+}
+
+/// Where the embedded server's admin token came from.
+struct AdminSecret {
+    source: SecretSource,
+    created: bool,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -411,11 +387,20 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
+/// A secret's origin as the banner shows it.
+fn describe(source: &SecretSource, created: bool, flag: &str) -> String {
+    match source {
+        SecretSource::Inline(_) => format!("given by {flag}"),
+        SecretSource::File(path) if created => format!("{} (created)", path.display()),
+        SecretSource::File(path) => path.display().to_string(),
+    }
+}
+
 /// Where the embedded server's secrets are, for the banner.
 struct Secrets<'a> {
     tokens: &'a SecretSource,
     tokens_created: bool,
-    admin: &'a AdminTokenFrom,
+    admin: &'a AdminSecret,
 }
 
 fn banner(
@@ -425,21 +410,12 @@ fn banner(
 ) -> anyhow::Result<()> {
     let ws = listeners.ws.local_addr()?;
     let http = listeners.http.local_addr()?;
-    let secret = match secrets.tokens {
-        SecretSource::Inline(_) => "given by --token-secret".to_owned(),
-        SecretSource::File(path) if secrets.tokens_created => {
-            format!("{} (created)", path.display())
-        }
-        SecretSource::File(path) => path.display().to_string(),
-    };
-    let admin = match secrets.admin {
-        AdminTokenFrom::Flag => "given by --admin-token".to_owned(),
-        AdminTokenFrom::File {
-            path,
-            created: true,
-        } => format!("{} (created)", path.display()),
-        AdminTokenFrom::File { path, .. } => path.display().to_string(),
-    };
+    let secret = describe(secrets.tokens, secrets.tokens_created, "--token-secret");
+    let admin = describe(
+        &secrets.admin.source,
+        secrets.admin.created,
+        "--admin-token",
+    );
     println!("chatroom standalone server");
     println!("  websocket  ws://{ws}/ws");
     if let Some(quic) = &listeners.quic {

@@ -615,6 +615,24 @@ async fn until_too_large(client: &Client, room: &str, since: Instant) -> Duratio
     }
 }
 
+/// Waits for the Kick a ban causes.
+async fn expect_banned(events: &mut Events) {
+    let kicked = events
+        .wait_for(PATIENCE, |e| matches!(e, Event::Kicked { .. }))
+        .await
+        .expect("the banned viewer is kicked");
+    assert!(
+        matches!(
+            kicked,
+            Event::Kicked {
+                reason: KickReason::Banned,
+                ..
+            }
+        ),
+        "{kicked:?}"
+    );
+}
+
 /// Calls the admin API until it answers with a success, riding out a
 /// room's move between owners (502/503 with Retry-After).
 async fn admin_until_ok(
@@ -686,21 +704,7 @@ async fn admin_changes_reach_every_node_at_once_through_any_room_svc_and_outlive
         .call(Method::PUT, &format!("/rooms/{room}/bans/{victim}"), None)
         .await
         .expect("ban");
-    let kicked = clients[2]
-        .1
-        .wait_for(PATIENCE, |e| matches!(e, Event::Kicked { .. }))
-        .await
-        .expect("the banned viewer is kicked");
-    assert!(
-        matches!(
-            kicked,
-            Event::Kicked {
-                reason: KickReason::Banned,
-                ..
-            }
-        ),
-        "{kicked:?}"
-    );
+    expect_banned(&mut clients[2].1).await;
     println!("admin ban: kicked {:?} after the call", banned.elapsed());
 
     // A notice reaches everyone left, on the priority lane.
@@ -759,18 +763,5 @@ async fn admin_changes_reach_every_node_at_once_through_any_room_svc_and_outlive
     // The ban came along too: a rejoin is kicked again.
     let (banned, banned_events) = &mut clients[2];
     let _ = banned.join(&room, JoinOptions::default()).await;
-    let kicked = banned_events
-        .wait_for(PATIENCE, |e| matches!(e, Event::Kicked { .. }))
-        .await
-        .expect("the banned viewer is kicked again");
-    assert!(
-        matches!(
-            kicked,
-            Event::Kicked {
-                reason: KickReason::Banned,
-                ..
-            }
-        ),
-        "{kicked:?}"
-    );
+    expect_banned(banned_events).await;
 }

@@ -2,19 +2,18 @@
 //! Redis for room state), or `room-svc admin …`, the operators' CLI.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use chatroom_cluster::auth::{AdminToken, SecretError, SecretSource};
+use chatroom_cluster::auth::{AdminToken, SecretError};
 use chatroom_cluster::registry::ZkConfig;
 use chatroom_cluster::telemetry::{self, LogArgs};
 use chatroom_proto::cluster::v1::RoomConfig;
 use clap::{Parser, Subcommand};
 use room_svc::RoomServiceConfig;
 use room_svc::admin::cli::AdminArgs;
-use room_svc::server::{self, Listeners, ServerConfig};
+use room_svc::server::{self, Listeners, OpsArgs, ServerConfig};
 use tokio::net::TcpListener;
 
 /// Exit status for a configuration that cannot work (sysexits EX_USAGE).
@@ -72,22 +71,8 @@ struct Args {
     /// Room workers; default: one per CPU.
     #[arg(long, env = "CHATROOM_ROOM_WORKERS")]
     room_workers: Option<usize>,
-    /// JSON object of room settings every room follows unless overridden
-    /// (the fields of the admin API's config); unset fields keep the
-    /// built-in defaults.
-    #[arg(long, env = "CHATROOM_ROOM_DEFAULTS")]
-    room_defaults: Option<PathBuf>,
-    /// The admin API's bearer token (at least 16 bytes).
-    #[arg(long, env = "CHATROOM_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// File holding the admin token. Without a token the admin API refuses
-    /// every request.
-    #[arg(
-        long,
-        env = "CHATROOM_ADMIN_TOKEN_FILE",
-        conflicts_with = "admin_token"
-    )]
-    admin_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    ops: OpsArgs,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -117,15 +102,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let room_defaults = match &args.room_defaults {
-        Some(path) => match server::load_room_defaults(path) {
-            Ok(defaults) => defaults,
-            Err(error) => {
-                eprintln!("room-svc: {error}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
-        None => RoomServiceConfig::default().room_defaults,
+    let room_defaults = match args.ops.room_defaults() {
+        Ok(defaults) => defaults,
+        Err(error) => {
+            eprintln!("room-svc: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
     let node = Node {
         zk,
@@ -145,15 +127,11 @@ fn main() -> ExitCode {
 /// The admin token from the flags; `None` (with a warning) when none is
 /// given.
 fn admin_token(args: &Args) -> Result<Option<AdminToken>, SecretError> {
-    let source = match (&args.admin_token, &args.admin_token_file) {
-        (Some(token), _) => SecretSource::Inline(token.clone()),
-        (None, Some(file)) => SecretSource::File(file.clone()),
-        (None, None) => {
-            tracing::warn!(
-                "no admin token (--admin-token or --admin-token-file): the admin API refuses every request"
-            );
-            return Ok(None);
-        }
+    let Some(source) = args.ops.admin_token_source() else {
+        tracing::warn!(
+            "no admin token (--admin-token or --admin-token-file): the admin API refuses every request"
+        );
+        return Ok(None);
     };
     source.load_admin(false).map(|(token, _)| Some(token))
 }
