@@ -233,18 +233,23 @@ export class ChatroomWidget extends HTMLElement {
         text = "live";
         break;
       case "reconnecting":
-        text =
-          change.retryInMs === undefined
-            ? "reconnecting…"
-            : `reconnecting in ${Math.max(1, Math.round(change.retryInMs / 1000))} s`;
+        text = change.retryInMs === undefined ? "reconnecting…" : `reconnecting in ${duration(change.retryInMs)}`;
         break;
       case "stopped":
-        text = change.reason === "" ? "offline" : `offline: ${change.reason}`;
+        text = "offline";
         break;
     }
-    this.conn.textContent = clean(text);
+    this.conn.textContent = text;
     this.conn.title = clean(change.reason);
     const stopped = change.state === "stopped";
+    if (stopped) {
+      // Why it stopped stays in the status line: nothing will replace it.
+      window.clearTimeout(this.feedbackTimer);
+      this.feedback.textContent = clean(change.reason);
+      this.feedback.dataset.kind = "stopped";
+    } else if (this.feedback.dataset.kind === "stopped") {
+      this.showFeedback("");
+    }
     this.input.disabled = stopped;
     this.button.disabled = stopped;
     this.emit("chatroom:state", { ...change });
@@ -431,13 +436,12 @@ function messageBody(detail: MessageDetail): HTMLSpanElement[] {
 
 /** Why a send was refused, for people. */
 function refusalText(error: SendError): string {
-  const seconds = Math.max(1, Math.ceil(error.retryAfterMs / 1000));
-  const after = error.retryAfterMs > 0 ? `, try again in ${seconds} s` : "";
+  const after = error.retryAfterMs > 0 ? `, try again in ${duration(error.retryAfterMs)}` : "";
   switch (error.code) {
     case ErrorCode.RATE_LIMITED:
       return `slow down${after}`;
     case ErrorCode.MUTED:
-      return error.retryAfterMs > 0 ? `you are muted for ${seconds} s` : "you are muted";
+      return error.retryAfterMs > 0 ? `you are muted for ${duration(error.retryAfterMs)}` : "you are muted";
     case ErrorCode.BANNED:
       return "you are banned from this room";
     case ErrorCode.PAYLOAD_TOO_LARGE:
@@ -455,6 +459,12 @@ function refusalText(error: SendError): string {
 
 function errorDetail(error: SendError) {
   return { code: ErrorCode[error.code] ?? String(error.code), message: error.serverMessage, retryAfterMs: error.retryAfterMs };
+}
+
+/** `3 s`, or `12 min` from 90 s on; never below 1 s. */
+function duration(ms: number): string {
+  const seconds = Math.max(1, Math.ceil(ms / 1000));
+  return seconds < 90 ? `${seconds} s` : `${Math.ceil(seconds / 60)} min`;
 }
 
 function plural(n: bigint, word: string): string {

@@ -66,7 +66,7 @@ export const STYLES = `
   padding: 0.6em 0.9em;
   border-bottom: 1px solid var(--_border);
 }
-.room { font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.room { flex-shrink: 0; max-width: 50%; font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .online, .conn { color: var(--_muted); font-size: 0.9em; white-space: nowrap; }
 .conn { margin-left: auto; overflow: hidden; text-overflow: ellipsis; }
 .conn::before {

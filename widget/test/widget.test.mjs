@@ -275,3 +275,33 @@ test("after a server restart the widget resumes, marks the reset, and shows each
     await screenshot(alice, "restart-alice");
   });
 });
+
+test("refusals show why: rate limit, mute, then a ban that stops the panel", async () => {
+  await withServer(async (server, open) => {
+    const eve = await open("strict", "eve");
+    const input = eve.getByRole("textbox", { name: "Message" });
+    const feedback = eve.locator("chatroom-widget .feedback");
+    const say = async (text) => {
+      await input.fill(text);
+      await input.press("Enter");
+    };
+
+    await server.admin("PATCH", "/rooms/strict/config", { normal_per_s: 1, normal_burst: 1 });
+    await say("one");
+    await entry(eve, "one").waitFor();
+    await say("two, too soon");
+    await feedback.getByText(/^slow down, try again in \d+ s$/).waitFor();
+    assert.equal(await input.inputValue(), "two, too soon", "the refused text is given back");
+
+    await server.admin("PUT", "/rooms/strict/mutes/eve", { duration_s: 600 });
+    await say("can you hear me");
+    await feedback.getByText(/^you are muted( for \d+ (s|min))?$/).waitFor();
+
+    await server.admin("PUT", "/rooms/strict/bans/eve");
+    await widgetState(eve, "stopped");
+    await feedback.getByText("removed from strict: you are banned").waitFor();
+    assert.equal(await input.isDisabled(), true, "a banned panel takes no input");
+    await screenshot(eve, "banned");
+    assert.deepEqual(eve.errors, []);
+  });
+});
