@@ -1,5 +1,5 @@
 //! The node's HTTP surface: liveness, readiness and metrics, and in the
-//! embedded server the admin API.
+//! embedded server the admin API and the chat widget with its demo page.
 
 use std::sync::Arc;
 
@@ -20,13 +20,13 @@ struct Surface {
     metrics: Arc<Registry>,
 }
 
-/// Serves HTTP until `stop`: `/metrics` renders `metrics`, and `admin`'s
-/// routes are served too if given.
+/// Serves HTTP until `stop`: `/metrics` renders `metrics`, and the mode's
+/// own `routes` are served too if given.
 pub(crate) async fn serve(
     node: Arc<MsgNode>,
     metrics: Registry,
     listener: TcpListener,
-    admin: Option<Router>,
+    routes: Option<Router>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let surface = Surface {
@@ -38,8 +38,8 @@ pub(crate) async fn serve(
         .route("/readyz", get(ready))
         .route("/metrics", get(scrape))
         .with_state(surface);
-    if let Some(admin) = admin {
-        app = app.merge(admin);
+    if let Some(routes) = routes {
+        app = app.merge(routes);
     }
     axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())

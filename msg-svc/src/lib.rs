@@ -11,7 +11,8 @@
 //!   owners), `presence` (batched membership reports).
 //! - transports: `ws` (WebSocket), `quic` (QUIC, one stream per session),
 //!   `conn` (what both do with decoded frames), `http` (health, readiness,
-//!   metrics); `metrics` is what the node counts.
+//!   metrics); `metrics` is what the node counts; `widget` (the chat widget's
+//!   bundle and demo page, served by the embedded server).
 //! - modes: [`standalone`] (the embedded server, both roles in one process)
 //!   and [`cluster`] (one node of a cluster: ZooKeeper registry, `upstream`
 //!   links to every room service, redirects); `server` runs either.
@@ -38,6 +39,7 @@ mod session;
 mod sessions;
 mod shard;
 mod upstream;
+mod widget;
 mod ws;
 
 pub use node::NodeConfig;

@@ -81,8 +81,9 @@ struct ServeArgs {
     /// How long ZooKeeper keeps this node registered without hearing from it, ms.
     #[arg(long, env = "CHATROOM_ZK_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
     zk_session_timeout_ms: u64,
-    /// The WebSocket URL other nodes redirect this node's users to;
-    /// default: ws://WS_LISTEN/ws.
+    /// The WebSocket URL other nodes redirect this node's users to (and, in
+    /// standalone, the one the demo page connects to); default:
+    /// ws://WS_LISTEN/ws.
     #[arg(long, env = "CHATROOM_PUBLIC_URL")]
     public_url: Option<String>,
     /// WebSocket listen address (clients connect to ws://ADDR/ws).
@@ -371,6 +372,7 @@ fn standalone_config(args: &ServeArgs) -> anyhow::Result<(StandaloneConfig, Admi
         },
         drain_grace: Duration::from_millis(args.drain_grace_ms),
         admin_token: Some(admin_token),
+        public_url: args.public_url.clone(),
     };
     Ok((config, AdminSecret { source, created }))
 }
@@ -425,7 +427,8 @@ fn banner(
         }
         println!("  sha256     {}", quic.identity().fingerprint());
     }
-    println!("  http       http://{http}  (/healthz, /readyz, /metrics, /admin/v1)");
+    println!("  http       http://{http}  (/healthz, /readyz, /metrics, /admin/v1, /widget.js)");
+    println!("  demo       http://{http}/demo?room=demo");
     println!("  secret     {secret}");
     println!("  admin      {admin}");
     println!("  token      cargo run -p msg-svc -- token --user alice");

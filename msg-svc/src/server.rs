@@ -61,13 +61,14 @@ impl Running {
     /// Starts the node's tasks on `listeners`, with frames from the room
     /// services arriving on `down`. `/metrics` serves `metrics`, the mode's
     /// families, with the node's own added; the HTTP listener also serves
-    /// `admin`'s routes if given.
+    /// the mode's own `routes` if given (the embedded server's admin API and
+    /// widget).
     pub(crate) fn launch(
         node: Arc<MsgNode>,
         down: DownLinkRx,
         listeners: Listeners,
         mut metrics: Registry,
-        admin: Option<axum::Router>,
+        routes: Option<axum::Router>,
         drain_grace: Duration,
     ) -> Result<Self, ServeError> {
         let ws_addr = listeners.ws.local_addr()?;
@@ -97,7 +98,7 @@ impl Running {
         node.register_metrics(&mut metrics);
         let (http_node, http_stop) = (Arc::clone(&node), stop.clone());
         tasks.spawn(async move {
-            let served = http::serve(http_node, metrics, listeners.http, admin, http_stop);
+            let served = http::serve(http_node, metrics, listeners.http, routes, http_stop);
             if let Err(error) = served.await {
                 warn!(%error, "http server failed");
             }

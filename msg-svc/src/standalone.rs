@@ -1,6 +1,7 @@
 //! The embedded server: room service and message service in one process,
 //! linked by in-process channels, with in-memory state and no ZooKeeper or
-//! Redis. What a newcomer runs first and what most tests start.
+//! Redis. What a newcomer runs first and what most tests start. Its HTTP
+//! port also serves the admin API and the chat widget with its demo page.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use chatroom_cluster::registry::{Members, NodeInfo, Registration, Role};
 
 use crate::node::{ClusterView, MsgNode, NodeConfig};
 use crate::server::{Listeners, Running, ServeError};
+use crate::widget::{self, DemoSite};
 
 /// Frames in flight from the room service to the message service.
 const DOWNLINK_QUEUE: usize = 65_536;
@@ -33,6 +35,9 @@ pub struct StandaloneConfig {
     pub drain_grace: Duration,
     /// The admin API's token; without one the API refuses every request.
     pub admin_token: Option<AdminToken>,
+    /// The WebSocket URL the demo page (`/demo`) connects to; default: the
+    /// WebSocket listener's.
+    pub public_url: Option<String>,
 }
 
 /// The embedded server's node id, in both roles.
@@ -82,13 +87,20 @@ impl Standalone {
         let mut families = metrics::registry();
         registration.register_metrics(&mut families);
         rooms.register_metrics(&mut families);
-        let admin = AdminApi::new(rooms.clone(), config.admin_token, None).router();
+        let site = DemoSite {
+            node: Arc::clone(&node),
+            public_url: config.public_url.map(Arc::from),
+            ws_addr: listeners.ws.local_addr()?,
+        };
+        let routes = AdminApi::new(rooms.clone(), config.admin_token, None)
+            .router()
+            .merge(widget::routes(site));
         let running = Running::launch(
             node,
             down_rx,
             listeners,
             families,
-            Some(admin),
+            Some(routes),
             config.drain_grace,
         )?;
         info!(
