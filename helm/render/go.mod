@@ -1,0 +1,3 @@
+module chatroom/helm/render
+
+go 1.19
