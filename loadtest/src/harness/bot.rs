@@ -871,20 +871,36 @@ impl QuicLink {
     }
 }
 
-/// A TCP connection to `addr` (`ip:port`) from the local address `source`.
+/// `addr` (`ip:port` or `host:port`, e.g. a Kubernetes Service's name)
+/// resolved to an IPv4 address.
+pub(crate) async fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = addr.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| format!("resolve {addr}: {e}"))?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| format!("resolve {addr}: no IPv4 address"))
+}
+
+/// A TCP connection to `addr` (`ip:port` or `host:port`) from the local
+/// address `source` when the target is on this machine (loopback source
+/// addresses multiply the ephemeral ports); from the system's choice
+/// otherwise, e.g. a Job in a cluster.
 pub(crate) async fn connect_from(addr: &str, source: Ipv4Addr) -> Result<TcpStream, String> {
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|_| format!("target must be ip:port: {addr}"))?;
+    let addr = resolve(addr).await?;
     let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
-    // Without this, bind picks a port per source address at once and runs
-    // out at ~28k per address; with it, the port is chosen at connect time
-    // per destination.
-    setsockopt(&socket.as_fd(), sockopt::IpBindAddressNoPort, &true)
-        .map_err(|e| format!("setsockopt: {e}"))?;
-    socket
-        .bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))
-        .map_err(|e| format!("bind {source}: {e}"))?;
+    if addr.ip().is_loopback() {
+        // Without this, bind picks a port per source address at once and
+        // runs out at ~28k per address; with it, the port is chosen at
+        // connect time per destination.
+        setsockopt(&socket.as_fd(), sockopt::IpBindAddressNoPort, &true)
+            .map_err(|e| format!("setsockopt: {e}"))?;
+        socket
+            .bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))
+            .map_err(|e| format!("bind {source}: {e}"))?;
+    }
     let stream = socket
         .connect(addr)
         .await
@@ -898,11 +914,18 @@ pub(crate) async fn connect_from(addr: &str, source: Ipv4Addr) -> Result<TcpStre
 async fn open(shared: &Shared, url: &str, source: Ipv4Addr) -> Result<(Link, Vec<u8>), String> {
     if let Some(addr) = url.strip_prefix("quic://") {
         let addr = addr.trim_end_matches('/');
-        let remote: SocketAddr = addr
-            .parse()
-            .map_err(|_| format!("target must be quic://ip:port: {url}"))?;
+        let remote = resolve(addr).await?;
+        // Loopback source addresses reach only this machine.
+        let source = if remote.ip().is_loopback() {
+            source
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        };
         let endpoint = shared.quic_endpoint(source)?;
-        let host = remote.ip().to_string();
+        let host = match addr.rsplit_once(':') {
+            Some((name, _)) if name.parse::<IpAddr>().is_err() => name.to_owned(),
+            _ => remote.ip().to_string(),
+        };
         let connection = endpoint
             .connect(remote, &host)
             .map_err(|e| format!("connect: {e}"))?
