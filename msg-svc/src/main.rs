@@ -134,6 +134,13 @@ struct ServeArgs {
     /// without an Origin header (not a browser) is always allowed.
     #[arg(long, env = "CHATROOM_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Option<Vec<String>>,
+    /// Sends one session may make per second, on top of the room's limits
+    /// (admin and system sessions are exempt); 0 is unlimited.
+    #[arg(long, env = "CHATROOM_SESSION_SEND_PER_S", default_value_t = 20)]
+    session_send_per_s: u32,
+    /// Sends one session may make at once before --session-send-per-s applies.
+    #[arg(long, env = "CHATROOM_SESSION_SEND_BURST", default_value_t = 40)]
+    session_send_burst: u32,
     /// HTTP listen address (/healthz, /readyz).
     #[arg(long, env = "CHATROOM_HTTP_LISTEN", default_value = "127.0.0.1:7401")]
     http_listen: SocketAddr,
@@ -381,6 +388,10 @@ fn node_config(args: &ServeArgs) -> NodeConfig {
                 .filter(|o| !o.is_empty())
                 .collect()
         }),
+        session_send_rate: Rate {
+            per_s: args.session_send_per_s,
+            burst: args.session_send_burst.max(1),
+        },
         max_rooms_per_session: args.max_rooms_per_session,
         max_sessions_per_user: args.max_sessions_per_user,
         shards: args.shards.unwrap_or(cpus),

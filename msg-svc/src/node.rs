@@ -19,7 +19,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::admission::{IpAdmission, IpLimits};
+use crate::admission::{IpAdmission, IpLimits, Rate};
 use crate::metrics::NodeMetrics;
 use crate::presence::PresenceReports;
 use crate::room::{LocalRoom, RoomKey, Subscription};
@@ -50,6 +50,9 @@ pub struct NodeConfig {
     /// Browser origins a WebSocket upgrade may come from; `None` allows any.
     /// An upgrade without an `Origin` header (not a browser) is always let in.
     pub allowed_origins: Option<Vec<String>>,
+    /// Sends one session may make, on top of the room's own limits; admin
+    /// and system sessions are exempt.
+    pub session_send_rate: Rate,
     /// Rooms one session may join.
     pub max_rooms_per_session: usize,
     /// Sessions (devices) one user may hold on this node.
@@ -85,6 +88,10 @@ impl Default for NodeConfig {
             max_connections: 100_000,
             ip_limits: IpLimits::default(),
             allowed_origins: None,
+            session_send_rate: Rate {
+                per_s: 20,
+                burst: 40,
+            },
             max_rooms_per_session: 16,
             max_sessions_per_user: 16,
             max_outbound_bytes: 2 * 1024 * 1024,

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chatroom_proto::Message;
-use chatroom_proto::v1::{ClientFrame, Connect, KickReason, client_frame, server_frame};
+use chatroom_proto::v1::{ClientFrame, Connect, ErrorCode, KickReason, client_frame, server_frame};
 use msg_svc::{IpLimits, Rate};
 use support::{RawClient, RawQuic, Seen, TestServer, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -273,3 +273,55 @@ async fn a_quic_session_stalled_mid_length_prefix_is_kicked_by_the_heartbeat() {
     );
     assert!(took < 3 * heartbeat + Duration::from_secs(4), "{took:?}");
 }
+
+async fn a_session_sending_past_its_own_rate_is_rate_limited(transport: Transport) {
+    let server = TestServer::start_over_with(transport, |c| {
+        c.node.session_send_rate = Rate { per_s: 2, burst: 3 };
+    })
+    .await;
+    let (mut chatty, _) = RawClient::login(&server, "chatty").await;
+    chatty.join("lobby").await;
+    for i in 0..3 {
+        let body = chatty.say("lobby", i + 1, "hi").await;
+        assert!(matches!(body, server_frame::Body::SendAck(_)), "{body:?}");
+    }
+    let body = chatty.say("lobby", 4, "hi").await;
+    let server_frame::Body::Error(error) = body else {
+        panic!("expected RATE_LIMITED, got {body:?}");
+    };
+    assert_eq!(error.code, ErrorCode::RateLimited as i32);
+    assert!(
+        (1..=500).contains(&error.retry_after_ms),
+        "{}",
+        error.retry_after_ms
+    );
+    // Other sessions are not affected.
+    let (mut calm, _) = RawClient::login(&server, "calm").await;
+    calm.join("lobby").await;
+    let body = calm.say("lobby", 1, "hello").await;
+    assert!(matches!(body, server_frame::Body::SendAck(_)), "{body:?}");
+    // Admin and system sessions are exempt.
+    let mut admin = RawClient::connect_over(&server, transport).await;
+    let roles = chatroom_cluster::auth::Roles {
+        admin: true,
+        ..Default::default()
+    };
+    admin
+        .request(client_frame::Body::Connect(Connect {
+            token: server.token_with("mod", roles),
+            device_id: String::new(),
+        }))
+        .await;
+    admin.frame().await;
+    admin.join("lobby").await;
+    for i in 0..6 {
+        let body = admin.say("lobby", i + 1, "notice").await;
+        assert!(matches!(body, server_frame::Body::SendAck(_)), "{body:?}");
+    }
+    // After the wait, the session may send again.
+    tokio::time::sleep(Duration::from_millis(u64::from(error.retry_after_ms) + 50)).await;
+    let body = chatty.say("lobby", 5, "hi").await;
+    assert!(matches!(body, server_frame::Body::SendAck(_)), "{body:?}");
+}
+
+support::over_both!(a_session_sending_past_its_own_rate_is_rate_limited);
