@@ -273,6 +273,7 @@ fn send(node: &MsgNode, session: &Session, request_id: u64, send: Send) -> Resul
         session
             .take_send(node.config.session_send_rate, now)
             .map_err(|wait| {
+                node.metrics.send_rate_limited();
                 v1::Error::new(ErrorCode::RateLimited, "sending too fast")
                     .retry_after(u32::try_from(wait).unwrap_or(u32::MAX))
             })?;

@@ -26,7 +26,7 @@ use tracing::{Instrument, debug, info_span};
 
 use crate::admission::IpGuard;
 use crate::conn::{self, Batch, Fatal, decode_client_frame};
-use crate::metrics::Open;
+use crate::metrics::{self, Open};
 use crate::node::{MsgNode, NodeConfig};
 use crate::session::{QuicStream, Session, Transport};
 
@@ -110,6 +110,7 @@ pub(crate) async fn serve(node: Arc<MsgNode>, endpoint: Endpoint, stop: Cancella
         };
         if endpoint.open_connections() >= node.config.max_connections {
             debug!(remote = %incoming.remote_address(), "connection limit reached; refused");
+            node.metrics.refused(metrics::Refusal::NodeLimit);
             incoming.refuse();
             continue;
         }
@@ -121,6 +122,7 @@ pub(crate) async fn serve(node: Arc<MsgNode>, endpoint: Endpoint, stop: Cancella
             Ok(guard) => guard,
             Err(why) => {
                 debug!(remote = %incoming.remote_address(), %why, "refused");
+                node.metrics.refused(why.into());
                 incoming.refuse();
                 continue;
             }

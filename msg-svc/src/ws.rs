@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
 use crate::conn::{self, Batch, Fatal, decode_client_frame};
-use crate::metrics::Open;
+use crate::metrics::{self, Open};
 use crate::node::MsgNode;
 use crate::session::{Session, Transport};
 
@@ -46,6 +46,7 @@ async fn connection(node: Arc<MsgNode>, mut stream: TcpStream, remote: SocketAdd
     let (_open, others) = Open::count(node.metrics.ws_connections());
     if others >= node.config.max_connections {
         debug!("connection limit reached; refused");
+        node.metrics.refused(metrics::Refusal::NodeLimit);
         let refusal = Refusal::Busy.response();
         let _ = tokio::time::timeout(CLOSE_LINGER, stream.write_all(refusal.as_bytes())).await;
         return;
@@ -55,6 +56,7 @@ async fn connection(node: Arc<MsgNode>, mut stream: TcpStream, remote: SocketAdd
         Ok(guard) => guard,
         Err(why) => {
             debug!(%why, "refused");
+            node.metrics.refused(why.into());
             let refusal = Refusal::TooMany.response();
             let _ = tokio::time::timeout(CLOSE_LINGER, stream.write_all(refusal.as_bytes())).await;
             return;
@@ -70,6 +72,9 @@ async fn connection(node: Arc<MsgNode>, mut stream: TcpStream, remote: SocketAdd
         Ok(Ok(leftover)) => leftover,
         Ok(Err(error)) => {
             debug!(%error, "handshake refused");
+            if matches!(error, HandshakeError::Refused(Refusal::Forbidden)) {
+                node.metrics.refused(metrics::Refusal::Origin);
+            }
             return;
         }
         Err(_) => {

@@ -53,6 +53,19 @@ async fn upgrade(addr: SocketAddr, extra: &str) -> (TcpStream, String) {
     (tcp, String::from_utf8(head).unwrap())
 }
 
+/// The value of `series` in the server's `/metrics`.
+async fn metric(server: &TestServer, series: &str) -> f64 {
+    let mut tcp = TcpStream::connect(server.server.http_addr()).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
 /// Waits until `tcp` is closed by the server; returns how long that took.
 async fn closed_within(tcp: &mut TcpStream, bound: Duration) -> Duration {
     let start = Instant::now();
@@ -77,6 +90,11 @@ async fn websocket_connections_per_address_are_capped_and_freed_on_close() {
     let (_, refused) = upgrade(addr, "").await;
     assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
     assert!(refused.contains("Retry-After: 1"), "{refused}");
+    let counted = metric(
+        &server,
+        "chatroom_connections_refused_total{reason=\"address_count\"}",
+    );
+    assert_eq!(counted.await, 1.0);
     // Closing one frees its slot (once the server has let go of it).
     drop(first);
     let deadline = Instant::now() + support::PATIENCE;
@@ -129,6 +147,11 @@ async fn quic_connections_per_address_are_capped() {
         "{:?}",
         refused.err()
     );
+    let counted = metric(
+        &server,
+        "chatroom_connections_refused_total{reason=\"address_count\"}",
+    );
+    assert_eq!(counted.await, 1.0);
 }
 
 #[tokio::test]
@@ -158,6 +181,11 @@ async fn browser_origins_outside_the_allow_list_get_403() {
     let addr = server.server.ws_addr();
     let (_, refused) = upgrade(addr, "Origin: https://evil.example\r\n").await;
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    let counted = metric(
+        &server,
+        "chatroom_connections_refused_total{reason=\"origin\"}",
+    );
+    assert_eq!(counted.await, 1.0);
     let (_, ok) = upgrade(addr, "Origin: https://good.example\r\n").await;
     assert!(ok.starts_with("HTTP/1.1 101"), "{ok}");
     // Not a browser: no Origin, let in.
@@ -294,6 +322,10 @@ async fn a_session_sending_past_its_own_rate_is_rate_limited(transport: Transpor
         (1..=500).contains(&error.retry_after_ms),
         "{}",
         error.retry_after_ms
+    );
+    assert_eq!(
+        metric(&server, "chatroom_sends_rate_limited_total").await,
+        1.0
     );
     // Other sessions are not affected.
     let (mut calm, _) = RawClient::login(&server, "calm").await;
