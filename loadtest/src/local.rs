@@ -350,6 +350,10 @@ impl LocalCluster {
                 secret_file.display().to_string(),
                 "--heartbeat-ms".into(),
                 spec.heartbeat.as_millis().to_string(),
+                // Bots send as fast as the scenario's rate over its few
+                // senders: the rooms' limits are under test, not a session's.
+                "--session-send-per-s".into(),
+                "0".into(),
             ]);
             msg_svcs.push(NodeProcess {
                 log: dir.join(format!("{id}.log")),
@@ -534,6 +538,9 @@ pub fn spawn_standalone(dir: &Path, extra: &[String]) -> Result<NodeProcess, Clu
         dir.join("token-secret").display().to_string(),
         "--admin-token-file".into(),
         dir.join("admin-token").display().to_string(),
+        // As in a local cluster: the rooms' limits are under test.
+        "--session-send-per-s".into(),
+        "0".into(),
     ];
     command.extend(extra.iter().cloned());
     let mut node = NodeProcess {

@@ -268,6 +268,16 @@ fn send(node: &MsgNode, session: &Session, request_id: u64, send: Send) -> Resul
     let Some(identity) = session.identity() else {
         return Err(v1::Error::new(ErrorCode::Unauthenticated, "connect first"));
     };
+    if !identity.roles.privileged() {
+        let now = chatroom_cluster::clock::mono_millis();
+        session
+            .take_send(node.config.session_send_rate, now)
+            .map_err(|wait| {
+                node.metrics.send_rate_limited();
+                v1::Error::new(ErrorCode::RateLimited, "sending too fast")
+                    .retry_after(u32::try_from(wait).unwrap_or(u32::MAX))
+            })?;
+    }
     // Subscribed (with presence) at the current owner first, on the same
     // link, so the owner knows the sender before the send arrives.
     let Some(owner) = node.reconcile_room(&room) else {

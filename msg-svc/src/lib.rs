@@ -9,6 +9,8 @@
 //!   `room` (a room as this node holds it), `shard` (notifier tasks),
 //!   `handler` (what each client frame does), `downlink` (frames from room
 //!   owners), `presence` (batched membership reports).
+//! - abuse limits: `admission` (token buckets, per-address connection
+//!   count and rate), sans-I/O.
 //! - transports: `ws` (WebSocket), `quic` (QUIC, one stream per session),
 //!   `conn` (what both do with decoded frames), `http` (health, readiness,
 //!   metrics); `metrics` is what the node counts; `widget` (the chat widget's
@@ -25,6 +27,7 @@ pub mod standalone;
 pub use quic::{QuicError, QuicListener};
 pub use server::{Listeners, ServeError};
 
+mod admission;
 mod conn;
 mod downlink;
 mod handler;
@@ -42,4 +45,5 @@ mod upstream;
 mod widget;
 mod ws;
 
+pub use admission::{IpLimits, Rate};
 pub use node::NodeConfig;

@@ -14,7 +14,7 @@ use chatroom_cluster::telemetry::{self, LogArgs};
 use clap::{Args, Parser, Subcommand};
 use msg_svc::cluster::{self, ClusterConfig};
 use msg_svc::standalone::{self, StandaloneConfig};
-use msg_svc::{Listeners, NodeConfig, QuicListener};
+use msg_svc::{IpLimits, Listeners, NodeConfig, QuicListener, Rate};
 use room_svc::RoomServiceConfig;
 use room_svc::server::OpsArgs;
 use tokio::net::TcpListener;
@@ -113,6 +113,34 @@ struct ServeArgs {
     /// Client connections per transport; past it new ones are refused.
     #[arg(long, env = "CHATROOM_MAX_CONNECTIONS", default_value_t = 100_000)]
     max_connections: usize,
+    /// Connections one source address may hold open, per transport; 0 is
+    /// unlimited.
+    #[arg(long, env = "CHATROOM_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    max_connections_per_ip: usize,
+    /// Connections one source address may open per second, per transport;
+    /// 0 is unlimited.
+    #[arg(long, env = "CHATROOM_CONNECT_RATE_PER_IP", default_value_t = 20)]
+    connect_rate_per_ip: u32,
+    /// Connections one source address may open at once before
+    /// --connect-rate-per-ip applies.
+    #[arg(long, env = "CHATROOM_CONNECT_BURST_PER_IP", default_value_t = 100)]
+    connect_burst_per_ip: u32,
+    /// Apply the per-address limits to loopback too (by default loopback is
+    /// exempt: the load harness runs thousands of bots from 127.x.y.z).
+    #[arg(long, env = "CHATROOM_LIMIT_LOOPBACK")]
+    limit_loopback: bool,
+    /// Browser origins allowed to open a WebSocket, comma-separated exact
+    /// origins (`https://example.com`) or `*`; default: any. An upgrade
+    /// without an Origin header (not a browser) is always allowed.
+    #[arg(long, env = "CHATROOM_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Option<Vec<String>>,
+    /// Sends one session may make per second, on top of the room's limits
+    /// (admin and system sessions are exempt); 0 is unlimited.
+    #[arg(long, env = "CHATROOM_SESSION_SEND_PER_S", default_value_t = 20)]
+    session_send_per_s: u32,
+    /// Sends one session may make at once before --session-send-per-s applies.
+    #[arg(long, env = "CHATROOM_SESSION_SEND_BURST", default_value_t = 40)]
+    session_send_burst: u32,
     /// HTTP listen address (/healthz, /readyz).
     #[arg(long, env = "CHATROOM_HTTP_LISTEN", default_value = "127.0.0.1:7401")]
     http_listen: SocketAddr,
@@ -345,6 +373,25 @@ fn node_config(args: &ServeArgs) -> NodeConfig {
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(100)),
         max_frame_bytes: args.max_frame_bytes,
         max_connections: args.max_connections,
+        ip_limits: IpLimits {
+            max_connections: args.max_connections_per_ip,
+            connect_rate: Rate {
+                per_s: args.connect_rate_per_ip,
+                burst: args.connect_burst_per_ip.max(1),
+            },
+            exempt_loopback: !args.limit_loopback,
+        },
+        allowed_origins: args.allowed_origins.clone().map(|origins| {
+            origins
+                .into_iter()
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect()
+        }),
+        session_send_rate: Rate {
+            per_s: args.session_send_per_s,
+            burst: args.session_send_burst.max(1),
+        },
         max_rooms_per_session: args.max_rooms_per_session,
         max_sessions_per_user: args.max_sessions_per_user,
         shards: args.shards.unwrap_or(cpus),

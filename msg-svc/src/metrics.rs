@@ -29,6 +29,9 @@ pub(crate) struct NodeMetrics {
     ring_evictions: Labelled<Counter>,
     /// By cause: unanswered notifies, then a full outbound queue.
     slow_consumer_kicks: Labelled<Counter>,
+    /// By reason, in [`Refusal`] order.
+    connections_refused: Labelled<Counter>,
+    sends_rate_limited: Counter,
     /// What the shards count.
     pub(crate) rounds: RoundMetrics,
 }
@@ -46,6 +49,11 @@ impl Default for NodeMetrics {
             broadcast_messages: Counter::default(),
             pulls: Counter::default(),
             ring_evictions: Labelled::new("lane", ["normal", "priority"]),
+            connections_refused: Labelled::new(
+                "reason",
+                ["node_limit", "address_count", "address_rate", "origin"],
+            ),
+            sends_rate_limited: Counter::default(),
             rounds: RoundMetrics {
                 notifies_sent: Counter::default(),
                 notifies_suppressed: Counter::default(),
@@ -96,6 +104,16 @@ impl NodeMetrics {
     pub(crate) fn broadcast(&self, messages: usize) {
         self.broadcasts.inc();
         self.broadcast_messages.inc_by(messages as u64);
+    }
+
+    /// A connection was refused before it became a session.
+    pub(crate) fn refused(&self, reason: Refusal) {
+        self.connections_refused.series(reason as usize).inc();
+    }
+
+    /// A send was refused by its session's own send rate.
+    pub(crate) fn send_rate_limited(&self) {
+        self.sends_rate_limited.inc();
     }
 
     /// A Pull was answered.
@@ -158,7 +176,38 @@ impl NodeMetrics {
             "Sessions closed as slow consumers, by cause: notifies left unanswered too \
              long, or replies queued past the outbound bound",
         );
+        self.connections_refused.register(
+            registry,
+            "connections_refused",
+            "Client connections refused before their session, both transports, by \
+             reason: the node's limit, the source address's count or rate, or a \
+             browser origin not allowed",
+        );
+        registry.register(
+            "sends_rate_limited",
+            "Sends refused with RATE_LIMITED by the session's own send rate, before \
+             reaching the room",
+            self.sends_rate_limited.clone(),
+        );
         self.rounds.register(registry);
+    }
+}
+
+/// Why a connection was refused, as `connections_refused` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    NodeLimit = 0,
+    AddressCount = 1,
+    AddressRate = 2,
+    Origin = 3,
+}
+
+impl From<crate::admission::Refused> for Refusal {
+    fn from(refused: crate::admission::Refused) -> Self {
+        match refused {
+            crate::admission::Refused::TooMany => Self::AddressCount,
+            crate::admission::Refused::TooFast => Self::AddressRate,
+        }
     }
 }
 

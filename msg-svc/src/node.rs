@@ -19,6 +19,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::admission::{IpAdmission, IpLimits, Rate};
 use crate::metrics::NodeMetrics;
 use crate::presence::PresenceReports;
 use crate::room::{LocalRoom, RoomKey, Subscription};
@@ -44,6 +45,14 @@ pub struct NodeConfig {
     /// Client connections per transport; past it new ones are refused
     /// (WebSocket: 503, QUIC: CONNECTION_REFUSED).
     pub max_connections: usize,
+    /// What one source address may open, per transport.
+    pub ip_limits: IpLimits,
+    /// Browser origins a WebSocket upgrade may come from; `None` allows any.
+    /// An upgrade without an `Origin` header (not a browser) is always let in.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Sends one session may make, on top of the room's own limits; admin
+    /// and system sessions are exempt.
+    pub session_send_rate: Rate,
     /// Rooms one session may join.
     pub max_rooms_per_session: usize,
     /// Sessions (devices) one user may hold on this node.
@@ -77,6 +86,12 @@ impl Default for NodeConfig {
             connect_timeout: Duration::from_secs(10),
             max_frame_bytes: 64 * 1024,
             max_connections: 100_000,
+            ip_limits: IpLimits::default(),
+            allowed_origins: None,
+            session_send_rate: Rate {
+                per_s: 20,
+                burst: 40,
+            },
             max_rooms_per_session: 16,
             max_sessions_per_user: 16,
             max_outbound_bytes: 2 * 1024 * 1024,
@@ -132,6 +147,10 @@ pub(crate) struct MsgNode {
     pub(crate) tokens: TokenKey,
     pub(crate) uplink: Arc<dyn UpLink>,
     pub(crate) sessions: SessionTable,
+    /// Per-address admission of WebSocket connections.
+    pub(crate) ws_admission: Arc<IpAdmission>,
+    /// Per-address admission of QUIC connections.
+    pub(crate) quic_admission: Arc<IpAdmission>,
     rooms: Mutex<HashMap<Arc<str>, Arc<LocalRoom>>>,
     shards: Vec<ShardTx>,
     pub(crate) presence: PresenceReports,
@@ -156,6 +175,8 @@ impl MsgNode {
             .map(|_| shard::spawn(config.shard_queue, limits, metrics.rounds.clone()))
             .collect();
         Arc::new(Self {
+            ws_admission: IpAdmission::new(config.ip_limits),
+            quic_admission: IpAdmission::new(config.ip_limits),
             config,
             view,
             tokens,
@@ -499,6 +520,8 @@ impl MsgNode {
 
     /// Heartbeat and connect deadlines; reaping rooms nobody here is in.
     fn sweep(&self, now: u64) {
+        self.ws_admission.prune(now);
+        self.quic_admission.prune(now);
         let silent_for = 3 * self.config.heartbeat.as_millis() as u64;
         let connect_for = self.config.connect_timeout.as_millis() as u64;
         for session in self.sessions.all() {

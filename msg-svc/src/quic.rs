@@ -24,8 +24,9 @@ use quinn::{Connection, Endpoint, Incoming, RecvStream, VarInt};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
+use crate::admission::IpGuard;
 use crate::conn::{self, Batch, Fatal, decode_client_frame};
-use crate::metrics::Open;
+use crate::metrics::{self, Open};
 use crate::node::{MsgNode, NodeConfig};
 use crate::session::{QuicStream, Session, Transport};
 
@@ -109,17 +110,32 @@ pub(crate) async fn serve(node: Arc<MsgNode>, endpoint: Endpoint, stop: Cancella
         };
         if endpoint.open_connections() >= node.config.max_connections {
             debug!(remote = %incoming.remote_address(), "connection limit reached; refused");
+            node.metrics.refused(metrics::Refusal::NodeLimit);
             incoming.refuse();
             continue;
         }
+        let now = chatroom_cluster::clock::mono_millis();
+        let admitted = match node
+            .quic_admission
+            .admit(incoming.remote_address().ip(), now)
+        {
+            Ok(guard) => guard,
+            Err(why) => {
+                debug!(remote = %incoming.remote_address(), %why, "refused");
+                node.metrics.refused(why.into());
+                incoming.refuse();
+                continue;
+            }
+        };
         let span = info_span!("conn", remote = %incoming.remote_address(), transport = "quic");
-        tokio::spawn(connection(Arc::clone(&node), incoming).instrument(span));
+        tokio::spawn(connection(Arc::clone(&node), incoming, admitted).instrument(span));
     }
     // Draining: refuse new connections instead of leaving them queued.
     endpoint.set_server_config(None);
 }
 
-async fn connection(node: Arc<MsgNode>, incoming: Incoming) {
+/// `_admitted` holds the address's slot for the connection's life.
+async fn connection(node: Arc<MsgNode>, incoming: Incoming, _admitted: IpGuard) {
     // The endpoint's own count enforces the limit; this one is for metrics.
     let _open = Open::count(node.metrics.quic_connections());
     let remote = incoming.remote_address();

@@ -40,6 +40,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::debug;
 
+use crate::admission::{Rate, TokenBucket};
 use crate::notifier::{Delivery, SessionId};
 use crate::room::LocalRoom;
 
@@ -126,6 +127,8 @@ pub(crate) struct Session {
     /// Sends forwarded and not yet answered: (request id, owner node id), so
     /// they can be failed at once if their link to the owner drops.
     sends: Mutex<Vec<(u64, String)>>,
+    /// The session's own send rate, on top of its rooms'.
+    send_bucket: Mutex<TokenBucket>,
 }
 
 impl Session {
@@ -151,6 +154,7 @@ impl Session {
             last_seen: AtomicU64::new(now_ms),
             rooms: Mutex::new(Vec::new()),
             sends: Mutex::new(Vec::new()),
+            send_bucket: Mutex::new(TokenBucket::new(now_ms)),
         }
     }
 
@@ -173,6 +177,12 @@ impl Session {
 
     pub(crate) fn rooms(&self) -> parking_lot::MutexGuard<'_, Vec<Arc<LocalRoom>>> {
         self.rooms.lock()
+    }
+
+    /// Takes one send from the session's budget; when it is spent, how many
+    /// ms until the next.
+    pub(crate) fn take_send(&self, rate: Rate, now_ms: u64) -> Result<(), u64> {
+        self.send_bucket.lock().take(rate, now_ms)
     }
 
     /// Records a send forwarded to `owner`; false when `limit` sends are in

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
 use crate::conn::{self, Batch, Fatal, decode_client_frame};
-use crate::metrics::Open;
+use crate::metrics::{self, Open};
 use crate::node::MsgNode;
 use crate::session::{Session, Transport};
 
@@ -46,17 +46,35 @@ async fn connection(node: Arc<MsgNode>, mut stream: TcpStream, remote: SocketAdd
     let (_open, others) = Open::count(node.metrics.ws_connections());
     if others >= node.config.max_connections {
         debug!("connection limit reached; refused");
+        node.metrics.refused(metrics::Refusal::NodeLimit);
         let refusal = Refusal::Busy.response();
         let _ = tokio::time::timeout(CLOSE_LINGER, stream.write_all(refusal.as_bytes())).await;
         return;
     }
+    let now = chatroom_cluster::clock::mono_millis();
+    let _admitted = match node.ws_admission.admit(remote.ip(), now) {
+        Ok(guard) => guard,
+        Err(why) => {
+            debug!(%why, "refused");
+            node.metrics.refused(why.into());
+            let refusal = Refusal::TooMany.response();
+            let _ = tokio::time::timeout(CLOSE_LINGER, stream.write_all(refusal.as_bytes())).await;
+            return;
+        }
+    };
     // Boxed: the handshake's buffers would otherwise size this task's future,
     // and every idle connection would carry them for its whole life.
-    let handshake = Box::pin(handshake(&mut stream));
+    let handshake = Box::pin(handshake(
+        &mut stream,
+        node.config.allowed_origins.as_deref(),
+    ));
     let leftover = match tokio::time::timeout(node.config.connect_timeout, handshake).await {
         Ok(Ok(leftover)) => leftover,
         Ok(Err(error)) => {
             debug!(%error, "handshake refused");
+            if matches!(error, HandshakeError::Refused(Refusal::Forbidden)) {
+                node.metrics.refused(metrics::Refusal::Origin);
+            }
             return;
         }
         Err(_) => {
@@ -330,7 +348,10 @@ impl FrameReader {
 
 /// Reads the HTTP upgrade request, answers it, and returns any bytes that
 /// followed the request (the client's first frames).
-async fn handshake(stream: &mut TcpStream) -> Result<Vec<u8>, HandshakeError> {
+async fn handshake(
+    stream: &mut TcpStream,
+    origins: Option<&[String]>,
+) -> Result<Vec<u8>, HandshakeError> {
     let mut buf = Vec::with_capacity(1024);
     let (end, key) = loop {
         let mut chunk = [0u8; 1024];
@@ -342,7 +363,7 @@ async fn handshake(stream: &mut TcpStream) -> Result<Vec<u8>, HandshakeError> {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&buf) {
-            Ok(httparse::Status::Complete(end)) => match upgrade_key(&request) {
+            Ok(httparse::Status::Complete(end)) => match upgrade_key(&request, origins) {
                 Ok(key) => break (end, key),
                 Err(refusal) => {
                     let _ = stream.write_all(refusal.response().as_bytes()).await;
@@ -365,7 +386,10 @@ async fn handshake(stream: &mut TcpStream) -> Result<Vec<u8>, HandshakeError> {
     Ok(buf.split_off(end))
 }
 
-fn upgrade_key(request: &httparse::Request<'_, '_>) -> Result<String, Refusal> {
+fn upgrade_key(
+    request: &httparse::Request<'_, '_>,
+    origins: Option<&[String]>,
+) -> Result<String, Refusal> {
     if request.method != Some("GET") {
         return Err(Refusal::BadRequest("method must be GET"));
     }
@@ -383,6 +407,16 @@ fn upgrade_key(request: &httparse::Request<'_, '_>) -> Result<String, Refusal> {
     let has_token = |name: &str, token: &str| {
         header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
+    // Browsers always send Origin; other clients need not, and are let in.
+    if let (Some(allowed), Some(origin)) = (origins, header("origin")) {
+        let origin = origin.trim();
+        if !allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+        {
+            return Err(Refusal::Forbidden);
+        }
+    }
     if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
         return Err(Refusal::UpgradeRequired);
     }
@@ -403,6 +437,10 @@ enum Refusal {
     UpgradeRequired,
     /// The node holds as many connections as it may.
     Busy,
+    /// The client's address holds, or opens, as many connections as it may.
+    TooMany,
+    /// A browser page from an origin not on the allow-list.
+    Forbidden,
 }
 
 impl Refusal {
@@ -418,8 +456,13 @@ impl Refusal {
                 "503 Service Unavailable",
                 "connection limit reached; try again",
             ),
+            Self::TooMany => (
+                "429 Too Many Requests",
+                "too many connections from this address; try again",
+            ),
+            Self::Forbidden => ("403 Forbidden", "origin not allowed"),
         };
-        let retry = if self == Self::Busy {
+        let retry = if matches!(self, Self::Busy | Self::TooMany) {
             "Retry-After: 1\r\n"
         } else {
             ""

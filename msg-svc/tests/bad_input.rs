@@ -344,7 +344,12 @@ async fn protocol_violations_below_the_chat_protocol_close_with_a_reason() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_and_dropped() {
-    let server = TestServer::start_with(|c| c.node.max_outbound_bytes = 256 * 1024).await;
+    let server = TestServer::start_with(|c| {
+        c.node.max_outbound_bytes = 256 * 1024;
+        // The writer fills the room as fast as it can.
+        c.node.session_send_rate = msg_svc::Rate { per_s: 0, burst: 0 };
+    })
+    .await;
     let mut calm = Bystanders::start(&server).await;
     let rooms = server.server.rooms();
     let mut config = room_svc::core::default_room_config();

@@ -145,7 +145,11 @@ async fn two_users_receive_each_others_messages_in_ts_order(transport: Transport
 async fn a_flood_is_rate_limited_while_a_priority_notice_reaches_every_member(
     transport: Transport,
 ) {
-    let server = TestServer::start_over(transport).await;
+    // The room's limits are under test, not the session's own.
+    let server = TestServer::start_over_with(transport, |c| {
+        c.node.session_send_rate = msg_svc::Rate { per_s: 0, burst: 0 };
+    })
+    .await;
     // A small ring, so the flood really overflows the receivers' lane.
     configure(&server, "stage", |c| c.normal_ring = 16).await;
     let (flooder, _flood_events) = connect(&server, "flooder").await;
@@ -467,7 +471,11 @@ async fn a_cursor_resumed_after_reconnect_returns_exactly_the_missed_messages(
 }
 
 async fn a_cursorless_joiner_gets_the_last_few_messages(transport: Transport) {
-    let server = TestServer::start_over(transport).await;
+    // The room's limits are under test, not the session's own.
+    let server = TestServer::start_over_with(transport, |c| {
+        c.node.session_send_rate = msg_svc::Rate { per_s: 0, burst: 0 };
+    })
+    .await;
     let (writer, _events) = connect(&server, "writer").await;
     join(&writer, "hall").await;
     for i in 0..60 {
