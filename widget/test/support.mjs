@@ -81,6 +81,10 @@ export class Server {
         "2000",
         "--drain-grace-ms",
         "1000",
+        // The flood test sends a whole room's flood from one page: only the
+        // room's own limits apply here, as in the load harness's servers.
+        "--session-send-per-s",
+        "0",
       ],
       { env: { ...process.env, XDG_STATE_HOME: join(this.dir, "state") }, stdio: ["ignore", log, log] },
     );
