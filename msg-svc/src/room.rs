@@ -126,11 +126,15 @@ impl Downstream {
             evicted_priority: take(&self.evicted_priority),
             slow_consumer_kicks: take(&self.slow_consumer_kicks),
         };
-        let empty = RoomReport {
-            room_id: report.room_id.clone(),
-            ..RoomReport::default()
-        };
-        (report != empty).then_some(report)
+        let counts = [
+            report.delivered,
+            report.skipped_normal,
+            report.skipped_priority,
+            report.evicted_normal,
+            report.evicted_priority,
+            report.slow_consumer_kicks,
+        ];
+        counts.iter().any(|&n| n > 0).then_some(report)
     }
 
     /// Puts back a report that could not be sent, for the next one.

@@ -201,7 +201,7 @@ fn relay(reply: Reply) -> Response {
 
 /// A peer that did not answer: the caller may retry (the room may be
 /// moving, or the peer restarting).
-pub(crate) fn unreachable_peer(error: &HttpError) -> ApiError {
+fn unreachable_peer(error: &HttpError) -> ApiError {
     ApiError::new(
         StatusCode::BAD_GATEWAY,
         "owner_unreachable",

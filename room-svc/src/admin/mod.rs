@@ -41,8 +41,8 @@ use crate::core::moderation::List;
 use crate::core::{ConfigPatch, RankBy, RoomStats, RoomSummary};
 use crate::service::{ConfigChange, ModerationList, RoomService, RoomSettings};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+use forward::Owner;
 pub use forward::{FORWARDED, Peers};
-use forward::{Owner, unreachable_peer};
 
 /// Where the API's routes start.
 pub const PREFIX: &str = "/admin/v1";
@@ -321,14 +321,13 @@ async fn busiest(
             .map_or("/admin/v1/rooms", |path| path.as_str());
         let auth = request.headers().get(header::AUTHORIZATION);
         for (node, answer) in peers.ask_others(path, auth).await {
-            match answer.map_err(|error| unreachable_peer(&error).message) {
-                Ok(reply) if reply.status.is_success() => {
-                    match serde_json::from_slice::<TopRooms>(&reply.body) {
-                        Ok(theirs) => rooms.extend(theirs.rooms),
-                        Err(_) => unreachable.push(node),
-                    }
-                }
-                Ok(_) | Err(_) => unreachable.push(node),
+            let theirs = answer
+                .ok()
+                .filter(|reply| reply.status.is_success())
+                .and_then(|reply| serde_json::from_slice::<TopRooms>(&reply.body).ok());
+            match theirs {
+                Some(theirs) => rooms.extend(theirs.rooms),
+                None => unreachable.push(node),
             }
         }
         query.by.top(&mut rooms, query.limit);

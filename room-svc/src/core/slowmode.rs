@@ -40,16 +40,6 @@ impl SlowMode {
             self.kept = self.last_ns.len();
         }
     }
-
-    /// Members remembered.
-    pub fn len(&self) -> usize {
-        self.last_ns.len()
-    }
-
-    /// Whether nobody is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.last_ns.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -76,21 +66,21 @@ mod tests {
         for i in 0..PRUNE_FLOOR - 1 {
             slow.posted(&format!("u{i}"), 0, S);
         }
-        assert_eq!(slow.len(), PRUNE_FLOOR - 1);
+        assert_eq!(slow.last_ns.len(), PRUNE_FLOOR - 1);
         // The next post reaches the floor, long after the others expired.
         slow.posted("late", 10 * S, S);
-        assert_eq!(slow.len(), 1);
+        assert_eq!(slow.last_ns.len(), 1);
         for i in 0..10_000u64 {
             slow.posted(&format!("v{i}"), 20 * S + i, S);
         }
-        assert!(slow.len() <= 10_001 && slow.len() >= 10_000);
+        assert!(slow.last_ns.len() <= 10_001 && slow.last_ns.len() >= 10_000);
         for i in 0..10_000u64 {
             slow.posted(&format!("w{i}"), 30 * S + i, S);
         }
         assert!(
-            slow.len() < 15_000,
+            slow.last_ns.len() < 15_000,
             "the v entries were pruned: {}",
-            slow.len()
+            slow.last_ns.len()
         );
     }
 }
