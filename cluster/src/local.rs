@@ -52,7 +52,7 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> LocalError {
 pub enum ServerKind {
     /// Apache ZooKeeper, standalone.
     ZooKeeper,
-    /// Redis, with persistence off.
+    /// Redis: nothing written to disk unless started durable.
     Redis,
     /// NATS, the load harness's reference broker.
     Nats,
@@ -74,6 +74,8 @@ pub struct LocalServer {
     kind: ServerKind,
     port: u16,
     dir: PathBuf,
+    /// Redis: an append-only file synced on every write.
+    durable: bool,
     child: Option<Child>,
 }
 
@@ -89,21 +91,35 @@ impl LocalServer {
         Self::start(ServerKind::Redis, dir, free_port()?)
     }
 
+    /// Starts Redis with every write in an append-only file, synced before
+    /// it answers, so a restart (or kill -9) keeps all it acknowledged.
+    pub fn durable_redis(dir: &Path) -> Result<Self, LocalError> {
+        let mut server = Self::new(ServerKind::Redis, dir, free_port()?)?;
+        server.durable = true;
+        server.spawn()?;
+        Ok(server)
+    }
+
     /// Starts Debian's nats-server with its defaults and waits for its INFO.
     pub fn nats(dir: &Path) -> Result<Self, LocalError> {
         Self::start(ServerKind::Nats, dir, free_port()?)
     }
 
     fn start(kind: ServerKind, dir: &Path, port: u16) -> Result<Self, LocalError> {
+        let mut server = Self::new(kind, dir, port)?;
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn new(kind: ServerKind, dir: &Path, port: u16) -> Result<Self, LocalError> {
         fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
-        let mut server = Self {
+        Ok(Self {
             kind,
             port,
             dir: dir.to_owned(),
+            durable: false,
             child: None,
-        };
-        server.spawn()?;
-        Ok(server)
+        })
     }
 
     fn spawn(&mut self) -> Result<(), LocalError> {
@@ -158,7 +174,12 @@ impl LocalServer {
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(if self.durable {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .arg("--dir")
             .arg(&self.dir);
         command

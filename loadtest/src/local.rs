@@ -85,6 +85,12 @@ pub struct ClusterSpec {
     pub bin_dir: Option<PathBuf>,
     /// Extra `--flag value` pairs for every node (e.g. `--log debug`).
     pub node_args: Vec<String>,
+    /// The link address each room-svc registers in place of its own, in
+    /// order (a proxy in front of it); missing entries register their own.
+    pub public_link_addrs: Vec<String>,
+    /// Redis writes every change to an append-only file before answering,
+    /// so a restarted Redis has all it acknowledged.
+    pub durable_redis: bool,
 }
 
 impl Default for ClusterSpec {
@@ -96,6 +102,8 @@ impl Default for ClusterSpec {
             heartbeat: Duration::from_secs(10),
             bin_dir: None,
             node_args: Vec::new(),
+            public_link_addrs: Vec::new(),
+            durable_redis: false,
         }
     }
 }
@@ -113,6 +121,8 @@ pub struct NodeProcess {
     pub quic_url: Option<String>,
     /// Its health and readiness endpoint, `host:port`.
     pub http_addr: String,
+    /// room-svc: where it listens for node links, `host:port`.
+    pub link_addr: Option<String>,
     command: Vec<String>,
     binary: PathBuf,
     log: PathBuf,
@@ -146,7 +156,7 @@ impl NodeProcess {
     pub fn wait_ready(&mut self) -> Result<(), ClusterError> {
         let deadline = Instant::now() + READY_WITHIN;
         while Instant::now() < deadline {
-            if http_get(&self.http_addr, "/readyz").is_some_and(|(status, _)| status == 200) {
+            if self.is_ready() {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut()
@@ -159,23 +169,34 @@ impl NodeProcess {
         Err(self.not_ready())
     }
 
+    /// Whether `/readyz` answers 200 now.
+    pub fn is_ready(&self) -> bool {
+        http_get(&self.http_addr, "/readyz").is_some_and(|(status, _)| status == 200)
+    }
+
     /// Waits until the node's registry view holds `(room_svcs, msg_svcs)`
     /// nodes: until then placement may differ between nodes.
-    pub fn wait_members(&self, (room_svcs, msg_svcs): (usize, usize)) -> Result<(), ClusterError> {
-        let want = [
-            format!("chatroom_cluster_members{{role=\"room-svc\"}} {room_svcs}"),
-            format!("chatroom_cluster_members{{role=\"msg-svc\"}} {msg_svcs}"),
-        ];
+    pub fn wait_members(&self, members: (usize, usize)) -> Result<(), ClusterError> {
         let deadline = Instant::now() + READY_WITHIN;
         while Instant::now() < deadline {
-            if let Some((200, metrics)) = http_get(&self.http_addr, "/metrics")
-                && want.iter().all(|line| metrics.lines().any(|l| l == line))
-            {
+            if self.sees_members(members) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(self.not_ready())
+    }
+
+    /// Whether the node's registry view holds `(room_svcs, msg_svcs)` nodes
+    /// now.
+    pub fn sees_members(&self, (room_svcs, msg_svcs): (usize, usize)) -> bool {
+        let want = [
+            format!("chatroom_cluster_members{{role=\"room-svc\"}} {room_svcs}"),
+            format!("chatroom_cluster_members{{role=\"msg-svc\"}} {msg_svcs}"),
+        ];
+        http_get(&self.http_addr, "/metrics").is_some_and(|(status, metrics)| {
+            status == 200 && want.iter().all(|line| metrics.lines().any(|l| l == line))
+        })
     }
 
     fn not_ready(&self) -> ClusterError {
@@ -274,7 +295,11 @@ impl LocalCluster {
         };
         let (room_bin, msg_bin) = (binary("room-svc")?, binary("msg-svc")?);
         let zookeeper = LocalServer::zookeeper(&dir.join("zookeeper"))?;
-        let redis = LocalServer::redis(&dir.join("redis"))?;
+        let redis = if spec.durable_redis {
+            LocalServer::durable_redis(&dir.join("redis"))?
+        } else {
+            LocalServer::redis(&dir.join("redis"))?
+        };
         let secret_file = dir.join("token-secret");
         SecretSource::File(secret_file.clone()).load(true)?;
         let admin_token_file = dir.join("admin-token");
@@ -305,17 +330,21 @@ impl LocalCluster {
         for i in 1..=spec.room_svcs {
             let id = format!("room-svc-{i}");
             let http_addr = format!("127.0.0.1:{}", free_port()?);
+            let link_addr = format!("127.0.0.1:{}", free_port()?);
             let mut command = common(&id);
             command.extend([
                 "--redis".into(),
                 redis.redis_url(),
                 "--link-listen".into(),
-                format!("127.0.0.1:{}", free_port()?),
+                link_addr.clone(),
                 "--http-listen".into(),
                 http_addr.clone(),
                 "--admin-token-file".into(),
                 admin_token_file.display().to_string(),
             ]);
+            if let Some(public) = spec.public_link_addrs.get(i - 1) {
+                command.extend(["--public-link-addr".into(), public.clone()]);
+            }
             room_svcs.push(NodeProcess {
                 log: dir.join(format!("{id}.log")),
                 id,
@@ -323,6 +352,7 @@ impl LocalCluster {
                 ws_url: None,
                 quic_url: None,
                 http_addr,
+                link_addr: Some(link_addr),
                 command,
                 binary: room_bin.clone(),
                 child: None,
@@ -362,6 +392,7 @@ impl LocalCluster {
                 ws_url: Some(format!("ws://{ws_addr}/ws")),
                 quic_url: Some(format!("quic://{quic_addr}")),
                 http_addr,
+                link_addr: None,
                 command,
                 binary: msg_bin.clone(),
                 child: None,
@@ -549,6 +580,7 @@ pub fn spawn_standalone(dir: &Path, extra: &[String]) -> Result<NodeProcess, Clu
         ws_url: Some(format!("ws://{ws_addr}/ws")),
         quic_url: Some(format!("quic://{quic_addr}")),
         http_addr,
+        link_addr: None,
         command,
         binary,
         log: dir.join("standalone.log"),
