@@ -247,6 +247,9 @@ pub(crate) async fn keep_playing(shared: &Shared, user: u64, player: &mut impl P
             }
         }
         shared.resumed.set(shared.resumed.get() + 1);
+        // Back in: the next loss starts a fresh series of attempts, as an
+        // app's reconnect backoff does.
+        resumes = 0;
     }
 }
 
@@ -302,7 +305,8 @@ pub(crate) fn keep_rest(partial: &mut Vec<u8>, rest: &[u8]) {
     }
 }
 
-/// Times a bot comes back after losing its connection before it gives up.
+/// Attempts in a row a bot makes to come back after losing its connection
+/// before it gives up.
 const MAX_RESUMES: u32 = 5;
 
 /// The pause before resume number `attempt`: a second per attempt, spread

@@ -120,7 +120,15 @@ impl Target {
             ..ClusterSpec::default()
         };
         let cluster = LocalCluster::start(&spec, &dir)?;
-        let secret = read_secret(&dir.join("token-secret"))?;
+        let mut target = Self::cluster(&cluster, transport)?;
+        target._cluster = Some(cluster);
+        Ok(target)
+    }
+
+    /// A local cluster the caller started and keeps (to fail its processes
+    /// during the run): its processes are measured as they were at the start.
+    pub fn cluster(cluster: &LocalCluster, transport: Transport) -> anyhow::Result<Self> {
+        let secret = read_secret(&cluster.dir().join("token-secret"))?;
         Ok(Self {
             urls: match transport {
                 Transport::Ws => cluster.ws_urls(),
@@ -138,11 +146,12 @@ impl Target {
                 .collect(),
             name: format!(
                 "chatroom cluster ({} room-svc + {} msg-svc, spawned here)",
-                spec.room_svcs, spec.msg_svcs
+                cluster.room_svcs.len(),
+                cluster.msg_svcs.len()
             ),
             protocol: Protocol::Chatroom,
             _standalone: None,
-            _cluster: Some(cluster),
+            _cluster: None,
             _nats: None,
         })
     }
@@ -192,6 +201,19 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
 
 /// Runs `scenario` against `target` with real connections.
 pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow::Result<Report> {
+    let measured = tokio::time::sleep(Duration::from_secs(args.duration));
+    Ok(run_until(scenario, args, target, measured).await?.0)
+}
+
+/// Runs `scenario` against `target` with a measured phase that lasts until
+/// `until` completes (at least until every user joined, in a join storm);
+/// returns the report and what `until` gave.
+pub async fn run_until<T>(
+    scenario: &Scenario,
+    args: &RunArgs,
+    target: &Target,
+    until: impl Future<Output = T>,
+) -> anyhow::Result<(Report, T)> {
     let rooms = scenario.rooms(args);
     let users: u64 = rooms.iter().map(|r| r.users).sum();
     let receiving = args
@@ -236,24 +258,27 @@ pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow
     let started = Instant::now();
 
     let mut seconds = Seconds::default();
-    let measured = Duration::from_secs(args.duration);
     let join_storm = matches!(scenario, Scenario::JoinStorm);
-    loop {
-        let left = measured.saturating_sub(started.elapsed());
-        if left.is_zero() && (!join_storm || seconds.joined >= connected) {
-            break;
+    let mut until = std::pin::pin!(until);
+    let mut ended = None;
+    let ended = loop {
+        if let Some(out) = ended.take_if(|_| !join_storm || seconds.joined >= connected) {
+            break out;
         }
-        let wait = if join_storm {
+        // A join storm's joins must keep coming; other runs wait for `until`.
+        let patience = if join_storm {
             Duration::from_secs(60)
         } else {
-            left
+            Duration::MAX
         };
-        match tokio::time::timeout(wait, fleet.next()).await {
-            Ok(event) => seconds.absorb(event?)?,
-            Err(_) if join_storm => bail!("joins stopped at {} of {connected}", seconds.joined),
-            Err(_) => {}
+        tokio::select! {
+            out = &mut until, if ended.is_none() => ended = Some(out),
+            event = tokio::time::timeout(patience, fleet.next()) => match event {
+                Ok(event) => seconds.absorb(event?)?,
+                Err(_) => bail!("joins stopped at {} of {connected}", seconds.joined),
+            },
         }
-    }
+    };
     let duration_s = started.elapsed().as_secs_f64();
     fleet.tell(&Command::StopSending)?;
     let mut targets = BTreeMap::new();
@@ -319,7 +344,7 @@ pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow
     fleet.finish();
 
     // Whole seconds of the measured phase.
-    let measured_seconds = args.duration.max(1) as u32;
+    let measured_seconds = (duration_s as u32).max(1);
     let timeline: Vec<Second> = seconds
         .by_t
         .iter()
@@ -369,7 +394,7 @@ pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow
     }
     let has_server = !target.pids.is_empty();
     let total_delivered = tally.delivered() as f64;
-    Ok(Report {
+    let report = Report {
         scenario: scenario.name().into(),
         transport: match target.protocol {
             Protocol::Chatroom => target.transport.name().into(),
@@ -409,7 +434,8 @@ pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow
         },
         timeline,
         notes,
-    })
+    };
+    Ok((report, ended))
 }
 
 /// Per-second counts of the measured phase, from every worker.

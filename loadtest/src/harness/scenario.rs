@@ -160,6 +160,12 @@ pub enum Scenario {
     },
     /// The giant room at a modest rate for a long time.
     Soak,
+    /// Rooms of equal size, a sender and a notifier in each, while
+    /// processes of the cluster fail (`loadtest faults`).
+    Faults {
+        /// Rooms.
+        rooms: u64,
+    },
 }
 
 impl Scenario {
@@ -172,6 +178,7 @@ impl Scenario {
             Self::Flood => "flood",
             Self::ReconnectStorm { .. } => "reconnect-storm",
             Self::Soak => "soak",
+            Self::Faults { .. } => "faults",
         }
     }
 
@@ -205,6 +212,27 @@ impl Scenario {
                 notice(200),
             ),
             Self::JoinStorm => giant(0.0, 0, 0),
+            Self::Faults { rooms } => {
+                let rooms = (*rooms).clamp(1, args.users.max(1));
+                let mut first_user = 0;
+                (0..rooms)
+                    .map(|index| {
+                        // The first rooms take one user more when they do
+                        // not divide evenly.
+                        let users = args.users / rooms + u64::from(index < args.users % rooms);
+                        let room = PlanRoom {
+                            name: format!("faults-{index}"),
+                            first_user,
+                            users,
+                            senders: args.senders.unwrap_or(1).min(users),
+                            rate: args.rate.unwrap_or(20.0),
+                            notice_every_ms: notice(500),
+                        };
+                        first_user += users;
+                        room
+                    })
+                    .collect()
+            }
             Self::ManyRooms { rooms, zipf_s } => {
                 let sizes = zipf_sizes(args.users, *rooms, *zipf_s);
                 let rate = args.rate.unwrap_or(ROOM_LIMIT);
