@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use chatroom_cluster::telemetry::{self, LogArgs};
 use clap::{Parser, Subcommand};
 use loadtest::chat::{self, ChatArgs};
+use loadtest::faults::FaultArgs;
 use loadtest::harness::coordinator::{self, Target};
 use loadtest::harness::report::Report;
 use loadtest::harness::scenario::{RunArgs, Scenario};
@@ -68,6 +69,11 @@ enum Command {
     },
     /// The giant room at a modest rate for a long time.
     Soak(RunArgs),
+    /// A local cluster under load while each kind of process fails in turn
+    /// (kill -9, ZooKeeper frozen, Redis restarted, a msg-svc cut off);
+    /// fails unless no PRIORITY message was lost, every delivery is
+    /// accounted for and every fault recovered in time.
+    Faults(FaultArgs),
     /// (internal) A worker process of a scenario run.
     #[command(hide = true)]
     Worker,
@@ -157,6 +163,14 @@ async fn run(command: Command) -> ExitCode {
             scenario(storm, run).await
         }
         Command::Soak(run) => scenario(Scenario::Soak, run).await,
+        Command::Faults(args) => match faults(&args).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(error) => {
+                eprintln!("loadtest faults: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Chat(args) => {
             let token = match chat::token(&args) {
                 Ok(token) => token,
@@ -265,6 +279,18 @@ async fn run_scenario(scenario: &Scenario, args: &RunArgs) -> anyhow::Result<()>
         report.peer = Some(Box::new(coordinator::run(scenario, args, &nats).await?));
     }
     write_report(&report, &args.out)
+}
+
+/// Runs the fault suite; prints its table and writes `faults.json`.
+/// Whether it passed.
+async fn faults(args: &FaultArgs) -> anyhow::Result<bool> {
+    std::fs::create_dir_all(&args.out)?;
+    let report = loadtest::faults::run(args).await?;
+    let path = args.out.join("faults.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    print!("{}", report.summary());
+    println!("written {}", path.display());
+    Ok(report.failures.is_empty())
 }
 
 /// Writes `report.json` and `chart.svg` to `out` and prints the summary.
