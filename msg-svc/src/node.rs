@@ -526,7 +526,10 @@ impl MsgNode {
         let connect_for = self.config.connect_timeout.as_millis() as u64;
         for session in self.sessions.all() {
             let idle = now.saturating_sub(session.last_seen());
-            if session.identity().is_none() && idle > connect_for {
+            // From the opening, not the last frame: pings do not buy an
+            // unauthenticated connection more time.
+            let open_for = now.saturating_sub(session.opened_ms());
+            if session.identity().is_none() && open_for > connect_for {
                 session.close_with(
                     KickReason::Protocol,
                     close_code::POLICY_VIOLATION,

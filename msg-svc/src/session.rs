@@ -120,6 +120,9 @@ pub(crate) struct Session {
     overflows: Counter,
     /// Wakes the connection task: something to flush, or close.
     wake: Notify,
+    /// Monotonic ms when the session opened: Connect is due from then,
+    /// however many other frames come first.
+    opened_ms: u64,
     /// Monotonic ms of the last frame received.
     last_seen: AtomicU64,
     /// Joined rooms. Short critical sections only; never held across await.
@@ -151,6 +154,7 @@ impl Session {
             max_outbound,
             overflows,
             wake: Notify::new(),
+            opened_ms: now_ms,
             last_seen: AtomicU64::new(now_ms),
             rooms: Mutex::new(Vec::new()),
             sends: Mutex::new(Vec::new()),
@@ -169,6 +173,10 @@ impl Session {
 
     pub(crate) fn touch(&self, now_ms: u64) {
         self.last_seen.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn opened_ms(&self) -> u64 {
+        self.opened_ms
     }
 
     pub(crate) fn last_seen(&self) -> u64 {

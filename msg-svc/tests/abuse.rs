@@ -235,6 +235,45 @@ async fn a_handshake_trickled_byte_by_byte_is_dropped_at_the_deadline() {
     );
 }
 
+#[tokio::test]
+async fn pings_do_not_keep_a_connection_that_never_says_connect() {
+    let connect_timeout = Duration::from_millis(800);
+    let server = TestServer::start_with(|c| c.node.connect_timeout = connect_timeout).await;
+    let (mut tcp, answer) = upgrade(server.server.ws_addr(), "").await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    let ping = ClientFrame {
+        request_id: 1,
+        body: Some(client_frame::Body::Ping(Default::default())),
+    }
+    .encode_to_vec();
+    let start = Instant::now();
+    let mut sink = [0u8; 256];
+    // Pings every 100 ms, far more often than any deadline, until the
+    // server closes the connection (or 30 s pass: never, if it works).
+    while start.elapsed() < Duration::from_secs(30) {
+        tokio::select! {
+            read = tcp.read(&mut sink) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if tcp.write_all(&masked(&ping)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "a connection that only pings was never closed"
+    );
+    assert!(took >= connect_timeout, "closed early: {took:?}");
+    println!(
+        "a connection that only pinged was closed after {took:?} (deadline {connect_timeout:?})"
+    );
+}
+
 /// A masked binary WebSocket frame (the mask is zero, so the payload goes
 /// as it is).
 fn masked(payload: &[u8]) -> Vec<u8> {
