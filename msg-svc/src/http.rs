@@ -41,9 +41,8 @@ pub(crate) async fn serve(
     if let Some(routes) = routes {
         app = app.merge(routes);
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
+    chatroom_cluster::serve::http(listener, app, stop).await;
+    Ok(())
 }
 
 /// Every family of the node, in the OpenMetrics text format.

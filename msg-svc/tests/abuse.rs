@@ -7,6 +7,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use chatroom_cluster::serve::{HTTP_HEADER_TIMEOUT, MAX_HTTP_CONNECTIONS};
 use chatroom_proto::Message;
 use chatroom_proto::v1::{ClientFrame, Connect, ErrorCode, KickReason, client_frame, server_frame};
 use msg_svc::{IpLimits, Rate};
@@ -272,6 +273,54 @@ async fn pings_do_not_keep_a_connection_that_never_says_connect() {
     println!(
         "a connection that only pinged was closed after {took:?} (deadline {connect_timeout:?})"
     );
+}
+
+#[tokio::test]
+async fn an_unfinished_http_request_is_closed_at_the_header_timeout() {
+    let server = TestServer::start().await;
+    let mut tcp = TcpStream::connect(server.server.http_addr()).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut sink = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(60), tcp.read(&mut sink)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "an unfinished request was answered or kept: {read:?}"
+    );
+    let took = start.elapsed();
+    assert!(took >= HTTP_HEADER_TIMEOUT, "closed early: {took:?}");
+    println!("an unfinished HTTP request was closed after {took:?}");
+}
+
+#[tokio::test]
+async fn http_connections_beyond_the_cap_are_closed_at_once() {
+    let server = TestServer::start().await;
+    let addr = server.server.http_addr();
+    let mut held = Vec::new();
+    for _ in 0..MAX_HTTP_CONNECTIONS {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // The server takes connections in order; one request on the last held
+    // one shows it was taken (and so were all before it).
+    let last = held.last_mut().unwrap();
+    last.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 64];
+    let n = last.read(&mut answer).await.unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let read = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut answer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "a connection over the cap was served: {read:?}"
+    );
+    drop(held);
 }
 
 /// A masked binary WebSocket frame (the mask is zero, so the payload goes

@@ -15,6 +15,7 @@ use chatroom_cluster::metrics::{self, Registry};
 use chatroom_cluster::registry::{
     NodeInfo, RegistryError, RegistryHealth, Role, ZkConfig, join_zookeeper,
 };
+use chatroom_cluster::serve;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -229,11 +230,7 @@ pub async fn run(
         .route("/metrics", get(scrape))
         .with_state(health.clone())
         .merge(admin.router());
-    let http = tokio::spawn(
-        axum::serve(listeners.http, app)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future(),
-    );
+    let http = tokio::spawn(serve::http(listeners.http, app, stop.clone()));
     info!(node = %config.node_id, %link_addr, %http_addr, "room-svc up");
 
     shutdown.await;
