@@ -201,12 +201,13 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
 
 /// Runs `scenario` against `target` with real connections.
 pub async fn run(scenario: &Scenario, args: &RunArgs, target: &Target) -> anyhow::Result<Report> {
-    let measured = tokio::time::sleep(Duration::from_secs(args.duration));
+    // Timed from its first poll, when the measured phase begins.
+    let measured = async { tokio::time::sleep(Duration::from_secs(args.duration)).await };
     Ok(run_until(scenario, args, target, measured).await?.0)
 }
 
 /// Runs `scenario` against `target` with a measured phase that lasts until
-/// `until` completes (at least until every user joined, in a join storm);
+/// `until`, first polled when the phase begins, completes (at least until every user joined, in a join storm);
 /// returns the report and what `until` gave.
 pub async fn run_until<T>(
     scenario: &Scenario,
