@@ -19,6 +19,7 @@ pub(crate) struct RoomMetrics {
     broadcasts: Counter,
     broadcast_messages: Counter,
     rooms: Gauge,
+    idle_rooms_dropped: Counter,
     pub(crate) nodes: Gauge,
 }
 
@@ -31,6 +32,7 @@ impl Default for RoomMetrics {
             broadcasts: Counter::default(),
             broadcast_messages: Counter::default(),
             rooms: Gauge::default(),
+            idle_rooms_dropped: Counter::default(),
             nodes: Gauge::default(),
         }
     }
@@ -63,6 +65,12 @@ impl RoomMetrics {
             self.broadcasts.inc_by(frames);
             self.broadcast_messages.inc_by(messages);
         }
+    }
+
+    /// Rooms dropped from memory after no node was subscribed for the idle
+    /// TTL.
+    pub(crate) fn idle_rooms_dropped(&self, rooms: u64) {
+        self.idle_rooms_dropped.inc_by(rooms);
     }
 
     /// A worker's share of the rooms-held gauge.
@@ -106,6 +114,12 @@ impl RoomMetrics {
             "rooms_owned",
             "Rooms in this room service's memory",
             self.rooms.clone(),
+        );
+        registry.register(
+            "idle_rooms_dropped",
+            "Rooms dropped from memory after no msg-svc was subscribed for the idle TTL \
+             (loaded again from Redis on their next use)",
+            self.idle_rooms_dropped.clone(),
         );
         registry.register(
             "nodes_attached",

@@ -60,6 +60,10 @@ pub struct RoomServiceConfig {
     /// Most bytes of encoded history a SubscribeAck carries; older messages
     /// beyond it are left out, so a link frame stays bounded.
     pub ack_history_bytes: usize,
+    /// How long a room no node is subscribed to stays in memory (see
+    /// `Worker::drop_idle_rooms`): what bounds the rooms a client can make
+    /// a room service hold by joining room after room.
+    pub idle_room_ttl: Duration,
 }
 
 impl Default for RoomServiceConfig {
@@ -71,6 +75,7 @@ impl Default for RoomServiceConfig {
             member_update_interval: Duration::from_secs(1),
             loading_queue: 1024,
             ack_history_bytes: 8 << 20,
+            idle_room_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -237,6 +242,7 @@ impl RoomService {
                     loading_queue: config.loading_queue,
                     ack_history_bytes: config.ack_history_bytes,
                     owner_id: ownership.as_ref().map(|view| Arc::clone(&view.node_id)),
+                    idle_room_ttl: config.idle_room_ttl,
                     metrics: metrics.clone(),
                 };
                 let (worker, loaded) = Worker::new(settings, members.as_mut());

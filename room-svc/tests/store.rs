@@ -478,3 +478,107 @@ async fn a_hung_redis_applies_the_timed_out_batch_late_and_the_retry_adds_nothin
     assert_eq!(ids, [1, 2, 3]);
     assert_eq!(stored[1..], during);
 }
+
+/// The value of `series` (a line's first word) in the service's metrics,
+/// once `done` holds for it; waits for the idle sweep, not a fixed time.
+async fn metric_when(service: &RoomService, series: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let mut registry = chatroom_cluster::metrics::registry();
+    service.register_metrics(&mut registry);
+    timeout(GUARD, async {
+        loop {
+            let text = chatroom_cluster::metrics::render(&registry);
+            let value = text
+                .lines()
+                .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+                .and_then(|value| value.parse().ok());
+            if let Some(value) = value.filter(|v| done(*v)) {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the metric reaches its value in time")
+}
+
+fn unsubscribe(room: &str) -> chatroom_proto::cluster::v1::to_room_svc::Body {
+    chatroom_proto::cluster::v1::to_room_svc::Body::Unsubscribe(
+        chatroom_proto::cluster::v1::Unsubscribe {
+            room_id: room.into(),
+        },
+    )
+}
+
+#[tokio::test]
+async fn an_idle_room_is_dropped_from_memory_and_comes_back_where_it_was() {
+    let redis = TestRedis::start();
+    let service = RoomService::start_with(
+        RoomServiceConfig {
+            idle_room_ttl: Duration::from_millis(100),
+            ..quiet_config(1)
+        },
+        redis.store("idle"),
+        None,
+    );
+    let config = config_with(|c| c.max_payload_bytes = 100);
+    set_config(&service, ROOM, config.clone()).await.unwrap();
+    let mut a = FakeNode::attach(&service, "a");
+    let epoch = a.subscribe(ROOM).await.latest.unwrap().epoch;
+    a.join(ROOM, &["alice"]);
+    service.ban(ROOM, "eve").await.unwrap();
+    let sent = send_many(&mut a, ROOM, "alice", 1, 3).await;
+    assert_eq!(
+        metric_when(&service, "chatroom_rooms_owned", |v| v == 1.0).await,
+        1.0
+    );
+
+    a.send(unsubscribe(ROOM));
+    metric_when(&service, "chatroom_idle_rooms_dropped_total", |v| v == 1.0).await;
+    metric_when(&service, "chatroom_rooms_owned", |v| v == 0.0).await;
+
+    // Used again, it is loaded with its stream, settings and bans.
+    let ack = a.subscribe(ROOM).await;
+    let last = sent.last().unwrap();
+    assert_eq!(ack.latest, Some(Cursor::after(epoch, last)));
+    assert_eq!(ack.config.as_ref(), Some(&config));
+    a.join(ROOM, &["alice", "eve"]);
+    assert_eq!(a.next_kick().await.user_id, "eve");
+    let next = send_many(&mut a, ROOM, "alice", 10, 1).await;
+    assert_eq!(next[0].msg_id, last.msg_id + 1);
+}
+
+#[tokio::test]
+async fn without_a_store_only_rooms_holding_nothing_set_are_dropped() {
+    let service = RoomService::start(RoomServiceConfig {
+        idle_room_ttl: Duration::from_millis(100),
+        ..quiet_config(1)
+    });
+    let mut a = FakeNode::attach(&service, "a");
+    for room in ["plain", "moderated", "configured"] {
+        a.subscribe(room).await;
+    }
+    service.ban("moderated", "eve").await.unwrap();
+    set_config(
+        &service,
+        "configured",
+        config_with(|c| c.max_payload_bytes = 100),
+    )
+    .await
+    .unwrap();
+    for room in ["plain", "moderated", "configured"] {
+        a.send(unsubscribe(room));
+    }
+    metric_when(&service, "chatroom_idle_rooms_dropped_total", |v| v >= 1.0).await;
+    assert_eq!(
+        service.stats("plain").await.unwrap_err(),
+        AdminError::UnknownRoom("plain".into())
+    );
+    assert_eq!(service.stats("moderated").await.unwrap().bans, 1);
+    let settings = service.room_config("configured").await.unwrap();
+    assert_eq!(settings.config.max_payload_bytes, 100);
+    assert_eq!(
+        metric_when(&service, "chatroom_idle_rooms_dropped_total", |_| true).await,
+        1.0,
+        "the rooms holding what an operator set stay"
+    );
+}

@@ -117,6 +117,8 @@ pub(super) struct WorkerSettings {
     pub(super) ack_history_bytes: usize,
     /// This node's id, when the worker serves only the rooms it owns.
     pub(super) owner_id: Option<Arc<str>>,
+    /// How long a room no node is subscribed to stays in memory.
+    pub(super) idle_room_ttl: Duration,
     /// What the worker counts.
     pub(super) metrics: RoomMetrics,
 }
@@ -128,12 +130,15 @@ struct RoomSlot {
     pending: Vec<ChatMessage>,
     /// The member count the subscribers were last told.
     pushed_members: u64,
+    /// Since when no node has been subscribed, as of the last idle sweep.
+    idle_since: Option<Instant>,
 }
 
 /// The rooms of one worker task and everything it has to send.
 pub(super) struct Worker {
     defaults: RoomConfig,
     ack_history_bytes: usize,
+    idle_room_ttl: Duration,
     rooms: HashMap<Arc<str>, RoomSlot>,
     /// Nodes that sent this worker a frame (and so may be answered).
     nodes: HashMap<NodeIdx, Arc<NodeLink>>,
@@ -197,6 +202,7 @@ impl Worker {
         let worker = Self {
             defaults: settings.defaults,
             ack_history_bytes: settings.ack_history_bytes,
+            idle_room_ttl: settings.idle_room_ttl,
             rooms: HashMap::new(),
             nodes: HashMap::new(),
             outbox: Vec::new(),
@@ -237,6 +243,11 @@ impl Worker {
         debug!("worker started");
         let mut tick = interval_at(Instant::now() + member_update, member_update);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // A room is dropped between one and five quarters of the TTL after
+        // its last node left.
+        let sweep_every = (self.idle_room_ttl / 4).max(Duration::from_millis(1));
+        let mut idle_sweep = interval_at(Instant::now() + sweep_every, sweep_every);
+        idle_sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
         let mut settled = Vec::new();
         loop {
@@ -256,6 +267,7 @@ impl Worker {
                     }
                 }
                 _ = tick.tick() => self.push_member_counts(),
+                now = idle_sweep.tick() => self.drop_idle_rooms(now),
                 received = queue.recv_many(&mut batch, BATCH) => {
                     if received == 0 {
                         break;
@@ -780,6 +792,41 @@ impl Worker {
         }
     }
 
+    /// Drops from memory the rooms no node has been subscribed to for the
+    /// idle TTL, so rooms that users only passed through do not pile up.
+    /// With a store a dropped room is loaded again on its next use (the
+    /// store's load includes writes still on their way). Without one only
+    /// rooms holding nothing an operator set (no overrides, no moderation
+    /// entries) are dropped: they start a new stream when used again.
+    fn drop_idle_rooms(&mut self, now: Instant) {
+        let persists = self.store.persists();
+        let now_us = unix_micros();
+        let mut idle = Vec::new();
+        for (room_id, slot) in &mut self.rooms {
+            if slot.state.subscribers().len() > 0 || !slot.pending.is_empty() {
+                slot.idle_since = None;
+                continue;
+            }
+            let since = *slot.idle_since.get_or_insert(now);
+            let moderation = slot.state.moderation();
+            let nothing_set = *slot.state.overrides() == RoomOverrides::default()
+                && moderation.mute_count(now_us) == 0
+                && moderation.ban_count() == 0
+                && moderation.whitelist_count() == 0;
+            if now.duration_since(since) >= self.idle_room_ttl && (persists || nothing_set) {
+                idle.push(Arc::clone(room_id));
+            }
+        }
+        for room_id in &idle {
+            self.rooms.remove(room_id);
+            self.members_changed.remove(room_id);
+        }
+        if !idle.is_empty() {
+            debug!(rooms = idle.len(), "idle rooms dropped from memory");
+            self.metrics.idle_rooms_dropped(idle.len() as u64);
+        }
+    }
+
     /// Hands the recorded writes to the store, broadcasts what the rooms
     /// accepted, then sends everything queued, in order, waiting on full
     /// downlinks. Nodes whose downlink is closed are detached afterwards.
@@ -882,6 +929,7 @@ fn room_or_create<'a>(
                 state,
                 pending: Vec::new(),
                 pushed_members: 0,
+                idle_since: None,
             },
         );
     }

@@ -326,6 +326,7 @@ impl Worker {
                 state,
                 pending: Vec::new(),
                 pushed_members: 0,
+                idle_since: None,
             },
         );
     }
