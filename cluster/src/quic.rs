@@ -258,6 +258,35 @@ pub fn server_config(
     Ok(config)
 }
 
+/// The endpoint settings of a server presenting `identity`. The stateless
+/// reset key and the key that signs connection IDs are derived from the
+/// identity's private key, so a node restarted with the same certificate
+/// recognises its predecessor's connection IDs and answers their packets
+/// with a stateless reset the clients accept: they reconnect at their next
+/// packet instead of waiting out the idle timeout.
+pub fn endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
+    let derive = |purpose: &[u8]| {
+        let mut material = ring::digest::Context::new(&ring::digest::SHA256);
+        material.update(b"chatroom quic ");
+        material.update(purpose);
+        material.update(identity.key.secret_der());
+        material.finish()
+    };
+    let reset = derive(b"stateless reset key\0");
+    let cid = derive(b"connection id key\0");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        reset.as_ref(),
+    )));
+    config.cid_generator(move || -> Box<dyn quinn::ConnectionIdGenerator> {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
+}
+
 /// A client's QUIC settings: trust as given, ALPN `alpn` (ours unless a
 /// test wants another), idle timeout `idle` (the server's, if shorter,
 /// wins), no streams or datagrams accepted from the server.
