@@ -90,7 +90,7 @@ pub(crate) fn endpoint(listener: QuicListener, config: &NodeConfig) -> Result<En
     let server = quic::server_config(&listener.identity, &limits)?;
     listener.socket.set_nonblocking(true)?;
     Ok(Endpoint::new(
-        quinn::EndpointConfig::default(),
+        quic::endpoint_config(&listener.identity),
         Some(server),
         listener.socket,
         Arc::new(quinn::TokioRuntime),
@@ -175,7 +175,7 @@ async fn connection(node: Arc<MsgNode>, incoming: Incoming, _admitted: IpGuard) 
         debug!(%error, session = session.id, "connection ended");
     }
     node.close_session(&session).await;
-    finish(&session).await;
+    finish(&session, &connection).await;
     session.shut_down();
 }
 
@@ -229,9 +229,13 @@ fn refuse_stream<S>(
 }
 
 /// Gives a closing session a bounded time to hand its last frames (a kick,
-/// an error) to the client and have them acknowledged; then the connection
-/// is closed either way, so a silent client cannot hold the task.
-async fn finish(session: &Session) {
+/// an error, a redirect) to the client, and the client time to read them
+/// and hang up; then the connection is closed either way, so a silent
+/// client cannot hold the task. Acknowledged is not enough: a QUIC client
+/// loses stream data it has not read yet when the connection closes under
+/// it, so closing right after the acknowledgement loses a redirect now
+/// and then.
+async fn finish(session: &Session, connection: &Connection) {
     let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
     let flushed = tokio::time::timeout_at(deadline, poll_fn(|cx| session.poll_flush(cx))).await;
     if !matches!(flushed, Ok(Ok(()))) {
@@ -244,6 +248,7 @@ async fn finish(session: &Session) {
     if let Some(acknowledged) = session.finish_stream() {
         let _ = tokio::time::timeout_at(deadline, acknowledged).await;
     }
+    let _ = tokio::time::timeout_at(deadline, connection.closed()).await;
 }
 
 fn close(connection: &Connection, code: u16, reason: &str) {
