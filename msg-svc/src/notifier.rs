@@ -419,4 +419,6 @@ fn earliest(at: &mut Option<u64>, candidate: u64) {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
