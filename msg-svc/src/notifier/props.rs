@@ -57,15 +57,17 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let room = 0..ROOMS;
     let session = 0..SESSIONS;
+    let behind = prop_oneof![Just(0), 0..20u64];
     prop_oneof![
-        2 => (room.clone(), session.clone(), prop_oneof![Just(0), 0..20u64], prop::bool::weighted(0.1))
+        2 => (room.clone(), session.clone(), behind, prop::bool::weighted(0.1))
             .prop_map(|(room, session, behind, other_epoch)| Op::Join {
                 room,
                 session,
                 behind,
                 other_epoch,
             }),
-        1 => (room.clone(), session.clone()).prop_map(|(room, session)| Op::Leave { room, session }),
+        1 => (room.clone(), session.clone())
+            .prop_map(|(room, session)| Op::Leave { room, session }),
         4 => (room.clone(), 1..8u64).prop_map(|(room, count)| Op::Messages { room, count }),
         1 => room.clone().prop_map(|room| Op::NewEpoch { room }),
         3 => (room, session.clone(), prop_oneof![Just(0), 0..5u64])
