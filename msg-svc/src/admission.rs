@@ -204,6 +204,9 @@ impl Drop for IpGuard {
 
 #[cfg(test)]
 mod tests {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
     use super::*;
 
     const RATE: Rate = Rate {
@@ -297,5 +300,152 @@ mod tests {
         drop(held);
         admission.prune(120_000);
         assert_eq!(admission.tracked(), 0);
+    }
+
+    /// Checks that `admitted` (times in ms, the newest last) holds no more
+    /// than `rate`'s burst plus its rate over any span ending at the newest.
+    fn within_rate(admitted: &[u64], rate: Rate) -> Result<(), TestCaseError> {
+        let Some(&now) = admitted.last() else {
+            return Ok(());
+        };
+        for (i, &since) in admitted.iter().enumerate() {
+            let count = (admitted.len() - i) as u64;
+            let allowed =
+                u64::from(rate.burst.max(1)) + (now - since) * u64::from(rate.per_s) / 1000;
+            prop_assert!(
+                count <= allowed,
+                "{count} in {} ms at {rate:?}",
+                now - since
+            );
+        }
+        Ok(())
+    }
+
+    /// Addresses in the admission property; few, so each sees many steps.
+    const ADDRESSES: u8 = 2;
+
+    fn rate() -> impl Strategy<Value = Rate> {
+        let per_s = prop_oneof![1..20u32, 1..2_000u32];
+        (per_s, prop_oneof![0..4u32, 0..20u32]).prop_map(|(per_s, burst)| Rate { per_s, burst })
+    }
+
+    /// What happens next: an address connects after `wait_ms` or closes
+    /// one of its connections, or the table is pruned.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Connect { ip: u8, wait_ms: u64 },
+        Close { ip: u8, which: prop::sample::Index },
+        Prune { wait_ms: u64 },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let wait = prop_oneof![Just(0), 0..50u64, 0..5_000u64];
+        prop_oneof![
+            4 => (0..ADDRESSES, wait.clone())
+                .prop_map(|(ip, wait_ms)| Step::Connect { ip, wait_ms }),
+            2 => (0..ADDRESSES, any::<prop::sample::Index>())
+                .prop_map(|(ip, which)| Step::Close { ip, which }),
+            1 => wait.prop_map(|wait_ms| Step::Prune { wait_ms }),
+        ]
+    }
+
+    proptest! {
+        /// A bucket takes no more than its burst plus its rate over any
+        /// span, and the wait it names is exact to the millisecond: one
+        /// earlier is still refused, at it a token is there.
+        #[test]
+        fn a_bucket_keeps_its_rate_and_names_the_exact_wait(
+            rate in rate(),
+            waits in vec((prop_oneof![Just(0), 0..20u64, 0..2_000u64], any::<bool>()), 1..200),
+        ) {
+            let mut bucket = TokenBucket::new(0);
+            let mut admitted = Vec::new();
+            let mut now = 0;
+            for (wait_ms, obey) in waits {
+                now += wait_ms;
+                match bucket.take(rate, now) {
+                    Ok(()) => admitted.push(now),
+                    Err(wait) => {
+                        prop_assert!(wait >= 1);
+                        if obey {
+                            let early = bucket.take(rate, now + wait - 1);
+                            prop_assert!(early.is_err(), "a token early");
+                            now += wait;
+                            prop_assert_eq!(bucket.take(rate, now), Ok(()), "no token at the wait");
+                            admitted.push(now);
+                        }
+                    }
+                }
+                within_rate(&admitted, rate)?;
+            }
+        }
+
+        /// Per address: open connections never exceed the count limit,
+        /// admissions never exceed the connect rate (pruning never hands an
+        /// address a fresh bucket early), a connection is refused only for
+        /// one of the two, and the table holds only addresses with a
+        /// connection open or a recent connect.
+        #[test]
+        fn each_address_keeps_its_count_and_rate(
+            max_connections in 1..4usize,
+            connect_rate in rate(),
+            steps in vec(step(), 1..120),
+        ) {
+            let admission = IpAdmission::new(IpLimits {
+                max_connections,
+                connect_rate,
+                exempt_loopback: false,
+            });
+            let mut open: [Vec<IpGuard>; ADDRESSES as usize] = Default::default();
+            let mut admitted: [Vec<u64>; ADDRESSES as usize] = Default::default();
+            let mut now = 0;
+            for step in steps {
+                match step {
+                    Step::Connect { ip: last, wait_ms } => {
+                        now += wait_ms;
+                        let i = usize::from(last);
+                        match admission.admit(ip(last), now) {
+                            Ok(guard) => {
+                                open[i].push(guard);
+                                admitted[i].push(now);
+                                prop_assert!(open[i].len() <= max_connections);
+                                within_rate(&admitted[i], connect_rate)?;
+                            }
+                            Err(Refused::TooMany) => {
+                                prop_assert_eq!(open[i].len(), max_connections);
+                            }
+                            Err(Refused::TooFast) => {
+                                prop_assert!(open[i].len() < max_connections);
+                                prop_assert!(!admitted[i].is_empty(), "a first connect refused");
+                            }
+                        }
+                    }
+                    Step::Close { ip: last, which } => {
+                        let held = &mut open[usize::from(last)];
+                        if !held.is_empty() {
+                            held.swap_remove(which.index(held.len()));
+                        }
+                    }
+                    Step::Prune { wait_ms } => {
+                        now += wait_ms;
+                        admission.prune(now);
+                        // A bucket refills within burst / rate seconds.
+                        let refill_ms = u64::from(connect_rate.burst.max(1)) * 1000
+                            / u64::from(connect_rate.per_s) + 1;
+                        let needed = (0..usize::from(ADDRESSES))
+                            .filter(|&i| !open[i].is_empty())
+                            .count();
+                        let allowed = (0..usize::from(ADDRESSES))
+                            .filter(|&i| {
+                                !open[i].is_empty()
+                                    || admitted[i].last().is_some_and(|&at| now < at + refill_ms)
+                            })
+                            .count();
+                        let tracked = admission.tracked();
+                        prop_assert!(needed <= tracked && tracked <= allowed, "{tracked} tracked");
+                    }
+                }
+            }
+        }
     }
 }

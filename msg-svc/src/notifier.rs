@@ -5,8 +5,10 @@
 //! round: the messages themselves (an inline delta, shared by every member at
 //! the same cursor) when they are few enough, otherwise a plain Notify, after
 //! which it is *pulling*. A pulling member gets nothing new until it pulls or
-//! `pull_timeout` passes; then it is notified again, and after
-//! `slow_consumer_notifies` unanswered notifies in a row it is kicked.
+//! `pull_timeout` passes; then it is notified again at the next round, and
+//! after `slow_consumer_notifies` unanswered notifies in a row it is kicked.
+//! Rounds of a room are at least the interval apart, renotifies included,
+//! so no member gets two frames within one interval.
 //!
 //! Sans-I/O and generic over the room key `K` and session handle `H`: the
 //! server plugs in its rooms and sockets, the simulation plain counters, and
@@ -125,15 +127,19 @@ struct FanoutRoom<H> {
 
 impl<H> FanoutRoom<H> {
     fn due(&self, now: u64) -> bool {
-        (self.dirty && now >= self.next_round_at) || self.renotify_at.is_some_and(|at| now >= at)
+        self.next_wakeup().is_some_and(|at| now >= at)
     }
 
+    /// When the next round is due. A renotify waits for the interval too:
+    /// a round visits every member behind, so an early one would hand the
+    /// others a second frame within one interval.
     fn next_wakeup(&self) -> Option<u64> {
         let dirty = self.dirty.then_some(self.next_round_at);
-        match (dirty, self.renotify_at) {
+        let wanted = match (dirty, self.renotify_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
+        };
+        wanted.map(|at| at.max(self.next_round_at))
     }
 
     fn remove_at(&mut self, slot: usize) -> Member<H> {
@@ -412,5 +418,7 @@ fn earliest(at: &mut Option<u64>, candidate: u64) {
     *at = Some(at.map_or(candidate, |t| t.min(candidate)));
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

@@ -379,4 +379,6 @@ fn merge_by_ts<'a>(
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

@@ -293,3 +293,6 @@ impl Hash for RoomKey {
         Arc::as_ptr(&self.0).hash(state);
     }
 }
+
+#[cfg(test)]
+mod props;

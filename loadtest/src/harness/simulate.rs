@@ -197,12 +197,14 @@ impl Plan {
 
     /// How long shards wait for every session to catch up after the last
     /// message: long enough for a member re-notified as often as it may be
-    /// before a kick.
+    /// before a kick (each renotify waits for a round).
     fn drain_limit(&self) -> Duration {
         let round = self.fanout.round;
         let renotifies = u64::from(round.slow_consumer_notifies) + 1;
         Duration::from_millis(
-            round.pull_timeout_ms * renotifies + 4 * round.interval_ms.max(1) + 1_000,
+            (round.pull_timeout_ms + round.interval_ms) * renotifies
+                + 4 * round.interval_ms.max(1)
+                + 1_000,
         )
     }
 }

@@ -280,3 +280,28 @@ fn swap_removal_keeps_slots_consistent() {
         [(2, "delta 0..10".to_owned()), (4, "delta 9..10".to_owned())]
     );
 }
+
+#[test]
+fn a_renotify_waits_for_the_round_interval() {
+    // Session 1 is far behind (a plain notify, then pulling); session 2
+    // takes deltas.
+    let mut n = notifier(&[(1, 0), (2, 95)]);
+    let mut source = Source::new(100, 10);
+    run(&mut n, 0, &mut source, &[]);
+    source.latest = at(101);
+    n.mark_dirty(&"room");
+    let (_, log) = run(&mut n, 1_950, &mut source, &[]);
+    assert_eq!(log, [(2, "delta 100..101".to_owned())]);
+    source.latest = at(102);
+    n.mark_dirty(&"room");
+    // Session 1's pull timeout ends at 2000, 50 ms after session 2's last
+    // frame: the renotify waits for the next round, so that no member gets
+    // two frames within one interval.
+    assert!(n.due(2_000).is_empty());
+    assert_eq!(n.next_wakeup(), Some(2_050));
+    let (_, log) = run(&mut n, 2_050, &mut source, &[]);
+    assert_eq!(
+        log,
+        [(1, "plain".to_owned()), (2, "delta 101..102".to_owned())]
+    );
+}

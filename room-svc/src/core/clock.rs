@@ -34,7 +34,56 @@ impl RoomClock {
 
 #[cfg(test)]
 mod tests {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Wall-clock readings as a host sees them: mostly moving on, sometimes
+    /// standing still, stepping back (NTP) or jumping ahead, far from the
+    /// end of time (saturation has its own test).
+    fn readings() -> impl Strategy<Value = Vec<u64>> {
+        let step = prop_oneof![
+            3 => 0..2_000i64,
+            2 => Just(0i64),
+            2 => -2_000..0i64,
+            1 => -10_000_000_000..10_000_000_000i64,
+        ];
+        (0..1u64 << 50, vec(step, 1..64)).prop_map(|(start, steps)| {
+            steps
+                .iter()
+                .scan(start, |now, &step| {
+                    *now = now.saturating_add_signed(step);
+                    Some(*now)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Each stamp is above the one before and at or above its reading,
+        /// whatever the wall clock does, and so is the first stamp of a
+        /// clock that resumes after the last one (the room on a new owner).
+        #[test]
+        fn stamps_strictly_increase_across_owners(
+            readings in readings(),
+            handover in any::<prop::sample::Index>(),
+        ) {
+            let handover = handover.index(readings.len());
+            let mut clock = RoomClock::new();
+            let mut last = 0;
+            for (i, &now) in readings.iter().enumerate() {
+                if i == handover {
+                    clock = RoomClock::resuming_after(clock.last());
+                }
+                let ts = clock.stamp(now);
+                prop_assert!(ts > last, "stamp {ts} after {last}");
+                prop_assert!(ts >= now, "stamp {ts} below the reading {now}");
+                prop_assert_eq!(clock.last(), ts);
+                last = ts;
+            }
+        }
+    }
 
     #[test]
     fn follows_the_wall_clock_when_it_moves_forward() {

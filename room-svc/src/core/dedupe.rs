@@ -137,6 +137,8 @@ impl Dedupe {
 mod tests {
     use super::*;
     use chatroom_proto::v1::Lane;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
 
     const S: u64 = 1_000_000_000;
 
@@ -216,5 +218,86 @@ mod tests {
         dedupe.remember("bob", 1, ack(3), 11 * S);
         assert_eq!(dedupe.get("alice", 1, 11 * S), Some(ack(2)));
         assert_eq!(dedupe.get("bob", 1, 11 * S), Some(ack(3)));
+    }
+
+    const SENDERS: [&str; 3] = ["alice", "bob", "carol"];
+
+    /// A sender's message or retry, `wait_ns` after the one before.
+    #[derive(Debug, Clone, Copy)]
+    enum Op {
+        Remember {
+            sender: usize,
+            client_msg_id: u64,
+            wait_ns: u64,
+        },
+        Get {
+            sender: usize,
+            client_msg_id: u64,
+            wait_ns: u64,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Whole half-seconds, so a retry often comes exactly at the window's end.
+        let wait = (0..8u64).prop_map(|halves| halves * S / 2);
+        let fields = (0..SENDERS.len(), 0..6u64, wait);
+        prop_oneof![
+            fields
+                .clone()
+                .prop_map(|(sender, client_msg_id, wait_ns)| Op::Remember {
+                    sender,
+                    client_msg_id,
+                    wait_ns,
+                }),
+            fields.prop_map(|(sender, client_msg_id, wait_ns)| Op::Get {
+                sender,
+                client_msg_id,
+                wait_ns,
+            }),
+        ]
+    }
+
+    proptest! {
+        /// A retry gets the ack last remembered for its sender and id
+        /// exactly while that ack is younger than the window and among the
+        /// last `capacity` acks remembered, and nothing otherwise; the
+        /// acks and their order never outgrow the capacity.
+        #[test]
+        fn answers_the_original_ack_within_window_and_capacity(
+            capacity in 1..6usize,
+            window_ns in (1..20u64).prop_map(|halves| halves * S / 2),
+            ops in vec(op(), 1..100),
+        ) {
+            let mut dedupe = Dedupe::with_limits(capacity, window_ns);
+            // Every ack remembered, oldest first: key, ack, when.
+            let mut remembered: Vec<((usize, u64), SendAck, u64)> = Vec::new();
+            let mut now = 0;
+            for (i, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Remember { sender, client_msg_id, wait_ns } => {
+                        now += wait_ns;
+                        let ack = ack(i as u64);
+                        dedupe.remember(SENDERS[sender], client_msg_id, ack, now);
+                        if client_msg_id != 0 {
+                            remembered.push(((sender, client_msg_id), ack, now));
+                        }
+                    }
+                    Op::Get { sender, client_msg_id, wait_ns } => {
+                        now += wait_ns;
+                        let kept = remembered.len().saturating_sub(capacity);
+                        let expected = remembered
+                            .iter()
+                            .enumerate()
+                            .rfind(|(_, (key, _, _))| *key == (sender, client_msg_id))
+                            .filter(|&(at, (_, _, when))| at >= kept && now - when < window_ns)
+                            .map(|(_, &(_, ack, _))| ack);
+                        let got = dedupe.get(SENDERS[sender], client_msg_id, now);
+                        prop_assert_eq!(got, expected);
+                    }
+                }
+                prop_assert!(dedupe.len() <= capacity);
+                prop_assert!(dedupe.order.len() <= capacity);
+            }
+        }
     }
 }

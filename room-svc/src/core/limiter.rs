@@ -132,6 +132,9 @@ fn ceil_millis(wait: Duration) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
     use super::*;
 
     const MS: u64 = 1_000_000;
@@ -233,5 +236,73 @@ mod tests {
         assert!(!limiter.enforces(200, 200));
         assert!(!limiter.enforces(100, 100));
         assert!(LaneLimiter::new(0, 1).enforces(0, 7));
+    }
+
+    /// A sender's next try: after `wait_ns`, or, right after a refusal,
+    /// exactly when the refusal said (`obey`).
+    #[derive(Debug, Clone, Copy)]
+    struct Try {
+        wait_ns: u64,
+        obey: bool,
+    }
+
+    fn tries() -> impl Strategy<Value = Vec<Try>> {
+        let wait = prop_oneof![Just(0), 0..10 * MS, 0..2 * S];
+        vec(
+            (wait, prop::bool::weighted(0.3)).prop_map(|(wait_ns, obey)| Try { wait_ns, obey }),
+            1..200,
+        )
+    }
+
+    proptest! {
+        /// Over any span between two admitted messages the lane admits at
+        /// most its burst plus its rate times the span (governor's emission
+        /// interval is whole nanoseconds, so 1 s / rate rounded down); and
+        /// a refusal's `retry_after_ms` is exact to the millisecond: one
+        /// millisecond earlier is still refused, at it the sender is let in.
+        #[test]
+        fn admits_no_more_than_rate_and_burst_and_retry_after_is_exact(
+            per_s in prop_oneof![1..50u32, 1..1_000_000u32],
+            burst in 1..40u32,
+            tries in tries(),
+        ) {
+            let limiter = LaneLimiter::new(per_s, burst);
+            let interval = S / u64::from(per_s);
+            let mut admitted: Vec<u64> = Vec::new();
+            let mut admit = |now: u64| -> Result<(), TestCaseError> {
+                admitted.push(now);
+                for (i, &since) in admitted.iter().enumerate() {
+                    let count = (admitted.len() - i) as u64;
+                    let allowed = u64::from(burst) + (now - since) / interval;
+                    prop_assert!(count <= allowed, "{count} admitted in {} ns", now - since);
+                }
+                Ok(())
+            };
+            let mut now = S;
+            let mut refused: Option<u32> = None;
+            for Try { wait_ns, obey } in tries {
+                if let (Some(retry_after_ms), true) = (refused, obey) {
+                    let wait = u64::from(retry_after_ms) * MS;
+                    let early = limiter.check_at(now + wait - MS);
+                    prop_assert!(early.is_err(), "admitted 1 ms before retry_after");
+                    now += wait;
+                    prop_assert_eq!(limiter.check_at(now), Ok(()), "refused at retry_after");
+                    admit(now)?;
+                    refused = None;
+                    continue;
+                }
+                now += wait_ns;
+                match limiter.check_at(now) {
+                    Ok(()) => {
+                        admit(now)?;
+                        refused = None;
+                    }
+                    Err(limited) => {
+                        prop_assert!(!limited.closed && limited.retry_after_ms >= 1);
+                        refused = Some(limited.retry_after_ms);
+                    }
+                }
+            }
+        }
     }
 }

@@ -693,4 +693,6 @@ fn rate_limited(lane: Lane, per_s: u32, limited: Limited) -> v1::Error {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

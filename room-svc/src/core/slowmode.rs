@@ -44,6 +44,11 @@ impl SlowMode {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
     use super::*;
 
     const S: u64 = 1_000_000_000;
@@ -82,5 +87,84 @@ mod tests {
             "the v entries were pruned: {}",
             slow.last_ns.len()
         );
+    }
+
+    /// Members whose last post is younger than the interval, kept up to
+    /// date as posts come in time order.
+    struct Live {
+        interval_ns: u64,
+        last: Vec<Option<u64>>,
+        posts: VecDeque<(u64, usize)>,
+        count: usize,
+    }
+
+    impl Live {
+        fn post(&mut self, member: usize, now: u64) {
+            while let Some(&(at, who)) = self.posts.front() {
+                if at + self.interval_ns > now {
+                    break;
+                }
+                self.posts.pop_front();
+                if self.last[who] == Some(at) {
+                    self.count -= 1;
+                }
+            }
+            match self.last[member] {
+                Some(at) if at == now => return,
+                Some(at) if at + self.interval_ns > now => {}
+                _ => self.count += 1,
+            }
+            self.last[member] = Some(now);
+            self.posts.push_back((now, member));
+        }
+
+        fn wait(&self, member: usize, now: u64) -> Option<u64> {
+            let next = self.last[member]? + self.interval_ns;
+            (next > now).then(|| next - now)
+        }
+    }
+
+    const MEMBERS: usize = 3_000;
+
+    /// Posts by some of [`MEMBERS`] in steps of 50 µs (so a wait often ends
+    /// exactly at a post), each with another member to ask about.
+    fn posts() -> impl Strategy<Value = Vec<(usize, u64, usize)>> {
+        let step_ns = (0..5u64).prop_map(|n| n * 50_000);
+        vec((0..MEMBERS, step_ns, 0..MEMBERS), 1..4_000)
+    }
+
+    proptest! {
+        // Thousands of posts a case, to get past the pruning floor.
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Pruning never forgets a member who must still wait: every wait
+        /// is the member's last post plus the interval; and the map holds
+        /// at most the pruning floor or twice the most members ever inside
+        /// one interval at once.
+        #[test]
+        fn waits_are_exact_and_the_map_stays_bounded(
+            interval_ms in 1..200u64,
+            posts in posts(),
+        ) {
+            let interval_ns = interval_ms * 1_000_000;
+            let mut slow = SlowMode::default();
+            let mut live = Live {
+                interval_ns,
+                last: vec![None; MEMBERS],
+                posts: VecDeque::new(),
+                count: 0,
+            };
+            let mut peak = 0;
+            let mut now = 0;
+            for (member, step_ns, other) in posts {
+                now += step_ns;
+                slow.posted(&format!("u{member}"), now, interval_ns);
+                live.post(member, now);
+                peak = peak.max(live.count);
+                prop_assert!(slow.last_ns.len() <= PRUNE_FLOOR.max(2 * peak));
+                let waits = slow.wait(&format!("u{other}"), now, interval_ns);
+                prop_assert_eq!(waits, live.wait(other, now), "u{}", other);
+            }
+        }
     }
 }
