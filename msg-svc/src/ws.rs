@@ -26,7 +26,9 @@ use crate::node::MsgNode;
 use crate::session::{Session, Transport};
 
 /// Longest HTTP upgrade request accepted.
-const MAX_HANDSHAKE: usize = 8 * 1024;
+pub(crate) const MAX_HANDSHAKE: usize = 8 * 1024;
+/// Most bytes the handshake takes from the socket per read.
+pub(crate) const HANDSHAKE_READ: usize = 1024;
 /// How long a closing connection waits for the client to hang up.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// The path clients connect to.
@@ -405,7 +407,7 @@ async fn handshake(
 ) -> Result<Vec<u8>, HandshakeError> {
     let mut buf = Vec::with_capacity(1024);
     let (end, key) = loop {
-        let mut chunk = [0u8; 1024];
+        let mut chunk = [0u8; HANDSHAKE_READ];
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             return Err(HandshakeError::Closed);
@@ -430,7 +432,9 @@ async fn handshake(
 
 /// Judges the bytes of an upgrade request read so far: `Ok(None)` while it is
 /// incomplete and within [`MAX_HANDSHAKE`], else where the request ends and
-/// its key, or why it is refused.
+/// its key, or why it is refused. A request longer than the limit is refused
+/// even when one read brought all of it, so the verdict does not depend on
+/// how the bytes arrive.
 pub(crate) fn upgrade_request(
     buf: &[u8],
     origins: Option<&[String]>,
@@ -438,7 +442,7 @@ pub(crate) fn upgrade_request(
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(buf) {
-        Ok(httparse::Status::Complete(end)) => {
+        Ok(httparse::Status::Complete(end)) if end <= MAX_HANDSHAKE => {
             upgrade_key(&request, origins).map(|key| Some((end, key)))
         }
         Ok(httparse::Status::Partial) if buf.len() < MAX_HANDSHAKE => Ok(None),
@@ -655,5 +659,27 @@ mod tests {
             upgrade_request(b"\x00\x01", None),
             Err(Refusal::BadRequest(_))
         ));
+    }
+
+    /// Found by the ws_handshake fuzz target: a request ending past the
+    /// limit was judged on its content when a read happened to bring its end
+    /// before the buffer reached the limit, and refused as oversized when
+    /// not, so the verdict depended on how the bytes arrived.
+    #[test]
+    fn a_request_over_the_limit_is_refused_however_it_arrives() {
+        let padding = format!("X-Padding: {}\r\n", "p".repeat(MAX_HANDSHAKE));
+        let request = format!(
+            "GET /ws HTTP/1.1\r\n{padding}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: a2V5\r\n\r\n"
+        );
+        let oversized = Err(Refusal::BadRequest(
+            "malformed or oversized upgrade request",
+        ));
+        assert_eq!(upgrade_request(request.as_bytes(), None), oversized);
+        let short = request.replace(&padding, "");
+        assert_eq!(
+            upgrade_request(short.as_bytes(), None),
+            Ok(Some((short.len(), "a2V5".to_owned())))
+        );
     }
 }
