@@ -7,14 +7,19 @@ use chatroom_proto::v1::ClientFrame;
 
 use crate::conn::Batch;
 use crate::ring::RoomRing;
-use crate::room::LocalRoom;
+use crate::room::{LocalRoom, Subscription};
 use crate::{conn, quic, ws};
 
 pub use crate::handler::{check_send, device_id, requested};
 pub use crate::ws::Control;
 
+/// Longest WebSocket upgrade request accepted.
+pub const MAX_HANDSHAKE: usize = ws::MAX_HANDSHAKE;
+/// Most bytes the WebSocket handshake takes from the socket per read.
+pub const HANDSHAKE_READ: usize = ws::HANDSHAKE_READ;
+
 /// What one read from a client's connection decoded.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Read {
     /// The client frames, or why each could not be decoded.
     pub frames: Vec<Result<ClientFrame, String>>,
@@ -132,9 +137,11 @@ impl Room {
         );
     }
 
-    /// Appends a Broadcast's messages.
+    /// Appends a Broadcast's messages, once the room is subscribed.
     pub fn broadcast(&self, broadcast: &Broadcast) {
-        self.0.append(&broadcast.messages);
+        if matches!(self.0.state.lock().subscription, Subscription::Active) {
+            self.0.append(&broadcast.messages);
+        }
     }
 
     /// Applies a RoomUpdate's settings.
