@@ -89,15 +89,7 @@ fn connect(
         session.close_with(KickReason::Unspecified, close_code::NORMAL, "redirected");
         return Ok(());
     }
-    let device = if connect.device_id.is_empty() {
-        "default"
-    } else {
-        &connect.device_id
-    };
-    if let Err(error) = check_id(device) {
-        return Err(bad_request(format!("device id {error}")));
-    }
-    let device: Arc<str> = device.into();
+    let device: Arc<str> = device_id(&connect)?.into();
     match node.sessions.register_device(
         &who.user,
         &device,
@@ -167,11 +159,7 @@ async fn join(
         )));
     }
     let room = node.room_for_join(&join.room_id).await?;
-    let (default_backfill, max_backfill) = node.config.backfill;
-    let backfill = match join.backfill {
-        0 => default_backfill,
-        n => n.min(max_backfill),
-    } as usize;
+    let backfill = requested(join.backfill, node.config.backfill);
     let (config, member_count) = {
         let state = room.state.lock();
         // A user new to the room here is not in the owner's count yet.
@@ -253,18 +241,7 @@ async fn leave(
 fn send(node: &MsgNode, session: &Session, request_id: u64, send: Send) -> Result<(), v1::Error> {
     let room = joined_room(session, &send.room_id)?;
     let max_payload = room.state.lock().config.max_payload_bytes as usize;
-    if send.payload.len() > max_payload {
-        return Err(v1::Error::new(
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "payload of {} bytes exceeds the room's {max_payload}",
-                send.payload.len()
-            ),
-        ));
-    }
-    if !Kind::is_allowed(send.kind) {
-        return Err(bad_request(format!("unknown message kind {}", send.kind)));
-    }
+    check_send(&send, max_payload)?;
     let Some(identity) = session.identity() else {
         return Err(v1::Error::new(ErrorCode::Unauthenticated, "connect first"));
     };
@@ -330,11 +307,7 @@ async fn pull(
     let since = pull
         .since
         .ok_or_else(|| bad_request("pull needs a cursor"))?;
-    let (default_limit, max_limit) = node.config.pull;
-    let limit = match pull.limit {
-        0 => default_limit,
-        n => n.min(max_limit),
-    } as usize;
+    let limit = requested(pull.limit, node.config.pull);
     let (frame, cursor) = {
         let ring = room.ring.read();
         let (frame, selection) = ring.pull_frame(request_id, &pull.room_id, &since, limit);
@@ -349,6 +322,48 @@ async fn pull(
         cursor,
     };
     node.to_shard(session.shard, cmd).await;
+    Ok(())
+}
+
+/// The device a Connect names (`default` when it names none), if it is a
+/// valid id.
+pub fn device_id(connect: &Connect) -> Result<&str, v1::Error> {
+    let device = if connect.device_id.is_empty() {
+        "default"
+    } else {
+        &connect.device_id
+    };
+    match check_id(device) {
+        Ok(()) => Ok(device),
+        Err(error) => Err(bad_request(format!("device id {error}"))),
+    }
+}
+
+/// How many of something a request gets: 0 asks for the default, more than
+/// the most allowed gets the most.
+pub fn requested(asked: u32, (default, max): (u32, u32)) -> usize {
+    let count = match asked {
+        0 => default,
+        n => n.min(max),
+    };
+    count as usize
+}
+
+/// A Send's own checks, once its room is known: the payload against the
+/// room's limit, then the kind.
+pub fn check_send(send: &Send, max_payload: usize) -> Result<(), v1::Error> {
+    if send.payload.len() > max_payload {
+        return Err(v1::Error::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "payload of {} bytes exceeds the room's {max_payload}",
+                send.payload.len()
+            ),
+        ));
+    }
+    if !Kind::is_allowed(send.kind) {
+        return Err(bad_request(format!("unknown message kind {}", send.kind)));
+    }
     Ok(())
 }
 

@@ -15,11 +15,14 @@
 //!   `conn` (what both do with decoded frames), `http` (health, readiness,
 //!   metrics); `metrics` is what the node counts; `widget` (the chat widget's
 //!   bundle and demo page, served by the embedded server).
+//! - `fuzzing`: handles on the private decoders for the fuzz targets.
 //! - modes: [`standalone`] (the embedded server, both roles in one process)
 //!   and [`cluster`] (one node of a cluster: ZooKeeper registry, `upstream`
 //!   links to every room service, redirects); `server` runs either.
 
 pub mod cluster;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod notifier;
 pub mod ring;
 pub mod standalone;

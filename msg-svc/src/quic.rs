@@ -258,7 +258,7 @@ fn close(connection: &Connection, code: u16, reason: &str) {
 
 /// Turns stream bytes into client frames.
 #[derive(Debug)]
-struct FrameReader {
+pub(crate) struct FrameReader {
     max_frame: usize,
     /// Bytes of an incomplete frame; empty (and unallocated) between frames.
     partial: BytesMut,
@@ -266,7 +266,7 @@ struct FrameReader {
 }
 
 impl FrameReader {
-    fn new(max_frame: usize) -> Self {
+    pub(crate) fn new(max_frame: usize) -> Self {
         Self {
             max_frame,
             partial: BytesMut::new(),
@@ -276,7 +276,7 @@ impl FrameReader {
 
     /// Decodes every frame completed by `chunk`. What is kept between reads
     /// is less than one frame, whose declared size was checked first.
-    fn push(&mut self, chunk: &[u8]) -> Batch {
+    pub(crate) fn push(&mut self, chunk: &[u8]) -> Batch {
         let mut batch = Batch::default();
         if self.partial.is_empty() {
             let used = self.decode(chunk, &mut batch);
@@ -311,6 +311,11 @@ impl FrameReader {
                 }
             }
         }
+    }
+
+    /// The incomplete frame kept: its length and the capacity holding it.
+    pub(crate) fn kept(&self) -> (usize, usize) {
+        (self.partial.len(), self.partial.capacity())
     }
 
     fn keep(&mut self, rest: &[u8]) {

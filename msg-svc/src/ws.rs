@@ -26,7 +26,9 @@ use crate::node::MsgNode;
 use crate::session::{Session, Transport};
 
 /// Longest HTTP upgrade request accepted.
-const MAX_HANDSHAKE: usize = 8 * 1024;
+pub(crate) const MAX_HANDSHAKE: usize = 8 * 1024;
+/// Most bytes the handshake takes from the socket per read.
+pub(crate) const HANDSHAKE_READ: usize = 1024;
 /// How long a closing connection waits for the client to hang up.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// The path clients connect to.
@@ -192,7 +194,7 @@ enum Assembling {
 
 /// Turns socket bytes into client frames.
 #[derive(Debug)]
-struct FrameReader {
+pub(crate) struct FrameReader {
     max_frame: usize,
     /// Bytes of an incomplete frame; empty (and unallocated) between frames.
     partial: Vec<u8>,
@@ -206,7 +208,7 @@ thread_local! {
 }
 
 impl FrameReader {
-    fn new(max_frame: usize, leftover: Vec<u8>) -> Self {
+    pub(crate) fn new(max_frame: usize, leftover: Vec<u8>) -> Self {
         Self {
             max_frame,
             partial: leftover,
@@ -239,19 +241,44 @@ impl FrameReader {
                     Err(e) => return Err(e),
                 }
             }
-            let (mut batch, used) = self.decode(session, &mut scratch[..filled]);
-            batch.eof |= eof;
+            let (decoded, used) = self.decode(&mut scratch[..filled]);
             self.keep_partial(&scratch[used..filled]);
+            let mut batch = decoded.answer(session);
+            batch.eof |= eof;
             Ok(batch)
         })
     }
 
     /// Decodes frames already buffered (those that came with the handshake).
     fn parse(&mut self, session: &Session) -> Batch {
+        self.decode_partial().answer(session)
+    }
+
+    /// Decodes `bytes` as if a read had just brought them, without a socket.
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Decoded {
+        self.partial.extend_from_slice(bytes);
+        self.decode_partial()
+    }
+
+    /// Decodes the complete frames among the bytes kept, keeping the rest.
+    fn decode_partial(&mut self) -> Decoded {
         let mut bytes = std::mem::take(&mut self.partial);
-        let (batch, used) = self.decode(session, &mut bytes);
+        let (decoded, used) = self.decode(&mut bytes);
         self.keep_partial(&bytes[used..]);
-        batch
+        decoded
+    }
+
+    /// The incomplete frame kept: its length and the capacity holding it.
+    pub(crate) fn kept(&self) -> (usize, usize) {
+        (self.partial.len(), self.partial.capacity())
+    }
+
+    /// Bytes of a fragmented binary message assembled so far.
+    pub(crate) fn assembling(&self) -> usize {
+        match &self.fragments {
+            Some(Assembling::Binary(message)) => message.len(),
+            Some(Assembling::Text) | None => 0,
+        }
     }
 
     fn keep_partial(&mut self, rest: &[u8]) {
@@ -265,44 +292,38 @@ impl FrameReader {
 
     /// Decodes complete frames from the front of `buf`; returns them and how
     /// many bytes they used.
-    fn decode(&mut self, session: &Session, buf: &mut [u8]) -> (Batch, usize) {
-        let mut batch = Batch::default();
+    fn decode(&mut self, buf: &mut [u8]) -> (Decoded, usize) {
+        let mut out = Decoded::default();
         let mut pos = 0;
-        while batch.fatal.is_none() && !batch.eof {
+        while out.batch.fatal.is_none() && !out.batch.eof {
             let (header, range) = match ws::next_frame(&buf[pos..], self.max_frame) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(WsError::TooLarge { len, max }) => {
-                    batch.fatal = Some(Fatal::too_big(format!(
+                    out.batch.fatal = Some(Fatal::too_big(format!(
                         "frame of {len} bytes exceeds the limit of {max}"
                     )));
                     break;
                 }
                 Err(error) => {
-                    batch.fatal = Some(Fatal::protocol(error.to_string()));
+                    out.batch.fatal = Some(Fatal::protocol(error.to_string()));
                     break;
                 }
             };
             let Some(mask) = header.mask else {
-                batch.fatal = Some(Fatal::protocol("client frames must be masked"));
+                out.batch.fatal = Some(Fatal::protocol("client frames must be masked"));
                 break;
             };
             let payload = &mut buf[pos + range.start..pos + range.end];
             ws::apply_mask(payload, mask);
             pos += range.end;
-            self.frame(session, header.opcode, header.fin, payload, &mut batch);
+            self.frame(header.opcode, header.fin, payload, &mut out);
         }
-        (batch, pos)
+        (out, pos)
     }
 
-    fn frame(
-        &mut self,
-        session: &Session,
-        opcode: OpCode,
-        fin: bool,
-        payload: &[u8],
-        batch: &mut Batch,
-    ) {
+    fn frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8], out: &mut Decoded) {
+        let batch = &mut out.batch;
         match opcode {
             OpCode::Binary | OpCode::Text if self.fragments.is_some() => {
                 batch.fatal = Some(Fatal::protocol("new message inside a fragmented one"));
@@ -335,15 +356,47 @@ impl FrameReader {
                     }
                 }
             },
-            OpCode::Ping => session.send_control(OpCode::Pong, payload),
+            OpCode::Ping => out.controls.push(Control::Ping(payload.to_vec())),
             OpCode::Pong => {}
             OpCode::Close => {
                 let code = ws::parse_close(payload).map_or(close_code::NORMAL, |(code, _)| code);
-                session.close_with(KickReason::Unspecified, code, "");
+                out.controls.push(Control::Close(code));
                 batch.eof = true;
             }
         }
     }
+}
+
+/// What one pass over a connection's bytes decoded.
+#[derive(Debug, Default)]
+pub(crate) struct Decoded {
+    pub(crate) batch: Batch,
+    /// Control frames the client sent, in order; a Close is always last.
+    pub(crate) controls: Vec<Control>,
+}
+
+impl Decoded {
+    /// Answers the control frames on `session` (a Pong per Ping, our close
+    /// for the client's) and hands over the client frames.
+    fn answer(self, session: &Session) -> Batch {
+        for control in self.controls {
+            match control {
+                Control::Ping(payload) => session.send_control(OpCode::Pong, &payload),
+                Control::Close(code) => session.close_with(KickReason::Unspecified, code, ""),
+            }
+        }
+        self.batch
+    }
+}
+
+/// A control frame from the client that the connection answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// A Ping, answered with a Pong carrying the same payload.
+    Ping(Vec<u8>),
+    /// A Close with the client's code (1000 when it gave none or a bad
+    /// payload), answered with our close frame; nothing after it is read.
+    Close(u16),
 }
 
 /// Reads the HTTP upgrade request, answers it, and returns any bytes that
@@ -354,25 +407,16 @@ async fn handshake(
 ) -> Result<Vec<u8>, HandshakeError> {
     let mut buf = Vec::with_capacity(1024);
     let (end, key) = loop {
-        let mut chunk = [0u8; 1024];
+        let mut chunk = [0u8; HANDSHAKE_READ];
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             return Err(HandshakeError::Closed);
         }
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&buf) {
-            Ok(httparse::Status::Complete(end)) => match upgrade_key(&request, origins) {
-                Ok(key) => break (end, key),
-                Err(refusal) => {
-                    let _ = stream.write_all(refusal.response().as_bytes()).await;
-                    return Err(HandshakeError::Refused(refusal));
-                }
-            },
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HANDSHAKE => {}
-            _ => {
-                let refusal = Refusal::BadRequest("malformed or oversized upgrade request");
+        match upgrade_request(&buf, origins) {
+            Ok(Some(found)) => break found,
+            Ok(None) => {}
+            Err(refusal) => {
                 let _ = stream.write_all(refusal.response().as_bytes()).await;
                 return Err(HandshakeError::Refused(refusal));
             }
@@ -384,6 +428,28 @@ async fn handshake(
     );
     stream.write_all(response.as_bytes()).await?;
     Ok(buf.split_off(end))
+}
+
+/// Judges the bytes of an upgrade request read so far: `Ok(None)` while it is
+/// incomplete and within [`MAX_HANDSHAKE`], else where the request ends and
+/// its key, or why it is refused. A request longer than the limit is refused
+/// even when one read brought all of it, so the verdict does not depend on
+/// how the bytes arrive.
+pub(crate) fn upgrade_request(
+    buf: &[u8],
+    origins: Option<&[String]>,
+) -> Result<Option<(usize, String)>, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(buf) {
+        Ok(httparse::Status::Complete(end)) if end <= MAX_HANDSHAKE => {
+            upgrade_key(&request, origins).map(|key| Some((end, key)))
+        }
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HANDSHAKE => Ok(None),
+        _ => Err(Refusal::BadRequest(
+            "malformed or oversized upgrade request",
+        )),
+    }
 }
 
 fn upgrade_key(
@@ -431,7 +497,7 @@ fn upgrade_key(
 
 /// Why an upgrade request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
+pub(crate) enum Refusal {
     BadRequest(&'static str),
     NotFound,
     UpgradeRequired,
@@ -444,7 +510,7 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn response(self) -> String {
+    pub(crate) fn response(self) -> String {
         let (status, body) = match self {
             Self::BadRequest(why) => ("400 Bad Request", why),
             Self::NotFound => ("404 Not Found", "chatroom serves WebSocket at /ws"),
@@ -482,4 +548,138 @@ enum HandshakeError {
     Closed,
     #[error("refused: {0:?}")]
     Refused(Refusal),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatroom_proto::Message;
+    use chatroom_proto::framing::ws::HeaderBytes;
+    use chatroom_proto::v1::{ClientFrame, Ping, client_frame};
+
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    fn frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mut out = HeaderBytes::new(opcode, payload.len(), Some(KEY))
+            .as_slice()
+            .to_vec();
+        if !fin {
+            out[0] &= 0x7f;
+        }
+        let start = out.len();
+        out.extend_from_slice(payload);
+        ws::apply_mask(&mut out[start..], KEY);
+        out
+    }
+
+    fn ping(id: u64) -> Vec<u8> {
+        ClientFrame {
+            request_id: id,
+            body: Some(client_frame::Body::Ping(Ping {})),
+        }
+        .encode_to_vec()
+    }
+
+    fn ids(batch: &Batch) -> Vec<u64> {
+        let frames = batch.frames.iter();
+        frames.map(|f| f.as_ref().unwrap().request_id).collect()
+    }
+
+    #[test]
+    fn controls_are_recorded_in_order_and_a_close_ends_the_read() {
+        let mut wire = frame(OpCode::Ping, true, b"hi");
+        wire.extend(frame(OpCode::Binary, true, &ping(1)));
+        wire.extend(frame(OpCode::Close, true, &ws::close_payload(4000, "bye")));
+        wire.extend(frame(OpCode::Binary, true, &ping(2)));
+        let mut reader = FrameReader::new(1024, Vec::new());
+        let decoded = reader.push(&wire);
+        assert_eq!(ids(&decoded.batch), [1]);
+        assert!(decoded.batch.eof);
+        assert_eq!(
+            decoded.controls,
+            [Control::Ping(b"hi".to_vec()), Control::Close(4000)]
+        );
+    }
+
+    #[test]
+    fn fragments_split_anywhere_make_one_message() {
+        let body = ping(7);
+        let (head, tail) = body.split_at(1);
+        let mut wire = frame(OpCode::Binary, false, head);
+        wire.extend(frame(OpCode::Ping, true, b""));
+        wire.extend(frame(OpCode::Continuation, true, tail));
+        for cut in 0..wire.len() {
+            let mut reader = FrameReader::new(1024, Vec::new());
+            let first = reader.push(&wire[..cut]);
+            let second = reader.push(&wire[cut..]);
+            let got: Vec<u64> = ids(&first.batch)
+                .into_iter()
+                .chain(ids(&second.batch))
+                .collect();
+            assert_eq!(got, [7], "cut at {cut}");
+            assert_eq!(first.controls.len() + second.controls.len(), 1);
+            assert_eq!(reader.kept(), (0, 0), "nothing kept after the last frame");
+            assert_eq!(reader.assembling(), 0);
+        }
+    }
+
+    #[test]
+    fn an_assembled_message_over_the_limit_is_fatal() {
+        let mut wire = frame(OpCode::Binary, false, &[0; 10]);
+        wire.extend(frame(OpCode::Continuation, true, &[0; 10]));
+        let mut reader = FrameReader::new(16, Vec::new());
+        let fatal = reader.push(&wire).batch.fatal.unwrap();
+        assert_eq!(fatal.code, close_code::MESSAGE_TOO_BIG);
+    }
+
+    #[test]
+    fn upgrade_requests_are_judged_from_their_bytes() {
+        let request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nrest";
+        let end = request.len() - 4;
+        assert_eq!(
+            upgrade_request(request.as_bytes(), None),
+            Ok(Some((end, "dGhlIHNhbXBsZSBub25jZQ==".to_owned())))
+        );
+        assert_eq!(
+            upgrade_request(&request.as_bytes()[..end - 1], None),
+            Ok(None)
+        );
+        let origins = ["https://a.example".to_owned()];
+        let browser = request.replace("Host: x", "Host: x\r\nOrigin: https://b.example");
+        assert_eq!(
+            upgrade_request(browser.as_bytes(), Some(&origins)),
+            Err(Refusal::Forbidden)
+        );
+        assert_eq!(
+            upgrade_request(b"GET /ws HTTP/1.1\r\n\r\n", None),
+            Err(Refusal::UpgradeRequired)
+        );
+        assert!(matches!(
+            upgrade_request(b"\x00\x01", None),
+            Err(Refusal::BadRequest(_))
+        ));
+    }
+
+    /// Found by the ws_handshake fuzz target: a request ending past the
+    /// limit was judged on its content when a read happened to bring its end
+    /// before the buffer reached the limit, and refused as oversized when
+    /// not, so the verdict depended on how the bytes arrived.
+    #[test]
+    fn a_request_over_the_limit_is_refused_however_it_arrives() {
+        let padding = format!("X-Padding: {}\r\n", "p".repeat(MAX_HANDSHAKE));
+        let request = format!(
+            "GET /ws HTTP/1.1\r\n{padding}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: a2V5\r\n\r\n"
+        );
+        let oversized = Err(Refusal::BadRequest(
+            "malformed or oversized upgrade request",
+        ));
+        assert_eq!(upgrade_request(request.as_bytes(), None), oversized);
+        let short = request.replace(&padding, "");
+        assert_eq!(
+            upgrade_request(short.as_bytes(), None),
+            Ok(Some((short.len(), "a2V5".to_owned())))
+        );
+    }
 }

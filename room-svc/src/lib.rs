@@ -21,11 +21,14 @@
 //! - [`server`]: the process in a cluster: ZooKeeper registration, `net`
 //!   (node links from msg-svc nodes), health, readiness and metrics, ordered
 //!   shutdown.
+//! - `fuzzing`: the admin API's request checks, for the fuzz targets.
 //! - `metrics`: what the service counts for `/metrics`
 //!   ([`RoomService::register_metrics`]).
 
 pub mod admin;
 pub mod core;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -28,7 +28,7 @@ use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -144,18 +144,21 @@ async fn authorize(State(api): State<AdminApi>, request: Request, next: Next) ->
         )
         .into_response();
     };
+    match presented_token(request.headers()) {
+        Some(presented) if token.verify(presented.as_bytes()) => next.run(request).await,
+        _ => ApiError::unauthorized().into_response(),
+    }
+}
+
+/// The token of an `Authorization: Bearer` header, if the request has one.
+pub(crate) fn presented_token(headers: &HeaderMap) -> Option<&str> {
     // The scheme is case-insensitive (RFC 9110 §11.1).
-    let presented = request
-        .headers()
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    match presented {
-        Some(presented) if token.verify(presented.as_bytes()) => next.run(request).await,
-        _ => ApiError::unauthorized().into_response(),
-    }
+        .map(|(_, token)| token.trim())
 }
 
 /// Passes requests about a room on to the room's owner, unless this node
@@ -245,29 +248,30 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                     format!("request bodies are at most {MAX_BODY_BYTES} bytes"),
                 )
             })?;
-        let bad = |error: serde_json::Error| {
-            ApiError::bad_request("bad_body", format!("request body: {error}"))
-        };
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            // Only an optional body may be left out.
-            return serde_json::from_value(serde_json::Value::Null)
-                .map(Self)
-                .map_err(|_| {
-                    ApiError::bad_request(
-                        "bad_body",
-                        "request body is empty: expected a JSON object",
-                    )
-                });
-        }
-        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(bad)?;
-        if !(json.is_object() || json.is_null()) {
-            return Err(ApiError::bad_request(
-                "bad_body",
-                "request body: expected a JSON object",
-            ));
-        }
-        serde_json::from_value(json).map(Self).map_err(bad)
+        parse_body(&bytes).map(Self)
     }
+}
+
+/// A request body's bytes as a `T`: a JSON object, or `null` or nothing at
+/// all where `T` is optional.
+pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bad = |error: serde_json::Error| {
+        ApiError::bad_request("bad_body", format!("request body: {error}"))
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        // Only an optional body may be left out.
+        return serde_json::from_value(serde_json::Value::Null).map_err(|_| {
+            ApiError::bad_request("bad_body", "request body is empty: expected a JSON object")
+        });
+    }
+    let json: serde_json::Value = serde_json::from_slice(bytes).map_err(bad)?;
+    if !(json.is_object() || json.is_null()) {
+        return Err(ApiError::bad_request(
+            "bad_body",
+            "request body: expected a JSON object",
+        ));
+    }
+    serde_json::from_value(json).map_err(bad)
 }
 
 // --- Handlers -----------------------------------------------------------------

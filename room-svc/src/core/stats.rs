@@ -32,8 +32,10 @@ impl RateWindow {
             self.newest = now_s;
         }
         // A time before the newest bucket (never, with a monotonic clock)
-        // counts in the newest one.
-        self.buckets[Self::slot(self.newest)] += events;
+        // counts in the newest one. Counts come from msg-svc nodes' reports,
+        // so they saturate rather than overflow.
+        let bucket = &mut self.buckets[Self::slot(self.newest)];
+        *bucket = bucket.saturating_add(events);
     }
 
     /// The average per second over the window ending at `now_s`.
@@ -42,7 +44,7 @@ impl RateWindow {
             .filter_map(|age| self.newest.checked_sub(age))
             .filter(|&second| second + RATE_WINDOW_S > now_s)
             .map(|second| self.buckets[Self::slot(second)])
-            .sum();
+            .fold(0, u64::saturating_add);
         events as f64 / RATE_WINDOW_S as f64
     }
 
@@ -299,6 +301,19 @@ mod tests {
         assert_eq!(rate.per_s(112), 5.7);
         rate.add(1_000, 1);
         assert_eq!(rate.per_s(1_000), 0.1);
+    }
+
+    /// Found while writing the cluster_frames fuzz target, and shown with
+    /// its input of two reports counting u64::MAX deliveries in one second:
+    /// the window's bucket and its sum overflowed (a panic in a debug build,
+    /// a wrapped rate in a release build).
+    #[test]
+    fn reported_counts_saturate() {
+        let mut rate = RateWindow::default();
+        rate.add(7, u64::MAX);
+        rate.add(7, u64::MAX);
+        rate.add(8, u64::MAX);
+        assert_eq!(rate.per_s(8), u64::MAX as f64 / RATE_WINDOW_S as f64);
     }
 
     #[test]
