@@ -10,7 +10,6 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
-use chatroom_cluster::auth::Roles;
 use chatroom_cluster::netlink::{FrameReader, LinkIoError, MAX_LINK_FRAME};
 use chatroom_proto::Message;
 use chatroom_proto::cluster::v1::{ToMsgSvc, ToRoomSvc, to_msg_svc, to_room_svc};
@@ -187,13 +186,7 @@ fn to_room_svc(frames: Vec<ToRoomSvc>) {
                     continue;
                 }
                 let before = room.latest();
-                let input = SendInput {
-                    sender: send.sender,
-                    roles: Roles::from_names(&send.sender_roles),
-                    client_msg_id: send.client_msg_id,
-                    kind: send.kind,
-                    payload: send.payload,
-                };
+                let input = SendInput::from(send);
                 if let Ok(Accepted::New(msg)) = room.accept(input, now) {
                     assert!(msg.msg_id > before.msg_id || before.msg_id == u64::MAX);
                     assert!(msg.ts > before.ts || before.ts == u64::MAX);

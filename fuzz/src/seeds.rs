@@ -207,17 +207,7 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
 
 /// A masked WebSocket frame as a client sends it.
 fn ws_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
-    let key = [0x12, 0x34, 0x56, 0x78];
-    let mut out = HeaderBytes::new(opcode, payload.len(), Some(key))
-        .as_slice()
-        .to_vec();
-    if !fin {
-        out[0] &= 0x7f;
-    }
-    let start = out.len();
-    out.extend_from_slice(payload);
-    ws::apply_mask(&mut out[start..], key);
-    out
+    ws::masked_frame(opcode, fin, payload, [0x12, 0x34, 0x56, 0x78])
 }
 
 fn upgrade_request(extra_headers: &str) -> String {

@@ -554,22 +554,12 @@ enum HandshakeError {
 mod tests {
     use super::*;
     use chatroom_proto::Message;
-    use chatroom_proto::framing::ws::HeaderBytes;
     use chatroom_proto::v1::{ClientFrame, Ping, client_frame};
 
     const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
     fn frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
-        let mut out = HeaderBytes::new(opcode, payload.len(), Some(KEY))
-            .as_slice()
-            .to_vec();
-        if !fin {
-            out[0] &= 0x7f;
-        }
-        let start = out.len();
-        out.extend_from_slice(payload);
-        ws::apply_mask(&mut out[start..], KEY);
-        out
+        ws::masked_frame(opcode, fin, payload, KEY)
     }
 
     fn ping(id: u64) -> Vec<u8> {

@@ -11,7 +11,7 @@
 use bytes::Buf;
 use chatroom_proto::Message;
 use chatroom_proto::framing::length;
-use chatroom_proto::framing::ws::{self, HeaderBytes, OpCode};
+use chatroom_proto::framing::ws::{self, OpCode};
 use chatroom_proto::v1::{ClientFrame, Cursor, Lane, ServerFrame};
 use prost::encoding::{WireType, decode_key, decode_varint};
 
@@ -45,14 +45,7 @@ pub fn upgrade_response(buf: &[u8]) -> Result<Option<usize>, String> {
 
 /// One masked client frame carrying `frame`, ready to write.
 pub fn client_frame(frame: &ClientFrame, mask: [u8; 4]) -> Vec<u8> {
-    let body = frame.encode_to_vec();
-    let header = HeaderBytes::new(OpCode::Binary, body.len(), Some(mask));
-    let mut out = Vec::with_capacity(header.as_slice().len() + body.len());
-    out.extend_from_slice(header.as_slice());
-    let start = out.len();
-    out.extend_from_slice(&body);
-    ws::apply_mask(&mut out[start..], mask);
-    out
+    ws::masked_frame(OpCode::Binary, true, &frame.encode_to_vec(), mask)
 }
 
 /// How server frames are delimited on a connection.
@@ -474,11 +467,11 @@ mod tests {
         assert_eq!(header.mask, Some([1, 2, 3, 4]));
         assert_eq!(range.end, wire.len());
 
-        let mut server = HeaderBytes::new(OpCode::Binary, 3, None)
+        let mut server = ws::HeaderBytes::new(OpCode::Binary, 3, None)
             .as_slice()
             .to_vec();
         server.extend_from_slice(b"abc");
-        server.extend_from_slice(HeaderBytes::new(OpCode::Ping, 0, None).as_slice());
+        server.extend_from_slice(ws::HeaderBytes::new(OpCode::Ping, 0, None).as_slice());
         let (first, used) = next_ws_frame(&server).unwrap().unwrap();
         assert_eq!(first, WsFrame::Binary(2..5));
         assert_eq!(

@@ -262,6 +262,21 @@ pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     payload
 }
 
+/// A whole frame as a client sends it: the header (`fin` clear for all but
+/// a message's last fragment), then `payload` masked with `mask`.
+pub fn masked_frame(opcode: OpCode, fin: bool, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let header = HeaderBytes::new(opcode, payload.len(), Some(mask));
+    let mut out = Vec::with_capacity(header.as_slice().len() + payload.len());
+    out.extend_from_slice(header.as_slice());
+    if !fin {
+        out[0] &= 0x7f;
+    }
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], mask);
+    out
+}
+
 /// The code and reason of a Close payload, if well formed.
 pub fn parse_close(payload: &[u8]) -> Option<(u16, &str)> {
     let (code, reason) = payload.split_first_chunk::<2>()?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chatroom_cluster::auth::Roles;
-use chatroom_proto::cluster::v1::{RoomConfig, RoomOverrides, RoomReport};
+use chatroom_proto::cluster::v1::{RoomConfig, RoomOverrides, RoomReport, SendRequest};
 use chatroom_proto::v1::{self, ChatMessage, Cursor, ErrorCode, Kind, Lane, SendAck};
 
 use super::clock::RoomClock;
@@ -52,6 +52,19 @@ pub struct SendInput {
     pub kind: i32,
     /// Application bytes.
     pub payload: Bytes,
+}
+
+impl From<SendRequest> for SendInput {
+    /// The send a msg-svc forwarded, as the room takes it.
+    fn from(send: SendRequest) -> Self {
+        Self {
+            sender: send.sender,
+            roles: Roles::from_names(&send.sender_roles),
+            client_msg_id: send.client_msg_id,
+            kind: send.kind,
+            payload: send.payload,
+        }
+    }
 }
 
 /// A send the room accepted.

@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chatroom_cluster::auth::Roles;
 use chatroom_cluster::clock::{mono_nanos, unix_micros};
 use chatroom_cluster::link::DownLink;
 use chatroom_cluster::registry::Members;
@@ -453,13 +452,7 @@ impl Worker {
                 "join the room before sending to it",
             ));
         };
-        let input = SendInput {
-            sender: send.sender,
-            roles: Roles::from_names(&send.sender_roles),
-            client_msg_id: send.client_msg_id,
-            kind: send.kind,
-            payload: send.payload,
-        };
+        let input = SendInput::from(send);
         match slot.state.accept(input, now()) {
             Ok(accepted) => {
                 let ack = accepted.ack();
