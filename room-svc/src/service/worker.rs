@@ -801,12 +801,14 @@ impl Worker {
                 continue;
             }
             let since = *slot.idle_since.get_or_insert(now);
-            let moderation = slot.state.moderation();
-            let nothing_set = *slot.state.overrides() == RoomOverrides::default()
-                && moderation.mute_count(now_us) == 0
-                && moderation.ban_count() == 0
-                && moderation.whitelist_count() == 0;
-            if now.duration_since(since) >= self.idle_room_ttl && (persists || nothing_set) {
+            let nothing_set = || {
+                let moderation = slot.state.moderation();
+                *slot.state.overrides() == RoomOverrides::default()
+                    && moderation.mute_count(now_us) == 0
+                    && moderation.ban_count() == 0
+                    && moderation.whitelist_count() == 0
+            };
+            if now.duration_since(since) >= self.idle_room_ttl && (persists || nothing_set()) {
                 idle.push(Arc::clone(room_id));
             }
         }
