@@ -123,6 +123,10 @@ pub struct Recovery {
     pub recovered_s: Option<f64>,
     /// For a freeze or a cut: probe rounds during it, and how many failed.
     pub during: Option<Held>,
+    /// For the ZooKeeper freeze: the nodes whose connection to ZooKeeper
+    /// dropped meanwhile, by their metrics (every node, or the freeze did
+    /// not happen).
+    pub nodes_noticed: Option<usize>,
     /// Probe rounds that failed meanwhile.
     pub failed_rounds: u32,
     /// The last failed round's reason.
@@ -161,12 +165,15 @@ impl FaultReport {
     pub fn summary(&self) -> String {
         let mut out = String::from("fault       recovered  rounds failed  what\n");
         for r in &self.recoveries {
-            let during = r.during.map_or_else(String::new, |held| {
+            let mut during = r.during.map_or_else(String::new, |held| {
                 format!(
                     " ({} of {} probe rounds failed during it)",
                     held.failed, held.rounds
                 )
             });
+            if let Some(nodes) = r.nodes_noticed {
+                during.push_str(&format!("; {nodes} nodes lost ZooKeeper"));
+            }
             let fault = serde_json::to_value(r.fault)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
@@ -324,6 +331,14 @@ fn judge(recoveries: Vec<Recovery>, report: Report, bound_s: u64) -> FaultReport
         if r.fault == Fault::LinkCut && r.during.is_none_or(|held| held.failed == 0) {
             failures.push(format!("{}: the probes never noticed the cut", r.what));
         }
+        if r.fault == Fault::Zookeeper && r.nodes_noticed.is_none_or(|n| n < ROOM_SVCS + MSG_SVCS) {
+            failures.push(format!(
+                "{}: {} of {} nodes saw their ZooKeeper connection drop",
+                r.what,
+                r.nodes_noticed.unwrap_or(0),
+                ROOM_SVCS + MSG_SVCS
+            ));
+        }
         match r.recovered_s {
             Some(s) if s <= bound_s as f64 => {}
             Some(s) => failures.push(format!(
@@ -430,6 +445,7 @@ impl Injector<'_> {
                 what: what.to_owned(),
                 recovered_s,
                 during,
+                nodes_noticed: None,
                 failed_rounds,
                 last_failure,
             });
@@ -470,6 +486,7 @@ impl Injector<'_> {
                 );
             }
             Fault::Zookeeper => {
+                let before = self.with_cluster(|c| Ok(zookeeper_disconnects(c))).await?;
                 self.with_cluster(|c| Ok(c.zookeeper.pause()?)).await?;
                 let during = self
                     .hold(self.session_timeout + Duration::from_secs(2))
@@ -477,11 +494,16 @@ impl Injector<'_> {
                 let start = Instant::now();
                 self.with_cluster(|c| Ok(c.zookeeper.resume()?)).await?;
                 let recovery = self.recover(start, true).await;
+                let after = self.with_cluster(|c| Ok(zookeeper_disconnects(c))).await?;
                 record(
                     "ZooKeeper frozen for the session timeout + 2 s; from the thaw",
                     Some(during),
                     recovery,
                 );
+                if let Some(recovery) = out.last_mut() {
+                    let noticed = before.iter().zip(&after).filter(|(b, a)| a > b).count();
+                    recovery.nodes_noticed = Some(noticed);
+                }
             }
             Fault::Redis => {
                 let start = Instant::now();
@@ -568,6 +590,20 @@ impl Injector<'_> {
         })
         .await?
     }
+}
+
+/// Each node's count of dropped ZooKeeper connections, in node order (0
+/// for a node that does not answer).
+fn zookeeper_disconnects(cluster: &LocalCluster) -> Vec<f64> {
+    cluster
+        .room_svcs
+        .iter()
+        .chain(&cluster.msg_svcs)
+        .map(|n| {
+            n.metric("chatroom_zookeeper_disconnects_total")
+                .unwrap_or(0.0)
+        })
+        .collect()
 }
 
 fn node<'a>(

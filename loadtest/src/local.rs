@@ -187,6 +187,19 @@ impl NodeProcess {
         Err(self.not_ready())
     }
 
+    /// The value of `series` (a metric's name with its labels, if any) on
+    /// the node's `/metrics` now; `None` when the node or the series is
+    /// missing.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (status, metrics) = http_get(&self.http_addr, "/metrics")?;
+        if status != 200 {
+            return None;
+        }
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// Whether the node's registry view holds `(room_svcs, msg_svcs)` nodes
     /// now.
     pub fn sees_members(&self, (room_svcs, msg_svcs): (usize, usize)) -> bool {
