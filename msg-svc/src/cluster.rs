@@ -127,10 +127,7 @@ impl MsgServer {
         running.spawn(async move {
             while let Some(event) = events.recv().await {
                 match event {
-                    LinkEvent::Up(room_svc) => {
-                        relinked.forget_owner(&room_svc);
-                        relinked.reconcile();
-                    }
+                    LinkEvent::Up(room_svc) => relinked.link_back(&room_svc).await,
                     LinkEvent::Down(room_svc) => relinked.lost_link(&room_svc),
                 }
             }
@@ -139,7 +136,7 @@ impl MsgServer {
         let mut members = registration.members();
         running.spawn(async move {
             while members.changed().await.is_ok() {
-                moved.reconcile();
+                moved.reconcile().await;
             }
         });
         info!(node = %config.node_id, %ws_addr, ?quic_addr, %http_addr, "msg-svc up");

@@ -1,20 +1,17 @@
-//! Frames from the room owners: subscription acks fill rings, broadcasts
-//! append to them and wake the shards, send results go back to their
-//! sessions, kicks and room updates change memberships.
+//! Frames from the room owners: what is about a room (subscription acks,
+//! broadcasts, room updates, refusals) goes to the room's lifecycle; send
+//! results go back to their sessions; kicks take users out of rooms.
 
 use std::sync::Arc;
 
+use chatroom_cluster::clock;
 use chatroom_cluster::link::DownLinkRx;
-use chatroom_proto::cluster::v1::{
-    Broadcast, Kick, RoomUpdate, SendResult, SubscribeAck, send_result, to_msg_svc,
-};
-use chatroom_proto::v1::{self, ErrorCode, KickReason, Kicked, server_frame};
+use chatroom_proto::cluster::v1::{Kick, SendResult, send_result, to_msg_svc};
+use chatroom_proto::v1::{self, ErrorCode, KickReason, server_frame};
 use tracing::{debug, warn};
 
-use crate::node::MsgNode;
-use crate::notifier::RoundConfig;
-use crate::room::{RoomKey, Subscription};
-use crate::shard::ShardCmd;
+use crate::node::{MsgNode, kicked_frame};
+use crate::room::{Event, Waiter};
 
 /// Processes frames from the room owners until the link closes.
 pub(crate) async fn run(node: Arc<MsgNode>, mut rx: DownLinkRx) {
@@ -24,51 +21,38 @@ pub(crate) async fn run(node: Arc<MsgNode>, mut rx: DownLinkRx) {
             continue;
         };
         match body {
-            to_msg_svc::Body::SubscribeAck(ack) => subscribed(&node, ack).await,
-            to_msg_svc::Body::Broadcast(broadcast) => broadcast_arrived(&node, broadcast).await,
+            to_msg_svc::Body::SubscribeAck(ack) => {
+                let id = ack.room_id.clone();
+                to_room(&node, &id, Event::Subscribed(ack)).await;
+            }
+            to_msg_svc::Body::Broadcast(broadcast) => {
+                node.metrics.broadcast(broadcast.messages.len());
+                let event = Event::Broadcast(broadcast.messages);
+                to_room(&node, &broadcast.room_id, event).await;
+            }
             to_msg_svc::Body::SendResult(result) => send_result(&node, result),
             to_msg_svc::Body::Kick(kick) => kicked(&node, kick).await,
-            to_msg_svc::Body::RoomUpdate(update) => room_updated(&node, update).await,
-            to_msg_svc::Body::NotOwner(not_owner) => refused(&node, &not_owner.room_id),
+            to_msg_svc::Body::RoomUpdate(update) => {
+                let id = update.room_id.clone();
+                to_room(&node, &id, Event::Updated(update)).await;
+            }
+            to_msg_svc::Body::NotOwner(not_owner) => {
+                debug!(room = %not_owner.room_id, "subscription refused by a room service that does not own the room");
+                to_room(&node, &not_owner.room_id, Event::NotOwner).await;
+            }
         }
     }
     debug!("room service link closed");
 }
 
-async fn subscribed(node: &MsgNode, ack: SubscribeAck) {
-    let Some(room) = node.room(&ack.room_id) else {
-        debug!(room = %ack.room_id, "ack for a room no longer here");
+/// Feeds a frame about room `id` to the room, if it is here.
+async fn to_room(node: &MsgNode, id: &str, event: Event<Waiter>) {
+    let Some(room) = node.room(id) else {
+        debug!(room = id, "frame for a room no longer here");
         return;
     };
-    let config = ack.config.unwrap_or_default();
-    let evicted = room.activate(
-        ack.latest.unwrap_or_default(),
-        config.clone(),
-        ack.member_count,
-        &ack.history,
-    );
-    node.metrics.evicted(evicted);
-    let round = RoundConfig::of(&config);
-    node.to_all_shards(|| ShardCmd::Config {
-        room: RoomKey(Arc::clone(&room)),
-        config: round,
-    })
-    .await;
-    node.mark_dirty(&room).await;
-}
-
-async fn broadcast_arrived(node: &MsgNode, broadcast: Broadcast) {
-    node.metrics.broadcast(broadcast.messages.len());
-    let Some(room) = node.room(&broadcast.room_id) else {
-        return;
-    };
-    if !matches!(room.state.lock().subscription, Subscription::Active) {
-        return;
-    }
-    let evicted = room.append(&broadcast.messages);
-    node.metrics.evicted(evicted);
-    room.downstream.evicted(evicted);
-    node.mark_dirty(&room).await;
+    let followup = room.drive(clock::mono_millis(), [event], node.uplink.as_ref(), false);
+    node.carry_out(&room, followup).await;
 }
 
 fn send_result(node: &MsgNode, result: SendResult) {
@@ -95,6 +79,10 @@ fn send_result(node: &MsgNode, result: SendResult) {
 /// Removes `user`'s sessions here from the room and tells them why.
 async fn kicked(node: &MsgNode, kick: Kick) {
     let reason = KickReason::try_from(kick.reason).unwrap_or(KickReason::Unspecified);
+    // The owner took the user out already: what it holds of this node's
+    // presence changed on its side.
+    let user: Arc<str> = kick.user_id.as_str().into();
+    to_room(node, &kick.room_id, Event::Removed { user }).await;
     for session in node.sessions.of_user(&kick.user_id) {
         let room = {
             let mut rooms = session.rooms();
@@ -106,65 +94,4 @@ async fn kicked(node: &MsgNode, kick: Kick) {
         session.reply(0, kicked_frame(&kick.room_id, reason, &kick.message));
         node.leave(&session, &room).await;
     }
-}
-
-async fn room_updated(node: &MsgNode, update: RoomUpdate) {
-    let Some(room) = node.room(&update.room_id) else {
-        return;
-    };
-    if update.closed {
-        room.state.lock().subscription = Subscription::Closed;
-        node.remove_room(&room);
-        for session in node.sessions.all() {
-            let removed = {
-                let mut rooms = session.rooms();
-                let before = rooms.len();
-                rooms.retain(|r| !Arc::ptr_eq(r, &room));
-                before != rooms.len()
-            };
-            if removed {
-                session.reply(
-                    0,
-                    kicked_frame(&room.id, KickReason::RoomClosed, "the room was closed"),
-                );
-                node.leave(&session, &room).await;
-            }
-        }
-        node.to_all_shards(|| ShardCmd::Forget(RoomKey(Arc::clone(&room))))
-            .await;
-        return;
-    }
-    room.state.lock().member_count = update.member_count;
-    if let Some(config) = update.config {
-        let round = RoundConfig::of(&config);
-        let evicted = room.reconfigure(config);
-        node.metrics.evicted(evicted);
-        room.downstream.evicted(evicted);
-        node.to_all_shards(|| ShardCmd::Config {
-            room: RoomKey(Arc::clone(&room)),
-            config: round,
-        })
-        .await;
-    }
-}
-
-/// The room service asked does not own the room (placement moved it):
-/// subscribe again once our view of the owner changes or on the next pass.
-fn refused(node: &MsgNode, room_id: &str) {
-    let Some(room) = node.room(room_id) else {
-        return;
-    };
-    room.state.lock().owner = None;
-    debug!(
-        room = room_id,
-        "subscription refused by a room service that does not own the room"
-    );
-}
-
-fn kicked_frame(room_id: &str, reason: KickReason, message: &str) -> server_frame::Body {
-    server_frame::Body::Kicked(Kicked {
-        room_id: room_id.to_owned(),
-        reason: reason as i32,
-        message: message.to_owned(),
-    })
 }

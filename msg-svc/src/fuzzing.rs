@@ -2,12 +2,13 @@
 //! handles on the decoders a peer reaches, which are private to this crate,
 //! so the targets drive the very code the connections run. Not an API.
 
-use chatroom_proto::cluster::v1::{Broadcast, RoomUpdate, SubscribeAck};
+use chatroom_cluster::link::{LinkError, UpLink};
+use chatroom_proto::cluster::v1::{Broadcast, RoomUpdate, SubscribeAck, ToRoomSvc};
 use chatroom_proto::v1::ClientFrame;
 
 use crate::conn::Batch;
 use crate::ring::RoomRing;
-use crate::room::{LocalRoom, Subscription};
+use crate::room::{Event, LocalRoom, Timers, Waiter};
 use crate::{conn, quic, ws};
 
 pub use crate::handler::{check_send, device_id, requested};
@@ -117,42 +118,52 @@ pub fn decode_client_frame(payload: &[u8]) -> Result<ClientFrame, String> {
 }
 
 /// A room as this node holds it, fed frames from its owner the way the
-/// downlink feeds them.
+/// downlink feeds them, with no link to answer on.
 #[derive(Debug)]
 pub struct Room(LocalRoom);
 
 impl Room {
-    /// A room waiting for its owner's SubscribeAck.
+    /// A room waiting for its owner's SubscribeAck, as a first joiner
+    /// leaves it.
     pub fn pending(id: &str) -> Self {
-        Self(LocalRoom::pending(id.into()))
+        let timers = Timers {
+            subscribe_timeout: 5_000,
+            grace: 30_000,
+        };
+        Self(LocalRoom::new(id.into(), timers))
     }
 
     /// Applies a SubscribeAck.
     pub fn subscribed(&self, ack: &SubscribeAck) {
-        self.0.activate(
-            ack.latest.unwrap_or_default(),
-            ack.config.clone().unwrap_or_default(),
-            ack.member_count,
-            &ack.history,
-        );
+        self.feed(Event::Subscribed(ack.clone()));
     }
 
     /// Appends a Broadcast's messages, once the room is subscribed.
     pub fn broadcast(&self, broadcast: &Broadcast) {
-        if matches!(self.0.state.lock().subscription, Subscription::Active) {
-            self.0.append(&broadcast.messages);
-        }
+        self.feed(Event::Broadcast(broadcast.messages.clone()));
     }
 
-    /// Applies a RoomUpdate's settings.
+    /// Applies a RoomUpdate.
     pub fn updated(&self, update: &RoomUpdate) {
-        if let Some(config) = &update.config {
-            self.0.reconfigure(config.clone());
-        }
+        self.feed(Event::Updated(update.clone()));
     }
 
     /// Looks at the room's ring.
     pub fn ring<T>(&self, read: impl FnOnce(&RoomRing) -> T) -> T {
         read(&self.0.ring.read())
+    }
+
+    fn feed(&self, event: Event<Waiter>) {
+        self.0.drive(0, [event], &Nowhere, false);
+    }
+}
+
+/// A link that takes nothing.
+#[derive(Debug)]
+struct Nowhere;
+
+impl UpLink for Nowhere {
+    fn try_send(&self, _: ToRoomSvc) -> Result<(), LinkError> {
+        Err(LinkError::Down)
     }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use chatroom_cluster::clock;
 use chatroom_cluster::link::LinkError;
 use chatroom_proto::cluster::v1::{SendRequest, ToRoomSvc, to_room_svc};
 use chatroom_proto::compose::join_ack_frame;
@@ -14,9 +15,9 @@ use chatroom_proto::v1::{
 };
 use tracing::{debug, info};
 
-use crate::node::MsgNode;
+use crate::node::{self, MsgNode};
 use crate::notifier::RoundConfig;
-use crate::room::{LocalRoom, RoomKey, Taken, limits};
+use crate::room::{Event, LocalRoom, RoomKey, Taken, limits};
 use crate::session::{Identity, Session, Transport, Urgency};
 use crate::shard::ShardCmd;
 
@@ -39,7 +40,7 @@ pub(crate) async fn handle(node: &MsgNode, session: &Arc<Session>, frame: Client
         }
         client_frame::Body::Join(join) => self::join(node, session, request_id, join).await,
         client_frame::Body::Leave(leave) => self::leave(node, session, request_id, leave).await,
-        client_frame::Body::Send(send) => self::send(node, session, request_id, send),
+        client_frame::Body::Send(send) => self::send(node, session, request_id, send).await,
         client_frame::Body::Pull(pull) => self::pull(node, session, request_id, pull).await,
         client_frame::Body::Ping(_) => {
             pong(session, request_id);
@@ -151,26 +152,25 @@ async fn join(
     join: Join,
 ) -> Result<(), v1::Error> {
     check_id(&join.room_id).map_err(|e| bad_request(format!("room id {e}")))?;
-    let rejoin = joined_room(session, &join.room_id).is_ok();
+    let joined = joined_room(session, &join.room_id).ok();
+    let rejoin = joined.is_some();
     if !rejoin && session.rooms().len() >= node.config.max_rooms_per_session {
         return Err(bad_request(format!(
             "a session may join at most {} rooms",
             node.config.max_rooms_per_session
         )));
     }
-    let room = node.room_for_join(&join.room_id).await?;
-    let backfill = requested(join.backfill, node.config.backfill);
-    let (config, member_count) = {
-        let state = room.state.lock();
-        // A user new to the room here is not in the owner's count yet.
-        let arriving = session
-            .identity()
-            .is_some_and(|who| !state.presence.contains_key(&who.user));
-        (
-            state.config.clone(),
-            state.member_count + u64::from(arriving),
-        )
+    let Some(identity) = session.identity() else {
+        return Err(v1::Error::new(ErrorCode::Unauthenticated, "connect first"));
     };
+    let (room, admission) = match joined {
+        Some(room) => {
+            let admission = room.lifecycle().rejoin();
+            (room, admission.map_err(node::refused)?)
+        }
+        None => node.join_room(&join.room_id, &identity.user).await?,
+    };
+    let backfill = requested(join.backfill, node.config.backfill);
     let (frame, cursor) = {
         let ring = room.ring.read();
         let latest = ring.latest();
@@ -183,28 +183,24 @@ async fn join(
         let head = JoinAck {
             room_id: join.room_id.clone(),
             latest: Some(latest),
-            member_count,
-            limits: Some(limits(&config, node.config.pull.1)),
+            member_count: admission.member_count,
+            limits: Some(limits(&admission.config, node.config.pull.1)),
             recent: Vec::new(),
             reset,
         };
         let frame = join_ack_frame(request_id, &head, recent.iter().map(|e| &e.encoded[..]));
         (frame, cursor)
     };
-    if rejoin {
-        // Already counted in: undo this join's count.
-        node.release(&room);
-    } else {
+    if !rejoin {
         session.rooms().push(Arc::clone(&room));
-        node.mark_present(session, &room);
     }
     // The ack goes out before the shard learns of the member, so the first
-    // Notify cannot overtake it; presence is recorded before the ack, so a
-    // send the client makes after it finds the sender present.
+    // Notify cannot overtake it; the room counted the user in before the
+    // ack, so a send the client makes after it finds the sender present.
     session.send(0, &frame, Urgency::Reply);
     let cmd = ShardCmd::Join {
         room: RoomKey(Arc::clone(&room)),
-        config: RoundConfig::of(&config),
+        config: RoundConfig::of(&admission.config),
         session: Arc::clone(session),
         cursor,
     };
@@ -238,15 +234,20 @@ async fn leave(
     Ok(())
 }
 
-fn send(node: &MsgNode, session: &Session, request_id: u64, send: Send) -> Result<(), v1::Error> {
+async fn send(
+    node: &MsgNode,
+    session: &Session,
+    request_id: u64,
+    send: Send,
+) -> Result<(), v1::Error> {
     let room = joined_room(session, &send.room_id)?;
-    let max_payload = room.state.lock().config.max_payload_bytes as usize;
+    let max_payload = room.lifecycle().config().max_payload_bytes as usize;
     check_send(&send, max_payload)?;
     let Some(identity) = session.identity() else {
         return Err(v1::Error::new(ErrorCode::Unauthenticated, "connect first"));
     };
     if !identity.roles.privileged() {
-        let now = chatroom_cluster::clock::mono_millis();
+        let now = clock::mono_millis();
         session
             .take_send(node.config.session_send_rate, now)
             .map_err(|wait| {
@@ -255,24 +256,6 @@ fn send(node: &MsgNode, session: &Session, request_id: u64, send: Send) -> Resul
                     .retry_after(u32::try_from(wait).unwrap_or(u32::MAX))
             })?;
     }
-    // Subscribed (with presence) at the current owner first, on the same
-    // link, so the owner knows the sender before the send arrives.
-    let Some(owner) = node.reconcile_room(&room) else {
-        return Err(
-            v1::Error::new(ErrorCode::Overloaded, "room service unreachable").retry_after(500),
-        );
-    };
-    if !session.track_send(request_id, owner, node.config.max_sends_in_flight) {
-        return Err(v1::Error::new(
-            ErrorCode::Overloaded,
-            format!(
-                "{} sends already await their answer",
-                node.config.max_sends_in_flight
-            ),
-        )
-        .retry_after(100));
-    }
-    node.presence.flush_room(&room.id, node.uplink.as_ref());
     let frame = ToRoomSvc {
         body: Some(to_room_svc::Body::Send(SendRequest {
             room_id: send.room_id,
@@ -285,6 +268,51 @@ fn send(node: &MsgNode, session: &Session, request_id: u64, send: Send) -> Resul
             payload: send.payload,
         })),
     };
+    // The room subscribes at the current owner and reports its presence
+    // first, on the same link and under the same lock, so the owner knows
+    // the sender before the send arrives.
+    let owner = Event::Owner(node.uplink.owner_of(&room.id));
+    let (followup, sent) = room.drive_then(
+        clock::mono_millis(),
+        [owner],
+        node.uplink.as_ref(),
+        true,
+        |lifecycle| forward(node, session, request_id, lifecycle.subscribed_at(), frame),
+    );
+    node.carry_out(&room, followup).await;
+    sent?;
+    node.metrics.send_forwarded();
+    Ok(())
+}
+
+/// Forwards a send to `owner`, the room service the room is subscribed
+/// at, tracking it until answered.
+fn forward(
+    node: &MsgNode,
+    session: &Session,
+    request_id: u64,
+    owner: Option<&str>,
+    frame: ToRoomSvc,
+) -> Result<(), v1::Error> {
+    let Some(owner) = owner else {
+        return Err(
+            v1::Error::new(ErrorCode::Overloaded, "room service unreachable").retry_after(500),
+        );
+    };
+    if !session.track_send(
+        request_id,
+        owner.to_owned(),
+        node.config.max_sends_in_flight,
+    ) {
+        return Err(v1::Error::new(
+            ErrorCode::Overloaded,
+            format!(
+                "{} sends already await their answer",
+                node.config.max_sends_in_flight
+            ),
+        )
+        .retry_after(100));
+    }
     node.uplink.try_send(frame).map_err(|error| {
         let _ = session.settle_send(request_id);
         let retry_after = match error {
@@ -292,9 +320,7 @@ fn send(node: &MsgNode, session: &Session, request_id: u64, send: Send) -> Resul
             LinkError::Down => 1_000,
         };
         v1::Error::new(ErrorCode::Overloaded, error.to_string()).retry_after(retry_after)
-    })?;
-    node.metrics.send_forwarded();
-    Ok(())
+    })
 }
 
 async fn pull(
@@ -371,10 +397,14 @@ fn pong(session: &Session, request_id: u64) {
     let rooms = session
         .rooms()
         .iter()
-        .map(|room| RoomPosition {
-            room_id: room.id.to_string(),
-            latest: Some(room.ring.read().latest()),
-            member_count: room.state.lock().member_count,
+        .map(|room| {
+            let latest = room.latest();
+            let member_count = room.lifecycle().member_count();
+            RoomPosition {
+                room_id: room.id.to_string(),
+                latest: Some(latest),
+                member_count,
+            }
         })
         .collect();
     session.reply(request_id, server_frame::Body::Pong(Pong { rooms }));

@@ -4,11 +4,15 @@
 //! - sans-I/O cores, driven with time passed in: [`ring`] (a room's two
 //!   bounded lanes and what a cursor is owed) and [`notifier`] (who gets what
 //!   each round).
-//! - the node: `node` (sessions, rooms, shards, housekeeping), `session` (a
+//! - `room`: a room as this node holds it. `room::lifecycle` is its
+//!   sans-I/O core (subscription at the owner, presence, sessions, grace,
+//!   ring settings: events in, actions out); the ring and the downstream
+//!   counts sit beside it.
+//! - the node: `node` (sessions, rooms, shards, housekeeping: feeds the
+//!   rooms their events and carries out what they ask), `session` (a
 //!   connection's way out: shared frames written straight to the socket),
-//!   `room` (a room as this node holds it), `shard` (notifier tasks),
-//!   `handler` (what each client frame does), `downlink` (frames from room
-//!   owners), `presence` (batched membership reports).
+//!   `shard` (notifier tasks), `handler` (what each client frame does),
+//!   `downlink` (frames from room owners).
 //! - abuse limits: `admission` (token buckets, per-address connection
 //!   count and rate), sans-I/O.
 //! - transports: `ws` (WebSocket), `quic` (QUIC, one stream per session),
@@ -37,7 +41,6 @@ mod handler;
 mod http;
 mod metrics;
 mod node;
-mod presence;
 mod quic;
 mod room;
 mod server;

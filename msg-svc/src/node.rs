@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use chatroom_cluster::auth::TokenKey;
 use chatroom_cluster::clock;
-use chatroom_cluster::link::{LinkError, UpLink};
+use chatroom_cluster::link::UpLink;
 use chatroom_cluster::metrics::{Registry, Sampled};
 use chatroom_cluster::registry::{Members, Registration, RegistryHealth};
-use chatroom_proto::cluster::v1::{Membership, Subscribe, ToRoomSvc, Unsubscribe, to_room_svc};
+use chatroom_proto::cluster::v1::{ToRoomSvc, to_room_svc};
 use chatroom_proto::framing::ws::close_code;
-use chatroom_proto::v1::{self, ErrorCode, KickReason, server_frame};
+use chatroom_proto::v1::{self, ErrorCode, KickReason, Kicked, server_frame};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -21,8 +21,10 @@ use tracing::{debug, info, warn};
 
 use crate::admission::{IpAdmission, IpLimits, Rate};
 use crate::metrics::NodeMetrics;
-use crate::presence::PresenceReports;
-use crate::room::{LocalRoom, RoomKey, Subscription};
+use crate::notifier::RoundConfig;
+use crate::room::{
+    Action, Admission, Event, Followup, LocalRoom, Refusal, RoomKey, Timers, Waiter,
+};
 use crate::session::{Session, Transport};
 use crate::sessions::SessionTable;
 use crate::shard::{self, FrameLimits, ShardCmd, ShardTx};
@@ -152,8 +154,10 @@ pub(crate) struct MsgNode {
     /// Per-address admission of QUIC connections.
     pub(crate) quic_admission: Arc<IpAdmission>,
     rooms: Mutex<HashMap<Arc<str>, Arc<LocalRoom>>>,
+    /// Rooms whose presence changes wait for the next report, by id (a
+    /// room dropped meanwhile has nothing to report).
+    presence_due: Mutex<HashMap<Arc<str>, Arc<LocalRoom>>>,
     shards: Vec<ShardTx>,
-    pub(crate) presence: PresenceReports,
     pub(crate) metrics: NodeMetrics,
     next_session: AtomicU64,
     ready: AtomicBool,
@@ -183,8 +187,8 @@ impl MsgNode {
             uplink,
             sessions: SessionTable::default(),
             rooms: Mutex::default(),
+            presence_due: Mutex::default(),
             shards,
-            presence: PresenceReports::default(),
             metrics,
             next_session: AtomicU64::new(1),
             ready: AtomicBool::new(true),
@@ -225,9 +229,9 @@ impl MsgNode {
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    _ = presence.tick() => node.presence.flush(node.uplink.as_ref()),
+                    _ = presence.tick() => node.report_presence(),
                     _ = sweep.tick() => node.sweep(clock::mono_millis()),
-                    _ = reconcile.tick() => node.reconcile(),
+                    _ = reconcile.tick() => node.reconcile().await,
                     _ = report.tick() => node.report_rooms(),
                 }
             }
@@ -339,116 +343,84 @@ impl MsgNode {
         self.rooms.lock().get(id).cloned()
     }
 
-    /// The room for a joiner, subscribed and with its ring filled. Counts the
-    /// joiner in, so the room is not reaped meanwhile; a failed join must call
-    /// [`release`](Self::release).
-    pub(crate) async fn room_for_join(&self, id: &str) -> Result<Arc<LocalRoom>, v1::Error> {
-        let (room, created) = {
+    /// The timers every room here runs with.
+    fn timers(&self) -> Timers {
+        Timers {
+            subscribe_timeout: self.config.subscribe_timeout.as_millis() as u64,
+            grace: self.config.unsubscribe_grace.as_millis() as u64,
+        }
+    }
+
+    /// Joins `user` to room `id` once it is live here (subscribed, its ring
+    /// filled), creating and subscribing it if needed. The user is counted
+    /// in on admission; the caller adds the room to its session.
+    pub(crate) async fn join_room(
+        &self,
+        id: &str,
+        user: &Arc<str>,
+    ) -> Result<(Arc<LocalRoom>, Admission), v1::Error> {
+        let (tx, rx) = oneshot::channel();
+        let join = Event::Join {
+            user: Arc::clone(user),
+            waiter: tx,
+        };
+        let (room, followup) = {
             let mut rooms = self.rooms.lock();
             let mut created = false;
             let room = rooms
                 .entry(Arc::from(id))
                 .or_insert_with_key(|id| {
                     created = true;
-                    Arc::new(LocalRoom::pending(id.clone()))
+                    Arc::new(LocalRoom::new(id.clone(), self.timers()))
                 })
                 .clone();
-            let mut state = room.state.lock();
-            state.sessions += 1;
-            state.empty_since = None;
-            drop(state);
-            (room, created)
+            let owner = created.then(|| Event::Owner(self.uplink.owner_of(id)));
+            // With the map locked, so the sweep cannot reap the room between
+            // finding it and counting the joiner in.
+            let followup = room.drive(
+                clock::mono_millis(),
+                owner.into_iter().chain([join]),
+                self.uplink.as_ref(),
+                false,
+            );
+            (room, followup)
         };
-        if created {
-            let _ = self.reconcile_room(&room);
+        self.carry_out(&room, followup).await;
+        match rx.await {
+            Ok(Ok(admission)) => Ok((room, admission)),
+            Ok(Err(refusal)) => Err(refused(refusal)),
+            // The room was dropped with the joiner waiting.
+            Err(_) => Err(refused(Refusal::Gone)),
         }
-        let waiter = {
-            let mut state = room.state.lock();
-            match &mut state.subscription {
-                Subscription::Active => None,
-                Subscription::Closed => {
-                    drop(state);
-                    self.release(&room);
-                    return Err(v1::Error::new(ErrorCode::Forbidden, "room is closed"));
-                }
-                Subscription::Pending(waiters) => {
-                    let (tx, rx) = oneshot::channel();
-                    waiters.push(tx);
-                    Some(rx)
-                }
-            }
-        };
-        if let Some(rx) = waiter {
-            match tokio::time::timeout(self.config.subscribe_timeout, rx).await {
-                Ok(Ok(())) => {}
-                _ => {
-                    self.release(&room);
-                    return Err(v1::Error::new(
-                        ErrorCode::Overloaded,
-                        "room service did not answer",
-                    )
-                    .retry_after(1_000));
-                }
-            }
-        }
-        Ok(room)
     }
 
-    /// Makes every room's subscription follow placement.
-    pub(crate) fn reconcile(&self) {
+    /// Feeds `event` to every room, with the owner placement names now.
+    pub(crate) async fn to_every_room(&self, event: impl Fn() -> Option<Event<Waiter>>) {
         let rooms: Vec<Arc<LocalRoom>> = self.rooms.lock().values().cloned().collect();
+        let now = clock::mono_millis();
         for room in rooms {
-            let _ = self.reconcile_room(&room);
+            let owner = Event::Owner(self.uplink.owner_of(&room.id));
+            let followup = room.drive(
+                now,
+                event().into_iter().chain([owner, Event::Tick]),
+                self.uplink.as_ref(),
+                false,
+            );
+            self.carry_out(&room, followup).await;
         }
     }
 
-    /// Subscribes `room` at its owner if it is not subscribed there: a new
-    /// room, an owner that moved, or one that forgot us. With the Subscribe
-    /// goes the room's full presence, which the owner keeps only as soft
-    /// state. Whatever the link cannot take is tried again on the next pass.
-    /// Returns the owner the room is subscribed at now, if any.
-    pub(crate) fn reconcile_room(&self, room: &LocalRoom) -> Option<String> {
-        let owner = self.uplink.owner_of(&room.id)?;
-        let (live, present) = {
-            let state = room.state.lock();
-            if matches!(state.subscription, Subscription::Closed) {
-                return None;
-            }
-            if state.owner.as_deref() == Some(owner.as_str()) {
-                return Some(owner);
-            }
-            let live = matches!(state.subscription, Subscription::Active);
-            let present: Vec<String> = state.presence.keys().map(|u| u.to_string()).collect();
-            (live, present)
-        };
-        let subscribe = ToRoomSvc {
-            body: Some(to_room_svc::Body::Subscribe(Subscribe {
-                room_id: room.id.to_string(),
-                latest: live.then(|| room.ring.read().latest()),
-            })),
-        };
-        let membership = (!present.is_empty()).then(|| ToRoomSvc {
-            body: Some(to_room_svc::Body::Membership(Membership {
-                room_id: room.id.to_string(),
-                joined: present,
-                left: Vec::new(),
-            })),
-        });
-        let sent = self
-            .uplink
-            .try_send(subscribe)
-            .and_then(|()| membership.map_or(Ok(()), |frame| self.uplink.try_send(frame)));
-        match sent {
-            Ok(()) => {
-                debug!(room = %room.id, %owner, "subscribed");
-                room.state.lock().owner = Some(owner.clone());
-                Some(owner)
-            }
-            Err(error) => {
-                debug!(%error, room = %room.id, %owner, "subscription deferred");
-                None
-            }
-        }
+    /// Makes every room's subscription follow placement, and turns away
+    /// joiners whose room's owner did not answer in time.
+    pub(crate) async fn reconcile(&self) {
+        self.to_every_room(|| None).await;
+    }
+
+    /// The link to room service `owner` came (back) up: it forgot this
+    /// node, so the rooms subscribed there subscribe again.
+    pub(crate) async fn link_back(&self, owner: &str) {
+        self.to_every_room(|| Some(Event::LinkBack(owner.to_owned())))
+            .await;
     }
 
     /// The link to `owner` dropped: the sends in flight to it will never be
@@ -463,37 +435,55 @@ impl MsgNode {
         }
     }
 
-    /// A room service forgot this node (its link was re-established, or it
-    /// refused a room): its rooms subscribe again on the next pass.
-    pub(crate) fn forget_owner(&self, owner: &str) {
-        for room in self.rooms.lock().values() {
-            let mut state = room.state.lock();
-            if state.owner.as_deref() == Some(owner) {
-                state.owner = None;
+    /// Does what an event left for the node: counts evictions, notes
+    /// presence to report, answers joiners, tells the shards, closes.
+    pub(crate) async fn carry_out(&self, room: &Arc<LocalRoom>, followup: Followup) {
+        for action in self.settle(room, followup) {
+            match action {
+                Action::Timing(config) => self.retime(room, config).await,
+                Action::Wake => self.mark_dirty(room).await,
+                Action::Close => self.close_room(room).await,
+                Action::Admit(..) | Action::Refuse(..) => {}
             }
         }
     }
 
-    /// Undoes the count of a joiner that did not join.
-    pub(crate) fn release(&self, room: &LocalRoom) {
-        let mut state = room.state.lock();
-        state.sessions = state.sessions.saturating_sub(1);
-        if state.sessions == 0 {
-            state.empty_since = Some(clock::mono_millis());
+    /// The part of [`carry_out`](Self::carry_out) that does not wait;
+    /// returns the rest.
+    fn settle(&self, room: &Arc<LocalRoom>, followup: Followup) -> Vec<Action<Waiter>> {
+        self.metrics.evicted(followup.evicted);
+        room.downstream.evicted(followup.evicted);
+        if followup.presence_pending {
+            self.presence_due
+                .lock()
+                .insert(Arc::clone(&room.id), Arc::clone(room));
         }
+        let mut rest = Vec::new();
+        for action in followup.actions {
+            match action {
+                // A joiner that gave up no longer listens.
+                Action::Admit(waiter, admission) => {
+                    let _ = waiter.send(Ok(admission));
+                }
+                Action::Refuse(waiter, refusal) => {
+                    let _ = waiter.send(Err(refusal));
+                }
+                other => rest.push(other),
+            }
+        }
+        rest
     }
 
-    /// Counts `session`'s user present in `room`, reporting the user to the
-    /// owner if they were not yet.
-    pub(crate) fn mark_present(&self, session: &Session, room: &LocalRoom) {
-        let Some(identity) = session.identity() else {
-            return;
-        };
-        let mut state = room.state.lock();
-        let count = state.presence.entry(identity.user.clone()).or_insert(0);
-        *count += 1;
-        if *count == 1 {
-            self.presence.record(&room.id, &identity.user, true);
+    /// Tells the owners of rooms with unreported presence changes who came
+    /// and went since the last report; what a link cannot take now waits
+    /// for the next one.
+    fn report_presence(&self) {
+        let due = std::mem::take(&mut *self.presence_due.lock());
+        let now = clock::mono_millis();
+        for room in due.into_values() {
+            let followup = room.drive(now, [], self.uplink.as_ref(), true);
+            debug_assert!(followup.actions.is_empty());
+            self.settle(&room, followup);
         }
     }
 
@@ -501,21 +491,56 @@ impl MsgNode {
     /// session's list).
     pub(crate) async fn leave(&self, session: &Session, room: &Arc<LocalRoom>) {
         if let Some(identity) = session.identity() {
-            let mut state = room.state.lock();
-            if let Some(count) = state.presence.get_mut(&identity.user) {
-                *count -= 1;
-                if *count == 0 {
-                    state.presence.remove(&identity.user);
-                    self.presence.record(&room.id, &identity.user, false);
-                }
-            }
+            let leave = Event::Leave {
+                user: Arc::clone(&identity.user),
+            };
+            let followup = room.drive(clock::mono_millis(), [leave], self.uplink.as_ref(), false);
+            // A leave asks for nothing that waits (and carrying it out here
+            // would recurse through closing a room).
+            debug_assert!(followup.actions.is_empty());
+            self.settle(room, followup);
         }
-        self.release(room);
         let cmd = ShardCmd::Leave {
             room: RoomKey(Arc::clone(room)),
             session: session.id,
         };
         self.to_shard(session.shard, cmd).await;
+    }
+
+    /// The room's owner closed it: forgets it, and tells its members here.
+    async fn close_room(&self, room: &Arc<LocalRoom>) {
+        {
+            let mut rooms = self.rooms.lock();
+            if rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room)) {
+                rooms.remove(&room.id);
+            }
+        }
+        for session in self.sessions.all() {
+            let removed = {
+                let mut rooms = session.rooms();
+                let before = rooms.len();
+                rooms.retain(|r| !Arc::ptr_eq(r, room));
+                before != rooms.len()
+            };
+            if removed {
+                session.reply(
+                    0,
+                    kicked_frame(&room.id, KickReason::RoomClosed, "the room was closed"),
+                );
+                self.leave(&session, room).await;
+            }
+        }
+        self.to_all_shards(|| ShardCmd::Forget(RoomKey(Arc::clone(room))))
+            .await;
+    }
+
+    /// Tells every shard the room's new round timing.
+    async fn retime(&self, room: &Arc<LocalRoom>, config: RoundConfig) {
+        self.to_all_shards(|| ShardCmd::Config {
+            room: RoomKey(Arc::clone(room)),
+            config,
+        })
+        .await;
     }
 
     /// Heartbeat and connect deadlines; reaping rooms nobody here is in.
@@ -543,41 +568,16 @@ impl MsgNode {
                 );
             }
         }
-        let grace = self.config.unsubscribe_grace.as_millis() as u64;
-        let mut reaped = Vec::new();
+        // With the map locked, so no joiner finds a room being dropped.
         self.rooms.lock().retain(|_, room| {
-            let state = room.state.lock();
-            let expired = state.sessions == 0
-                && state
-                    .empty_since
-                    .is_some_and(|t| now.saturating_sub(t) >= grace);
-            if expired {
-                reaped.push(Arc::clone(room));
+            let due = room.lifecycle().poll_timeout().is_some_and(|at| at <= now);
+            if !due {
+                return true;
             }
-            !expired
+            let followup = room.drive(now, [Event::Reap], self.uplink.as_ref(), false);
+            debug_assert!(followup.actions.is_empty());
+            !room.lifecycle().is_gone()
         });
-        for room in reaped {
-            let closed = matches!(room.state.lock().subscription, Subscription::Closed);
-            if closed {
-                continue;
-            }
-            let frame = ToRoomSvc {
-                body: Some(to_room_svc::Body::Unsubscribe(Unsubscribe {
-                    room_id: room.id.to_string(),
-                })),
-            };
-            if let Err(LinkError::Full | LinkError::Down) = self.uplink.try_send(frame) {
-                debug!(room = %room.id, "unsubscribe dropped; the owner drops it with the link");
-            }
-        }
-    }
-
-    /// Forgets a room its owner closed; its members were already kicked.
-    pub(crate) fn remove_room(&self, room: &Arc<LocalRoom>) {
-        let mut rooms = self.rooms.lock();
-        if rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room)) {
-            rooms.remove(&room.id);
-        }
     }
 
     /// Stops taking new work and asks every client to go.
@@ -589,6 +589,28 @@ impl MsgNode {
             session.kick(KickReason::Shutdown, "server shutting down");
         }
     }
+}
+
+/// What a joiner turned away is told.
+pub(crate) fn refused(refusal: Refusal) -> v1::Error {
+    match refusal {
+        Refusal::Closed => v1::Error::new(ErrorCode::Forbidden, "room is closed"),
+        Refusal::NoAnswer => {
+            v1::Error::new(ErrorCode::Overloaded, "room service did not answer").retry_after(1_000)
+        }
+        Refusal::Gone => {
+            v1::Error::new(ErrorCode::Overloaded, "room went away; retry").retry_after(100)
+        }
+    }
+}
+
+/// A member's notice that it is out of `room_id`, and why.
+pub(crate) fn kicked_frame(room_id: &str, reason: KickReason, message: &str) -> server_frame::Body {
+    server_frame::Body::Kicked(Kicked {
+        room_id: room_id.to_owned(),
+        reason: reason as i32,
+        message: message.to_owned(),
+    })
 }
 
 /// `count` of the node, 0 once it is gone.

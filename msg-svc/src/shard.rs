@@ -188,8 +188,11 @@ struct RingSource<'a> {
 impl<'a> RingSource<'a> {
     fn new(room: &'a LocalRoom, limits: FrameLimits) -> Self {
         let (member_count, inline_max) = {
-            let state = room.state.lock();
-            (state.member_count, state.config.inline_max_bytes as usize)
+            let lifecycle = room.lifecycle();
+            (
+                lifecycle.member_count(),
+                lifecycle.config().inline_max_bytes as usize,
+            )
         };
         Self {
             room,

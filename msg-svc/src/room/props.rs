@@ -8,6 +8,9 @@ use bytes::Bytes;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
+use chatroom_proto::cluster::v1::{RoomConfig, RoomReport, RoomUpdate, SubscribeAck};
+use chatroom_proto::v1::{ChatMessage, Cursor, Lane};
+
 use super::*;
 
 #[derive(Debug, Clone)]
@@ -153,8 +156,37 @@ fn add(total: &mut [u64; 6], more: [u64; 6]) {
     }
 }
 
+/// A room as the node drives it: its lifecycle, then the ring changes it
+/// asks for.
+struct Driven {
+    lifecycle: RoomLifecycle<()>,
+    ring: RoomRing,
+    downstream: Downstream,
+}
+
+impl Driven {
+    fn feed(&mut self, event: Event<()>) -> Evicted {
+        self.lifecycle.handle(0, event);
+        let mut evicted = Evicted::default();
+        while let Some(op) = self.lifecycle.poll_ring() {
+            let more = apply(&mut self.ring, op);
+            evicted.normal += more.normal;
+            evicted.priority += more.priority;
+        }
+        evicted
+    }
+}
+
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let room = LocalRoom::pending("room".into());
+    let timers = Timers {
+        subscribe_timeout: 1_000,
+        grace: 1_000,
+    };
+    let mut room = Driven {
+        lifecycle: RoomLifecycle::new(timers),
+        ring: RoomRing::new(Cursor::default(), 0, 0),
+        downstream: Downstream::default(),
+    };
     let mut model = Model {
         epoch: 1,
         stream: Vec::new(),
@@ -188,7 +220,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     ..RoomConfig::default()
                 };
                 let history = model.stream[model.stream.len().saturating_sub(history)..].to_vec();
-                let evicted = room.activate(latest, config, 1, &history);
+                let evicted = room.feed(Event::Subscribed(SubscribeAck {
+                    room_id: "room".into(),
+                    latest: Some(latest),
+                    config: Some(config),
+                    member_count: 1,
+                    history: history.clone(),
+                }));
                 // A ring not yet live, or of another stream, is replaced:
                 // what it held was not evicted.
                 if !model.live || model.ring_epoch != model.epoch {
@@ -209,7 +247,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             // Broadcasts reach only an active room's ring.
             Op::Broadcast(lanes) if model.live => {
                 let messages: Vec<ChatMessage> = lanes.iter().map(|&l| model.stamp(l)).collect();
-                let evicted = room.append(&messages);
+                let evicted = room.feed(Event::Broadcast(messages.clone()));
                 prop_assert_eq!(evicted, model.take_in(messages.iter()), "broadcast");
                 Some(evicted)
             }
@@ -225,7 +263,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     priority_ring: priority,
                     ..RoomConfig::default()
                 };
-                let evicted = room.reconfigure(config);
+                let evicted = room.feed(Event::Updated(RoomUpdate {
+                    room_id: "room".into(),
+                    config: Some(config),
+                    member_count: 1,
+                    closed: false,
+                }));
                 model.capacity = [normal as usize, priority as usize];
                 prop_assert_eq!(evicted, model.trim(), "reconfigure");
                 Some(evicted)
@@ -277,7 +320,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             );
         }
         if model.live {
-            let ring = room.ring.read();
+            let ring = &room.ring;
             prop_assert_eq!(ring.len(Lane::Normal), model.held[0].len());
             prop_assert_eq!(ring.len(Lane::Priority), model.held[1].len());
         }

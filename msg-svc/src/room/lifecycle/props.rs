@@ -1,0 +1,444 @@
+//! Property tests of a room's lifecycle: generated histories of joins,
+//! leaves, placement moves, lost links, refusals, owner answers, closes,
+//! time and links that refuse frames, checked against what the owners have
+//! been told and what every joiner heard.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+use super::*;
+
+const TIMERS: Timers = Timers {
+    subscribe_timeout: 300,
+    grace: 500,
+};
+const USERS: [&str; 4] = ["ann", "bo", "cy", "di"];
+const OWNERS: [&str; 3] = ["r0", "r1", "r2"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Join(usize),
+    /// The owner takes a user out (a ban).
+    Removed(usize),
+    /// One of the sessions let in leaves (by index, modulo how many).
+    Leave(usize),
+    Owner(Option<usize>),
+    LinkBack(usize),
+    NotOwner,
+    /// The owner answers a Subscribe; the stream may have been rebuilt.
+    Ack {
+        new_epoch: bool,
+    },
+    Broadcast,
+    Close,
+    /// Time passes, then the node's tick.
+    Wait(u64),
+    Reap,
+    /// The node transmits; the link takes frames or refuses them.
+    Transmit {
+        flush: bool,
+        link_ok: bool,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..USERS.len()).prop_map(Op::Join),
+        4 => any::<usize>().prop_map(Op::Leave),
+        1 => (0..USERS.len()).prop_map(Op::Removed),
+        3 => prop::option::weighted(0.9, 0..OWNERS.len()).prop_map(Op::Owner),
+        2 => (0..OWNERS.len()).prop_map(Op::LinkBack),
+        1 => Just(Op::NotOwner),
+        3 => prop::bool::weighted(0.2).prop_map(|new_epoch| Op::Ack { new_epoch }),
+        2 => Just(Op::Broadcast),
+        1 => Just(Op::Close),
+        3 => (0..400u64).prop_map(Op::Wait),
+        2 => Just(Op::Reap),
+        6 => (any::<bool>(), prop::bool::weighted(0.8))
+            .prop_map(|(flush, link_ok)| Op::Transmit { flush, link_ok }),
+    ]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Pending,
+    Live,
+    Closed,
+    Gone,
+}
+
+/// The room as the rules say it must be, and what the owners were told.
+struct Model {
+    now: u64,
+    stage: Stage,
+    epoch: u64,
+    ring_epoch: Option<u64>,
+    /// Placement's owner as last told (cleared by a refusal).
+    owner: Option<usize>,
+    /// Where the room's last Subscribe went, until that owner forgot it.
+    subscribed_at: Option<usize>,
+    /// What each owner holds of this node's presence.
+    views: [HashSet<String>; 3],
+    /// Joiners waiting: waiter -> (user, asked at).
+    waiting: HashMap<u32, (usize, u64)>,
+    /// Sessions let in, by user.
+    admitted: Vec<usize>,
+    /// Every waiter's verdict.
+    answered: HashMap<u32, bool>,
+    empty_since: Option<u64>,
+    unsubscribed: bool,
+    closes: u32,
+    next_waiter: u32,
+}
+
+impl Model {
+    fn present(&self) -> HashSet<String> {
+        self.admitted.iter().map(|&u| USERS[u].to_owned()).collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.admitted.is_empty() && self.waiting.is_empty()
+    }
+
+    fn alive(&self) -> bool {
+        matches!(self.stage, Stage::Pending | Stage::Live)
+    }
+
+    /// The owner `at` no longer holds anything of this node.
+    fn forgotten_by(&mut self, at: usize) {
+        if self.subscribed_at == Some(at) {
+            self.subscribed_at = None;
+        }
+        self.views[at].clear();
+    }
+}
+
+fn message(msg_id: u64) -> ChatMessage {
+    ChatMessage {
+        msg_id,
+        ts: msg_id,
+        normal_seq: msg_id,
+        sender: "s".into(),
+        lane: 0,
+        kind: 0,
+        payload: Bytes::from_static(b"hi"),
+        client_msg_id: 0,
+    }
+}
+
+/// Checks the actions the room asked for against the model.
+fn check_actions(room: &mut RoomLifecycle<u32>, model: &mut Model) -> Result<(), TestCaseError> {
+    while let Some(action) = room.poll_action() {
+        match action {
+            Action::Admit(waiter, admission) => {
+                prop_assert_eq!(model.stage, Stage::Live, "let in while not live");
+                let (user, _) = model
+                    .waiting
+                    .remove(&waiter)
+                    .ok_or_else(|| TestCaseError::fail(format!("{waiter} let in twice")))?;
+                prop_assert!(model.answered.insert(waiter, true).is_none());
+                // The owner counts nobody (its acks say 0): only a user new
+                // here is added.
+                let arriving = !model.admitted.contains(&user);
+                prop_assert_eq!(admission.member_count, u64::from(arriving));
+                model.admitted.push(user);
+            }
+            Action::Refuse(waiter, refusal) => {
+                let (_, asked) = model
+                    .waiting
+                    .remove(&waiter)
+                    .ok_or_else(|| TestCaseError::fail(format!("{waiter} answered twice")))?;
+                prop_assert!(model.answered.insert(waiter, false).is_none());
+                match refusal {
+                    Refusal::NoAnswer => prop_assert!(
+                        model.now >= asked + TIMERS.subscribe_timeout,
+                        "turned away before its deadline"
+                    ),
+                    Refusal::Closed => prop_assert_eq!(model.stage, Stage::Closed),
+                    Refusal::Gone => prop_assert_eq!(model.stage, Stage::Gone),
+                }
+            }
+            Action::Close => {
+                model.closes += 1;
+                prop_assert_eq!(model.closes, 1, "closed once");
+            }
+            Action::Timing(_) | Action::Wake => {}
+        }
+    }
+    Ok(())
+}
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut room: RoomLifecycle<u32> = RoomLifecycle::new(TIMERS);
+    let mut model = Model {
+        now: 0,
+        stage: Stage::Pending,
+        epoch: 1,
+        ring_epoch: None,
+        owner: None,
+        subscribed_at: None,
+        views: Default::default(),
+        waiting: HashMap::new(),
+        admitted: Vec::new(),
+        answered: HashMap::new(),
+        empty_since: None,
+        unsubscribed: false,
+        closes: 0,
+        next_waiter: 0,
+    };
+    let mut msg_id = 0;
+    // The node makes a room for its first joiner.
+    for op in std::iter::once(Op::Join(0)).chain(ops) {
+        match op {
+            Op::Join(user) => {
+                let waiter = model.next_waiter;
+                model.next_waiter += 1;
+                model.waiting.insert(waiter, (user, model.now));
+                room.handle(
+                    model.now,
+                    Event::Join {
+                        user: USERS[user].into(),
+                        waiter,
+                    },
+                );
+            }
+            Op::Removed(user) => {
+                if let Some(at) = model.subscribed_at {
+                    model.views[at].remove(USERS[user]);
+                }
+                room.handle(
+                    model.now,
+                    Event::Removed {
+                        user: USERS[user].into(),
+                    },
+                );
+            }
+            Op::Leave(index) => {
+                if model.admitted.is_empty() {
+                    continue;
+                }
+                let user = model.admitted.swap_remove(index % model.admitted.len());
+                room.handle(
+                    model.now,
+                    Event::Leave {
+                        user: USERS[user].into(),
+                    },
+                );
+            }
+            Op::Owner(owner) => {
+                model.owner = owner;
+                room.handle(model.now, Event::Owner(owner.map(|o| OWNERS[o].to_owned())));
+            }
+            Op::LinkBack(owner) => {
+                model.forgotten_by(owner);
+                room.handle(model.now, Event::LinkBack(OWNERS[owner].to_owned()));
+            }
+            Op::NotOwner => {
+                if let Some(at) = model.subscribed_at {
+                    model.forgotten_by(at);
+                }
+                model.owner = None;
+                room.handle(model.now, Event::NotOwner);
+            }
+            Op::Ack { new_epoch } => {
+                if new_epoch {
+                    model.epoch += 1;
+                }
+                let latest = Cursor {
+                    epoch: model.epoch,
+                    ts: msg_id,
+                    msg_id,
+                    normal_seq: msg_id,
+                };
+                room.handle(
+                    model.now,
+                    Event::Subscribed(SubscribeAck {
+                        room_id: "room".into(),
+                        latest: Some(latest),
+                        config: Some(RoomConfig {
+                            normal_ring: 4,
+                            priority_ring: 2,
+                            ..RoomConfig::default()
+                        }),
+                        member_count: 0,
+                        history: Vec::new(),
+                    }),
+                );
+                let ops: Vec<RingOp> = std::iter::from_fn(|| room.poll_ring()).collect();
+                if model.alive() {
+                    let fresh = model.stage != Stage::Live || model.ring_epoch != Some(model.epoch);
+                    prop_assert!(
+                        matches!(&ops[..], [RingOp::Fill { fresh: f, .. }] if *f == fresh),
+                        "ack filled {:?}, fresh should be {}",
+                        ops,
+                        fresh
+                    );
+                    model.ring_epoch = Some(model.epoch);
+                    model.stage = Stage::Live;
+                } else {
+                    prop_assert!(ops.is_empty(), "a closed or gone room's ring changed");
+                }
+            }
+            Op::Broadcast => {
+                msg_id += 1;
+                room.handle(model.now, Event::Broadcast(vec![message(msg_id)]));
+                let ops: Vec<RingOp> = std::iter::from_fn(|| room.poll_ring()).collect();
+                prop_assert_eq!(
+                    ops.len(),
+                    usize::from(model.stage == Stage::Live),
+                    "only a live ring takes broadcasts"
+                );
+            }
+            Op::Close => {
+                room.handle(
+                    model.now,
+                    Event::Updated(RoomUpdate {
+                        room_id: "room".into(),
+                        config: None,
+                        member_count: 0,
+                        closed: true,
+                    }),
+                );
+                if model.alive() {
+                    model.stage = Stage::Closed;
+                }
+            }
+            Op::Wait(ms) => {
+                model.now += ms;
+                room.handle(model.now, Event::Tick);
+            }
+            Op::Reap => {
+                let due = model.stage != Stage::Gone
+                    && model.is_empty()
+                    && model
+                        .empty_since
+                        .is_some_and(|since| model.now >= since + TIMERS.grace);
+                room.handle(model.now, Event::Reap);
+                prop_assert_eq!(room.is_gone(), due || model.stage == Stage::Gone);
+                if due {
+                    model.unsubscribed = model.stage != Stage::Closed;
+                    model.stage = Stage::Gone;
+                    model.subscribed_at = None;
+                }
+            }
+            Op::Transmit { flush, link_ok } => {
+                let mut sent = Vec::new();
+                room.transmit(flush, &mut |transmit| {
+                    sent.push(transmit);
+                    if link_ok {
+                        Ok(())
+                    } else {
+                        Err(LinkError::Full)
+                    }
+                });
+                for transmit in sent {
+                    match transmit {
+                        Transmit::Unsubscribe => {
+                            prop_assert!(
+                                std::mem::take(&mut model.unsubscribed),
+                                "an unsubscribe owed once, by a room gone"
+                            );
+                        }
+                        Transmit::Subscribe { present, .. } => {
+                            prop_assert!(model.alive(), "a closed or gone room subscribed");
+                            let owner = model.owner.ok_or_else(|| {
+                                TestCaseError::fail("subscribed with no owner known")
+                            })?;
+                            prop_assert_ne!(
+                                model.subscribed_at,
+                                Some(owner),
+                                "subscribed twice at one owner"
+                            );
+                            let present: HashSet<String> = present.into_iter().collect();
+                            prop_assert_eq!(&present, &model.present());
+                            if link_ok {
+                                model.subscribed_at = Some(owner);
+                                model.views[owner] = present;
+                            }
+                        }
+                        Transmit::Membership { joined, left } => {
+                            let at = model.subscribed_at.ok_or_else(|| {
+                                TestCaseError::fail("presence reported while subscribed nowhere")
+                            })?;
+                            if link_ok {
+                                let view = &mut model.views[at];
+                                for user in joined {
+                                    prop_assert!(view.insert(user), "a join reported twice");
+                                }
+                                for user in left {
+                                    prop_assert!(view.remove(&user), "a leave reported twice");
+                                }
+                            }
+                        }
+                    }
+                }
+                // Converged: subscribed where placement says, and that owner
+                // knows exactly who is here.
+                if flush
+                    && link_ok
+                    && model.alive()
+                    && let Some(owner) = model.owner
+                {
+                    prop_assert_eq!(room.subscribed_at(), Some(OWNERS[owner]));
+                    prop_assert_eq!(&model.views[owner], &model.present());
+                }
+            }
+        }
+        check_actions(&mut room, &mut model)?;
+        prop_assert_eq!(room.subscribed_at(), model.subscribed_at.map(|o| OWNERS[o]));
+        if model.is_empty() {
+            model.empty_since.get_or_insert(model.now);
+        } else {
+            model.empty_since = None;
+        }
+        for &(_, asked) in model.waiting.values() {
+            prop_assert!(
+                model.now < asked + TIMERS.subscribe_timeout,
+                "a joiner waits past its deadline"
+            );
+        }
+    }
+    // Every joiner still waiting hears once the owner answers, or in time.
+    room.handle(
+        model.now,
+        Event::Subscribed(SubscribeAck {
+            room_id: "room".into(),
+            latest: Some(Cursor::start(model.epoch)),
+            config: Some(RoomConfig::default()),
+            member_count: 0,
+            history: Vec::new(),
+        }),
+    );
+    if model.alive() {
+        model.stage = Stage::Live;
+    }
+    model.now += TIMERS.subscribe_timeout;
+    room.handle(model.now, Event::Tick);
+    check_actions(&mut room, &mut model)?;
+    prop_assert!(
+        model.waiting.is_empty(),
+        "joiners never answered: {:?}",
+        model.waiting
+    );
+    prop_assert_eq!(model.answered.len() as u32, model.next_waiter);
+    Ok(())
+}
+
+proptest! {
+    /// For any history: every joiner is answered exactly once (let in only
+    /// when the room is live, turned away only past its deadline or when
+    /// the room is closed or gone); a Subscribe goes to an owner only when
+    /// the room is not subscribed there, carrying exactly who is present;
+    /// every presence change reaches the owner subscribed at once, and
+    /// after a flush over a working link the room is subscribed where
+    /// placement says and that owner knows exactly who is here; the ring
+    /// is replaced only for a new stream or a room not yet live; and the
+    /// room goes only when nobody has been in it for the grace period.
+    #[test]
+    fn owners_and_joiners_are_told_the_truth_once(ops in vec(op(), 1..80)) {
+        run(ops)?;
+    }
+}

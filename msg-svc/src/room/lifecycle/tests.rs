@@ -1,0 +1,496 @@
+//! The lifecycle step by step: joiners waiting for the owner, subscriptions
+//! following placement, presence reports, closing and reaping.
+
+use bytes::Bytes;
+
+use super::*;
+
+const TIMERS: Timers = Timers {
+    subscribe_timeout: 100,
+    grace: 1_000,
+};
+
+/// A room, the time, and what its link does with frames.
+struct Room {
+    lifecycle: RoomLifecycle<u32>,
+    now: u64,
+}
+
+impl Room {
+    fn new() -> Self {
+        Self {
+            lifecycle: RoomLifecycle::new(TIMERS),
+            now: 0,
+        }
+    }
+
+    /// A room placed at `owner`, its Subscribe sent.
+    fn placed(owner: &str) -> Self {
+        let mut room = Self::new();
+        room.feed(Event::Owner(Some(owner.into())));
+        assert_eq!(room.transmit(false), [subscribe(false, &[])]);
+        room
+    }
+
+    /// A room placed at `owner` and live, with nobody in it.
+    fn live(owner: &str) -> Self {
+        let mut room = Self::placed(owner);
+        room.feed(Event::Subscribed(ack(1, 0, 3)));
+        room.ring_ops();
+        room.actions();
+        room
+    }
+
+    fn feed(&mut self, event: Event<u32>) {
+        self.lifecycle.handle(self.now, event);
+    }
+
+    fn join(&mut self, user: &str, waiter: u32) {
+        self.feed(Event::Join {
+            user: user.into(),
+            waiter,
+        });
+    }
+
+    fn leave(&mut self, user: &str) {
+        self.feed(Event::Leave { user: user.into() });
+    }
+
+    /// What goes out over a link that takes everything.
+    fn transmit(&mut self, flush_presence: bool) -> Vec<Transmit> {
+        let mut sent = Vec::new();
+        self.lifecycle.transmit(flush_presence, &mut |transmit| {
+            sent.push(transmit);
+            Ok(())
+        });
+        sorted(sent)
+    }
+
+    /// What is offered to a link that refuses everything.
+    fn transmit_refused(&mut self, flush_presence: bool) -> Vec<Transmit> {
+        let mut offered = Vec::new();
+        self.lifecycle.transmit(flush_presence, &mut |transmit| {
+            offered.push(transmit);
+            Err(LinkError::Full)
+        });
+        sorted(offered)
+    }
+
+    fn actions(&mut self) -> Vec<Action<u32>> {
+        std::iter::from_fn(|| self.lifecycle.poll_action()).collect()
+    }
+
+    fn ring_ops(&mut self) -> Vec<RingOp> {
+        std::iter::from_fn(|| self.lifecycle.poll_ring()).collect()
+    }
+}
+
+/// Lists in a transmit sorted, as they come from a map.
+fn sorted(transmits: Vec<Transmit>) -> Vec<Transmit> {
+    transmits
+        .into_iter()
+        .map(|transmit| match transmit {
+            Transmit::Subscribe { live, mut present } => {
+                present.sort();
+                Transmit::Subscribe { live, present }
+            }
+            Transmit::Membership {
+                mut joined,
+                mut left,
+            } => {
+                joined.sort();
+                left.sort();
+                Transmit::Membership { joined, left }
+            }
+            other => other,
+        })
+        .collect()
+}
+
+fn subscribe(live: bool, present: &[&str]) -> Transmit {
+    Transmit::Subscribe {
+        live,
+        present: present.iter().map(|u| u.to_string()).collect(),
+    }
+}
+
+fn membership(joined: &[&str], left: &[&str]) -> Transmit {
+    Transmit::Membership {
+        joined: joined.iter().map(|u| u.to_string()).collect(),
+        left: left.iter().map(|u| u.to_string()).collect(),
+    }
+}
+
+fn config(normal_ring: u32) -> RoomConfig {
+    RoomConfig {
+        normal_ring,
+        priority_ring: 4,
+        round_interval_ms: 100,
+        max_payload_bytes: 4096,
+        ..RoomConfig::default()
+    }
+}
+
+fn message(msg_id: u64) -> ChatMessage {
+    ChatMessage {
+        msg_id,
+        ts: 1_000 + msg_id,
+        normal_seq: msg_id,
+        sender: "s".into(),
+        lane: 0,
+        kind: 0,
+        payload: Bytes::from_static(b"hi"),
+        client_msg_id: 0,
+    }
+}
+
+/// The owner's SubscribeAck for stream `epoch` at `msg_id`, with `members`
+/// room-wide.
+fn ack(epoch: u64, msg_id: u64, members: u64) -> SubscribeAck {
+    SubscribeAck {
+        room_id: "room".into(),
+        latest: Some(Cursor {
+            epoch,
+            ts: 1_000 + msg_id,
+            msg_id,
+            normal_seq: msg_id,
+        }),
+        config: Some(config(8)),
+        member_count: members,
+        history: (1..=msg_id).map(message).collect(),
+    }
+}
+
+fn admitted(waiter: u32, members: u64) -> Action<u32> {
+    Action::Admit(
+        waiter,
+        Admission {
+            config: config(8),
+            member_count: members,
+        },
+    )
+}
+
+#[test]
+fn a_joiner_waits_for_the_owners_answer_then_is_let_in_counted() {
+    let mut room = Room::new();
+    room.join("alice", 1);
+    assert_eq!(
+        room.actions(),
+        [],
+        "nothing to let in before the owner answers"
+    );
+    assert_eq!(
+        room.transmit(true),
+        [],
+        "no owner known: nowhere to subscribe"
+    );
+    room.feed(Event::Owner(Some("r1".into())));
+    assert_eq!(room.transmit(true), [subscribe(false, &[])]);
+    assert_eq!(room.lifecycle.subscribed_at(), Some("r1"));
+
+    room.feed(Event::Subscribed(ack(7, 2, 3)));
+    assert_eq!(
+        room.ring_ops(),
+        [RingOp::Fill {
+            fresh: true,
+            normal: 8,
+            priority: 4,
+            history: vec![message(1), message(2)],
+            latest: ack(7, 2, 3).latest.unwrap(),
+        }]
+    );
+    assert_eq!(
+        room.actions(),
+        [
+            Action::Timing(RoundConfig::of(&config(8))),
+            admitted(1, 4),
+            Action::Wake,
+        ]
+    );
+    assert_eq!(room.transmit(false), [], "presence waits for a flush");
+    assert!(room.lifecycle.presence_pending());
+    assert_eq!(room.transmit(true), [membership(&["alice"], &[])]);
+    assert!(!room.lifecycle.presence_pending());
+}
+
+#[test]
+fn a_live_room_lets_joiners_in_at_once_counting_each_user_once() {
+    let mut room = Room::live("r1");
+    room.join("alice", 1);
+    room.join("alice", 2);
+    room.join("bob", 3);
+    assert_eq!(
+        room.actions(),
+        [admitted(1, 4), admitted(2, 3), admitted(3, 4)],
+        "a second session of alice's is not a new member"
+    );
+    assert_eq!(room.transmit(true), [membership(&["alice", "bob"], &[])]);
+    room.leave("alice");
+    assert_eq!(
+        room.transmit(true),
+        [],
+        "alice is still here on her other session"
+    );
+    room.leave("alice");
+    assert_eq!(room.transmit(true), [membership(&[], &["alice"])]);
+    assert_eq!(
+        room.lifecycle.rejoin(),
+        Ok(Admission {
+            config: config(8),
+            member_count: 3
+        })
+    );
+}
+
+#[test]
+fn presence_undone_before_a_report_is_not_reported() {
+    let mut room = Room::live("r1");
+    room.join("alice", 1);
+    room.leave("alice");
+    assert_eq!(room.transmit(true), []);
+    room.join("bob", 2);
+    assert_eq!(room.transmit(true), [membership(&["bob"], &[])]);
+    room.leave("bob");
+    room.join("bob", 3);
+    assert_eq!(room.transmit(true), [], "bob left and came back: no change");
+}
+
+#[test]
+fn a_user_the_owner_took_out_is_reported_again_when_back() {
+    let mut room = Room::live("r1");
+    room.join("mallory", 1);
+    room.join("ann", 2);
+    assert_eq!(room.transmit(true), [membership(&["ann", "mallory"], &[])]);
+    // Banned: the owner dropped mallory itself, then kicked her here.
+    room.feed(Event::Removed {
+        user: "mallory".into(),
+    });
+    room.leave("mallory");
+    room.join("mallory", 3);
+    assert_eq!(
+        room.transmit(true),
+        [membership(&["mallory"], &[])],
+        "back: the owner must hear it (and kick her again)"
+    );
+    room.feed(Event::Removed {
+        user: "mallory".into(),
+    });
+    room.leave("mallory");
+    assert_eq!(room.transmit(true), [], "the owner knows she is out");
+}
+
+#[test]
+fn a_refused_membership_report_is_kept_for_the_next_flush() {
+    let mut room = Room::live("r1");
+    room.join("alice", 1);
+    assert_eq!(room.transmit_refused(true), [membership(&["alice"], &[])]);
+    assert!(room.lifecycle.presence_pending());
+    room.join("bob", 2);
+    assert_eq!(room.transmit(true), [membership(&["alice", "bob"], &[])]);
+}
+
+#[test]
+fn it_subscribes_once_per_owner_and_again_only_once_forgotten() {
+    let mut room = Room::live("r1");
+    room.join("alice", 1);
+    room.transmit(true);
+    room.feed(Event::Owner(Some("r1".into())));
+    assert_eq!(room.transmit(true), [], "already subscribed there");
+    room.feed(Event::LinkBack("r2".into()));
+    assert_eq!(room.transmit(true), [], "another room service's link");
+
+    room.feed(Event::LinkBack("r1".into()));
+    assert_eq!(room.lifecycle.subscribed_at(), None);
+    assert_eq!(
+        room.transmit(true),
+        [subscribe(true, &["alice"])],
+        "the owner forgot us: subscribe again, with everyone present"
+    );
+
+    room.feed(Event::Owner(Some("r2".into())));
+    room.join("bob", 2);
+    assert_eq!(
+        room.transmit(true),
+        [subscribe(true, &["alice", "bob"])],
+        "moved: the new owner learns everyone present from the Subscribe"
+    );
+    assert_eq!(room.lifecycle.subscribed_at(), Some("r2"));
+}
+
+#[test]
+fn a_refusal_waits_for_placement_to_be_asked_again() {
+    let mut room = Room::live("r1");
+    room.feed(Event::NotOwner);
+    assert_eq!(room.lifecycle.subscribed_at(), None);
+    assert_eq!(room.transmit(true), [], "not straight back to the refuser");
+    room.feed(Event::Owner(Some("r1".into())));
+    assert_eq!(room.transmit(true), [subscribe(true, &[])]);
+}
+
+#[test]
+fn a_subscribe_the_link_refuses_is_tried_again_with_who_is_present_then() {
+    let mut room = Room::new();
+    room.feed(Event::Owner(Some("r1".into())));
+    room.join("alice", 1);
+    assert_eq!(room.transmit_refused(true), [subscribe(false, &[])]);
+    assert_eq!(room.lifecycle.subscribed_at(), None);
+    assert!(!room.lifecycle.presence_pending());
+    room.feed(Event::Subscribed(ack(1, 0, 0)));
+    room.actions();
+    assert_eq!(
+        room.transmit(true),
+        [subscribe(true, &["alice"])],
+        "alice came in meanwhile: the Subscribe carries her"
+    );
+    assert_eq!(room.transmit(true), []);
+}
+
+#[test]
+fn a_new_ack_keeps_a_live_ring_of_the_same_stream_only() {
+    let mut room = Room::live("r1");
+    room.feed(Event::Subscribed(ack(1, 2, 3)));
+    assert!(matches!(
+        room.ring_ops()[..],
+        [RingOp::Fill { fresh: false, .. }]
+    ));
+    room.feed(Event::Subscribed(ack(2, 0, 3)));
+    assert!(
+        matches!(room.ring_ops()[..], [RingOp::Fill { fresh: true, .. }]),
+        "a rebuilt stream replaces the ring"
+    );
+}
+
+#[test]
+fn broadcasts_reach_only_a_live_ring() {
+    let mut room = Room::placed("r1");
+    room.feed(Event::Broadcast(vec![message(1)]));
+    assert_eq!(room.ring_ops(), []);
+    assert_eq!(room.actions(), []);
+    room.feed(Event::Subscribed(ack(1, 1, 0)));
+    room.ring_ops();
+    room.actions();
+    room.feed(Event::Broadcast(vec![message(2)]));
+    assert_eq!(room.ring_ops(), [RingOp::Append(vec![message(2)])]);
+    assert_eq!(room.actions(), [Action::Wake]);
+}
+
+#[test]
+fn new_settings_resize_the_ring_and_retime_the_shards() {
+    let mut room = Room::live("r1");
+    room.feed(Event::Updated(RoomUpdate {
+        room_id: "room".into(),
+        config: Some(config(2)),
+        member_count: 9,
+        closed: false,
+    }));
+    assert_eq!(
+        room.ring_ops(),
+        [RingOp::Resize {
+            normal: 2,
+            priority: 4
+        }]
+    );
+    assert_eq!(
+        room.actions(),
+        [Action::Timing(RoundConfig::of(&config(2)))]
+    );
+    assert_eq!(room.lifecycle.member_count(), 9);
+    assert_eq!(room.lifecycle.config(), &config(2));
+}
+
+#[test]
+fn joiners_past_the_deadline_are_turned_away_and_the_grace_begins() {
+    let mut room = Room::placed("r1");
+    room.join("alice", 1);
+    room.now = 40;
+    room.join("bob", 2);
+    assert_eq!(room.lifecycle.poll_timeout(), Some(100));
+    room.now = 99;
+    room.feed(Event::Tick);
+    assert_eq!(room.actions(), []);
+    room.now = 100;
+    room.feed(Event::Tick);
+    assert_eq!(room.actions(), [Action::Refuse(1, Refusal::NoAnswer)]);
+    assert_eq!(room.lifecycle.poll_timeout(), Some(140));
+    room.now = 140;
+    room.feed(Event::Tick);
+    assert_eq!(room.actions(), [Action::Refuse(2, Refusal::NoAnswer)]);
+    assert_eq!(
+        room.lifecycle.poll_timeout(),
+        Some(140 + TIMERS.grace),
+        "nobody left: the grace period runs"
+    );
+}
+
+#[test]
+fn closing_turns_away_the_waiting_and_the_later_joiners() {
+    let mut room = Room::placed("r1");
+    room.join("alice", 1);
+    room.feed(Event::Updated(RoomUpdate {
+        room_id: "room".into(),
+        config: None,
+        member_count: 0,
+        closed: true,
+    }));
+    assert_eq!(
+        room.actions(),
+        [Action::Refuse(1, Refusal::Closed), Action::Close]
+    );
+    room.join("bob", 2);
+    assert_eq!(room.actions(), [Action::Refuse(2, Refusal::Closed)]);
+    room.feed(Event::Owner(Some("r2".into())));
+    room.feed(Event::Subscribed(ack(1, 0, 0)));
+    assert_eq!(room.transmit(true), [], "a closed room subscribes nowhere");
+    assert_eq!(room.ring_ops(), []);
+    assert_eq!(room.lifecycle.rejoin(), Err(Refusal::Closed));
+}
+
+#[test]
+fn an_empty_room_goes_after_its_grace_and_unsubscribes() {
+    let mut room = Room::live("r1");
+    room.join("alice", 1);
+    assert_eq!(room.actions(), [admitted(1, 4)]);
+    room.now = 10;
+    room.leave("alice");
+    assert_eq!(room.lifecycle.poll_timeout(), Some(10 + TIMERS.grace));
+    room.now = 9 + TIMERS.grace;
+    room.feed(Event::Reap);
+    assert!(!room.lifecycle.is_gone());
+    room.now = 10 + TIMERS.grace;
+    room.feed(Event::Reap);
+    assert!(room.lifecycle.is_gone());
+    assert_eq!(room.transmit(true), [Transmit::Unsubscribe]);
+    assert_eq!(room.transmit(true), [], "once");
+    room.join("bob", 2);
+    assert_eq!(room.actions(), [Action::Refuse(2, Refusal::Gone)]);
+    assert_eq!(room.lifecycle.poll_timeout(), None);
+}
+
+#[test]
+fn a_joiner_ends_the_grace() {
+    let mut room = Room::live("r1");
+    room.join("alice", 1);
+    room.leave("alice");
+    room.now = 500;
+    room.join("bob", 2);
+    assert_eq!(room.lifecycle.poll_timeout(), None);
+    room.now = 10 * TIMERS.grace;
+    room.feed(Event::Reap);
+    assert!(!room.lifecycle.is_gone(), "bob is in");
+    room.leave("bob");
+    assert_eq!(room.lifecycle.poll_timeout(), Some(room.now + TIMERS.grace));
+}
+
+#[test]
+fn a_room_nobody_here_ever_got_into_is_not_kept() {
+    let mut room = Room::placed("r1");
+    room.join("alice", 1);
+    room.now = 100;
+    room.feed(Event::Tick);
+    room.actions();
+    room.now = 100 + TIMERS.grace;
+    room.feed(Event::Reap);
+    assert!(room.lifecycle.is_gone());
+    assert_eq!(room.transmit(false), [Transmit::Unsubscribe]);
+}
