@@ -16,9 +16,9 @@ use chatroom_cluster::local::LocalServer;
 use chatroom_cluster::quic::Fingerprint;
 use tokio::sync::mpsc;
 
-use super::plan::{Command, Event, PlanRoom, Plays, Protocol, WorkerPlan};
+use super::plan::{ClientKind, Command, Event, PlanRoom, Plays, Protocol, WorkerPlan};
 use super::report::{ClientUse, Lanes, Report, Second, ServerUse};
-use super::scenario::{ClientKind, Peer, RunArgs, Scenario};
+use super::scenario::{Peer, RunArgs, Scenario};
 use super::stats::{Latency, Tally};
 use crate::client::Transport;
 use crate::local::{ClusterSpec, LocalCluster, NodeProcess};

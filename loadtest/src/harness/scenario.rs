@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 
 use chatroom_cluster::quic::Fingerprint;
-use clap::{Args, ValueEnum};
-use serde::{Deserialize, Serialize};
+use clap::Args;
 
-use super::plan::PlanRoom;
+use super::plan::{ClientKind, PlanRoom};
 use crate::client::Transport;
 
 /// The default room limit (NORMAL lane, msg/s): the flood sends ten times it.
@@ -36,18 +35,6 @@ impl Peer {
             _ => Err(usage()),
         }
     }
-}
-
-/// Which client plays the users.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientKind {
-    /// The harness's lean client: frames scanned in place, for scale.
-    #[default]
-    Swarm,
-    /// The Rust client library, as an application uses it: every frame
-    /// decoded; far more CPU per message, for checking the two agree.
-    Library,
 }
 
 /// Flags every scenario takes.
