@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::client::error::describe;
 use crate::client::{Client, ClientConfig, ClientError, Event, JoinOptions, Transport, dev_token};
+use crate::harness::scenario::transport_flag;
 
 /// Lifetime of a minted token: a long chat session outlives an hour.
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -29,7 +30,7 @@ pub struct ChatArgs {
     #[arg(long, env = "CHATROOM_SERVER")]
     pub server: Option<String>,
     /// How to connect; default: what --server names, else ws.
-    #[arg(long, env = "CHATROOM_TRANSPORT", value_enum)]
+    #[arg(long, env = "CHATROOM_TRANSPORT", value_parser = transport_flag())]
     pub transport: Option<Transport>,
     /// QUIC: trust the server certificate in this PEM file (a CA or the
     /// server's own). Default: the embedded server's, for a server on this

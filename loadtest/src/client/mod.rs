@@ -37,12 +37,11 @@ pub mod events;
 pub mod token;
 pub mod transport;
 
-pub use connection::{
-    Client, ClientConfig, DEFAULT_QUIC_URL, DEFAULT_URL, MAX_CLIENT_FRAME, MAX_REDIRECTS,
-    MAX_SERVER_FRAME,
-};
+pub use connection::{Client, ClientConfig, MAX_REDIRECTS};
 pub use core::{CoreConfig, JoinOptions, Output, Reply, SessionCore};
 pub use error::ClientError;
 pub use events::{CloseReason, Event, Events, RecvError};
 pub use token::dev_token;
-pub use transport::Transport;
+pub use transport::{
+    DEFAULT_QUIC_URL, DEFAULT_URL, MAX_CLIENT_FRAME, MAX_SERVER_FRAME, Transport, UnknownTransport,
+};

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use chatroom_cluster::quic::Fingerprint;
 use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use super::plan::{ClientKind, PlanRoom};
 use crate::client::Transport;
@@ -35,6 +36,11 @@ impl Peer {
             _ => Err(usage()),
         }
     }
+}
+
+/// `--transport`: a [`Transport`] by name, the names listed in `--help`.
+pub fn transport_flag() -> impl TypedValueParser<Value = Transport> {
+    PossibleValuesParser::new(Transport::ALL.map(Transport::name)).try_map(|name| name.parse())
 }
 
 /// Flags every scenario takes.
@@ -81,7 +87,7 @@ pub struct RunArgs {
     /// How clients connect; several (`ws,quic`) run the scenario over each
     /// in turn, against a fresh target each with --spawn-local, and
     /// compare them.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "ws")]
+    #[arg(long, value_parser = transport_flag(), value_delimiter = ',', default_value = "ws")]
     pub transport: Vec<Transport>,
     /// QUIC with --target: trust the server certificate in this PEM file.
     #[arg(long, conflicts_with_all = ["fingerprint", "spawn_local"])]
