@@ -10,13 +10,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
+use chatroom_client::error::describe;
+use chatroom_client::{
+    Client, ClientConfig, ClientError, Event, JoinOptions, Transport, dev_token,
+};
 use chatroom_cluster::auth::{Roles, SecretSource, default_secret_file};
 use chatroom_cluster::quic::{Fingerprint, Trust};
 use chatroom_proto::v1::{self, ChatMessage, ErrorCode, KickReason, Kind, Lane};
 use tokio::sync::mpsc;
 
-use crate::client::error::describe;
-use crate::client::{Client, ClientConfig, ClientError, Event, JoinOptions, Transport, dev_token};
 use crate::harness::scenario::transport_flag;
 
 /// Lifetime of a minted token: a long chat session outlives an hour.
@@ -535,7 +537,7 @@ mod tests {
         ])
         .unwrap()
         .chat;
-        assert_eq!(server_url(&args).unwrap(), crate::client::DEFAULT_URL);
+        assert_eq!(server_url(&args).unwrap(), chatroom_client::DEFAULT_URL);
         assert_eq!(args.roles, [Role::Admin, Role::System]);
         assert_eq!(args.token_secret_file, default_secret_file());
         assert!(Wrapper::try_parse_from(["chat", "--room", "demo"]).is_err());
@@ -552,7 +554,10 @@ mod tests {
             Wrapper::try_parse_from(argv).map(|w| w.chat)
         };
         let quic = parse(&["--transport", "quic"]).unwrap();
-        assert_eq!(server_url(&quic).unwrap(), crate::client::DEFAULT_QUIC_URL);
+        assert_eq!(
+            server_url(&quic).unwrap(),
+            chatroom_client::DEFAULT_QUIC_URL
+        );
         let named = parse(&["--server", "quic://127.0.0.1:9"]).unwrap();
         assert_eq!(server_url(&named).unwrap(), "quic://127.0.0.1:9");
         let mismatch = parse(&["--server", "ws://127.0.0.1:9/ws", "--transport", "quic"]).unwrap();

@@ -28,15 +28,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use chatroom_client::Transport;
 use chatroom_cluster::placement;
 use clap::ValueEnum;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::client::Transport;
 use crate::harness::coordinator::{self, Target};
-use crate::harness::report::{Lanes, Report};
 use crate::harness::plan::ClientKind;
+use crate::harness::report::{Lanes, Report};
 use crate::harness::scenario::{RunArgs, Scenario, transport_flag};
 use crate::local::{ClusterSpec, LocalCluster};
 use probe::Probe;

@@ -1,11 +1,8 @@
-//! chatroom's client side: the Rust client library, the terminal chat
-//! client, and (next) the load harness that runs many clients at once.
+//! chatroom's load side: the load harness that runs many clients at once,
+//! the fault suite, a local cluster, and (until it moves) the terminal chat
+//! client. The client library itself is the `chatroom-client` crate.
 //!
 //! Layout:
-//! - [`client`]: the client library. [`client::core`] holds the protocol
-//!   logic with no I/O (cursors, pulls, deltas, gaps), tested
-//!   deterministically; [`client::connection`] wraps it around one
-//!   tokio-tungstenite socket per session.
 //! - [`chat`]: `loadtest chat`, a human in a room from the terminal.
 //! - [`harness`]: the load harness (scenarios, workers, accounting, reports).
 //! - [`faults`]: `loadtest faults`, the fault suite: a local cluster under
@@ -15,7 +12,6 @@
 //! - `main.rs`: the `loadtest` binary, one subcommand per scenario.
 
 pub mod chat;
-pub mod client;
 pub mod faults;
 pub mod harness;
 pub mod local;

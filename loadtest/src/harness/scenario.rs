@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
+use chatroom_client::Transport;
 use chatroom_cluster::quic::Fingerprint;
 use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use super::plan::{ClientKind, PlanRoom};
-use crate::client::Transport;
 
 /// The default room limit (NORMAL lane, msg/s): the flood sends ten times it.
 pub const ROOM_LIMIT: f64 = 200.0;

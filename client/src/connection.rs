@@ -28,13 +28,13 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
-use super::core::{
+use crate::core::{
     CoreConfig, Handshake, JoinOptions, Output, SessionCore, body_name, connect_frame,
     handshake_reply,
 };
-use super::error::ClientError;
-use super::events::{CloseReason, Event, Events};
-use super::transport::{Dial, Incoming, MAX_CLIENT_FRAME, Wire};
+use crate::error::ClientError;
+use crate::events::{CloseReason, Event, Events};
+use crate::transport::{Dial, Incoming, MAX_CLIENT_FRAME, Wire};
 
 /// Redirects followed before giving up.
 pub const MAX_REDIRECTS: usize = 3;
@@ -56,7 +56,7 @@ pub struct ClientConfig {
     /// certificate the embedded server wrote on this machine (for a server
     /// on loopback), and nothing else.
     pub trust: Option<Trust>,
-    /// The HS256 token (see [`dev_token`](super::dev_token)).
+    /// The HS256 token (see [`dev_token`](crate::dev_token)).
     pub token: String,
     /// Identifies the device: a second session with the same user and
     /// device replaces the first.
@@ -583,7 +583,7 @@ async fn read_frame(wire: &mut Wire) -> Result<ServerFrame, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::transport::DEFAULT_URL;
+    use crate::transport::DEFAULT_URL;
 
     #[tokio::test]
     async fn connect_fails_cleanly_when_nobody_listens() {

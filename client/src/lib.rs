@@ -10,12 +10,12 @@
 //! - [`token`]: [`dev_token`] for demos and tests.
 //!
 //! ```no_run
-//! # async fn demo(token: String) -> Result<(), loadtest::client::ClientError> {
-//! use loadtest::client::{Client, ClientConfig, Event, JoinOptions};
+//! # async fn demo(token: String) -> Result<(), chatroom_client::ClientError> {
+//! use chatroom_client::{Client, ClientConfig, Event, JoinOptions};
 //! use chatroom_proto::v1::Kind;
 //!
 //! let (client, mut events) = Client::connect(ClientConfig::new(
-//!     loadtest::client::DEFAULT_URL,
+//!     chatroom_client::DEFAULT_URL,
 //!     token,
 //! ))
 //! .await?;

@@ -27,8 +27,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
-use super::error::ClientError;
-use super::events::CloseReason;
+use crate::error::ClientError;
+use crate::events::CloseReason;
 
 /// Where the embedded server listens for WebSocket by default.
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:7400/ws";
