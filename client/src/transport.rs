@@ -5,7 +5,7 @@
 //!   (tokio-tungstenite, buffers sized for chat).
 //! - QUIC, `quic://host:port`: one bidirectional stream per session, each
 //!   frame after a big-endian `u32` length; the server's certificate is
-//!   trusted as [`Dial::trust`] says.
+//!   trusted as [`ClientConfig::trust`](crate::ClientConfig::trust) says.
 //!
 //! The frame limits and the embedded server's addresses live here too: they
 //! are the transports' business, and the connection above only reads them.
