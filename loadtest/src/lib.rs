@@ -1,9 +1,8 @@
 //! chatroom's load side: the load harness that runs many clients at once,
-//! the fault suite, a local cluster, and (until it moves) the terminal chat
-//! client. The client library itself is the `chatroom-client` crate.
+//! the fault suite and a local cluster. The client library and the terminal
+//! chat client are the `chatroom-client` crate.
 //!
 //! Layout:
-//! - [`chat`]: `loadtest chat`, a human in a room from the terminal.
 //! - [`harness`]: the load harness (scenarios, workers, accounting, reports).
 //! - [`faults`]: `loadtest faults`, the fault suite: a local cluster under
 //!   the harness's load while its processes fail.
@@ -11,7 +10,6 @@
 //!   `scripts/cluster`, the harness).
 //! - `main.rs`: the `loadtest` binary, one subcommand per scenario.
 
-pub mod chat;
 pub mod faults;
 pub mod harness;
 pub mod local;

@@ -1,60 +1,118 @@
-//! `loadtest chat`: a human in one room from the terminal. Joins, prints the
-//! backfill and every message as it arrives (one line each), and sends each
-//! line typed on stdin as a chat message. Ctrl-D or Ctrl-C leaves.
+//! The terminal chat client, an example of the client library: a human in
+//! one room from the terminal. Joins, prints the backfill and every message
+//! as it arrives (one line each), and sends each line typed on stdin as a
+//! chat message. Ctrl-D or Ctrl-C leaves.
+//!
+//! ```sh
+//! cargo run -p chatroom-client --example chat -- --room demo --user alice
+//! cargo run -p chatroom-client --example chat -- --room demo --user bob --transport quic
+//! ```
+//!
+//! Exits 0 when the user leaves (Ctrl-D, Ctrl-C), 1 when the server removes
+//! the session from the room or the connection is lost, and 64 when the
+//! configuration cannot work (a token cannot be minted, bad log flags).
 //!
 //! Everything the server sends is printed through [`clean`], so no message
 //! can move the cursor, recolour or retitle the terminal.
 
 use std::io::BufRead;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use chatroom_client::error::describe;
+use chatroom_client::token::{Roles, SecretSource};
 use chatroom_client::{
-    Client, ClientConfig, ClientError, Event, JoinOptions, Transport, dev_token,
+    Client, ClientConfig, ClientError, Event, Fingerprint, JoinOptions, Transport, Trust, dev_token,
 };
-use chatroom_cluster::auth::{Roles, SecretSource, default_secret_file};
-use chatroom_cluster::quic::{Fingerprint, Trust};
+use chatroom_cluster::auth::default_secret_file;
+use chatroom_cluster::telemetry::{self, LogArgs};
 use chatroom_proto::v1::{self, ChatMessage, ErrorCode, KickReason, Kind, Lane};
+use clap::Parser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use tokio::sync::mpsc;
 
-use crate::harness::scenario::transport_flag;
+/// Exit status for a configuration that cannot work (sysexits' EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
 
 /// Lifetime of a minted token: a long chat session outlives an hour.
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Flags of `loadtest chat`.
+/// chatroom terminal chat client: prints a room's messages as they arrive
+/// and sends each line typed; Ctrl-D or Ctrl-C leaves.
+#[derive(Debug, Parser)]
+#[command(name = "chat", version)]
+struct Cli {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    chat: ChatArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(error) = telemetry::init(&cli.log) {
+        eprintln!("chat: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let token = match token(&cli.chat) {
+        Ok(token) => token,
+        Err(error) => {
+            eprintln!("chat: {error:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("chat: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&cli.chat, token)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("chat: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The chat client's flags.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ChatArgs {
+struct ChatArgs {
     /// msg-svc address, ws://HOST:PORT/ws or quic://HOST:PORT; default: the
     /// embedded server's, for --transport.
     #[arg(long, env = "CHATROOM_SERVER")]
-    pub server: Option<String>,
+    server: Option<String>,
     /// How to connect; default: what --server names, else ws.
     #[arg(long, env = "CHATROOM_TRANSPORT", value_parser = transport_flag())]
-    pub transport: Option<Transport>,
+    transport: Option<Transport>,
     /// QUIC: trust the server certificate in this PEM file (a CA or the
     /// server's own). Default: the embedded server's, for a server on this
     /// machine.
     #[arg(long, env = "CHATROOM_QUIC_CERT_FILE", conflicts_with = "fingerprint")]
-    pub cert: Option<PathBuf>,
+    cert: Option<PathBuf>,
     /// QUIC: trust the server certificate with this SHA-256 fingerprint
     /// (as the embedded server prints it).
     #[arg(long, env = "CHATROOM_QUIC_FINGERPRINT")]
-    pub fingerprint: Option<Fingerprint>,
+    fingerprint: Option<Fingerprint>,
     /// Room to join.
     #[arg(long, env = "CHATROOM_ROOM")]
-    pub room: String,
+    room: String,
     /// User to mint a token for (ignored with --token: the token names the user).
     #[arg(long, env = "CHATROOM_USER", required_unless_present = "token")]
-    pub user: Option<String>,
+    user: Option<String>,
     /// Token to connect with; minted from the secret file when absent.
     #[arg(long, env = "CHATROOM_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    token: Option<String>,
     /// Secret to mint tokens with: the embedded server's (`--standalone`) by default.
     #[arg(long, env = "CHATROOM_TOKEN_SECRET_FILE", default_value_os_t = default_secret_file())]
-    pub token_secret_file: PathBuf,
+    token_secret_file: PathBuf,
     /// Role to put in a minted token; repeat it or separate with commas.
     #[arg(
         long = "role",
@@ -62,26 +120,31 @@ pub struct ChatArgs {
         value_enum,
         value_delimiter = ','
     )]
-    pub roles: Vec<Role>,
+    roles: Vec<Role>,
     /// Device id; random by default, so two terminals never replace each other.
     #[arg(long, env = "CHATROOM_DEVICE")]
-    pub device: Option<String>,
+    device: Option<String>,
     /// Recent messages to show on joining; 0 takes the server's default.
     #[arg(long, env = "CHATROOM_BACKFILL", default_value_t = 0)]
-    pub backfill: u32,
+    backfill: u32,
 }
 
 /// A role to mint into the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
+enum Role {
     /// Platform operator: messages go to the PRIORITY lane.
     Admin,
     /// Trusted backend: may post notices, PRIORITY lane.
     System,
 }
 
+/// `--transport`: a [`Transport`] by name, the names listed in `--help`.
+fn transport_flag() -> impl TypedValueParser<Value = Transport> {
+    PossibleValuesParser::new(Transport::ALL.map(Transport::name)).try_map(|name| name.parse())
+}
+
 /// The token to connect with: `--token`, else one minted for `--user`.
-pub fn token(args: &ChatArgs) -> anyhow::Result<String> {
+fn token(args: &ChatArgs) -> anyhow::Result<String> {
     if let Some(token) = &args.token {
         return Ok(token.clone());
     }
@@ -104,7 +167,7 @@ pub fn token(args: &ChatArgs) -> anyhow::Result<String> {
 }
 
 /// The server address `--server` and `--transport` name together.
-pub fn server_url(args: &ChatArgs) -> anyhow::Result<String> {
+fn server_url(args: &ChatArgs) -> anyhow::Result<String> {
     match (&args.server, args.transport) {
         (None, transport) => Ok(transport.unwrap_or_default().default_url().to_owned()),
         (Some(url), None) => Ok(url.clone()),
@@ -124,7 +187,7 @@ pub fn server_url(args: &ChatArgs) -> anyhow::Result<String> {
 
 /// Chats until stdin ends or Ctrl-C (`Ok`), or until the server closes the
 /// session or removes it from the room (`Err`).
-pub async fn run(args: &ChatArgs, token: String) -> anyhow::Result<()> {
+async fn run(args: &ChatArgs, token: String) -> anyhow::Result<()> {
     let server = server_url(args)?;
     let mut config = ClientConfig::new(&server, token);
     config.trust = match (&args.cert, args.fingerprint) {
@@ -238,7 +301,7 @@ fn read_stdin() -> mpsc::Receiver<String> {
 }
 
 /// One line for an event, or `None` for those a human need not see.
-pub fn render_event(event: &Event) -> Option<String> {
+fn render_event(event: &Event) -> Option<String> {
     Some(match event {
         Event::Message { message, .. } => render_message(message),
         Event::Dropped {
@@ -286,7 +349,7 @@ pub fn render_event(event: &Event) -> Option<String> {
 }
 
 /// `[12:03:04] alice: hello`; `★` marks the PRIORITY lane. Times are UTC.
-pub fn render_message(message: &ChatMessage) -> String {
+fn render_message(message: &ChatMessage) -> String {
     let time = clock(message.ts);
     let star = if message.lane == Lane::Priority as i32 {
         "★ "
@@ -307,7 +370,7 @@ pub fn render_message(message: &ChatMessage) -> String {
 }
 
 /// Why the server refused, for a human: `rate limited; try again in 1.5 s`.
-pub fn refusal(error: &v1::Error) -> String {
+fn refusal(error: &v1::Error) -> String {
     let mut text = match error.code() {
         ErrorCode::RateLimited => "rate limited".to_owned(),
         ErrorCode::Muted => "you are muted".to_owned(),
@@ -364,7 +427,7 @@ fn payload_text(payload: &[u8]) -> String {
 /// `text` safe to print: line breaks and tabs become spaces, other control
 /// characters (C0, DEL, C1: terminal escapes) and invisible bidirectional or
 /// zero-width formatting characters become U+FFFD.
-pub fn clean(text: &str) -> String {
+fn clean(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             '\t' | '\n' | '\r' => ' ',
