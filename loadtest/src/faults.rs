@@ -28,15 +28,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use chatroom_client::Transport;
 use chatroom_cluster::placement;
 use clap::ValueEnum;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::client::Transport;
 use crate::harness::coordinator::{self, Target};
+use crate::harness::plan::ClientKind;
 use crate::harness::report::{Lanes, Report};
-use crate::harness::scenario::{ClientKind, RunArgs, Scenario};
+use crate::harness::scenario::{RunArgs, Scenario, transport_flag};
 use crate::local::{ClusterSpec, LocalCluster};
 use probe::Probe;
 use proxy::{Cuts, LinkProxy};
@@ -99,7 +100,7 @@ pub struct FaultArgs {
     #[arg(long, default_value_t = 10)]
     pub recover_within_s: u64,
     /// How the harness's users connect.
-    #[arg(long, value_enum, default_value = "ws")]
+    #[arg(long, value_parser = transport_flag(), default_value = "ws")]
     pub transport: Transport,
     /// Only these faults (comma-separated); default: all, in order.
     #[arg(long, value_enum, value_delimiter = ',')]

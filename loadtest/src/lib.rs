@@ -1,12 +1,8 @@
-//! chatroom's client side: the Rust client library, the terminal chat
-//! client, and (next) the load harness that runs many clients at once.
+//! chatroom's load side: the load harness that runs many clients at once,
+//! the fault suite and a local cluster. The client library and the terminal
+//! chat client are the `chatroom-client` crate.
 //!
 //! Layout:
-//! - [`client`]: the client library. [`client::core`] holds the protocol
-//!   logic with no I/O (cursors, pulls, deltas, gaps), tested
-//!   deterministically; [`client::connection`] wraps it around one
-//!   tokio-tungstenite socket per session.
-//! - [`chat`]: `loadtest chat`, a human in a room from the terminal.
 //! - [`harness`]: the load harness (scenarios, workers, accounting, reports).
 //! - [`faults`]: `loadtest faults`, the fault suite: a local cluster under
 //!   the harness's load while its processes fail.
@@ -14,8 +10,6 @@
 //!   `scripts/cluster`, the harness).
 //! - `main.rs`: the `loadtest` binary, one subcommand per scenario.
 
-pub mod chat;
-pub mod client;
 pub mod faults;
 pub mod harness;
 pub mod local;

@@ -1,5 +1,5 @@
-//! The `loadtest` binary: `chat` (a human in a room) and `cluster` (a local
-//! cluster on loopback); the load scenarios come next.
+//! The `loadtest` binary: one subcommand per load scenario, `faults` (the
+//! fault suite) and `cluster` (a local cluster on loopback).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,7 +9,6 @@ use anyhow::Context as _;
 
 use chatroom_cluster::telemetry::{self, LogArgs};
 use clap::{Parser, Subcommand};
-use loadtest::chat::{self, ChatArgs};
 use loadtest::faults::FaultArgs;
 use loadtest::harness::coordinator::{self, Target};
 use loadtest::harness::report::Report;
@@ -21,7 +20,7 @@ use loadtest::local::{self, ClusterSpec, LocalCluster};
 /// Exit status for a configuration that cannot work (sysexits' EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
-/// chatroom terminal client and load harness.
+/// chatroom load harness.
 #[derive(Debug, Parser)]
 #[command(name = "loadtest", version)]
 struct Cli {
@@ -33,9 +32,6 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Chat in a room from the terminal: prints messages as they arrive and
-    /// sends each line typed; Ctrl-D or Ctrl-C leaves.
-    Chat(ChatArgs),
     /// A local cluster on loopback: ZooKeeper, Redis, room-svc and msg-svc
     /// processes (what `scripts/cluster` runs).
     Cluster(ClusterArgs),
@@ -171,22 +167,6 @@ async fn run(command: Command) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Chat(args) => {
-            let token = match chat::token(&args) {
-                Ok(token) => token,
-                Err(error) => {
-                    eprintln!("loadtest: {error:#}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            match chat::run(&args, token).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("loadtest: {error:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
     }
 }
 

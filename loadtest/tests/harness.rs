@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chatroom_client::Transport;
 use chatroom_cluster::auth::TokenKey;
 use chatroom_cluster::quic::Identity;
 use clap::Parser;
-use loadtest::client::Transport;
 use loadtest::harness::coordinator::{self, Target};
 use loadtest::harness::report::Report;
 use loadtest::harness::scenario::{RunArgs, Scenario};

@@ -479,10 +479,12 @@ fn banner(
     println!("  secret     {secret}");
     println!("  admin      {admin}");
     println!("  token      cargo run -p msg-svc -- token --user alice");
-    println!("  chat       cargo run -p loadtest -- chat --room demo --user alice");
+    println!(
+        "  chat       cargo run -p chatroom-client --example chat -- --room demo --user alice"
+    );
     if listeners.quic.is_some() {
         println!(
-            "  over quic  cargo run -p loadtest -- chat --room demo --user bob --transport quic"
+            "  over quic  cargo run -p chatroom-client --example chat -- --room demo --user bob --transport quic"
         );
     }
     let url = if http.to_string() == "127.0.0.1:7401" {

@@ -7,11 +7,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
+use chatroom_client::{Client, ClientConfig, ClientError, Event, Events, JoinOptions};
 use chatroom_cluster::auth::{Roles, TokenKey};
 use chatroom_cluster::placement;
 use chatroom_cluster::quic::Trust;
 use chatroom_proto::v1::{ChatMessage, ErrorCode, KickReason, Kind, Lane};
-use loadtest::client::{Client, ClientConfig, ClientError, Event, Events, JoinOptions};
 use loadtest::local::{ClusterSpec, LocalCluster, NodeProcess, http_get};
 use room_svc::admin::client::AdminClient;
 use serde_json::json;

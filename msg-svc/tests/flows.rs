@@ -8,10 +8,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chatroom_client::{Client, ClientConfig, ClientError, Event, Events, JoinOptions};
 use chatroom_cluster::auth::Roles;
 use chatroom_proto::cluster::v1::RoomConfig;
 use chatroom_proto::v1::{ChatMessage, Cursor, ErrorCode, KickReason, Kind, Lane};
-use loadtest::client::{Client, ClientConfig, ClientError, Event, Events, JoinOptions};
 use support::{PATIENCE, TestServer, Transport, over_both};
 
 const SYSTEM: Roles = Roles {
@@ -757,7 +757,7 @@ async fn shutdown_tells_clients_the_server_is_going_away(transport: Transport) {
         matches!(
             &closed,
             Event::Closed {
-                reason: loadtest::client::CloseReason::Server { code: 1001, .. }
+                reason: chatroom_client::CloseReason::Server { code: 1001, .. }
             }
         ),
         "{closed:?}"

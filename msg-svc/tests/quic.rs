@@ -6,9 +6,9 @@
 
 mod support;
 
+use chatroom_client::{Client, ClientConfig, ClientError};
 use chatroom_cluster::quic::{self, Fingerprint, Identity, Trust};
 use chatroom_proto::v1::{ErrorCode, Ping, client_frame, server_frame};
-use loadtest::client::{Client, ClientConfig, ClientError};
 use support::{Bystanders, PATIENCE, RawClient, RawQuic, Seen, TestServer, Transport};
 
 async fn expect_close(client: &mut RawClient) -> (u16, String) {

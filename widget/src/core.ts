@@ -1,5 +1,5 @@
 // The widget's protocol logic with no I/O, mirroring the Rust client's
-// `loadtest/src/client/core.rs`: per-room cursors, the one outstanding pull
+// `client/src/core.rs`: per-room cursors, the one outstanding pull
 // per room, inline deltas, gap accounting, kicks.
 //
 // A `SessionCore` builds request frames (allocating request ids) and takes

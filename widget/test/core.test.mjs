@@ -1,5 +1,5 @@
 // The widget's protocol core (src/core.ts) driven frame by frame, as the Rust
-// client's core is in loadtest/src/client/core/tests.rs. esbuild compiles it
+// client's core is in client/src/core/tests.rs. esbuild compiles it
 // (with the generated protobuf code) for Node first.
 //
 // The streams here are simple: message `n` has `msgId = n`, `ts = 100 n` and

@@ -6,12 +6,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use chatroom_client::{Client, ClientConfig, Event, Events, JoinOptions};
 use chatroom_cluster::auth::{Roles, TokenKey};
 use chatroom_cluster::placement;
 use chatroom_proto::v1::Kind;
 use tokio::time::Instant;
-
-use crate::client::{Client, ClientConfig, Event, Events, JoinOptions};
 
 /// How long connecting a probe may take.
 const CONNECT_WITHIN: Duration = Duration::from_secs(3);

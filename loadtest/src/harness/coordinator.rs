@@ -11,16 +11,16 @@ use std::process::{Child, ChildStdin, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use chatroom_client::Transport;
 use chatroom_cluster::auth::SecretSource;
 use chatroom_cluster::local::LocalServer;
 use chatroom_cluster::quic::Fingerprint;
 use tokio::sync::mpsc;
 
-use super::plan::{Command, Event, PlanRoom, Plays, Protocol, WorkerPlan};
+use super::plan::{ClientKind, Command, Event, PlanRoom, Plays, Protocol, WorkerPlan};
 use super::report::{ClientUse, Lanes, Report, Second, ServerUse};
-use super::scenario::{ClientKind, Peer, RunArgs, Scenario};
+use super::scenario::{Peer, RunArgs, Scenario};
 use super::stats::{Latency, Tally};
-use crate::client::Transport;
 use crate::local::{ClusterSpec, LocalCluster, NodeProcess};
 
 /// Users per worker process: well under the 20,000 descriptors a process

@@ -1,5 +1,5 @@
 //! The same users played by the Rust client library (`--client library`):
-//! every frame decoded, deltas applied and pulls made by `client::Client`,
+//! every frame decoded, deltas applied and pulls made by `chatroom_client::Client`,
 //! exactly as an application using it would. It costs far more CPU per
 //! message than the swarm's lean client, so it is for checking the swarm
 //! and the library against each other on small runs, not for scale.
@@ -11,12 +11,12 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use chatroom_client::{Client, ClientConfig, ClientError, Event, Events, JoinOptions};
 use chatroom_proto::v1::{Kind, Lane};
 use tokio::time::MissedTickBehavior;
 
 use super::bot::{self, Phase, Player, Role, Shared};
 use super::wire;
-use crate::client::{Client, ClientConfig, ClientError, Event, Events, JoinOptions};
 
 /// Sends one user may have awaiting their answer, as in the swarm.
 const SENDS_IN_FLIGHT: u32 = 32;

@@ -8,7 +8,8 @@
 //! - [`coordinator`]: starts the target, spawns the workers, runs the phases,
 //!   measures processes, merges the results.
 //! - [`worker`] (a process of its own) and `bot`: the users of one share, on
-//!   one thread; [`plan`]: what coordinator and workers say to each other.
+//!   one thread; [`plan`]: what coordinator and workers say to each other
+//!   (rooms, which client plays the users, commands, events).
 //! - [`wire`]: the swarm's lean WebSocket client and frame scanner;
 //!   `library`: the same users played by the Rust client library;
 //!   `nats`: the same users against NATS, the reference broker.

@@ -7,10 +7,9 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use chatroom_cluster::quic::Trust;
-
+use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use super::scenario::ClientKind;
 use super::stats::{Latency, Tally};
 
 /// A room of the scenario: its users are the contiguous ids
@@ -30,6 +29,18 @@ pub struct PlanRoom {
     /// A system notice (PRIORITY) this often, ms; 0 for none. A `system`
     /// user of the room sends them.
     pub notice_every_ms: u64,
+}
+
+/// Which client plays the users.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    /// The harness's lean client: frames scanned in place, for scale.
+    #[default]
+    Swarm,
+    /// The Rust client library, as an application uses it: every frame
+    /// decoded; far more CPU per message, for checking the two agree.
+    Library,
 }
 
 /// What the target speaks.

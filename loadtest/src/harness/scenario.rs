@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
+use chatroom_client::Transport;
 use chatroom_cluster::quic::Fingerprint;
-use clap::{Args, ValueEnum};
-use serde::{Deserialize, Serialize};
+use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 
-use super::plan::PlanRoom;
-use crate::client::Transport;
+use super::plan::{ClientKind, PlanRoom};
 
 /// The default room limit (NORMAL lane, msg/s): the flood sends ten times it.
 pub const ROOM_LIMIT: f64 = 200.0;
@@ -38,16 +38,9 @@ impl Peer {
     }
 }
 
-/// Which client plays the users.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientKind {
-    /// The harness's lean client: frames scanned in place, for scale.
-    #[default]
-    Swarm,
-    /// The Rust client library, as an application uses it: every frame
-    /// decoded; far more CPU per message, for checking the two agree.
-    Library,
+/// `--transport`: a [`Transport`] by name, the names listed in `--help`.
+pub fn transport_flag() -> impl TypedValueParser<Value = Transport> {
+    PossibleValuesParser::new(Transport::ALL.map(Transport::name)).try_map(|name| name.parse())
 }
 
 /// Flags every scenario takes.
@@ -94,7 +87,7 @@ pub struct RunArgs {
     /// How clients connect; several (`ws,quic`) run the scenario over each
     /// in turn, against a fresh target each with --spawn-local, and
     /// compare them.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "ws")]
+    #[arg(long, value_parser = transport_flag(), value_delimiter = ',', default_value = "ws")]
     pub transport: Vec<Transport>,
     /// QUIC with --target: trust the server certificate in this PEM file.
     #[arg(long, conflicts_with_all = ["fingerprint", "spawn_local"])]

@@ -12,8 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::LocalSet;
 
 use super::bot::{self, Phase, Role, Shared};
-use super::plan::{Command, Event, Plays, Protocol, WorkerPlan};
-use super::scenario::ClientKind;
+use super::plan::{ClientKind, Command, Event, Plays, Protocol, WorkerPlan};
 use super::stats::{Latency, Tally};
 use super::{library, nats};
 

@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use chatroom_client::ClientConfig;
 use chatroom_cluster::auth::{Roles, TokenKey};
 use chatroom_cluster::quic::{self, Fingerprint, Identity, Trust};
 use chatroom_proto::Message;
 use chatroom_proto::framing::length;
 use chatroom_proto::v1::{ClientFrame, ServerFrame, client_frame};
 use futures_util::{SinkExt, StreamExt};
-use loadtest::client::ClientConfig;
 use msg_svc::standalone::{Standalone, StandaloneConfig};
 use msg_svc::{Listeners, QuicListener};
 use tokio::net::TcpListener;

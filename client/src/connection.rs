@@ -28,22 +28,14 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
-use super::core::{
+use crate::core::{
     CoreConfig, Handshake, JoinOptions, Output, SessionCore, body_name, connect_frame,
     handshake_reply,
 };
-use super::error::ClientError;
-use super::events::{CloseReason, Event, Events};
-use super::transport::{Incoming, Wire};
+use crate::error::ClientError;
+use crate::events::{CloseReason, Event, Events};
+use crate::transport::{Dial, Incoming, MAX_CLIENT_FRAME, Wire};
 
-/// Where the embedded server listens for WebSocket by default.
-pub const DEFAULT_URL: &str = "ws://127.0.0.1:7400/ws";
-/// Where the embedded server listens for QUIC by default.
-pub const DEFAULT_QUIC_URL: &str = "quic://127.0.0.1:7402";
-/// Largest client frame the server accepts.
-pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
-/// Largest server frame this client accepts.
-pub const MAX_SERVER_FRAME: usize = 1024 * 1024;
 /// Redirects followed before giving up.
 pub const MAX_REDIRECTS: usize = 3;
 
@@ -64,7 +56,7 @@ pub struct ClientConfig {
     /// certificate the embedded server wrote on this machine (for a server
     /// on loopback), and nothing else.
     pub trust: Option<Trust>,
-    /// The HS256 token (see [`dev_token`](super::dev_token)).
+    /// The HS256 token (see [`dev_token`](crate::dev_token)).
     pub token: String,
     /// Identifies the device: a second session with the same user and
     /// device replaces the first.
@@ -558,9 +550,13 @@ async fn handshake(config: &ClientConfig) -> Result<(Wire, ConnectAck, String), 
     if hello.len() > MAX_CLIENT_FRAME {
         return Err(ClientError::FrameTooLarge(hello.len()));
     }
+    let dial = Dial {
+        trust: config.trust.as_ref(),
+        bind_addr: config.bind_addr,
+    };
     let mut url = config.url.clone();
     for _ in 0..=MAX_REDIRECTS {
-        let mut wire = Wire::open(&url, config).await?;
+        let mut wire = Wire::open(&url, dial).await?;
         wire.send(&mut vec![hello.clone()]).await?;
         match handshake_reply(read_frame(&mut wire).await?)? {
             Handshake::Accepted(ack) => return Ok((wire, ack, url)),
@@ -587,6 +583,7 @@ async fn read_frame(wire: &mut Wire) -> Result<ServerFrame, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::DEFAULT_URL;
 
     #[tokio::test]
     async fn connect_fails_cleanly_when_nobody_listens() {

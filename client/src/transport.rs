@@ -5,7 +5,10 @@
 //!   (tokio-tungstenite, buffers sized for chat).
 //! - QUIC, `quic://host:port`: one bidirectional stream per session, each
 //!   frame after a big-endian `u32` length; the server's certificate is
-//!   trusted as [`ClientConfig::trust`] says.
+//!   trusted as [`ClientConfig::trust`](crate::ClientConfig::trust) says.
+//!
+//! The frame limits and the embedded server's addresses live here too: they
+//! are the transports' business, and the connection above only reads them.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -24,9 +27,17 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
-use super::connection::{ClientConfig, MAX_CLIENT_FRAME, MAX_SERVER_FRAME};
-use super::error::ClientError;
-use super::events::CloseReason;
+use crate::error::ClientError;
+use crate::events::CloseReason;
+
+/// Where the embedded server listens for WebSocket by default.
+pub const DEFAULT_URL: &str = "ws://127.0.0.1:7400/ws";
+/// Where the embedded server listens for QUIC by default.
+pub const DEFAULT_QUIC_URL: &str = "quic://127.0.0.1:7402";
+/// Largest client frame the server accepts.
+pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
+/// Largest server frame this client accepts.
+pub const MAX_SERVER_FRAME: usize = 1024 * 1024;
 
 /// Initial WebSocket read buffer: room for a few notifies; it grows for a
 /// large pull result. tungstenite's default (128 KiB, allocated up front)
@@ -46,7 +57,7 @@ const QUIC_IDLE: Duration = Duration::from_secs(60);
 type Ws = WebSocketStream<TcpStream>;
 
 /// How a client reaches a msg-svc; a URL's scheme names it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Transport {
     /// WebSocket, `ws://host:port/ws`.
     #[default]
@@ -56,6 +67,9 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Every transport, in the order flags list them.
+    pub const ALL: [Self; 2] = [Self::Ws, Self::Quic];
+
     /// As reports and flags name it.
     pub fn name(self) -> &'static str {
         match self {
@@ -67,8 +81,8 @@ impl Transport {
     /// Where the embedded server serves it by default.
     pub fn default_url(self) -> &'static str {
         match self {
-            Self::Ws => super::DEFAULT_URL,
-            Self::Quic => super::DEFAULT_QUIC_URL,
+            Self::Ws => DEFAULT_URL,
+            Self::Quic => DEFAULT_QUIC_URL,
         }
     }
 
@@ -87,6 +101,40 @@ impl Transport {
             _ => Err(invalid("the scheme must be ws or quic")),
         }
     }
+}
+
+/// Parses a transport's [name](Transport::name), as flags give it.
+impl std::str::FromStr for Transport {
+    type Err = UnknownTransport;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|transport| transport.name() == name)
+            .ok_or_else(|| UnknownTransport(name.to_owned()))
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is no transport's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown transport {0:?}: expected ws or quic")]
+pub struct UnknownTransport(pub String);
+
+/// What a connection is opened with besides its URL: the transports' share
+/// of the client's settings, borrowed from them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Dial<'a> {
+    /// QUIC: how to trust the server's certificate; `None` trusts the one
+    /// the embedded server wrote on this machine, for a server on loopback.
+    pub(crate) trust: Option<&'a Trust>,
+    /// Local address to connect from; `None` lets the kernel choose.
+    pub(crate) bind_addr: Option<IpAddr>,
 }
 
 /// What arrived.
@@ -115,13 +163,13 @@ pub(crate) struct QuicWire {
 }
 
 impl Wire {
-    /// Connects to `url` as `config` says (source address, trust).
-    pub(crate) async fn open(url: &str, config: &ClientConfig) -> Result<Self, ClientError> {
+    /// Connects to `url` as `dial` says (source address, trust).
+    pub(crate) async fn open(url: &str, dial: Dial<'_>) -> Result<Self, ClientError> {
         match Transport::of(url)? {
             Transport::Ws => Ok(Self::WebSocket(Box::new(
-                open_ws(url, config.bind_addr).await?,
+                open_ws(url, dial.bind_addr).await?,
             ))),
-            Transport::Quic => Ok(Self::Quic(Box::new(open_quic(url, config).await?))),
+            Transport::Quic => Ok(Self::Quic(Box::new(open_quic(url, dial).await?))),
         }
     }
 
@@ -240,7 +288,7 @@ fn closed_by(error: ConnectionError) -> Result<Incoming, CloseReason> {
 }
 
 /// A QUIC connection to `url` with its session stream open.
-async fn open_quic(url: &str, config: &ClientConfig) -> Result<QuicWire, ClientError> {
+async fn open_quic(url: &str, dial: Dial<'_>) -> Result<QuicWire, ClientError> {
     let invalid = |reason: &str| ClientError::InvalidUrl {
         url: url.to_owned(),
         reason: reason.to_owned(),
@@ -258,14 +306,14 @@ async fn open_quic(url: &str, config: &ClientConfig) -> Result<QuicWire, ClientE
     if host.is_empty() {
         return Err(invalid("no host"));
     }
-    let trust = match &config.trust {
+    let trust = match dial.trust {
         Some(trust) => trust.clone(),
         None => default_trust(host)?,
     };
     let client = quic::client_config(&trust, quic::ALPN, QUIC_IDLE)?;
     let mut last_error = None;
     for addr in tokio::net::lookup_host((host, port)).await? {
-        let local = match (config.bind_addr, addr) {
+        let local = match (dial.bind_addr, addr) {
             (Some(ip), _) => ip,
             (None, SocketAddr::V4(_)) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             (None, SocketAddr::V6(_)) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -428,11 +476,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn transports_parse_from_their_names() {
+        for transport in Transport::ALL {
+            assert_eq!(transport.name().parse::<Transport>(), Ok(transport));
+            assert_eq!(transport.to_string(), transport.name());
+        }
+        assert_eq!(
+            "wss".parse::<Transport>(),
+            Err(UnknownTransport("wss".into()))
+        );
+        assert_eq!(Transport::default(), Transport::Ws);
+    }
+
     #[tokio::test]
     async fn quic_urls_need_host_and_port_and_no_path() {
-        let config = ClientConfig {
-            trust: Some(Trust::Fingerprint(quic::Fingerprint([0; 32]))),
-            ..ClientConfig::new("quic://127.0.0.1:1", "t")
+        let trust = Trust::Fingerprint(quic::Fingerprint([0; 32]));
+        let dial = Dial {
+            trust: Some(&trust),
+            bind_addr: None,
         };
         for url in [
             "quic://127.0.0.1",
@@ -441,7 +503,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    open_quic(url, &config).await,
+                    open_quic(url, dial).await,
                     Err(ClientError::InvalidUrl { .. })
                 ),
                 "{url}"
@@ -451,9 +513,8 @@ mod tests {
 
     #[tokio::test]
     async fn quic_without_trust_refuses_a_remote_server() {
-        let config = ClientConfig::new("quic://192.0.2.1:7402", "t");
         assert!(matches!(
-            open_quic(&config.url, &config).await,
+            open_quic("quic://192.0.2.1:7402", Dial::default()).await,
             Err(ClientError::NoTrust)
         ));
     }

@@ -79,7 +79,7 @@ pub enum Event {
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CloseReason {
-    /// [`Client::close`](super::Client::close) was called or every handle was dropped.
+    /// [`Client::close`](crate::Client::close) was called or every handle was dropped.
     #[error("closed by the client")]
     Local,
     /// The server sent a WebSocket close frame.

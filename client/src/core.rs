@@ -22,8 +22,8 @@ use chatroom_proto::v1::{
     ServerFrame, client_frame, server_frame,
 };
 
-use super::error::ClientError;
-use super::events::Event;
+use crate::error::ClientError;
+use crate::events::Event;
 
 /// The request id of the Connect frame; the core's own ids start after it.
 pub const CONNECT_REQUEST_ID: u64 = 1;

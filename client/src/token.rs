@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use chatroom_cluster::auth::{Roles, SecretError, SecretSource};
+// What `dev_token` takes and returns, so that a caller can name them
+// without depending on the runtime crate.
+pub use chatroom_cluster::auth::{Roles, SecretError, SecretSource};
 
 /// A token for `user` with `roles`, valid for `ttl`. A secret file is only
 /// read, never created: a missing one means the server has not made it (or
