@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::routing::get;
-use chatroom_cluster::auth::{AdminToken, SecretSource};
+use chatroom_cluster::auth::AdminToken;
 use chatroom_cluster::metrics::{self, Registry};
 use chatroom_cluster::registry::{
     NodeInfo, RegistryError, RegistryHealth, Role, ZkConfig, join_zookeeper,
@@ -26,6 +26,10 @@ use crate::core::{ConfigError, ConfigPatch, default_room_config, resolve, valida
 use crate::service::{Ownership, RoomService, RoomServiceConfig};
 use crate::store::{RoomStore, StoreError, StoreHealth};
 use chatroom_proto::cluster::v1::{RoomConfig, RoomOverrides};
+
+mod args;
+
+pub use args::{ArgsError, OpsArgs, ServeArgs};
 
 /// Settings of a clustered room-svc.
 #[derive(Debug, Clone)]
@@ -104,50 +108,6 @@ pub fn load_room_defaults(path: &Path) -> Result<RoomConfig, DefaultsError> {
         source,
     })?;
     Ok(defaults)
-}
-
-/// The flags of what operators set, taken by both binaries that run a room
-/// service (a room service of a cluster, and the embedded server).
-#[derive(Debug, Clone, clap::Args)]
-pub struct OpsArgs {
-    /// JSON object of room settings every room follows unless overridden
-    /// (the fields of the admin API's config PATCH); unset fields keep the
-    /// built-in defaults.
-    #[arg(long, env = "CHATROOM_ROOM_DEFAULTS")]
-    pub room_defaults: Option<PathBuf>,
-    /// The admin API's bearer token (at least 16 bytes).
-    #[arg(long, env = "CHATROOM_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
-    /// File holding the admin token. The embedded server creates it when
-    /// absent (default: $XDG_STATE_HOME/chatroom/admin-token); a room
-    /// service without a token refuses every admin request.
-    #[arg(
-        long,
-        env = "CHATROOM_ADMIN_TOKEN_FILE",
-        conflicts_with = "admin_token"
-    )]
-    pub admin_token_file: Option<PathBuf>,
-}
-
-impl OpsArgs {
-    /// The room defaults: the built-in ones, or `--room-defaults` laid over
-    /// them.
-    pub fn room_defaults(&self) -> Result<RoomConfig, DefaultsError> {
-        match &self.room_defaults {
-            Some(path) => load_room_defaults(path),
-            None => Ok(default_room_config()),
-        }
-    }
-
-    /// Where the admin token comes from: the flag or the file; `None` when
-    /// neither is given.
-    pub fn admin_token_source(&self) -> Option<SecretSource> {
-        match (&self.admin_token, &self.admin_token_file) {
-            (Some(token), _) => Some(SecretSource::Inline(token.clone())),
-            (None, Some(file)) => Some(SecretSource::File(file.clone())),
-            (None, None) => None,
-        }
-    }
 }
 
 /// Bound sockets to serve on.
