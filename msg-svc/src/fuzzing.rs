@@ -54,12 +54,12 @@ pub struct Kept {
 
 /// The WebSocket frame reader of one connection.
 #[derive(Debug)]
-pub struct WsReader(ws::FrameReader);
+pub struct WsReader(ws::WsDecoder);
 
 impl WsReader {
     /// A reader refusing frames and messages over `max_frame` bytes.
     pub fn new(max_frame: usize) -> Self {
-        Self(ws::FrameReader::new(max_frame, Vec::new()))
+        Self(ws::WsDecoder::new(max_frame, Vec::new()))
     }
 
     /// Decodes `bytes` as the connection's next read.
@@ -82,12 +82,12 @@ impl WsReader {
 
 /// The QUIC stream frame reader of one session.
 #[derive(Debug)]
-pub struct QuicReader(quic::FrameReader);
+pub struct QuicReader(quic::QuicDecoder);
 
 impl QuicReader {
     /// A reader refusing frames over `max_frame` bytes.
     pub fn new(max_frame: usize) -> Self {
-        Self(quic::FrameReader::new(max_frame))
+        Self(quic::QuicDecoder::new(max_frame))
     }
 
     /// Decodes `chunk` as the stream's next chunk.

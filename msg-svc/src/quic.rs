@@ -170,7 +170,7 @@ async fn connection(node: Arc<MsgNode>, incoming: Incoming, _admitted: IpGuard) 
         remote,
         Transport::Quic(QuicStream::new(connection.clone(), send)),
     );
-    let mut reader = FrameReader::new(node.config.max_frame_bytes);
+    let mut reader = QuicDecoder::new(node.config.max_frame_bytes);
     if let Err(error) = serve_session(&node, &session, &connection, recv, &mut reader).await {
         debug!(%error, session = session.id, "connection ended");
     }
@@ -184,7 +184,7 @@ async fn serve_session(
     session: &Arc<Session>,
     connection: &Connection,
     mut recv: RecvStream,
-    reader: &mut FrameReader,
+    reader: &mut QuicDecoder,
 ) -> io::Result<()> {
     let mut batch = Batch::default();
     loop {
@@ -258,14 +258,14 @@ fn close(connection: &Connection, code: u16, reason: &str) {
 
 /// Turns stream bytes into client frames.
 #[derive(Debug)]
-pub(crate) struct FrameReader {
+pub(crate) struct QuicDecoder {
     max_frame: usize,
     /// Bytes of an incomplete frame; empty (and unallocated) between frames.
     partial: BytesMut,
     malformed: u32,
 }
 
-impl FrameReader {
+impl QuicDecoder {
     pub(crate) fn new(max_frame: usize) -> Self {
         Self {
             max_frame,
@@ -359,7 +359,7 @@ mod tests {
         wire.extend(framed(&ping(2)));
         wire.extend(framed(&ping(3)));
         for cut in 0..wire.len() {
-            let mut reader = FrameReader::new(1024);
+            let mut reader = QuicDecoder::new(1024);
             let mut got = Vec::new();
             for part in [&wire[..cut], &wire[cut..]] {
                 let batch = reader.push(part);
@@ -373,7 +373,7 @@ mod tests {
 
     #[test]
     fn an_oversized_frame_is_refused_from_its_prefix() {
-        let mut reader = FrameReader::new(16);
+        let mut reader = QuicDecoder::new(16);
         let mut wire = framed(&ping(1));
         wire.extend_from_slice(&1_000_000u32.to_be_bytes());
         let batch = reader.push(&wire);
@@ -386,7 +386,7 @@ mod tests {
 
     #[test]
     fn garbage_is_a_bad_frame_not_a_fatal_one() {
-        let mut reader = FrameReader::new(1024);
+        let mut reader = QuicDecoder::new(1024);
         let mut wire = length::prefix(3).unwrap().to_vec();
         wire.extend_from_slice(&[0xff, 0xff, 0xff]);
         let batch = reader.push(&wire);

@@ -32,7 +32,7 @@ pub(crate) const HANDSHAKE_READ: usize = 1024;
 /// How long a closing connection waits for the client to hang up.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// The path clients connect to.
-pub(crate) const PATH: &str = "/ws";
+pub const PATH: &str = "/ws";
 
 /// Accepts connections until `stop`, one task each.
 pub(crate) async fn serve(node: Arc<MsgNode>, listener: TcpListener, stop: CancellationToken) {
@@ -85,7 +85,7 @@ async fn connection(node: Arc<MsgNode>, mut stream: TcpStream, remote: SocketAdd
         }
     };
     let session = node.open_session(remote, Transport::WebSocket(stream));
-    let mut reader = FrameReader::new(node.config.max_frame_bytes, leftover);
+    let mut reader = WsDecoder::new(node.config.max_frame_bytes, leftover);
     if let Err(error) = serve_session(&node, &session, &mut reader).await {
         debug!(%error, session = session.id, "connection ended");
     }
@@ -97,7 +97,7 @@ async fn connection(node: Arc<MsgNode>, mut stream: TcpStream, remote: SocketAdd
 async fn serve_session(
     node: &MsgNode,
     session: &Arc<Session>,
-    reader: &mut FrameReader,
+    reader: &mut WsDecoder,
 ) -> io::Result<()> {
     // Frames that arrived with the handshake.
     let mut batch = reader.parse(session);
@@ -194,7 +194,7 @@ enum Assembling {
 
 /// Turns socket bytes into client frames.
 #[derive(Debug)]
-pub(crate) struct FrameReader {
+pub(crate) struct WsDecoder {
     max_frame: usize,
     /// Bytes of an incomplete frame; empty (and unallocated) between frames.
     partial: Vec<u8>,
@@ -207,7 +207,7 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-impl FrameReader {
+impl WsDecoder {
     pub(crate) fn new(max_frame: usize, leftover: Vec<u8>) -> Self {
         Self {
             max_frame,
@@ -581,7 +581,7 @@ mod tests {
         wire.extend(frame(OpCode::Binary, true, &ping(1)));
         wire.extend(frame(OpCode::Close, true, &ws::close_payload(4000, "bye")));
         wire.extend(frame(OpCode::Binary, true, &ping(2)));
-        let mut reader = FrameReader::new(1024, Vec::new());
+        let mut reader = WsDecoder::new(1024, Vec::new());
         let decoded = reader.push(&wire);
         assert_eq!(ids(&decoded.batch), [1]);
         assert!(decoded.batch.eof);
@@ -599,7 +599,7 @@ mod tests {
         wire.extend(frame(OpCode::Ping, true, b""));
         wire.extend(frame(OpCode::Continuation, true, tail));
         for cut in 0..wire.len() {
-            let mut reader = FrameReader::new(1024, Vec::new());
+            let mut reader = WsDecoder::new(1024, Vec::new());
             let first = reader.push(&wire[..cut]);
             let second = reader.push(&wire[cut..]);
             let got: Vec<u64> = ids(&first.batch)
@@ -617,7 +617,7 @@ mod tests {
     fn an_assembled_message_over_the_limit_is_fatal() {
         let mut wire = frame(OpCode::Binary, false, &[0; 10]);
         wire.extend(frame(OpCode::Continuation, true, &[0; 10]));
-        let mut reader = FrameReader::new(16, Vec::new());
+        let mut reader = WsDecoder::new(16, Vec::new());
         let fatal = reader.push(&wire).batch.fatal.unwrap();
         assert_eq!(fatal.code, close_code::MESSAGE_TOO_BIG);
     }
