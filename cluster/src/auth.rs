@@ -104,6 +104,7 @@ struct Claims {
 }
 
 /// The HS256 secret, ready to mint and verify tokens.
+#[derive(Clone)]
 pub struct TokenKey {
     encoding: EncodingKey,
     decoding: DecodingKey,

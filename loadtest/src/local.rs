@@ -41,7 +41,9 @@ pub enum ClusterError {
         source: io::Error,
     },
     /// A service binary is missing.
-    #[error("{0} not found; build it first: cargo build -p room-svc -p msg-svc")]
+    #[error(
+        "{0} not found; build it first: cargo build -p room-svc -p msg-svc -p chatroom-embedded"
+    )]
     MissingBinary(PathBuf),
     /// A node did not become ready.
     #[error("{node} did not become ready within {READY_WITHIN:?}; see {log}; it ends:\n{tail}")]
@@ -556,12 +558,12 @@ impl LocalCluster {
     }
 }
 
-/// Starts the embedded server (`msg-svc --standalone`) with its files in
-/// `dir` and `extra` flags, and waits until it is ready. Its token secret
-/// is `dir/token-secret`, its admin token `dir/admin-token`.
-pub fn spawn_standalone(dir: &Path, extra: &[String]) -> Result<NodeProcess, ClusterError> {
+/// Starts the embedded server (`chatroom`) with its files in `dir` and
+/// `extra` flags, and waits until it is ready. Its token secret is
+/// `dir/token-secret`, its admin token `dir/admin-token`.
+pub fn spawn_embedded(dir: &Path, extra: &[String]) -> Result<NodeProcess, ClusterError> {
     fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
-    let binary = default_bin_dir()?.join("msg-svc");
+    let binary = default_bin_dir()?.join("chatroom");
     if !binary.exists() {
         return Err(ClusterError::MissingBinary(binary));
     }
@@ -569,8 +571,7 @@ pub fn spawn_standalone(dir: &Path, extra: &[String]) -> Result<NodeProcess, Clu
     let quic_addr = format!("127.0.0.1:{}", free_port()?);
     let http_addr = format!("127.0.0.1:{}", free_port()?);
     let mut command = vec![
-        "--standalone".to_owned(),
-        "--ws-listen".into(),
+        "--ws-listen".to_owned(),
         ws_addr.clone(),
         "--quic-listen".into(),
         quic_addr.clone(),
@@ -588,15 +589,15 @@ pub fn spawn_standalone(dir: &Path, extra: &[String]) -> Result<NodeProcess, Clu
     ];
     command.extend(extra.iter().cloned());
     let mut node = NodeProcess {
-        id: "standalone".into(),
-        program: "msg-svc",
+        id: "embedded".into(),
+        program: "chatroom",
         ws_url: Some(format!("ws://{ws_addr}/ws")),
         quic_url: Some(format!("quic://{quic_addr}")),
         http_addr,
         link_addr: None,
         command,
         binary,
-        log: dir.join("standalone.log"),
+        log: dir.join("embedded.log"),
         child: None,
     };
     node.spawn()?;

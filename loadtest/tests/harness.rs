@@ -8,11 +8,11 @@ use std::time::Duration;
 use chatroom_client::Transport;
 use chatroom_cluster::auth::TokenKey;
 use chatroom_cluster::quic::Identity;
+use chatroom_embedded::{Embedded, EmbeddedConfig};
 use clap::Parser;
 use loadtest::harness::coordinator::{self, Target};
 use loadtest::harness::report::Report;
 use loadtest::harness::scenario::{RunArgs, Scenario};
-use msg_svc::standalone::{Standalone, StandaloneConfig};
 use msg_svc::{Listeners, QuicListener};
 use tokio::net::TcpListener;
 
@@ -41,12 +41,12 @@ async fn run_over(transport: Transport, scenario: Scenario, flags: &[&str]) -> R
         quic: Some(QuicListener::bind("127.0.0.1:0".parse().unwrap(), identity).unwrap()),
         http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };
-    let config = StandaloneConfig {
+    let config = EmbeddedConfig {
         drain_grace: Duration::from_secs(1),
-        ..StandaloneConfig::default()
+        ..EmbeddedConfig::default()
     };
     let server =
-        Standalone::start(config, TokenKey::new(SECRET.as_bytes()).unwrap(), listeners).unwrap();
+        Embedded::start(config, TokenKey::new(SECRET.as_bytes()).unwrap(), listeners).unwrap();
     let url = match transport {
         Transport::Ws => server.ws_url(),
         Transport::Quic => server.quic_url().unwrap(),

@@ -15,8 +15,8 @@ use chatroom_cluster::registry::{
 use tokio::sync::mpsc;
 use tracing::info;
 
-use crate::node::{ClusterView, MsgNode, NodeConfig};
-use crate::server::{Listeners, Running, ServeError};
+use crate::node::NodeConfig;
+use crate::server::{Listeners, RoomLinks, ServeError, Server, Surface};
 use crate::upstream::{LinkEvent, Upstream};
 use crate::ws;
 
@@ -59,7 +59,7 @@ pub enum StartError {
 /// A running clustered msg-svc.
 #[derive(Debug)]
 pub struct MsgServer {
-    running: Running,
+    server: Server,
     registration: Registration,
 }
 
@@ -95,36 +95,39 @@ impl MsgServer {
         let registration = join_zookeeper(config.zookeeper, me).await?;
         let (down_tx, down_rx) = mpsc::channel(DOWNLINK_QUEUE);
         let (events_tx, mut events) = mpsc::channel(64);
-        let links = LinkMetrics::default();
+        let link_metrics = LinkMetrics::default();
         let upstream = Upstream::start(
             config.node_id.clone(),
             registration.members(),
             down_tx,
             events_tx,
-            links.clone(),
-        );
-        let node = MsgNode::start(
-            config.node,
-            tokens,
-            upstream,
-            ClusterView::of(&registration),
+            link_metrics.clone(),
         );
         let mut families = metrics::registry();
         registration.register_metrics(&mut families);
-        links.register(&mut families);
-        let mut running = Running::launch(
-            Arc::clone(&node),
-            down_rx,
+        link_metrics.register(&mut families);
+        let links = RoomLinks {
+            up: upstream,
+            down: down_rx,
+        };
+        let surface = Surface {
+            metrics: families,
+            routes: None,
+            drain_grace: config.drain_grace,
+        };
+        let mut server = Server::start(
+            config.node,
+            tokens,
+            links,
+            &registration,
             listeners,
-            families,
-            None,
-            config.drain_grace,
+            surface,
         )?;
 
         // A room service that (re)connected knows nothing of us: subscribe
         // its rooms again. Placement moves re-route rooms the same way.
-        let relinked = Arc::clone(&node);
-        running.spawn(async move {
+        let relinked = Arc::clone(&server.node);
+        server.spawn(async move {
             while let Some(event) = events.recv().await {
                 match event {
                     LinkEvent::Up(room_svc) => relinked.link_back(&room_svc).await,
@@ -132,45 +135,45 @@ impl MsgServer {
                 }
             }
         });
-        let moved = Arc::clone(&node);
+        let moved = Arc::clone(&server.node);
         let mut members = registration.members();
-        running.spawn(async move {
+        server.spawn(async move {
             while members.changed().await.is_ok() {
                 moved.reconcile().await;
             }
         });
         info!(node = %config.node_id, %ws_addr, ?quic_addr, %http_addr, "msg-svc up");
         Ok(Self {
-            running,
+            server,
             registration,
         })
     }
 
     /// Where WebSocket clients connect.
     pub fn ws_url(&self) -> String {
-        self.running.ws_url()
+        self.server.ws_url()
     }
 
     /// The WebSocket listen address.
     pub fn ws_addr(&self) -> SocketAddr {
-        self.running.ws_addr()
+        self.server.ws_addr()
     }
 
     /// The QUIC listen address, if QUIC is served.
     pub fn quic_addr(&self) -> Option<SocketAddr> {
-        self.running.quic_addr()
+        self.server.quic_addr()
     }
 
     /// Where the HTTP endpoints are.
     pub fn http_addr(&self) -> SocketAddr {
-        self.running.http_addr()
+        self.server.http_addr()
     }
 
     /// Drains its clients, leaves the cluster, stops.
     pub async fn shutdown(mut self) {
-        self.running.drain().await;
+        self.server.drain().await;
         self.registration.leave().await;
-        self.running.stop().await;
+        self.server.stop().await;
     }
 }
 

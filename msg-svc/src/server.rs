@@ -1,5 +1,7 @@
 //! What every msg-svc runs, whichever mode: the node's tasks (downlink,
 //! housekeeping, WebSocket and HTTP listeners) and the ordered shutdown.
+//! [`Server`] is also how another program embeds a node (the embedded
+//! server links it to an in-process room service).
 
 use std::future::Future;
 use std::io;
@@ -7,14 +9,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatroom_cluster::link::DownLinkRx;
+use chatroom_cluster::auth::TokenKey;
+use chatroom_cluster::link::{DownLinkRx, UpLink};
 use chatroom_cluster::metrics::Registry;
+use chatroom_cluster::registry::Registration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::node::MsgNode;
+use crate::node::{ClusterView, MsgNode, NodeConfig};
 use crate::quic::{self, QuicError, QuicListener};
 use crate::{downlink, http, ws};
 
@@ -40,9 +44,31 @@ pub enum ServeError {
     Quic(#[from] QuicError),
 }
 
+/// How a node reaches the room services: it hands frames for a room's
+/// owner to `up`, and the room services' frames arrive on `down`.
+#[derive(Debug)]
+pub struct RoomLinks {
+    /// Frames up, routed to each room's owner.
+    pub up: Arc<dyn UpLink>,
+    /// Frames down, from every room service.
+    pub down: DownLinkRx,
+}
+
+/// What a node serves besides its clients.
+#[derive(Debug)]
+pub struct Surface {
+    /// The families `/metrics` shows besides the node's own.
+    pub metrics: Registry,
+    /// More routes for the HTTP listener (the embedded server's admin API
+    /// and widget).
+    pub routes: Option<axum::Router>,
+    /// How long shutdown waits for clients to leave.
+    pub drain_grace: Duration,
+}
+
 /// A serving node.
 #[derive(Debug)]
-pub(crate) struct Running {
+pub struct Server {
     pub(crate) node: Arc<MsgNode>,
     ws_addr: SocketAddr,
     quic_addr: Option<SocketAddr>,
@@ -57,20 +83,34 @@ pub(crate) struct Running {
     drain_grace: Duration,
 }
 
-impl Running {
+impl Server {
+    /// Starts a node on `listeners`, linked to the room services by
+    /// `links`, serving the users `registration`'s members give it.
+    pub fn start(
+        config: NodeConfig,
+        tokens: TokenKey,
+        links: RoomLinks,
+        registration: &Registration,
+        listeners: Listeners,
+        surface: Surface,
+    ) -> Result<Self, ServeError> {
+        let node = MsgNode::start(config, tokens, links.up, ClusterView::of(registration));
+        Self::launch(node, links.down, listeners, surface)
+    }
+
     /// Starts the node's tasks on `listeners`, with frames from the room
-    /// services arriving on `down`. `/metrics` serves `metrics`, the mode's
-    /// families, with the node's own added; the HTTP listener also serves
-    /// the mode's own `routes` if given (the embedded server's admin API and
-    /// widget).
-    pub(crate) fn launch(
+    /// services arriving on `down`.
+    fn launch(
         node: Arc<MsgNode>,
         down: DownLinkRx,
         listeners: Listeners,
-        mut metrics: Registry,
-        routes: Option<axum::Router>,
-        drain_grace: Duration,
+        surface: Surface,
     ) -> Result<Self, ServeError> {
+        let Surface {
+            mut metrics,
+            routes,
+            drain_grace,
+        } = surface;
         let ws_addr = listeners.ws.local_addr()?;
         let http_addr = listeners.http.local_addr()?;
         let quic = match listeners.quic {
@@ -117,7 +157,7 @@ impl Running {
     }
 
     /// Runs `task` until shutdown.
-    pub(crate) fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+    pub fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
         let stop = self.stop.clone();
         self.tasks.spawn(async move {
             tokio::select! {
@@ -127,27 +167,35 @@ impl Running {
         });
     }
 
-    pub(crate) fn ws_addr(&self) -> SocketAddr {
+    /// Where WebSocket clients connect: `ws://{addr}/ws`.
+    pub fn ws_addr(&self) -> SocketAddr {
         self.ws_addr
     }
 
-    pub(crate) fn ws_url(&self) -> String {
+    /// The WebSocket URL.
+    pub fn ws_url(&self) -> String {
         format!("ws://{}{}", self.ws_addr, ws::PATH)
     }
 
     /// The QUIC endpoint's address, if QUIC is served.
-    pub(crate) fn quic_addr(&self) -> Option<SocketAddr> {
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
         self.quic_addr
     }
 
-    pub(crate) fn http_addr(&self) -> SocketAddr {
+    /// Where the HTTP endpoints are.
+    pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Open sessions.
+    pub fn session_count(&self) -> usize {
+        self.node.sessions.len()
     }
 
     /// Drains: readiness fails, no new connection is accepted, clients are
     /// told to go (close code 1001, "going away"), and the node waits up to
     /// the drain grace for them to leave. The caller stops the rest.
-    pub(crate) async fn drain(&mut self) {
+    pub async fn drain(&mut self) {
         self.accepting.cancel();
         self.node.drain();
         if !self.node.sessions.wait_empty(self.drain_grace).await {
@@ -159,7 +207,7 @@ impl Running {
     }
 
     /// Stops every task.
-    pub(crate) async fn stop(mut self) {
+    pub async fn stop(mut self) {
         self.stop.cancel();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}

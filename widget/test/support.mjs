@@ -1,4 +1,4 @@
-// Shared by the browser tests: a real embedded server (`msg-svc --standalone`)
+// Shared by the browser tests: a real embedded server (`chatroom`)
 // on free loopback ports with its secrets in a temporary directory, that can
 // be stopped and started again on the same ports; headless Chromium; and
 // small readers of the widget's shadow DOM.
@@ -32,9 +32,9 @@ async function freePort() {
 /** An embedded server of its own: ports, secrets and state in a temp dir. */
 export class Server {
   static async start() {
-    const binary = join(binDir, "msg-svc");
+    const binary = join(binDir, "chatroom");
     if (!existsSync(binary)) {
-      throw new Error(`${binary} is missing: build it with \`cargo build -p msg-svc\` or set CHATROOM_BIN_DIR`);
+      throw new Error(`${binary} is missing: build it with \`cargo build -p chatroom-embedded\` or set CHATROOM_BIN_DIR`);
     }
     const server = new Server(binary, await freePort(), await freePort());
     await server.launch();
@@ -66,7 +66,6 @@ export class Server {
     const child = spawn(
       this.binary,
       [
-        "--standalone",
         "--ws-listen",
         `127.0.0.1:${this.wsPort}`,
         "--http-listen",
@@ -106,7 +105,7 @@ export class Server {
       }
       await new Promise((ok) => setTimeout(ok, 50));
     }
-    throw new Error(`msg-svc did not become ready; its log:\n${this.log()}`);
+    throw new Error(`the embedded server did not become ready; its log:\n${this.log()}`);
   }
 
   /** SIGTERM, and waits for the process to end (it drains first). */
@@ -118,7 +117,7 @@ export class Server {
     const { code, signal } = await this.exited;
     this.process = null;
     if (code !== 0) {
-      throw new Error(`msg-svc exited with ${code ?? signal}; its log:\n${this.log()}`);
+      throw new Error(`the embedded server exited with ${code ?? signal}; its log:\n${this.log()}`);
     }
   }
 

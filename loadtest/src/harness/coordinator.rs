@@ -51,7 +51,7 @@ pub struct Target {
     /// What it speaks.
     pub protocol: Protocol,
     /// Spawned processes, alive until the run ends.
-    _standalone: Option<NodeProcess>,
+    _embedded: Option<NodeProcess>,
     _cluster: Option<LocalCluster>,
     _nats: Option<LocalServer>,
 }
@@ -86,14 +86,14 @@ impl Target {
                 pids: Vec::new(),
                 name: format!("{} (remote)", args.target.join(", ")),
                 protocol: Protocol::Chatroom,
-                _standalone: None,
+                _embedded: None,
                 _cluster: None,
                 _nats: None,
             });
         }
         let dir = args.out.join("servers");
         if args.msg_svcs == 0 {
-            let node = crate::local::spawn_standalone(&dir, &args.server_args)?;
+            let node = crate::local::spawn_embedded(&dir, &args.server_args)?;
             let secret = read_secret(&dir.join("token-secret"))?;
             let url = match transport {
                 Transport::Ws => node.ws_url.clone(),
@@ -106,9 +106,9 @@ impl Target {
                 quic_fingerprint: None,
                 secret,
                 pids: node.pid().into_iter().collect(),
-                name: "chatroom standalone (1 process, spawned here)".into(),
+                name: "chatroom embedded (1 process, spawned here)".into(),
                 protocol: Protocol::Chatroom,
-                _standalone: Some(node),
+                _embedded: Some(node),
                 _cluster: None,
                 _nats: None,
             });
@@ -150,7 +150,7 @@ impl Target {
                 cluster.msg_svcs.len()
             ),
             protocol: Protocol::Chatroom,
-            _standalone: None,
+            _embedded: None,
             _cluster: None,
             _nats: None,
         })
@@ -185,7 +185,7 @@ impl Target {
             pids,
             name,
             protocol: Protocol::Nats,
-            _standalone: None,
+            _embedded: None,
             _cluster: None,
             _nats: server,
         })

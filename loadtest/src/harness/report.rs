@@ -36,7 +36,7 @@ pub struct Report {
     /// a target of its own (`--transport ws,quic`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub other_transports: Vec<Report>,
-    /// What was measured: e.g. `chatroom standalone (1 process)`.
+    /// What was measured: e.g. `chatroom embedded (1 process)`.
     pub target: String,
     /// Messages accepted per second.
     pub accepted_per_s: f64,
@@ -412,7 +412,7 @@ mod tests {
             duration_s: 3.0,
             delivered_per_s: 200_000.0,
             accepted_per_s: 200.0,
-            target: "chatroom standalone <1 process>".into(),
+            target: "chatroom embedded <1 process>".into(),
             timeline: (0..3)
                 .map(|t| Second {
                     t,

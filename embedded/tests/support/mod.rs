@@ -11,11 +11,11 @@ use bytes::BytesMut;
 use chatroom_client::ClientConfig;
 use chatroom_cluster::auth::{Roles, TokenKey};
 use chatroom_cluster::quic::{self, Fingerprint, Identity, Trust};
+use chatroom_embedded::{Embedded, EmbeddedConfig};
 use chatroom_proto::Message;
 use chatroom_proto::framing::length;
 use chatroom_proto::v1::{ClientFrame, ServerFrame, client_frame};
 use futures_util::{SinkExt, StreamExt};
-use msg_svc::standalone::{Standalone, StandaloneConfig};
 use msg_svc::{Listeners, QuicListener};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -52,7 +52,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub const SECRET: &[u8] = b"integration-test-secret-0123456789";
 
 pub struct TestServer {
-    pub server: Standalone,
+    pub server: Embedded,
     pub tokens: TokenKey,
     /// Of the self-signed certificate the server's QUIC presents.
     pub fingerprint: Fingerprint,
@@ -67,7 +67,7 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
-    pub async fn start_with(tweak: impl FnOnce(&mut StandaloneConfig)) -> Self {
+    pub async fn start_with(tweak: impl FnOnce(&mut EmbeddedConfig)) -> Self {
         Self::start_over_with(Transport::Ws, tweak).await
     }
 
@@ -78,11 +78,11 @@ impl TestServer {
 
     pub async fn start_over_with(
         transport: Transport,
-        tweak: impl FnOnce(&mut StandaloneConfig),
+        tweak: impl FnOnce(&mut EmbeddedConfig),
     ) -> Self {
-        let mut config = StandaloneConfig {
+        let mut config = EmbeddedConfig {
             drain_grace: Duration::from_secs(2),
-            ..StandaloneConfig::default()
+            ..EmbeddedConfig::default()
         };
         tweak(&mut config);
         let identity = Identity::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
@@ -93,7 +93,7 @@ impl TestServer {
             quic: Some(QuicListener::bind("127.0.0.1:0".parse().unwrap(), identity).unwrap()),
             http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         };
-        let server = Standalone::start(config, TokenKey::new(SECRET).unwrap(), listeners).unwrap();
+        let server = Embedded::start(config, TokenKey::new(SECRET).unwrap(), listeners).unwrap();
         Self {
             server,
             tokens: TokenKey::new(SECRET).unwrap(),

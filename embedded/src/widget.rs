@@ -19,11 +19,8 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use chatroom_cluster::auth::Roles;
+use chatroom_cluster::auth::{Roles, TokenKey};
 use chatroom_proto::ids::check_id;
-
-use crate::node::MsgNode;
-use crate::ws;
 
 /// The bundle: one ES module that defines `<chatroom-widget>`.
 const BUNDLE: &str = include_str!("../../widget/dist/chatroom-widget.js");
@@ -44,11 +41,11 @@ static BUNDLE_ETAG: LazyLock<HeaderValue> = LazyLock::new(|| {
     HeaderValue::from_str(&tag).expect("a valid header value")
 });
 
-/// What the demo page needs to know about this node.
+/// What the demo page needs to know about this server.
 #[derive(Debug, Clone)]
 pub(crate) struct DemoSite {
     /// Mints the page's token.
-    pub(crate) node: Arc<MsgNode>,
+    pub(crate) tokens: TokenKey,
     /// `--public-url`, when given: what the page connects to.
     pub(crate) public_url: Option<Arc<str>>,
     /// Where WebSocket clients connect otherwise.
@@ -63,11 +60,11 @@ impl DemoSite {
             return url.to_string();
         }
         if !self.ws_addr.ip().is_unspecified() {
-            return format!("ws://{}{}", self.ws_addr, ws::PATH);
+            return format!("ws://{}{}", self.ws_addr, msg_svc::WS_PATH);
         }
         // Listening on every address: reach it by the name the page came from.
         let name = host.and_then(host_name).unwrap_or("127.0.0.1");
-        format!("ws://{name}:{}{}", self.ws_addr.port(), ws::PATH)
+        format!("ws://{name}:{}{}", self.ws_addr.port(), msg_svc::WS_PATH)
     }
 }
 
@@ -126,11 +123,7 @@ async fn demo(
         }
         None => format!("guest-{:04x}", rand::random::<u16>()),
     };
-    let token = match site
-        .node
-        .tokens
-        .mint(&user, Roles::default(), DEMO_TOKEN_TTL)
-    {
+    let token = match site.tokens.mint(&user, Roles::default(), DEMO_TOKEN_TTL) {
         Ok(token) => token,
         Err(error) => {
             return refusal(

@@ -338,9 +338,7 @@ fn masked(payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-fn heartbeat_server(
-    heartbeat: Duration,
-) -> impl FnOnce(&mut msg_svc::standalone::StandaloneConfig) {
+fn heartbeat_server(heartbeat: Duration) -> impl FnOnce(&mut chatroom_embedded::EmbeddedConfig) {
     move |c| c.node.heartbeat = heartbeat
 }
 

@@ -1,7 +1,12 @@
-//! The embedded server: room service and message service in one process,
-//! linked by in-process channels, with in-memory state and no ZooKeeper or
-//! Redis. What a newcomer runs first and what most tests start. Its HTTP
-//! port also serves the admin API and the chat widget with its demo page.
+//! The embedded server: the room service and a message service in one
+//! process, linked by in-process channels, with in-memory state and no
+//! ZooKeeper or Redis. What a newcomer runs first (`chatroom`), what the
+//! widget's demo uses, and what most end-to-end tests start. Its HTTP port
+//! also serves the admin API and the chat widget with its demo page.
+//!
+//! Layout: [`Embedded`] wires the two services together; [`cli`] holds the
+//! binary's flags and banner; `widget` serves the widget's bundle and demo
+//! page. Both services are the libraries a cluster runs, unchanged.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,23 +15,24 @@ use std::time::Duration;
 
 use chatroom_cluster::auth::{AdminToken, TokenKey};
 use chatroom_cluster::metrics;
+use chatroom_cluster::registry::{Members, NodeInfo, Registration, Role};
+use msg_svc::{Listeners, NodeConfig, RoomLinks, ServeError, Server, Surface};
 use room_svc::admin::AdminApi;
 use room_svc::{RoomService, RoomServiceConfig};
 use tokio::sync::mpsc;
 use tracing::info;
 
-use chatroom_cluster::registry::{Members, NodeInfo, Registration, Role};
+use crate::widget::DemoSite;
 
-use crate::node::{ClusterView, MsgNode, NodeConfig};
-use crate::server::{Listeners, Running, ServeError};
-use crate::widget::{self, DemoSite};
+pub mod cli;
+mod widget;
 
 /// Frames in flight from the room service to the message service.
 const DOWNLINK_QUEUE: usize = 65_536;
 
 /// Settings of the embedded server.
 #[derive(Debug, Clone, Default)]
-pub struct StandaloneConfig {
+pub struct EmbeddedConfig {
     /// The message-service side.
     pub node: NodeConfig,
     /// The room-service side, with the default room settings.
@@ -45,8 +51,8 @@ const NODE_ID: &str = "standalone";
 
 /// A running embedded server.
 #[derive(Debug)]
-pub struct Standalone {
-    running: Running,
+pub struct Embedded {
+    server: Server,
     rooms: RoomService,
     /// The in-process membership the node's view comes from.
     _registration: Registration,
@@ -65,52 +71,54 @@ fn in_process_registration() -> Registration {
     Registration::in_process(me.clone(), Members::new([me, node(Role::RoomSvc)]))
 }
 
-impl Standalone {
+impl Embedded {
     /// Starts serving on `listeners`.
     pub fn start(
-        config: StandaloneConfig,
+        config: EmbeddedConfig,
         tokens: TokenKey,
         listeners: Listeners,
     ) -> Result<Self, ServeError> {
         let rooms = RoomService::start(config.rooms);
         let (down_tx, down_rx) = mpsc::channel(DOWNLINK_QUEUE);
-        let uplink = rooms.connect_node(NODE_ID, down_tx);
+        let links = RoomLinks {
+            up: Arc::new(rooms.connect_node(NODE_ID, down_tx)),
+            down: down_rx,
+        };
         // One node of each role, in-process: every user is served here.
         let registration = in_process_registration();
-        let node = MsgNode::start(
-            config.node,
-            tokens,
-            Arc::new(uplink),
-            ClusterView::of(&registration),
-        );
         // Both roles' families on the one `/metrics`.
         let mut families = metrics::registry();
         registration.register_metrics(&mut families);
         rooms.register_metrics(&mut families);
         let site = DemoSite {
-            node: Arc::clone(&node),
+            tokens: tokens.clone(),
             public_url: config.public_url.map(Arc::from),
             ws_addr: listeners.ws.local_addr()?,
         };
         let routes = AdminApi::new(rooms.clone(), config.admin_token, None)
             .router()
             .merge(widget::routes(site));
-        let running = Running::launch(
-            node,
-            down_rx,
+        let surface = Surface {
+            metrics: families,
+            routes: Some(routes),
+            drain_grace: config.drain_grace,
+        };
+        let server = Server::start(
+            config.node,
+            tokens,
+            links,
+            &registration,
             listeners,
-            families,
-            Some(routes),
-            config.drain_grace,
+            surface,
         )?;
         info!(
-            ws_addr = %running.ws_addr(),
-            quic_addr = ?running.quic_addr(),
-            http_addr = %running.http_addr(),
-            "standalone server up"
+            ws_addr = %server.ws_addr(),
+            quic_addr = ?server.quic_addr(),
+            http_addr = %server.http_addr(),
+            "embedded server up"
         );
         Ok(Self {
-            running,
+            server,
             rooms,
             _registration: registration,
         })
@@ -118,17 +126,17 @@ impl Standalone {
 
     /// Where WebSocket clients connect: `ws://{addr}/ws`.
     pub fn ws_addr(&self) -> SocketAddr {
-        self.running.ws_addr()
+        self.server.ws_addr()
     }
 
     /// The WebSocket URL.
     pub fn ws_url(&self) -> String {
-        self.running.ws_url()
+        self.server.ws_url()
     }
 
     /// Where QUIC clients connect, if QUIC is served.
     pub fn quic_addr(&self) -> Option<SocketAddr> {
-        self.running.quic_addr()
+        self.server.quic_addr()
     }
 
     /// The QUIC URL (`quic://{addr}`), if QUIC is served.
@@ -138,7 +146,7 @@ impl Standalone {
 
     /// Where the HTTP endpoints are.
     pub fn http_addr(&self) -> SocketAddr {
-        self.running.http_addr()
+        self.server.http_addr()
     }
 
     /// The room service, for in-process administration.
@@ -148,24 +156,24 @@ impl Standalone {
 
     /// Open sessions.
     pub fn session_count(&self) -> usize {
-        self.running.node.sessions.len()
+        self.server.session_count()
     }
 
-    /// Drains (see [`Running::drain`]) and stops.
+    /// Drains (see [`Server::drain`]) and stops.
     pub async fn shutdown(mut self) {
-        self.running.drain().await;
-        self.running.stop().await;
+        self.server.drain().await;
+        self.server.stop().await;
     }
 }
 
 /// Serves until `shutdown` completes, then drains.
 pub async fn run(
-    config: StandaloneConfig,
+    config: EmbeddedConfig,
     tokens: TokenKey,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let server = Standalone::start(config, tokens, listeners)?;
+    let server = Embedded::start(config, tokens, listeners)?;
     shutdown.await;
     server.shutdown().await;
     Ok(())
