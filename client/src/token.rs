@@ -1,6 +1,6 @@
 //! Tokens for demos and tests, minted with the secret the embedded server
-//! uses (it creates [`default_secret_file`](chatroom_cluster::auth::default_secret_file)
-//! when run with `--standalone`).
+//! uses (`chatroom` creates [`default_secret_file`](chatroom_cluster::auth::default_secret_file)
+//! when it starts without one).
 
 use std::time::Duration;
 

@@ -196,7 +196,7 @@ fn check_algorithm(token: &str) -> Result<(), AuthError> {
 pub enum SecretSource {
     /// Given directly (flag or environment).
     Inline(String),
-    /// Read from a file; in standalone mode created with a random secret when
+    /// Read from a file; the embedded server creates it with a random secret when
     /// absent.
     File(PathBuf),
 }

@@ -40,7 +40,7 @@ pub(crate) struct ChatArgs {
     /// Token to connect with; minted from the secret file when absent.
     #[arg(long, env = "CHATROOM_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Secret to mint tokens with: the embedded server's (`--standalone`) by default.
+    /// Secret to mint tokens with: the embedded server's (`chatroom`) by default.
     #[arg(long, env = "CHATROOM_TOKEN_SECRET_FILE", default_value_os_t = default_secret_file())]
     token_secret_file: PathBuf,
     /// Role to put in a minted token; repeat it or separate with commas.
@@ -90,8 +90,8 @@ pub(crate) fn token(args: &ChatArgs) -> anyhow::Result<String> {
     // One line: the secret error already names the file and the cause.
     dev_token(&secret, user, roles, TOKEN_TTL).map_err(|error| {
         anyhow!(
-            "cannot mint a token: {error} (start the server with --standalone to create \
-             its secret, or pass --token)"
+            "cannot mint a token: {error} (start the embedded server, `chatroom`, to \
+             create its secret, or pass --token)"
         )
     })
 }
@@ -179,6 +179,6 @@ mod tests {
         .unwrap()
         .chat;
         let error = format!("{:#}", token(&args).unwrap_err());
-        assert!(error.contains("--standalone"), "{error}");
+        assert!(error.contains("`chatroom`"), "{error}");
     }
 }
