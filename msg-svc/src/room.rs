@@ -229,3 +229,5 @@ impl Hash for RoomKey {
 
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod tests;
