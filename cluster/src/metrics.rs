@@ -1,6 +1,7 @@
 //! Prometheus metrics: the registry a node's families are registered in,
-//! its exposition for `/metrics`, and the families of the shared runtime
-//! (the registry of live nodes, node links).
+//! its exposition for `/metrics`, the kinds of metric the nodes use, and
+//! the node links' family. Membership registers its own families
+//! (`membership::metrics`).
 //!
 //! A node builds one [`Registry`] with [`registry`] before it serves; the
 //! shared runtime and each service it runs register their families into it
@@ -19,13 +20,10 @@ use chatroom_proto::v1::ErrorCode;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::family::Family;
-use tokio::sync::watch;
 
 pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::gauge::Gauge;
 pub use prometheus_client::registry::Registry;
-
-use crate::registry::{Members, Role};
 
 /// The `Content-Type` of [`render`]'s text: the OpenMetrics text format,
 /// which Prometheus asks for and parses.
@@ -223,105 +221,6 @@ impl EncodeMetric for Sampled {
     }
 }
 
-/// Registers `chatroom_cluster_members{role}`: the live nodes in `members`
-/// by role, read when scraped.
-pub(crate) fn register_members(registry: &mut Registry, members: watch::Receiver<Arc<Members>>) {
-    let by_role = move || {
-        let members = members.borrow();
-        vec![
-            (Role::RoomSvc.dir(), members.room_svcs.len() as u64),
-            (Role::MsgSvc.dir(), members.msg_svcs.len() as u64),
-        ]
-    };
-    registry.register(
-        "cluster_members",
-        "Live nodes this node sees in the registry, by role",
-        Sampled::gauges_by("role", by_role),
-    );
-}
-
-/// What ZooKeeper put the registry through; counted by its watcher.
-#[derive(Debug, Clone)]
-pub(crate) struct ZooKeeperMetrics {
-    disconnects: Counter,
-    sessions_lost: Labelled<Counter>,
-    errors: Labelled<Counter>,
-}
-
-/// Why a ZooKeeper session was lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SessionLoss {
-    Expired,
-    AuthFailed,
-    Closed,
-}
-
-impl SessionLoss {
-    /// For logs.
-    pub(crate) fn describe(self) -> &'static str {
-        match self {
-            Self::Expired => "expired",
-            Self::AuthFailed => "authentication failed",
-            Self::Closed => "closed",
-        }
-    }
-}
-
-/// A ZooKeeper operation of the registry's that can fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ZooKeeperOp {
-    /// Registering this node in a new session.
-    Register,
-    /// Listing the members.
-    List,
-    /// Removing this node's registration when it leaves.
-    Leave,
-}
-
-impl Default for ZooKeeperMetrics {
-    fn default() -> Self {
-        Self {
-            disconnects: Counter::default(),
-            sessions_lost: Labelled::new("reason", ["expired", "auth_failed", "closed"]),
-            errors: Labelled::new("op", ["register", "list", "leave"]),
-        }
-    }
-}
-
-impl ZooKeeperMetrics {
-    pub(crate) fn disconnected(&self) {
-        self.disconnects.inc();
-    }
-
-    pub(crate) fn session_lost(&self, why: SessionLoss) {
-        self.sessions_lost.series(why as usize).inc();
-    }
-
-    pub(crate) fn failed(&self, op: ZooKeeperOp) {
-        self.errors.series(op as usize).inc();
-    }
-
-    pub(crate) fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "zookeeper_disconnects",
-            "Times the connection to ZooKeeper dropped (the session may outlive it)",
-            self.disconnects.clone(),
-        );
-        self.sessions_lost.register(
-            registry,
-            "zookeeper_sessions_lost",
-            "ZooKeeper sessions lost, by reason (expired: ZooKeeper dropped this node \
-             for longer than the session timeout); the node then registers again",
-        );
-        self.errors.register(
-            registry,
-            "zookeeper_errors",
-            "Failed ZooKeeper operations, by operation: registering this node in a new \
-             session, listing the members, removing the registration when leaving",
-        );
-    }
-}
-
 /// What a node's links to other nodes went through.
 #[derive(Debug, Clone, Default)]
 pub struct LinkMetrics {
@@ -434,57 +333,5 @@ mod tests {
         assert!(text.contains(
             "chatroom_errors_total{op=\"write\"} 2\nchatroom_errors_total{op=\"load\"} 0\n"
         ));
-    }
-
-    #[test]
-    fn members_are_counted_by_role_as_seen_now() {
-        let node = |id: &str, role| crate::registry::NodeInfo {
-            id: id.into(),
-            role,
-            link_addr: None,
-            client_url: None,
-            quic_url: None,
-            http_addr: None,
-        };
-        let (tx, rx) = watch::channel(Arc::new(Members::default()));
-        let mut registry = registry();
-        register_members(&mut registry, rx);
-        assert!(render(&registry).contains(
-            "chatroom_cluster_members{role=\"room-svc\"} 0\n\
-             chatroom_cluster_members{role=\"msg-svc\"} 0\n"
-        ));
-        tx.send_replace(Arc::new(Members::new([
-            node("r1", Role::RoomSvc),
-            node("m1", Role::MsgSvc),
-            node("m2", Role::MsgSvc),
-        ])));
-        assert!(render(&registry).contains(
-            "chatroom_cluster_members{role=\"room-svc\"} 1\n\
-             chatroom_cluster_members{role=\"msg-svc\"} 2\n"
-        ));
-    }
-
-    #[test]
-    fn zookeeper_troubles_are_counted_by_reason_and_operation() {
-        let metrics = ZooKeeperMetrics::default();
-        let mut registry = registry();
-        metrics.register(&mut registry);
-        metrics.disconnected();
-        metrics.session_lost(SessionLoss::Expired);
-        metrics.failed(ZooKeeperOp::List);
-        metrics.failed(ZooKeeperOp::List);
-        let text = lines(&registry);
-        for expected in [
-            "chatroom_zookeeper_disconnects_total 1",
-            "chatroom_zookeeper_sessions_lost_total{reason=\"expired\"} 1",
-            "chatroom_zookeeper_sessions_lost_total{reason=\"closed\"} 0",
-            "chatroom_zookeeper_errors_total{op=\"list\"} 2",
-            "chatroom_zookeeper_errors_total{op=\"register\"} 0",
-        ] {
-            assert!(
-                text.contains(&expected.to_owned()),
-                "{expected} in {text:?}"
-            );
-        }
     }
 }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatroom_cluster::auth::{AdminToken, TokenKey};
+use chatroom_cluster::membership::{Members, NodeInfo, Registration, Role};
 use chatroom_cluster::metrics;
-use chatroom_cluster::registry::{Members, NodeInfo, Registration, Role};
 use msg_svc::{Listeners, NodeConfig, RoomLinks, ServeError, Server, Surface};
 use room_svc::admin::AdminApi;
 use room_svc::{RoomService, RoomServiceConfig};

@@ -176,7 +176,7 @@ impl NodeProcess {
         http_get(&self.http_addr, "/readyz").is_some_and(|(status, _)| status == 200)
     }
 
-    /// Waits until the node's registry view holds `(room_svcs, msg_svcs)`
+    /// Waits until the node's membership view holds `(room_svcs, msg_svcs)`
     /// nodes: until then placement may differ between nodes.
     pub fn wait_members(&self, members: (usize, usize)) -> Result<(), ClusterError> {
         let deadline = Instant::now() + READY_WITHIN;
@@ -202,7 +202,7 @@ impl NodeProcess {
             .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
-    /// Whether the node's registry view holds `(room_svcs, msg_svcs)` nodes
+    /// Whether the node's membership view holds `(room_svcs, msg_svcs)` nodes
     /// now.
     pub fn sees_members(&self, (room_svcs, msg_svcs): (usize, usize)) -> bool {
         let want = [

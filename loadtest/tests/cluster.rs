@@ -550,7 +550,7 @@ async fn the_cluster_heals_after_zookeeper_expires_every_session() {
     join(&bob, room).await;
 
     setup.cluster.zookeeper.pause().unwrap();
-    // Placement holds while the registry is unreachable: chat goes on.
+    // Placement holds while ZooKeeper is unreachable: chat goes on.
     let during = alice
         .send(room, Kind::Chat, "while zookeeper sleeps")
         .await

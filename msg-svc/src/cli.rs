@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chatroom_cluster::auth::{AuthError, Roles, SecretError, SecretSource, default_secret_file};
+use chatroom_cluster::membership::ZkConfig;
 use chatroom_cluster::quic::{self, Identity, TlsError};
-use chatroom_cluster::registry::ZkConfig;
 use clap::Args;
 use tokio::net::TcpListener;
 
@@ -263,7 +263,7 @@ pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// A node of a cluster: where its registry is and who it is.
+/// A node of a cluster: where its membership is kept and who it is.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
     /// Join a cluster through this ZooKeeper (host:port[,host:port...]);

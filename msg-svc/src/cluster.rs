@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatroom_cluster::auth::TokenKey;
-use chatroom_cluster::metrics::{self, LinkMetrics};
-use chatroom_cluster::registry::{
-    NodeInfo, Registration, RegistryError, Role, ZkConfig, join_zookeeper,
+use chatroom_cluster::membership::{
+    MembershipError, NodeInfo, Registration, Role, ZkConfig, join_zookeeper,
 };
+use chatroom_cluster::metrics::{self, LinkMetrics};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -30,7 +30,7 @@ pub struct ClusterConfig {
     pub node: NodeConfig,
     /// Unique in the cluster.
     pub node_id: String,
-    /// Where the registry is.
+    /// Where membership is kept (ZooKeeper).
     pub zookeeper: ZkConfig,
     /// The URL other nodes redirect this node's WebSocket users to; by
     /// default `ws://{ws listen address}/ws`.
@@ -53,7 +53,7 @@ pub enum StartError {
     Serve(#[from] ServeError),
     /// ZooKeeper could not be joined.
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Membership(#[from] MembershipError),
 }
 
 /// A running clustered msg-svc.

@@ -59,7 +59,7 @@ pub(crate) async fn handle_batch(
     for item in batch.frames {
         match item {
             Ok(frame) => {
-                session.touch(chatroom_cluster::clock::mono_millis());
+                session.touch(chatroom_cluster::time::mono_millis());
                 *malformed = 0;
                 // Boxed: requests are rare next to deliveries and idle
                 // connections many, so the handler's future must not size

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use chatroom_cluster::clock;
 use chatroom_cluster::link::DownLinkRx;
+use chatroom_cluster::time;
 use chatroom_proto::cluster::v1::{Kick, SendResult, send_result, to_msg_svc};
 use chatroom_proto::v1::{self, ErrorCode, KickReason, server_frame};
 use tracing::{debug, warn};
@@ -51,7 +51,7 @@ async fn to_room(node: &MsgNode, id: &str, event: Event<Waiter>) {
         debug!(room = id, "frame for a room no longer here");
         return;
     };
-    let followup = room.drive(clock::mono_millis(), [event], node.uplink.as_ref(), false);
+    let followup = room.drive(time::mono_millis(), [event], node.uplink.as_ref(), false);
     node.carry_out(&room, followup).await;
 }
 

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use chatroom_cluster::clock;
 use chatroom_cluster::link::LinkError;
+use chatroom_cluster::time;
 use chatroom_proto::cluster::v1::{SendRequest, ToRoomSvc, to_room_svc};
 use chatroom_proto::compose::join_ack_frame;
 use chatroom_proto::framing::ws::close_code;
@@ -247,7 +247,7 @@ async fn send(
         return Err(v1::Error::new(ErrorCode::Unauthenticated, "connect first"));
     };
     if !identity.roles.privileged() {
-        let now = clock::mono_millis();
+        let now = time::mono_millis();
         session
             .take_send(node.config.session_send_rate, now)
             .map_err(|wait| {
@@ -273,7 +273,7 @@ async fn send(
     // the sender before the send arrives.
     let owner = Event::Owner(node.uplink.owner_of(&room.id));
     let (followup, sent) = room.drive_then(
-        clock::mono_millis(),
+        time::mono_millis(),
         [owner],
         node.uplink.as_ref(),
         true,

@@ -7,10 +7,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chatroom_cluster::auth::TokenKey;
-use chatroom_cluster::clock;
 use chatroom_cluster::link::UpLink;
+use chatroom_cluster::membership::{Members, MembershipHealth, Registration};
 use chatroom_cluster::metrics::{Registry, Sampled};
-use chatroom_cluster::registry::{Members, Registration, RegistryHealth};
+use chatroom_cluster::time;
 use chatroom_proto::cluster::v1::{ToRoomSvc, to_room_svc};
 use chatroom_proto::framing::ws::close_code;
 use chatroom_proto::v1::{self, ErrorCode, KickReason, Kicked, server_frame};
@@ -117,7 +117,7 @@ pub(crate) struct ClusterView {
     /// This node's id.
     pub(crate) me: String,
     pub(crate) members: watch::Receiver<Arc<Members>>,
-    pub(crate) health: watch::Receiver<RegistryHealth>,
+    pub(crate) health: watch::Receiver<MembershipHealth>,
 }
 
 impl ClusterView {
@@ -230,7 +230,7 @@ impl MsgNode {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     _ = presence.tick() => node.report_presence(),
-                    _ = sweep.tick() => node.sweep(clock::mono_millis()),
+                    _ = sweep.tick() => node.sweep(time::mono_millis()),
                     _ = reconcile.tick() => node.reconcile().await,
                     _ = report.tick() => node.report_rooms(),
                 }
@@ -263,7 +263,7 @@ impl MsgNode {
         if !self.ready.load(Ordering::Relaxed) {
             return Readiness::Draining;
         }
-        if *self.view.health.borrow() == RegistryHealth::Live {
+        if *self.view.health.borrow() == MembershipHealth::Live {
             Readiness::Ready
         } else {
             Readiness::Degraded("zookeeper unreachable")
@@ -297,7 +297,7 @@ impl MsgNode {
             transport,
             self.config.max_outbound_bytes,
             self.metrics.outbound_overflows(),
-            clock::mono_millis(),
+            time::mono_millis(),
         ));
         self.sessions.insert(Arc::clone(&session));
         session
@@ -378,7 +378,7 @@ impl MsgNode {
             // With the map locked, so the sweep cannot reap the room between
             // finding it and counting the joiner in.
             let followup = room.drive(
-                clock::mono_millis(),
+                time::mono_millis(),
                 owner.into_iter().chain([join]),
                 self.uplink.as_ref(),
                 false,
@@ -397,7 +397,7 @@ impl MsgNode {
     /// Feeds `event` to every room, with the owner placement names now.
     pub(crate) async fn to_every_room(&self, event: impl Fn() -> Option<Event<Waiter>>) {
         let rooms: Vec<Arc<LocalRoom>> = self.rooms.lock().values().cloned().collect();
-        let now = clock::mono_millis();
+        let now = time::mono_millis();
         for room in rooms {
             let owner = Event::Owner(self.uplink.owner_of(&room.id));
             let followup = room.drive(
@@ -479,7 +479,7 @@ impl MsgNode {
     /// for the next one.
     fn report_presence(&self) {
         let due = std::mem::take(&mut *self.presence_due.lock());
-        let now = clock::mono_millis();
+        let now = time::mono_millis();
         for room in due.into_values() {
             let followup = room.drive(now, [], self.uplink.as_ref(), true);
             debug_assert!(followup.actions.is_empty());
@@ -494,7 +494,7 @@ impl MsgNode {
             let leave = Event::Leave {
                 user: Arc::clone(&identity.user),
             };
-            let followup = room.drive(clock::mono_millis(), [leave], self.uplink.as_ref(), false);
+            let followup = room.drive(time::mono_millis(), [leave], self.uplink.as_ref(), false);
             // A leave asks for nothing that waits (and carrying it out here
             // would recurse through closing a room).
             debug_assert!(followup.actions.is_empty());

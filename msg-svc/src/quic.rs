@@ -114,7 +114,7 @@ pub(crate) async fn serve(node: Arc<MsgNode>, endpoint: Endpoint, stop: Cancella
             incoming.refuse();
             continue;
         }
-        let now = chatroom_cluster::clock::mono_millis();
+        let now = chatroom_cluster::time::mono_millis();
         let admitted = match node
             .quic_admission
             .admit(incoming.remote_address().ip(), now)

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use chatroom_cluster::auth::TokenKey;
 use chatroom_cluster::link::{DownLinkRx, UpLink};
+use chatroom_cluster::membership::Registration;
 use chatroom_cluster::metrics::Registry;
-use chatroom_cluster::registry::Registration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;

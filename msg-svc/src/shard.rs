@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chatroom_cluster::clock;
+use chatroom_cluster::time;
 use chatroom_proto::compose::plain_notify_frame;
 use chatroom_proto::v1::{Cursor, KickReason, Notify};
 use tokio::sync::mpsc;
@@ -85,7 +85,7 @@ struct Shard {
 impl Shard {
     async fn run(mut self) {
         loop {
-            let wake_at = self.notifier.next_wakeup().map(clock::instant_at);
+            let wake_at = self.notifier.next_wakeup().map(time::instant_at);
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => self.apply(cmd),
@@ -99,7 +99,7 @@ impl Shard {
                     Err(_) => break,
                 }
             }
-            let now = clock::mono_millis();
+            let now = time::mono_millis();
             for room in self.notifier.due(now) {
                 self.round(&room, now);
             }

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chatroom_cluster::link::{DownLink, LinkError, UpLink};
+use chatroom_cluster::membership::Members;
 use chatroom_cluster::metrics::LinkMetrics;
 use chatroom_cluster::netlink::{self, FrameReader, RECONNECT};
-use chatroom_cluster::registry::Members;
 use chatroom_proto::cluster::v1::{Hello, ToMsgSvc, ToRoomSvc, to_room_svc};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;

@@ -53,7 +53,7 @@ async fn connection(node: Arc<MsgNode>, mut stream: TcpStream, remote: SocketAdd
         let _ = tokio::time::timeout(CLOSE_LINGER, stream.write_all(refusal.as_bytes())).await;
         return;
     }
-    let now = chatroom_cluster::clock::mono_millis();
+    let now = chatroom_cluster::time::mono_millis();
     let _admitted = match node.ws_admission.admit(remote.ip(), now) {
         Ok(guard) => guard,
         Err(why) => {

@@ -11,10 +11,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::routing::get;
 use chatroom_cluster::auth::AdminToken;
-use chatroom_cluster::metrics::{self, Registry};
-use chatroom_cluster::registry::{
-    NodeInfo, RegistryError, RegistryHealth, Role, ZkConfig, join_zookeeper,
+use chatroom_cluster::membership::{
+    MembershipError, MembershipHealth, NodeInfo, Role, ZkConfig, join_zookeeper,
 };
+use chatroom_cluster::metrics::{self, Registry};
 use chatroom_cluster::serve;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -38,7 +38,7 @@ pub struct ServerConfig {
     pub node_id: String,
     /// The cluster's name (its Redis keys and ZooKeeper root).
     pub cluster: String,
-    /// Where the registry is.
+    /// Where membership is kept (ZooKeeper).
     pub zookeeper: ZkConfig,
     /// Redis URL.
     pub redis: String,
@@ -127,7 +127,7 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     /// ZooKeeper could not be joined.
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Membership(#[from] MembershipError),
     /// The Redis URL or cluster name is unusable.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -136,7 +136,7 @@ pub enum StartError {
 #[derive(Debug, Clone)]
 struct Health {
     rooms: RoomService,
-    registry: watch::Receiver<RegistryHealth>,
+    membership: watch::Receiver<MembershipHealth>,
     metrics: Arc<Registry>,
     draining: CancellationToken,
 }
@@ -173,7 +173,7 @@ pub async fn run(
     let stop = CancellationToken::new();
     let health = Health {
         rooms: rooms.clone(),
-        registry: registration.health(),
+        membership: registration.health(),
         metrics: Arc::new(families),
         draining: CancellationToken::new(),
     };
@@ -224,7 +224,7 @@ async fn ready(State(health): State<Health>) -> (StatusCode, String) {
     if health.rooms.store_health() == StoreHealth::Degraded {
         problems.push("redis unreachable");
     }
-    if *health.registry.borrow() != RegistryHealth::Live {
+    if *health.membership.borrow() != MembershipHealth::Live {
         problems.push("zookeeper unreachable");
     }
     if problems.is_empty() {

@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chatroom_cluster::link::{DownLink, LinkError, UpLink};
+use chatroom_cluster::membership::Members;
 use chatroom_cluster::metrics::Registry;
-use chatroom_cluster::registry::Members;
 use chatroom_proto::cluster::v1::{RoomConfig, RoomOverrides, ToRoomSvc};
 use chatroom_proto::ids::{IdError, check_id};
 use chatroom_proto::v1;
@@ -90,7 +90,7 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    /// This node is `node_id`; `members` is the registry's live view.
+    /// This node is `node_id`; `members` is membership's live view.
     pub fn new(node_id: impl Into<Arc<str>>, members: watch::Receiver<Arc<Members>>) -> Self {
         Self {
             node_id: node_id.into(),

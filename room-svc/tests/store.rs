@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chatroom_cluster::registry::{Members, NodeInfo, Role};
+use chatroom_cluster::membership::{Members, NodeInfo, Role};
 use chatroom_proto::Message;
 use chatroom_proto::cluster::v1::{RoomOverrides, SendRequest};
 use chatroom_proto::v1::{ChatMessage, Cursor, ErrorCode, Lane};

@@ -14,7 +14,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use chatroom_cluster::registry::Members;
+use chatroom_cluster::membership::Members;
 use http_body_util::Full;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -30,7 +30,7 @@ pub const FORWARDED: &str = "x-chatroom-forwarded";
 /// How long a peer has to answer.
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The other room services of the cluster, as the registry shows them.
+/// The other room services of the cluster, as membership shows them.
 #[derive(Debug, Clone)]
 pub struct Peers {
     me: Arc<str>,
@@ -55,7 +55,7 @@ pub(crate) enum Owner {
 }
 
 impl Peers {
-    /// This node is `me`; `members` is the registry's live view.
+    /// This node is `me`; `members` is membership's live view.
     pub fn new(me: impl Into<Arc<str>>, members: watch::Receiver<Arc<Members>>) -> Self {
         Self {
             me: me.into(),

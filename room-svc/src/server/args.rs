@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chatroom_cluster::auth::{AdminToken, SecretError, SecretSource};
-use chatroom_cluster::registry::ZkConfig;
+use chatroom_cluster::membership::ZkConfig;
 use chatroom_proto::cluster::v1::RoomConfig;
 use tokio::net::TcpListener;
 

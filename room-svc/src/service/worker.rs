@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chatroom_cluster::clock::{mono_nanos, unix_micros};
 use chatroom_cluster::link::DownLink;
-use chatroom_cluster::registry::Members;
+use chatroom_cluster::membership::Members;
+use chatroom_cluster::time::{mono_nanos, unix_micros};
 use chatroom_proto::Message;
 use chatroom_proto::cluster::v1::{
     Broadcast, Kick, Membership, RoomConfig, RoomOverrides, RoomReport, RoomUpdate, SendRequest,
@@ -257,7 +257,7 @@ impl Worker {
                 biased;
                 view = routing::next_view(&mut members) => match view {
                     Some(view) => self.on_view(view),
-                    // The registry is gone: placement stays as last seen.
+                    // Membership is gone: placement stays as last seen.
                     None => members = None,
                 },
                 _ = loaded.recv_many(&mut settled, BATCH) => {

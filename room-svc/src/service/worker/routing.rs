@@ -18,8 +18,8 @@
 
 use std::sync::Arc;
 
-use chatroom_cluster::clock::unix_micros;
-use chatroom_cluster::registry::Members;
+use chatroom_cluster::membership::Members;
+use chatroom_cluster::time::unix_micros;
 use chatroom_proto::cluster::v1::{
     NotOwner, SendRequest, SendResult, ToRoomSvc, send_result, to_msg_svc, to_room_svc,
 };
@@ -61,7 +61,7 @@ impl OwnerView {
     }
 }
 
-/// The next member view; `None` once the registry is gone. Never resolves
+/// The next member view; `None` once membership is gone. Never resolves
 /// without a receiver.
 pub(super) async fn next_view(
     members: &mut Option<watch::Receiver<Arc<Members>>>,

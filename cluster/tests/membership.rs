@@ -1,11 +1,11 @@
-//! The ZooKeeper registry against a real ZooKeeper on a free port.
+//! Membership in ZooKeeper against a real ZooKeeper on a free port.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chatroom_cluster::local::LocalServer;
-use chatroom_cluster::registry::{
-    Members, NodeInfo, Registration, RegistryHealth, Role, ZkConfig, join_zookeeper,
+use chatroom_cluster::membership::{
+    Members, MembershipHealth, NodeInfo, Registration, Role, ZkConfig, join_zookeeper,
 };
 use tokio::sync::watch;
 
@@ -53,7 +53,7 @@ async fn until(
     }
 }
 
-async fn health(registration: &Registration, want: RegistryHealth) {
+async fn health(registration: &Registration, want: MembershipHealth) {
     let mut health = registration.health();
     tokio::time::timeout(PATIENCE, health.wait_for(|h| *h == want))
         .await
@@ -142,14 +142,14 @@ async fn nodes_re_register_after_their_sessions_expire() {
 
     // Freeze ZooKeeper past the session timeout: both sessions expire.
     zk.pause().unwrap();
-    health(&r1, RegistryHealth::Unreachable).await;
-    health(&m1, RegistryHealth::Unreachable).await;
+    health(&r1, MembershipHealth::Unreachable).await;
+    health(&m1, MembershipHealth::Unreachable).await;
     tokio::time::sleep(timeout * 2).await;
     let resumed = Instant::now();
     zk.resume().unwrap();
 
-    health(&r1, RegistryHealth::Live).await;
-    health(&m1, RegistryHealth::Live).await;
+    health(&r1, MembershipHealth::Live).await;
+    health(&m1, MembershipHealth::Live).await;
     for registration in [&r1, &m1] {
         let mut view = registration.members();
         until(&mut view, "both again", |m| ids(m) == ["r1", "m1"]).await;

@@ -1,4 +1,4 @@
-//! The ZooKeeper registry: each node holds an ephemeral znode
+//! Membership in ZooKeeper: each node holds an ephemeral znode
 //! `{root}/{role}/{id}` with its [`NodeInfo`] as JSON, and every node watches
 //! both role directories.
 //!
@@ -16,8 +16,8 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 use zookeeper_client::{Acls, Client, CreateMode, OneshotWatcher, SessionState};
 
-use super::{Members, NodeInfo, Registration, RegistryHealth, Role};
-use crate::metrics::{SessionLoss, ZooKeeperMetrics, ZooKeeperOp};
+use super::metrics::{SessionLoss, ZooKeeperMetrics, ZooKeeperOp};
+use super::{Members, MembershipHealth, NodeInfo, Registration, Role};
 
 /// How long member changes must be quiet before they are published.
 const SETTLE: Duration = Duration::from_millis(200);
@@ -41,7 +41,7 @@ pub struct ZkConfig {
 
 /// Why joining failed.
 #[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
+pub enum MembershipError {
     /// ZooKeeper could not be reached or refused an operation.
     #[error("zookeeper at {connect}: {source}")]
     ZooKeeper {
@@ -58,11 +58,14 @@ pub enum RegistryError {
 /// Registers `me` under `config.root` and starts watching the members.
 /// Fails if ZooKeeper cannot be reached now; once joined, outages are
 /// ridden out in the background.
-pub async fn join_zookeeper(config: ZkConfig, me: NodeInfo) -> Result<Registration, RegistryError> {
+pub async fn join_zookeeper(
+    config: ZkConfig,
+    me: NodeInfo,
+) -> Result<Registration, MembershipError> {
     if !config.root.starts_with('/') || config.root.ends_with('/') || config.root.len() < 2 {
-        return Err(RegistryError::BadRoot(config.root));
+        return Err(MembershipError::BadRoot(config.root));
     }
-    let zk_error = |source| RegistryError::ZooKeeper {
+    let zk_error = |source| MembershipError::ZooKeeper {
         connect: config.connect.clone(),
         source,
     };
@@ -75,7 +78,7 @@ pub async fn join_zookeeper(config: ZkConfig, me: NodeInfo) -> Result<Registrati
         "joined the cluster"
     );
     let (members_tx, members_rx) = watch::channel(Arc::new(members.0.clone()));
-    let (health_tx, health_rx) = watch::channel(RegistryHealth::Live);
+    let (health_tx, health_rx) = watch::channel(MembershipHealth::Live);
     let (stop_tx, stop_rx) = oneshot::channel();
     let metrics = ZooKeeperMetrics::default();
     let task = Watcher {
@@ -189,7 +192,7 @@ struct Watcher {
     config: ZkConfig,
     me: NodeInfo,
     members: watch::Sender<Arc<Members>>,
-    health: watch::Sender<RegistryHealth>,
+    health: watch::Sender<MembershipHealth>,
     metrics: ZooKeeperMetrics,
 }
 
@@ -211,7 +214,7 @@ impl Watcher {
             // The session is gone: build a new one until it sticks.
             self.metrics.session_lost(outcome);
             warn!(node = %self.me.id, reason = outcome.describe(), "zookeeper session lost; re-registering");
-            self.health.send_replace(RegistryHealth::Unreachable);
+            self.health.send_replace(MembershipHealth::Unreachable);
             let mut pause = RETRY.0;
             (session, watches) = loop {
                 tokio::select! {
@@ -240,7 +243,7 @@ impl Watcher {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RETRY.1);
             };
-            self.health.send_replace(RegistryHealth::Live);
+            self.health.send_replace(MembershipHealth::Live);
         }
     }
 
@@ -254,13 +257,13 @@ impl Watcher {
                 changed = state.changed() => match changed {
                     SessionState::Disconnected => {
                         self.metrics.disconnected();
-                        self.health.send_replace(RegistryHealth::Unreachable);
+                        self.health.send_replace(MembershipHealth::Unreachable);
                         false
                     }
                     // Back within the session: watches survive, but read
                     // again in case something changed while we were away.
                     SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
-                        self.health.send_replace(RegistryHealth::Live);
+                        self.health.send_replace(MembershipHealth::Live);
                         true
                     }
                     SessionState::Expired => return SessionLoss::Expired,
@@ -294,7 +297,7 @@ impl Watcher {
                                 SessionState::Closed => return SessionLoss::Closed,
                             }
                         }
-                        self.health.send_replace(RegistryHealth::Live);
+                        self.health.send_replace(MembershipHealth::Live);
                     }
                 }
             }

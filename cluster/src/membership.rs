@@ -1,4 +1,4 @@
-//! The registry: which nodes are alive, and so who owns what.
+//! Membership: which nodes are alive, and so who owns what.
 //!
 //! A node joins with its [`NodeInfo`] and gets a [`Registration`]: a live
 //! view of the [`Members`] (every node computes placement from it) and the
@@ -13,12 +13,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::metrics::{self, Registry, ZooKeeperMetrics};
+use crate::metrics::Registry;
 use crate::placement;
 
+mod metrics;
 mod zookeeper;
 
-pub use zookeeper::{RegistryError, ZkConfig, join_zookeeper};
+use metrics::ZooKeeperMetrics;
+
+pub use zookeeper::{MembershipError, ZkConfig, join_zookeeper};
 
 /// What a node plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -40,7 +43,7 @@ impl Role {
     }
 }
 
-/// A live node as the registry records it.
+/// A live node as membership records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
     /// Unique within the cluster.
@@ -112,10 +115,10 @@ impl Members {
 
 /// How the node's registration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegistryHealth {
+pub enum MembershipHealth {
     /// Registered and watching: the member view is current.
     Live,
-    /// The registry cannot be reached; the member view is the last one known
+    /// ZooKeeper cannot be reached; the member view is the last one known
     /// and placement does not move until it can be refreshed.
     Unreachable,
 }
@@ -127,7 +130,7 @@ pub enum RegistryHealth {
 pub struct Registration {
     me: NodeInfo,
     members: watch::Receiver<Arc<Members>>,
-    health: watch::Receiver<RegistryHealth>,
+    health: watch::Receiver<MembershipHealth>,
     /// Ends the background task, if any, when sent or dropped.
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -139,7 +142,7 @@ impl Registration {
     /// A fixed membership: the embedded server's.
     pub fn in_process(me: NodeInfo, members: Members) -> Self {
         let (_, members) = watch::channel(Arc::new(members));
-        let (_, health) = watch::channel(RegistryHealth::Live);
+        let (_, health) = watch::channel(MembershipHealth::Live);
         Self {
             me,
             members,
@@ -153,7 +156,7 @@ impl Registration {
     pub(crate) fn new(
         me: NodeInfo,
         members: watch::Receiver<Arc<Members>>,
-        health: watch::Receiver<RegistryHealth>,
+        health: watch::Receiver<MembershipHealth>,
         stop: oneshot::Sender<()>,
         task: JoinHandle<()>,
         zookeeper: ZooKeeperMetrics,
@@ -189,12 +192,12 @@ impl Registration {
     }
 
     /// The registration's health, updated on every change.
-    pub fn health(&self) -> watch::Receiver<RegistryHealth> {
+    pub fn health(&self) -> watch::Receiver<MembershipHealth> {
         self.health.clone()
     }
 
     /// Registers the registration's families: `chatroom_cluster_members`
-    /// (every node shows the same numbers once the registry has settled)
+    /// (every node shows the same numbers once membership has settled)
     /// and, for a ZooKeeper registration, `chatroom_zookeeper_*`.
     pub fn register_metrics(&self, registry: &mut Registry) {
         metrics::register_members(registry, self.members.clone());
