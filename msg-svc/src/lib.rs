@@ -20,7 +20,7 @@
 //! - `fuzzing`: handles on the private decoders for the fuzz targets.
 //! - serving: [`server`] (a node's tasks and ordered shutdown, linked to
 //!   room services through [`RoomLinks`]: how the embedded server embeds a
-//!   node), [`cluster`] (one node of a cluster: ZooKeeper registry, node
+//!   node), [`cluster`] (one node of a cluster: membership in ZooKeeper, node
 //!   links to every room service, redirects), [`cli`] (the flags of the
 //!   binaries that serve a node).
 
