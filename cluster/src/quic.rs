@@ -70,12 +70,12 @@ pub enum TlsError {
 
 /// A certificate chain and its private key: what a server presents.
 #[derive(Debug)]
-pub struct Identity {
+pub struct TlsIdentity {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 }
 
-impl Clone for Identity {
+impl Clone for TlsIdentity {
     fn clone(&self) -> Self {
         Self {
             chain: self.chain.clone(),
@@ -84,7 +84,7 @@ impl Clone for Identity {
     }
 }
 
-impl Identity {
+impl TlsIdentity {
     /// Reads a PEM certificate chain (leaf first) and a PEM private key.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let chain = read_certs(cert)?;
@@ -234,7 +234,7 @@ pub struct Limits {
 /// are allowed at the QUIC level only so that a client opening them is seen
 /// and closed with a reason rather than left blocked.
 pub fn server_config(
-    identity: &Identity,
+    identity: &TlsIdentity,
     limits: &Limits,
 ) -> Result<quinn::ServerConfig, TlsError> {
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
@@ -264,7 +264,7 @@ pub fn server_config(
 /// recognises its predecessor's connection IDs and answers their packets
 /// with a stateless reset the clients accept: they reconnect at their next
 /// packet instead of waiting out the idle timeout.
-pub fn endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
+pub fn endpoint_config(identity: &TlsIdentity) -> quinn::EndpointConfig {
     let derive = |purpose: &[u8]| {
         let mut material = ring::digest::Context::new(&ring::digest::SHA256);
         material.update(b"chatroom quic ");
@@ -488,11 +488,11 @@ mod tests {
     #[test]
     fn a_self_signed_identity_round_trips_through_files() {
         let dir = tempfile::tempdir().unwrap();
-        let identity = Identity::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let identity = TlsIdentity::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
         let (cert, key) = (dir.path().join("c/cert.pem"), dir.path().join("c/key.pem"));
         identity.write_cert(&cert).unwrap();
         identity.write_key(&key).unwrap();
-        let loaded = Identity::load(&cert, &key).unwrap();
+        let loaded = TlsIdentity::load(&cert, &key).unwrap();
         assert_eq!(loaded.fingerprint(), identity.fingerprint());
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&key).unwrap().permissions().mode();
@@ -505,7 +505,7 @@ mod tests {
     fn unreadable_or_empty_files_say_which_and_why() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
-        let error = Identity::load(&missing, &missing).unwrap_err();
+        let error = TlsIdentity::load(&missing, &missing).unwrap_err();
         assert!(matches!(&error, TlsError::File { path, .. } if *path == missing));
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not pem").unwrap();

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use chatroom_cluster::auth::{SecretError, SecretSource, default_admin_token_file};
-use chatroom_cluster::quic::{self, Identity, TlsError};
+use chatroom_cluster::quic::{self, TlsError, TlsIdentity};
 use clap::Args;
 use msg_svc::Listeners;
 use msg_svc::cli::{ListenArgs, NodeArgs, cpus};
@@ -57,7 +57,7 @@ pub struct Secret {
 /// The identity QUIC presents, and where a generated one was written.
 #[derive(Debug)]
 pub struct QuicIdentity {
-    pub identity: Identity,
+    pub identity: TlsIdentity,
     pub written_to: Option<PathBuf>,
 }
 
@@ -102,7 +102,7 @@ impl EmbeddedArgs {
         if !ip.is_unspecified() && !ip.is_loopback() {
             names.push(ip.to_string());
         }
-        let identity = Identity::self_signed(&names)?;
+        let identity = TlsIdentity::self_signed(&names)?;
         let path = self
             .quic_cert_out
             .clone()

@@ -7,7 +7,7 @@
 mod support;
 
 use chatroom_client::{Client, ClientConfig, ClientError};
-use chatroom_cluster::quic::{self, Fingerprint, Identity, Trust};
+use chatroom_cluster::quic::{self, Fingerprint, TlsIdentity, Trust};
 use chatroom_proto::v1::{ErrorCode, Ping, client_frame, server_frame};
 use support::{Bystanders, PATIENCE, RawClient, RawQuic, Seen, TestServer, Transport};
 
@@ -62,7 +62,7 @@ async fn the_client_trusts_the_certificate_by_file_or_fingerprint_and_nothing_el
         other => panic!("a wrong pin must fail the handshake: {other:?}"),
     }
     let stranger = dir.path().join("stranger.pem");
-    Identity::self_signed(&["localhost".into(), "127.0.0.1".into()])
+    TlsIdentity::self_signed(&["localhost".into(), "127.0.0.1".into()])
         .unwrap()
         .write_cert(&stranger)
         .unwrap();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chatroom_cluster::auth::{SecretSource, TokenKey};
 use chatroom_cluster::local::{LocalError, LocalServer, free_port};
-use chatroom_cluster::quic::Identity;
+use chatroom_cluster::quic::TlsIdentity;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -322,7 +322,7 @@ impl LocalCluster {
         // One certificate for every msg-svc, so a client that trusts it
         // follows redirects between them over QUIC.
         let (cert_file, key_file) = (dir.join("quic-cert.pem"), dir.join("quic-key.pem"));
-        let identity = Identity::self_signed(&["localhost".into(), "127.0.0.1".into()])?;
+        let identity = TlsIdentity::self_signed(&["localhost".into(), "127.0.0.1".into()])?;
         identity.write_cert(&cert_file)?;
         identity.write_key(&key_file)?;
         let cluster_name = "local".to_owned();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chatroom_client::Transport;
 use chatroom_cluster::auth::TokenKey;
-use chatroom_cluster::quic::Identity;
+use chatroom_cluster::quic::TlsIdentity;
 use chatroom_embedded::{Embedded, EmbeddedConfig};
 use clap::Parser;
 use loadtest::harness::coordinator::{self, Target};
@@ -34,7 +34,7 @@ async fn run_over(transport: Transport, scenario: Scenario, flags: &[&str]) -> R
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, SECRET).unwrap();
-    let identity = Identity::self_signed(&["127.0.0.1".into()]).unwrap();
+    let identity = TlsIdentity::self_signed(&["127.0.0.1".into()]).unwrap();
     let fingerprint = identity.fingerprint().to_string();
     let listeners = Listeners {
         ws: TcpListener::bind("127.0.0.1:0").await.unwrap(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chatroom_cluster::auth::{AuthError, Roles, SecretError, SecretSource, default_secret_file};
 use chatroom_cluster::membership::ZkConfig;
-use chatroom_cluster::quic::{self, Identity, TlsError};
+use chatroom_cluster::quic::{self, TlsError, TlsIdentity};
 use clap::Args;
 use tokio::net::TcpListener;
 
@@ -127,21 +127,21 @@ pub enum ListenError {
     },
     /// QUIC's certificate or key could not be used.
     #[error(transparent)]
-    Identity(#[from] TlsError),
+    TlsIdentity(#[from] TlsError),
 }
 
 impl ListenArgs {
     /// The identity QUIC presents from --quic-cert and --quic-key: `None`
     /// when they are not given (or QUIC is off).
-    pub fn quic_identity(&self) -> Result<Option<Identity>, TlsError> {
+    pub fn quic_identity(&self) -> Result<Option<TlsIdentity>, TlsError> {
         match (&self.quic_cert, &self.quic_key, self.no_quic) {
-            (Some(cert), Some(key), false) => Identity::load(cert, key).map(Some),
+            (Some(cert), Some(key), false) => TlsIdentity::load(cert, key).map(Some),
             _ => Ok(None),
         }
     }
 
     /// Binds the listeners, QUIC with `quic` if given.
-    pub async fn bind(&self, quic: Option<Identity>) -> Result<Listeners, ListenError> {
+    pub async fn bind(&self, quic: Option<TlsIdentity>) -> Result<Listeners, ListenError> {
         let quic = match quic {
             Some(identity) => Some(QuicListener::bind(self.quic_listen, identity).map_err(
                 |source| ListenError::Quic {

@@ -11,7 +11,7 @@ use chatroom_proto::v1::{self, ErrorCode, KickReason, server_frame};
 use tracing::{debug, warn};
 
 use crate::node::{MsgNode, kicked_frame};
-use crate::room::{Event, Waiter};
+use crate::room::{Event, JoinWaiter};
 
 /// Processes frames from the room owners until the link closes.
 pub(crate) async fn run(node: Arc<MsgNode>, mut rx: DownLinkRx) {
@@ -46,7 +46,7 @@ pub(crate) async fn run(node: Arc<MsgNode>, mut rx: DownLinkRx) {
 }
 
 /// Feeds a frame about room `id` to the room, if it is here.
-async fn to_room(node: &MsgNode, id: &str, event: Event<Waiter>) {
+async fn to_room(node: &MsgNode, id: &str, event: Event<JoinWaiter>) {
     let Some(room) = node.room(id) else {
         debug!(room = id, "frame for a room no longer here");
         return;

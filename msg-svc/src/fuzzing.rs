@@ -8,7 +8,7 @@ use chatroom_proto::v1::ClientFrame;
 
 use crate::conn::Batch;
 use crate::ring::RoomRing;
-use crate::room::{Event, LocalRoom, Timers, Waiter};
+use crate::room::{Event, JoinWaiter, LocalRoom, Timers};
 use crate::{conn, quic, ws};
 
 pub use crate::handler::{check_send, device_id, requested};
@@ -153,7 +153,7 @@ impl Room {
         read(&self.0.ring.read())
     }
 
-    fn feed(&self, event: Event<Waiter>) {
+    fn feed(&self, event: Event<JoinWaiter>) {
         self.0.drive(0, [event], &Nowhere, false);
     }
 }

@@ -18,7 +18,7 @@ use tracing::{debug, info};
 use crate::node::{self, MsgNode};
 use crate::notifier::RoundConfig;
 use crate::room::{Event, LocalRoom, RoomKey, Taken, limits};
-use crate::session::{Identity, Session, Transport, Urgency};
+use crate::session::{Session, Transport, Urgency};
 use crate::shard::ShardCmd;
 
 /// Handles one decoded frame. Errors are answered to the client; nothing here
@@ -122,10 +122,7 @@ fn connect(
         user_id: who.user.to_string(),
         max_rooms: u32::try_from(node.config.max_rooms_per_session).unwrap_or(u32::MAX),
     };
-    session.set_identity(Identity {
-        user: who.user,
-        roles: who.roles,
-    });
+    session.set_identity(who);
     session.reply(request_id, server_frame::Body::ConnectAck(ack));
     Ok(())
 }

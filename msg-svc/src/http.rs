@@ -15,7 +15,7 @@ use crate::node::{MsgNode, Readiness};
 
 /// What the handlers read.
 #[derive(Debug, Clone)]
-struct Surface {
+struct HttpState {
     node: Arc<MsgNode>,
     metrics: Arc<Registry>,
 }
@@ -29,7 +29,7 @@ pub(crate) async fn serve(
     routes: Option<Router>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let surface = Surface {
+    let surface = HttpState {
         node,
         metrics: Arc::new(metrics),
     };
@@ -46,7 +46,7 @@ pub(crate) async fn serve(
 }
 
 /// Every family of the node, in the OpenMetrics text format.
-async fn scrape(State(surface): State<Surface>) -> ([(HeaderName, &'static str); 1], String) {
+async fn scrape(State(surface): State<HttpState>) -> ([(HeaderName, &'static str); 1], String) {
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         metrics::render(&surface.metrics),
@@ -56,7 +56,7 @@ async fn scrape(State(surface): State<Surface>) -> ([(HeaderName, &'static str);
 /// 200 while serving (the body says `degraded` and why when something the
 /// node depends on is unreachable but clients are still served), 503 while
 /// draining.
-async fn ready(State(surface): State<Surface>) -> (StatusCode, String) {
+async fn ready(State(surface): State<HttpState>) -> (StatusCode, String) {
     match surface.node.readiness() {
         Readiness::Ready => (StatusCode::OK, "ready\n".into()),
         Readiness::Degraded(why) => (StatusCode::OK, format!("degraded: {why}\n")),

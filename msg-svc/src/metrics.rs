@@ -29,7 +29,7 @@ pub(crate) struct NodeMetrics {
     ring_evictions: Labelled<Counter>,
     /// By cause: unanswered notifies, then a full outbound queue.
     slow_consumer_kicks: Labelled<Counter>,
-    /// By reason, in [`Refusal`] order.
+    /// By reason, in [`ConnectRefusal`] order.
     connections_refused: Labelled<Counter>,
     sends_rate_limited: Counter,
     /// What the shards count.
@@ -107,7 +107,7 @@ impl NodeMetrics {
     }
 
     /// A connection was refused before it became a session.
-    pub(crate) fn refused(&self, reason: Refusal) {
+    pub(crate) fn refused(&self, reason: ConnectRefusal) {
         self.connections_refused.series(reason as usize).inc();
     }
 
@@ -195,14 +195,14 @@ impl NodeMetrics {
 
 /// Why a connection was refused, as `connections_refused` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub(crate) enum ConnectRefusal {
     NodeLimit = 0,
     AddressCount = 1,
     AddressRate = 2,
     Origin = 3,
 }
 
-impl From<crate::admission::Refused> for Refusal {
+impl From<crate::admission::Refused> for ConnectRefusal {
     fn from(refused: crate::admission::Refused) -> Self {
         match refused {
             crate::admission::Refused::TooMany => Self::AddressCount,

@@ -23,7 +23,7 @@ use crate::admission::{IpAdmission, IpLimits, Rate};
 use crate::metrics::NodeMetrics;
 use crate::notifier::RoundConfig;
 use crate::room::{
-    Action, Admission, Event, Followup, LocalRoom, Refusal, RoomKey, Timers, Waiter,
+    Action, Admission, Event, Followup, JoinRefusal, JoinWaiter, LocalRoom, RoomKey, Timers,
 };
 use crate::session::{Session, Transport};
 use crate::sessions::SessionTable;
@@ -390,12 +390,12 @@ impl MsgNode {
             Ok(Ok(admission)) => Ok((room, admission)),
             Ok(Err(refusal)) => Err(refused(refusal)),
             // The room was dropped with the joiner waiting.
-            Err(_) => Err(refused(Refusal::Gone)),
+            Err(_) => Err(refused(JoinRefusal::Gone)),
         }
     }
 
     /// Feeds `event` to every room, with the owner placement names now.
-    pub(crate) async fn to_every_room(&self, event: impl Fn() -> Option<Event<Waiter>>) {
+    pub(crate) async fn to_every_room(&self, event: impl Fn() -> Option<Event<JoinWaiter>>) {
         let rooms: Vec<Arc<LocalRoom>> = self.rooms.lock().values().cloned().collect();
         let now = time::mono_millis();
         for room in rooms {
@@ -450,7 +450,7 @@ impl MsgNode {
 
     /// The part of [`carry_out`](Self::carry_out) that does not wait;
     /// returns the rest.
-    fn settle(&self, room: &Arc<LocalRoom>, followup: Followup) -> Vec<Action<Waiter>> {
+    fn settle(&self, room: &Arc<LocalRoom>, followup: Followup) -> Vec<Action<JoinWaiter>> {
         self.metrics.evicted(followup.evicted);
         room.downstream.evicted(followup.evicted);
         if followup.presence_pending {
@@ -592,13 +592,13 @@ impl MsgNode {
 }
 
 /// What a joiner turned away is told.
-pub(crate) fn refused(refusal: Refusal) -> v1::Error {
+pub(crate) fn refused(refusal: JoinRefusal) -> v1::Error {
     match refusal {
-        Refusal::Closed => v1::Error::new(ErrorCode::Forbidden, "room is closed"),
-        Refusal::NoAnswer => {
+        JoinRefusal::Closed => v1::Error::new(ErrorCode::Forbidden, "room is closed"),
+        JoinRefusal::NoAnswer => {
             v1::Error::new(ErrorCode::Overloaded, "room service did not answer").retry_after(1_000)
         }
-        Refusal::Gone => {
+        JoinRefusal::Gone => {
             v1::Error::new(ErrorCode::Overloaded, "room went away; retry").retry_after(100)
         }
     }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chatroom_cluster::quic::{self, Identity, Limits, TlsError};
+use chatroom_cluster::quic::{self, Limits, TlsError, TlsIdentity};
 use chatroom_proto::framing::length::{self, LengthError};
 use chatroom_proto::framing::ws::close_code;
 use chatroom_proto::v1::KickReason;
@@ -45,12 +45,12 @@ const IDLE_INTERVALS: u32 = 4;
 #[derive(Debug)]
 pub struct QuicListener {
     pub(crate) socket: UdpSocket,
-    pub(crate) identity: Identity,
+    pub(crate) identity: TlsIdentity,
 }
 
 impl QuicListener {
     /// Binds `addr` for QUIC with `identity`.
-    pub fn bind(addr: SocketAddr, identity: Identity) -> io::Result<Self> {
+    pub fn bind(addr: SocketAddr, identity: TlsIdentity) -> io::Result<Self> {
         Ok(Self {
             socket: UdpSocket::bind(addr)?,
             identity,
@@ -63,7 +63,7 @@ impl QuicListener {
     }
 
     /// The identity it presents.
-    pub fn identity(&self) -> &Identity {
+    pub fn identity(&self) -> &TlsIdentity {
         &self.identity
     }
 }
@@ -110,7 +110,7 @@ pub(crate) async fn serve(node: Arc<MsgNode>, endpoint: Endpoint, stop: Cancella
         };
         if endpoint.open_connections() >= node.config.max_connections {
             debug!(remote = %incoming.remote_address(), "connection limit reached; refused");
-            node.metrics.refused(metrics::Refusal::NodeLimit);
+            node.metrics.refused(metrics::ConnectRefusal::NodeLimit);
             incoming.refuse();
             continue;
         }

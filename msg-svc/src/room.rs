@@ -25,16 +25,16 @@ pub(crate) mod downstream;
 pub(crate) mod lifecycle;
 
 pub(crate) use downstream::{Downstream, Evicted, Taken};
-pub(crate) use lifecycle::{Action, Admission, Event, Refusal, RingOp, RoomLifecycle, Timers};
+pub(crate) use lifecycle::{Action, Admission, Event, JoinRefusal, RingOp, RoomLifecycle, Timers};
 
 /// How the node answers a joiner waiting for a room.
-pub(crate) type Waiter = oneshot::Sender<Result<Admission, Refusal>>;
+pub(crate) type JoinWaiter = oneshot::Sender<Result<Admission, JoinRefusal>>;
 
 /// What an event left for the node to do once the room is unlocked.
 #[derive(Debug, Default)]
 pub(crate) struct Followup {
     /// In the order the lifecycle asked.
-    pub(crate) actions: Vec<Action<Waiter>>,
+    pub(crate) actions: Vec<Action<JoinWaiter>>,
     /// What the event's ring changes evicted.
     pub(crate) evicted: Evicted,
     /// Presence changes wait for the next flush.
@@ -45,7 +45,7 @@ pub(crate) struct Followup {
 #[derive(Debug)]
 pub(crate) struct LocalRoom {
     pub(crate) id: Arc<str>,
-    lifecycle: Mutex<RoomLifecycle<Waiter>>,
+    lifecycle: Mutex<RoomLifecycle<JoinWaiter>>,
     pub(crate) ring: RwLock<RoomRing>,
     pub(crate) downstream: Downstream,
 }
@@ -68,7 +68,7 @@ impl LocalRoom {
     pub(crate) fn drive(
         &self,
         now: u64,
-        events: impl IntoIterator<Item = Event<Waiter>>,
+        events: impl IntoIterator<Item = Event<JoinWaiter>>,
         uplink: &dyn UpLink,
         flush_presence: bool,
     ) -> Followup {
@@ -81,10 +81,10 @@ impl LocalRoom {
     pub(crate) fn drive_then<T>(
         &self,
         now: u64,
-        events: impl IntoIterator<Item = Event<Waiter>>,
+        events: impl IntoIterator<Item = Event<JoinWaiter>>,
         uplink: &dyn UpLink,
         flush_presence: bool,
-        then: impl FnOnce(&RoomLifecycle<Waiter>) -> T,
+        then: impl FnOnce(&RoomLifecycle<JoinWaiter>) -> T,
     ) -> (Followup, T) {
         let mut lifecycle = self.lifecycle.lock();
         for event in events {
@@ -111,7 +111,7 @@ impl LocalRoom {
     }
 
     /// The room's lifecycle, for reading.
-    pub(crate) fn lifecycle(&self) -> MutexGuard<'_, RoomLifecycle<Waiter>> {
+    pub(crate) fn lifecycle(&self) -> MutexGuard<'_, RoomLifecycle<JoinWaiter>> {
         self.lifecycle.lock()
     }
 

@@ -28,7 +28,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
-use chatroom_cluster::auth::Roles;
+use chatroom_cluster::auth::Identity;
 use chatroom_cluster::metrics::Counter;
 use chatroom_proto::Message;
 use chatroom_proto::compose::RequestIdPrefix;
@@ -43,13 +43,6 @@ use tracing::debug;
 use crate::admission::{Rate, TokenBucket};
 use crate::notifier::{Delivery, SessionId};
 use crate::room::LocalRoom;
-
-/// Who a session speaks for, set by its Connect.
-#[derive(Debug)]
-pub(crate) struct Identity {
-    pub(crate) user: Arc<str>,
-    pub(crate) roles: Roles,
-}
 
 /// How a frame is treated when the socket is backed up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +105,7 @@ pub(crate) struct Session {
     /// The fan-out shard that holds this session's memberships.
     pub(crate) shard: usize,
     pub(crate) remote: SocketAddr,
+    /// Who the session speaks for, set by its Connect.
     identity: OnceLock<Identity>,
     transport: Transport,
     out: Mutex<OutQueue>,

@@ -48,7 +48,7 @@ async fn connection(node: Arc<MsgNode>, mut stream: TcpStream, remote: SocketAdd
     let (_open, others) = Open::count(node.metrics.ws_connections());
     if others >= node.config.max_connections {
         debug!("connection limit reached; refused");
-        node.metrics.refused(metrics::Refusal::NodeLimit);
+        node.metrics.refused(metrics::ConnectRefusal::NodeLimit);
         let refusal = Refusal::Busy.response();
         let _ = tokio::time::timeout(CLOSE_LINGER, stream.write_all(refusal.as_bytes())).await;
         return;
@@ -75,7 +75,7 @@ async fn connection(node: Arc<MsgNode>, mut stream: TcpStream, remote: SocketAdd
         Ok(Err(error)) => {
             debug!(%error, "handshake refused");
             if matches!(error, HandshakeError::Refused(Refusal::Forbidden)) {
-                node.metrics.refused(metrics::Refusal::Origin);
+                node.metrics.refused(metrics::ConnectRefusal::Origin);
             }
             return;
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use chatroom_client::ClientConfig;
 use chatroom_cluster::auth::{Roles, TokenKey};
-use chatroom_cluster::quic::{self, Fingerprint, Identity, Trust};
+use chatroom_cluster::quic::{self, Fingerprint, TlsIdentity, Trust};
 use chatroom_embedded::{Embedded, EmbeddedConfig};
 use chatroom_proto::Message;
 use chatroom_proto::framing::length;
@@ -85,7 +85,7 @@ impl TestServer {
             ..EmbeddedConfig::default()
         };
         tweak(&mut config);
-        let identity = Identity::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let identity = TlsIdentity::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
         let fingerprint = identity.fingerprint();
         let cert_pem = identity.cert_pem();
         let listeners = Listeners {

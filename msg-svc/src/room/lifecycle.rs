@@ -97,7 +97,7 @@ pub(crate) enum Action<W> {
     /// Let a waiting joiner in.
     Admit(W, Admission),
     /// Turn a joiner away.
-    Refuse(W, Refusal),
+    Refuse(W, JoinRefusal),
     /// The room's round timing changed: tell the fan-out shards.
     Timing(RoundConfig),
     /// The ring has new messages: wake the fan-out shards.
@@ -117,7 +117,7 @@ pub(crate) struct Admission {
 
 /// Why a joiner is turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub(crate) enum JoinRefusal {
     /// The owner closed the room.
     Closed,
     /// The owner did not answer the Subscribe in time.
@@ -319,15 +319,15 @@ impl<W> RoomLifecycle<W> {
     }
 
     /// What a session already in the room is told when it joins again.
-    pub(crate) fn rejoin(&self) -> Result<Admission, Refusal> {
+    pub(crate) fn rejoin(&self) -> Result<Admission, JoinRefusal> {
         match self.stage {
             Stage::Live => Ok(Admission {
                 config: self.config.clone(),
                 member_count: self.member_count,
             }),
-            Stage::Pending(_) => Err(Refusal::NoAnswer),
-            Stage::Closed => Err(Refusal::Closed),
-            Stage::Gone => Err(Refusal::Gone),
+            Stage::Pending(_) => Err(JoinRefusal::NoAnswer),
+            Stage::Closed => Err(JoinRefusal::Closed),
+            Stage::Gone => Err(JoinRefusal::Gone),
         }
     }
 
@@ -369,10 +369,10 @@ impl<W> RoomLifecycle<W> {
             Stage::Live => self.admit(user, waiter),
             Stage::Closed => self
                 .actions
-                .push_back(Action::Refuse(waiter, Refusal::Closed)),
+                .push_back(Action::Refuse(waiter, JoinRefusal::Closed)),
             Stage::Gone => self
                 .actions
-                .push_back(Action::Refuse(waiter, Refusal::Gone)),
+                .push_back(Action::Refuse(waiter, JoinRefusal::Gone)),
         }
     }
 
@@ -460,7 +460,7 @@ impl<W> RoomLifecycle<W> {
             if let Stage::Pending(joiners) = std::mem::replace(&mut self.stage, Stage::Closed) {
                 for joiner in joiners {
                     self.actions
-                        .push_back(Action::Refuse(joiner.waiter, Refusal::Closed));
+                        .push_back(Action::Refuse(joiner.waiter, JoinRefusal::Closed));
                 }
             }
             self.note_if_empty(now);
@@ -489,7 +489,7 @@ impl<W> RoomLifecycle<W> {
         *joiners = waiting;
         for joiner in expired {
             self.actions
-                .push_back(Action::Refuse(joiner.waiter, Refusal::NoAnswer));
+                .push_back(Action::Refuse(joiner.waiter, JoinRefusal::NoAnswer));
         }
         self.note_if_empty(now);
     }

@@ -66,7 +66,12 @@ fn ack(msg_id: u64) -> SubscribeAck {
     }
 }
 
-fn join(user: &str) -> (Event<Waiter>, oneshot::Receiver<Result<Admission, Refusal>>) {
+fn join(
+    user: &str,
+) -> (
+    Event<JoinWaiter>,
+    oneshot::Receiver<Result<Admission, JoinRefusal>>,
+) {
     let (waiter, verdict) = oneshot::channel();
     let event = Event::Join {
         user: user.into(),

@@ -60,11 +60,11 @@ impl Presence {
 
 /// The members of one room.
 #[derive(Debug, Default)]
-pub struct Members {
+pub struct RoomMembers {
     users: HashMap<Box<str>, Presence>,
 }
 
-impl Members {
+impl RoomMembers {
     /// No members.
     pub fn new() -> Self {
         Self::default()
@@ -128,7 +128,7 @@ mod tests {
 
     #[test]
     fn a_user_on_two_nodes_counts_once() {
-        let mut members = Members::new();
+        let mut members = RoomMembers::new();
         members.join("alice", A);
         members.join("alice", B);
         members.join("alice", B);
@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn leaving_a_node_one_is_not_on_changes_nothing() {
-        let mut members = Members::new();
+        let mut members = RoomMembers::new();
         members.join("alice", A);
         members.leave("alice", B);
         members.leave("bob", A);
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn removing_a_node_keeps_members_present_elsewhere() {
-        let mut members = Members::new();
+        let mut members = RoomMembers::new();
         members.join("alice", A);
         members.join("alice", B);
         members.join("bob", A);
@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn removing_a_user_reports_their_nodes() {
-        let mut members = Members::new();
+        let mut members = RoomMembers::new();
         members.join("alice", A);
         members.join("alice", B);
         assert_eq!(members.remove_user("alice"), vec![A, B]);

@@ -17,7 +17,7 @@ use super::clock::RoomClock;
 use super::config::{ConfigError, resolve, validate_config};
 use super::dedupe::Dedupe;
 use super::limiter::{LaneLimiter, Limited};
-use super::members::{Members, NodeIdx};
+use super::members::{NodeIdx, RoomMembers};
 use super::moderation::{Moderation, ModerationError, MuteLeft};
 use super::slowmode::SlowMode;
 use super::stats::{Counters, RoomStats, RoomSummary};
@@ -139,7 +139,7 @@ pub struct RoomState {
     /// What an operator set; `config` is the defaults with these laid over.
     overrides: RoomOverrides,
     config: RoomConfig,
-    members: Members,
+    members: RoomMembers,
     subscribers: BTreeSet<NodeIdx>,
     moderation: Moderation,
     normal_limit: LaneLimiter,
@@ -179,7 +179,7 @@ impl RoomState {
             history: VecDeque::with_capacity(config.history_size.min(256) as usize),
             config,
             overrides: RoomOverrides::default(),
-            members: Members::new(),
+            members: RoomMembers::new(),
             subscribers: BTreeSet::new(),
             moderation: Moderation::new(),
             dedupe: Dedupe::new(),

@@ -153,12 +153,12 @@ fn check_actions(room: &mut RoomLifecycle<u32>, model: &mut Model) -> Result<(),
                     .ok_or_else(|| TestCaseError::fail(format!("{waiter} answered twice")))?;
                 prop_assert!(model.answered.insert(waiter, false).is_none());
                 match refusal {
-                    Refusal::NoAnswer => prop_assert!(
+                    JoinRefusal::NoAnswer => prop_assert!(
                         model.now >= asked + TIMERS.subscribe_timeout,
                         "turned away before its deadline"
                     ),
-                    Refusal::Closed => prop_assert_eq!(model.stage, Stage::Closed),
-                    Refusal::Gone => prop_assert_eq!(model.stage, Stage::Gone),
+                    JoinRefusal::Closed => prop_assert_eq!(model.stage, Stage::Closed),
+                    JoinRefusal::Gone => prop_assert_eq!(model.stage, Stage::Gone),
                 }
             }
             Action::Close => {

@@ -411,11 +411,11 @@ fn joiners_past_the_deadline_are_turned_away_and_the_grace_begins() {
     assert_eq!(room.actions(), []);
     room.now = 100;
     room.feed(Event::Tick);
-    assert_eq!(room.actions(), [Action::Refuse(1, Refusal::NoAnswer)]);
+    assert_eq!(room.actions(), [Action::Refuse(1, JoinRefusal::NoAnswer)]);
     assert_eq!(room.lifecycle.poll_timeout(), Some(140));
     room.now = 140;
     room.feed(Event::Tick);
-    assert_eq!(room.actions(), [Action::Refuse(2, Refusal::NoAnswer)]);
+    assert_eq!(room.actions(), [Action::Refuse(2, JoinRefusal::NoAnswer)]);
     assert_eq!(
         room.lifecycle.poll_timeout(),
         Some(140 + TIMERS.grace),
@@ -435,15 +435,15 @@ fn closing_turns_away_the_waiting_and_the_later_joiners() {
     }));
     assert_eq!(
         room.actions(),
-        [Action::Refuse(1, Refusal::Closed), Action::Close]
+        [Action::Refuse(1, JoinRefusal::Closed), Action::Close]
     );
     room.join("bob", 2);
-    assert_eq!(room.actions(), [Action::Refuse(2, Refusal::Closed)]);
+    assert_eq!(room.actions(), [Action::Refuse(2, JoinRefusal::Closed)]);
     room.feed(Event::Owner(Some("r2".into())));
     room.feed(Event::Subscribed(ack(1, 0, 0)));
     assert_eq!(room.transmit(true), [], "a closed room subscribes nowhere");
     assert_eq!(room.ring_ops(), []);
-    assert_eq!(room.lifecycle.rejoin(), Err(Refusal::Closed));
+    assert_eq!(room.lifecycle.rejoin(), Err(JoinRefusal::Closed));
 }
 
 #[test]
@@ -463,7 +463,7 @@ fn an_empty_room_goes_after_its_grace_and_unsubscribes() {
     assert_eq!(room.transmit(true), [Transmit::Unsubscribe]);
     assert_eq!(room.transmit(true), [], "once");
     room.join("bob", 2);
-    assert_eq!(room.actions(), [Action::Refuse(2, Refusal::Gone)]);
+    assert_eq!(room.actions(), [Action::Refuse(2, JoinRefusal::Gone)]);
     assert_eq!(room.lifecycle.poll_timeout(), None);
 }
 
