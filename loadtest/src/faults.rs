@@ -219,6 +219,18 @@ impl FaultReport {
 
 type Shared = Arc<Mutex<LocalCluster>>;
 
+/// Runs the fault suite, prints its table and writes `faults.json` under
+/// `--out`; whether it passed.
+pub async fn run_suite(args: &FaultArgs) -> anyhow::Result<bool> {
+    std::fs::create_dir_all(&args.out)?;
+    let report = run(args).await?;
+    let path = args.out.join("faults.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    print!("{}", report.summary());
+    println!("written {}", path.display());
+    Ok(report.failures.is_empty())
+}
+
 /// Starts the cluster and the harness, injects the faults, and judges.
 pub async fn run(args: &FaultArgs) -> anyhow::Result<FaultReport> {
     let cuts = Cuts::default();

@@ -3,8 +3,8 @@
 //! (ports, PIDs) in one directory.
 //!
 //! Tests hold a [`LocalCluster`] and kill, restart or pause its processes;
-//! `scripts/cluster up` starts one and detaches it, `down` and `status` find
-//! it again from its state file.
+//! `scripts/cluster up` ([`ClusterCommand`]) starts one and detaches it,
+//! `down` and `status` find it again from its state file.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -20,6 +20,10 @@ use chatroom_cluster::quic::TlsIdentity;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+
+mod command;
+
+pub use command::ClusterCommand;
 
 /// How long a node may take to report ready.
 const READY_WITHIN: Duration = Duration::from_secs(30);

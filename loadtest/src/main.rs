@@ -1,21 +1,14 @@
 //! The `loadtest` binary: one subcommand per load scenario, `faults` (the
 //! fault suite) and `cluster` (a local cluster on loopback).
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
-
-use anyhow::Context as _;
 
 use chatroom_cluster::telemetry::{self, LogArgs};
 use clap::{Parser, Subcommand};
-use loadtest::faults::FaultArgs;
-use loadtest::harness::coordinator::{self, Target};
-use loadtest::harness::report::Report;
+use loadtest::faults::{self, FaultArgs};
 use loadtest::harness::scenario::{RunArgs, Scenario};
-use loadtest::harness::simulate::{self, SimSpec};
-use loadtest::harness::worker;
-use loadtest::local::{self, ClusterSpec, LocalCluster};
+use loadtest::harness::{self, worker};
+use loadtest::local::ClusterCommand;
 
 /// Exit status for a configuration that cannot work (sysexits' EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -34,7 +27,7 @@ struct Cli {
 enum Command {
     /// A local cluster on loopback: ZooKeeper, Redis, room-svc and msg-svc
     /// processes (what `scripts/cluster` runs).
-    Cluster(ClusterArgs),
+    Cluster(ClusterCommand),
     /// One room, many users, a few senders, a trickle of priority notices.
     GiantRoom(RunArgs),
     /// Many rooms with Zipf-distributed sizes.
@@ -75,40 +68,6 @@ enum Command {
     Worker,
 }
 
-#[derive(Debug, clap::Args)]
-struct ClusterArgs {
-    #[command(subcommand)]
-    action: ClusterAction,
-    /// Where the cluster keeps its logs, data and state.
-    #[arg(
-        long,
-        env = "CHATROOM_CLUSTER_DIR",
-        default_value = ".chatroom/cluster",
-        global = true
-    )]
-    dir: PathBuf,
-}
-
-#[derive(Debug, Subcommand)]
-enum ClusterAction {
-    /// Start a cluster and leave it running.
-    Up {
-        /// Room services to start.
-        #[arg(long, default_value_t = 2)]
-        room_svcs: usize,
-        /// Message services to start.
-        #[arg(long, default_value_t = 3)]
-        msg_svcs: usize,
-        /// ZooKeeper session timeout of every node, ms.
-        #[arg(long, default_value_t = 4_000)]
-        zk_session_timeout_ms: u64,
-    },
-    /// Stop the cluster started in --dir.
-    Down,
-    /// Show what runs in --dir and whether it is ready.
-    Status,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(error) = telemetry::init(&cli.log) {
@@ -116,7 +75,7 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     match cli.command {
-        Command::Cluster(args) => cluster(args),
+        Command::Cluster(command) => cluster(&command),
         // A worker runs its own single-threaded runtime.
         Command::Worker => match worker::run() {
             Ok(()) => ExitCode::SUCCESS,
@@ -159,7 +118,7 @@ async fn run(command: Command) -> ExitCode {
             scenario(storm, run).await
         }
         Command::Soak(run) => scenario(Scenario::Soak, run).await,
-        Command::Faults(args) => match faults(&args).await {
+        Command::Faults(args) => match faults::run_suite(&args).await {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(error) => {
@@ -170,51 +129,14 @@ async fn run(command: Command) -> ExitCode {
     }
 }
 
-fn cluster(args: ClusterArgs) -> ExitCode {
-    let result = match args.action {
-        ClusterAction::Up {
-            room_svcs,
-            msg_svcs,
-            zk_session_timeout_ms,
-        } => {
-            let spec = ClusterSpec {
-                room_svcs,
-                msg_svcs,
-                zk_session_timeout: Duration::from_millis(zk_session_timeout_ms),
-                ..ClusterSpec::default()
-            };
-            LocalCluster::start(&spec, &args.dir).map(|cluster| {
-                let state = cluster.detach();
-                println!("cluster up in {}", args.dir.display());
-                println!("  zookeeper  {}", state.zookeeper.addr);
-                println!("  redis      {}", state.redis.addr);
-                for node in &state.nodes {
-                    let at = node.ws_url.as_deref().unwrap_or(&node.http_addr);
-                    let quic = node
-                        .quic_url
-                        .as_deref()
-                        .map_or(String::new(), |url| format!(" {url}"));
-                    println!(
-                        "  {:<10} {at}{quic}  (http {}, log {})",
-                        node.id, node.http_addr, node.log
-                    );
-                }
-                println!("  secret     {}", state.token_secret_file);
-                println!("  admin      {}", state.admin_token_file);
-                println!("  quic cert  {}", state.quic_cert_file);
-            })
-        }
-        ClusterAction::Down => local::stop_detached(&args.dir).map(|stopped| {
-            println!("stopped: {}", stopped.join(", "));
-        }),
-        ClusterAction::Status => local::status(&args.dir).map(|lines| {
+fn cluster(command: &ClusterCommand) -> ExitCode {
+    match command.run() {
+        Ok(lines) => {
             for line in lines {
                 println!("{line}");
             }
-        }),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("loadtest cluster: {error}");
             ExitCode::FAILURE
@@ -223,68 +145,11 @@ fn cluster(args: ClusterArgs) -> ExitCode {
 }
 
 async fn scenario(scenario: Scenario, args: RunArgs) -> ExitCode {
-    match run_scenario(&scenario, &args).await {
+    match harness::run(&scenario, &args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("loadtest {}: {error:#}", scenario.name());
             ExitCode::FAILURE
         }
     }
-}
-
-async fn run_scenario(scenario: &Scenario, args: &RunArgs) -> anyhow::Result<()> {
-    if args.peer.is_some() && !matches!(scenario, Scenario::GiantRoom) {
-        anyhow::bail!("--peer runs with giant-room only");
-    }
-    std::fs::create_dir_all(&args.out)?;
-    if args.simulate {
-        let spec = SimSpec::of(scenario, args)?;
-        let report = tokio::task::spawn_blocking(move || simulate::run(&spec)).await?;
-        return write_report(&report, &args.out);
-    }
-    let mut reports = Vec::new();
-    for &transport in &args.transport {
-        let target_args = args.clone();
-        let target =
-            tokio::task::spawn_blocking(move || Target::prepare(&target_args, transport)).await??;
-        reports.push(coordinator::run(scenario, args, &target).await?);
-        // Stopped before the next run, so no two share the machine.
-        drop(target);
-    }
-    let mut others = reports.split_off(1);
-    let mut report = reports.pop().context("--transport names at least one")?;
-    report.other_transports.append(&mut others);
-    if let Some(peer) = &args.peer {
-        let nats = Target::nats(peer, &args.out)?;
-        report.peer = Some(Box::new(coordinator::run(scenario, args, &nats).await?));
-    }
-    write_report(&report, &args.out)
-}
-
-/// Runs the fault suite; prints its table and writes `faults.json`.
-/// Whether it passed.
-async fn faults(args: &FaultArgs) -> anyhow::Result<bool> {
-    std::fs::create_dir_all(&args.out)?;
-    let report = loadtest::faults::run(args).await?;
-    let path = args.out.join("faults.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-    print!("{}", report.summary());
-    println!("written {}", path.display());
-    Ok(report.failures.is_empty())
-}
-
-/// Writes `report.json` and `chart.svg` to `out` and prints the summary.
-fn write_report(report: &Report, out: &Path) -> anyhow::Result<()> {
-    std::fs::write(
-        out.join("report.json"),
-        serde_json::to_string_pretty(report)?,
-    )?;
-    std::fs::write(out.join("chart.svg"), report.chart())?;
-    print!("{}", report.summary());
-    println!(
-        "  written            {}/report.json, {}/chart.svg",
-        out.display(),
-        out.display()
-    );
-    Ok(())
 }
