@@ -395,7 +395,7 @@ impl MsgNode {
     }
 
     /// Feeds `event` to every room, with the owner placement names now.
-    pub(crate) async fn to_every_room(&self, event: impl Fn() -> Option<Event<JoinWaiter>>) {
+    async fn to_every_room(&self, event: impl Fn() -> Option<Event<JoinWaiter>>) {
         let rooms: Vec<Arc<LocalRoom>> = self.rooms.lock().values().cloned().collect();
         let now = time::mono_millis();
         for room in rooms {
