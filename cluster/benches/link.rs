@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chatroom_cluster::netlink::{FrameReader, write_frames};
+use chatroom_cluster::link::wire::{FrameReader, write_frames};
 use chatroom_proto::Message;
 use chatroom_proto::cluster::v1::{
     Broadcast, Membership, ToMsgSvc, ToRoomSvc, to_msg_svc, to_room_svc,

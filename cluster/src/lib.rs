@@ -3,12 +3,12 @@
 //! Layout:
 //! - [`auth`]: HS256 tokens (mint, verify) and where their secret comes from.
 //! - [`clock`]: the two time sources the sans-I/O cores are fed from.
-//! - [`link`]: the seam between a msg-svc and the room services it talks to.
+//! - [`link`]: the node link between a msg-svc and each room service: the
+//!   seam the services use, and its frames on the wire.
 //! - [`local`]: ZooKeeper and Redis processes on loopback, for tests and the
 //!   local cluster.
 //! - [`metrics`]: the Prometheus registry every node serves at `/metrics`,
 //!   and the shared runtime's families.
-//! - [`netlink`]: node links on the wire: bounded reads, batched writes.
 //! - [`quic`]: QUIC for clients: ALPN, TLS identity and trust, transport
 //!   settings.
 //! - [`placement`]: rendezvous hashing of rooms and users onto nodes.
@@ -21,7 +21,6 @@ pub mod clock;
 pub mod link;
 pub mod local;
 pub mod metrics;
-pub mod netlink;
 pub mod placement;
 pub mod quic;
 pub mod registry;

@@ -10,7 +10,7 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
-use chatroom_cluster::netlink::{FrameReader, LinkIoError, MAX_LINK_FRAME};
+use chatroom_cluster::link::wire::{FrameReader, LinkIoError, MAX_LINK_FRAME};
 use chatroom_proto::Message;
 use chatroom_proto::cluster::v1::{ToMsgSvc, ToRoomSvc, to_msg_svc, to_room_svc};
 use chatroom_proto::framing::length;

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use chatroom_cluster::link::wire::{self, FrameReader, RECONNECT};
 use chatroom_cluster::link::{DownLink, LinkError, UpLink};
 use chatroom_cluster::metrics::LinkMetrics;
-use chatroom_cluster::netlink::{self, FrameReader, RECONNECT};
 use chatroom_cluster::registry::Members;
 use chatroom_proto::cluster::v1::{Hello, ToMsgSvc, ToRoomSvc, to_room_svc};
 use parking_lot::Mutex;
@@ -218,7 +218,7 @@ impl Link {
                 node_id: self.me.clone(),
             })),
         };
-        if let Err(error) = netlink::write_frame(&mut write, &hello).await {
+        if let Err(error) = wire::write_frame(&mut write, &hello).await {
             return Served::Lost(error.to_string());
         }
         if std::mem::replace(was_up, true) {
@@ -250,7 +250,7 @@ impl Link {
         };
         tokio::select! {
             served = reading => served,
-            written = netlink::write_frames(write, rx) => match written {
+            written = wire::write_frames(write, rx) => match written {
                 // Our end of the queue is gone: the link was dropped.
                 Ok(()) => Served::Dropped,
                 Err(error) => Served::Lost(error.to_string()),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use chatroom_cluster::netlink::{self, FrameReader};
+use chatroom_cluster::link::wire::{self, FrameReader};
 use chatroom_cluster::serve;
 use chatroom_proto::cluster::v1::{ToRoomSvc, to_room_svc};
 use tokio::net::{TcpListener, TcpStream};
@@ -64,7 +64,7 @@ async fn link(rooms: RoomService, stream: TcpStream, stop: CancellationToken) {
     let reason = tokio::select! {
         () = stop.cancelled() => "shutting down".to_owned(),
         reason = reading => reason,
-        written = netlink::write_frames(write, &mut down_rx) => match written {
+        written = wire::write_frames(write, &mut down_rx) => match written {
             Ok(()) => "the room service dropped the node".to_owned(),
             Err(error) => error.to_string(),
         },

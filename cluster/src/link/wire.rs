@@ -1,5 +1,5 @@
-//! Node links on the wire: persistent TCP connections between a msg-svc and
-//! each room service, carrying length-prefixed cluster frames.
+//! Node link frames on the socket: a big-endian `u32` byte count, then the
+//! protobuf bytes.
 //!
 //! Reading refuses a frame whose declared length is over the limit before
 //! buffering it. Writing is pipelined: whatever is queued when the socket is
