@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatroom_cluster::auth::TokenKey;
+use chatroom_cluster::link::dial::{LinkEvent, RoomLinks};
 use chatroom_cluster::metrics::{self, LinkMetrics};
 use chatroom_cluster::registry::{
     NodeInfo, Registration, RegistryError, Role, ZkConfig, join_zookeeper,
@@ -17,7 +18,6 @@ use tracing::info;
 
 use crate::node::{ClusterView, MsgNode, NodeConfig};
 use crate::server::{Listeners, Running, ServeError};
-use crate::upstream::{LinkEvent, Upstream};
 use crate::ws;
 
 /// Frames in flight from the room services to this node.
@@ -96,7 +96,7 @@ impl MsgServer {
         let (down_tx, down_rx) = mpsc::channel(DOWNLINK_QUEUE);
         let (events_tx, mut events) = mpsc::channel(64);
         let links = LinkMetrics::default();
-        let upstream = Upstream::start(
+        let room_links = RoomLinks::start(
             config.node_id.clone(),
             registration.members(),
             down_tx,
@@ -106,7 +106,7 @@ impl MsgServer {
         let node = MsgNode::start(
             config.node,
             tokens,
-            upstream,
+            room_links,
             ClusterView::of(&registration),
         );
         let mut families = metrics::registry();

@@ -17,8 +17,9 @@
 //!   bundle and demo page, served by the embedded server).
 //! - `fuzzing`: handles on the private decoders for the fuzz targets.
 //! - modes: [`standalone`] (the embedded server, both roles in one process)
-//!   and [`cluster`] (one node of a cluster: ZooKeeper registry, `upstream`
-//!   links to every room service, redirects); `server` runs either.
+//!   and [`cluster`] (one node of a cluster: ZooKeeper registry, node links
+//!   to every room service from `chatroom_cluster::link::dial`, redirects);
+//!   `server` runs either.
 
 pub mod cluster;
 #[doc(hidden)]
@@ -44,7 +45,6 @@ mod server;
 mod session;
 mod sessions;
 mod shard;
-mod upstream;
 mod widget;
 mod ws;
 

@@ -9,7 +9,10 @@
 //!   in a cluster they are node links. The services see the same interface
 //!   either way.
 //! - [`wire`]: frames on the socket, read with a limit, written in batches.
+//! - [`dial`]: a msg-svc's side: one link to each room service, kept open,
+//!   and each frame routed to its room's owner.
 
+pub mod dial;
 pub mod wire;
 
 use chatroom_proto::cluster::v1::{ToMsgSvc, ToRoomSvc};

@@ -7,7 +7,6 @@
 //! not per frame.
 
 use std::io;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use chatroom_proto::Message;
@@ -20,8 +19,6 @@ use tokio::sync::mpsc;
 pub const MAX_LINK_FRAME: usize = 16 * 1024 * 1024;
 /// Bytes gathered into one write before it is sent.
 const WRITE_BATCH: usize = 256 * 1024;
-/// First and longest pause between attempts to reach a peer.
-pub const RECONNECT: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
 
 /// Why a link's socket stopped.
 #[derive(Debug, thiserror::Error)]

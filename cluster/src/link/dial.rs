@@ -1,5 +1,5 @@
-//! A msg-svc's links to the room services in a cluster, and the routing of
-//! each frame to its room's owner by placement.
+//! A msg-svc's side of the node links: one link to each room service in a
+//! cluster, and the routing of each frame to its room's owner by placement.
 //!
 //! One link per room service, kept open and re-opened with backoff. Every
 //! link feeds the same downlink channel. When a link comes (back) up the node
@@ -11,10 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chatroom_cluster::link::wire::{self, FrameReader, RECONNECT};
-use chatroom_cluster::link::{DownLink, LinkError, UpLink};
-use chatroom_cluster::metrics::LinkMetrics;
-use chatroom_cluster::registry::Members;
 use chatroom_proto::cluster::v1::{Hello, ToMsgSvc, ToRoomSvc, to_room_svc};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
@@ -22,14 +18,21 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::wire::{self, FrameReader};
+use super::{DownLink, LinkError, UpLink};
+use crate::metrics::LinkMetrics;
+use crate::registry::Members;
+
 /// Frames queued per link before senders are refused with `Full`.
 const LINK_QUEUE: usize = 65_536;
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// First and longest pause between attempts to reach a room service.
+const RECONNECT: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
 
 /// A link to a room service came up or went down.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum LinkEvent {
+pub enum LinkEvent {
     /// Connected and greeted: the room service knows nothing of us yet.
     Up(String),
     /// Lost; frames for its rooms are refused until it is back or its rooms
@@ -51,9 +54,10 @@ impl Drop for RoomLink {
     }
 }
 
-/// The node's way to the room services: placement plus links.
+/// A msg-svc's way to the room services: placement plus links. It is the
+/// node's [`UpLink`] in a cluster.
 #[derive(Debug)]
-pub(crate) struct Upstream {
+pub struct RoomLinks {
     me: String,
     members: watch::Receiver<Arc<Members>>,
     links: Mutex<HashMap<String, RoomLink>>,
@@ -62,17 +66,19 @@ pub(crate) struct Upstream {
     metrics: LinkMetrics,
 }
 
-impl Upstream {
-    /// Opens links to the room services in `members`, following its changes;
-    /// counts reconnects in `metrics`.
-    pub(crate) fn start(
+impl RoomLinks {
+    /// Opens links to the room services in `members`, following its changes:
+    /// each link greets its room service as `me`, hands what it reads to
+    /// `down`, reports coming up and going down to `events`, and counts
+    /// reconnects in `metrics`.
+    pub fn start(
         me: String,
         members: watch::Receiver<Arc<Members>>,
         down: DownLink,
         events: mpsc::Sender<LinkEvent>,
         metrics: LinkMetrics,
     ) -> Arc<Self> {
-        let upstream = Arc::new(Self {
+        let room_links = Arc::new(Self {
             me,
             members: members.clone(),
             links: Mutex::default(),
@@ -80,19 +86,19 @@ impl Upstream {
             events,
             metrics,
         });
-        upstream.sync_links(&members.borrow());
-        let weak = Arc::downgrade(&upstream);
+        room_links.sync_links(&members.borrow());
+        let weak = Arc::downgrade(&room_links);
         let mut changes = members;
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
-                let Some(upstream) = weak.upgrade() else {
+                let Some(room_links) = weak.upgrade() else {
                     return;
                 };
                 let members = changes.borrow_and_update().clone();
-                upstream.sync_links(&members);
+                room_links.sync_links(&members);
             }
         });
-        upstream
+        room_links
     }
 
     /// One link per room service in `members`: new ones opened, gone (or
@@ -135,7 +141,7 @@ impl Upstream {
     }
 }
 
-impl UpLink for Upstream {
+impl UpLink for RoomLinks {
     fn try_send(&self, frame: ToRoomSvc) -> Result<(), LinkError> {
         let owner = frame
             .room_id()
