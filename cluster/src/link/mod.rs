@@ -11,7 +11,10 @@
 //! - [`wire`]: frames on the socket, read with a limit, written in batches.
 //! - [`dial`]: a msg-svc's side: one link to each room service, kept open,
 //!   and each frame routed to its room's owner.
+//! - [`accept`]: a room service's side: links accepted, greeted, and carried
+//!   to and from the room service.
 
+pub mod accept;
 pub mod dial;
 pub mod wire;
 
