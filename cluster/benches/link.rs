@@ -1,6 +1,9 @@
 //! A node link over a real loopback TCP connection: frames queued for the
 //! link's writer, batched onto the socket, and read back by the link's reader
-//! on the other end, in frames per second.
+//! on the other end. Group `link` reports frames per second of wall time;
+//! group `link_cpu` frames per second of the process's CPU time (writer,
+//! reader, runtime and the kernel's work for them), which other load on a
+//! shared machine disturbs far less.
 //! `cargo bench -p chatroom-cluster --bench link`.
 
 use std::time::{Duration, Instant};
@@ -13,6 +16,7 @@ use chatroom_proto::cluster::v1::{
 };
 use chatroom_proto::v1::{ChatMessage, Lane};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nix::time::{ClockId, clock_gettime};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
@@ -61,6 +65,21 @@ fn broadcast(i: usize) -> ToMsgSvc {
     }
 }
 
+/// What a push is timed by.
+#[derive(Debug, Clone, Copy)]
+enum Clock {
+    /// The time that passed.
+    Wall,
+    /// The CPU time the whole process spent.
+    Cpu,
+}
+
+fn cpu_time() -> Duration {
+    clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID)
+        .expect("Linux has a process CPU clock")
+        .into()
+}
+
 /// One link: a writer task draining its queue onto one end of a loopback
 /// connection, and a reader on the other end.
 struct Loopback<M> {
@@ -91,12 +110,13 @@ impl<M: Message + Default + Send + 'static> Loopback<M> {
     }
 
     /// Queues every frame of `frames` and waits until the reader has them
-    /// all.
-    fn push(&mut self, rt: &Runtime, frames: Vec<M>) -> Duration {
+    /// all; returns how long that took by `clock`.
+    fn push(&mut self, rt: &Runtime, frames: Vec<M>, clock: Clock) -> Duration {
         let count = frames.len();
         let mut reader = self.reader.take().expect("a reader between pushes");
         let queue = self.queue.clone();
         let start = Instant::now();
+        let cpu_start = cpu_time();
         rt.block_on(async {
             tokio::spawn(async move {
                 for frame in frames {
@@ -111,12 +131,16 @@ impl<M: Message + Default + Send + 'static> Loopback<M> {
             });
             self.reader = Some(reading.await.unwrap());
         });
-        start.elapsed()
+        match clock {
+            Clock::Wall => start.elapsed(),
+            Clock::Cpu => cpu_time() - cpu_start,
+        }
     }
 }
 
 fn bench<M: Message + Default + Send + 'static>(
     c: &mut Criterion,
+    clock: Clock,
     name: &str,
     count: usize,
     frame: fn(usize) -> M,
@@ -127,14 +151,17 @@ fn bench<M: Message + Default + Send + 'static>(
         .build()
         .unwrap();
     let mut link = Loopback::<M>::open(&rt);
-    let mut group = c.benchmark_group("link");
+    let mut group = c.benchmark_group(match clock {
+        Clock::Wall => "link",
+        Clock::Cpu => "link_cpu",
+    });
     group.throughput(Throughput::Elements(count as u64));
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(20));
     group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             (0..iters)
-                .map(|_| link.push(&rt, (0..count).map(frame).collect()))
+                .map(|_| link.push(&rt, (0..count).map(frame).collect(), clock))
                 .sum()
         });
     });
@@ -142,11 +169,15 @@ fn bench<M: Message + Default + Send + 'static>(
 }
 
 fn membership_frames(c: &mut Criterion) {
-    bench(c, "membership_100k", SMALL_FRAMES, membership);
+    for clock in [Clock::Wall, Clock::Cpu] {
+        bench(c, clock, "membership_100k", SMALL_FRAMES, membership);
+    }
 }
 
 fn broadcast_frames(c: &mut Criterion) {
-    bench(c, "broadcast_10k", BROADCAST_FRAMES, broadcast);
+    for clock in [Clock::Wall, Clock::Cpu] {
+        bench(c, clock, "broadcast_10k", BROADCAST_FRAMES, broadcast);
+    }
 }
 
 criterion_group!(benches, membership_frames, broadcast_frames);
