@@ -9,18 +9,20 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chatroom_cluster::link::wire::{FrameReader, write_frames};
+use chatroom_cluster::link::wire::{self, LinkCodec};
 use chatroom_proto::Message;
 use chatroom_proto::cluster::v1::{
     Broadcast, Membership, ToMsgSvc, ToRoomSvc, to_msg_svc, to_room_svc,
 };
 use chatroom_proto::v1::{ChatMessage, Lane};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures_util::StreamExt;
 use nix::time::{ClockId, clock_gettime};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
 
 /// Small frames pushed per iteration.
 const SMALL_FRAMES: usize = 100_000;
@@ -84,7 +86,7 @@ fn cpu_time() -> Duration {
 /// connection, and a reader on the other end.
 struct Loopback<M> {
     queue: mpsc::Sender<M>,
-    reader: Option<FrameReader<OwnedReadHalf>>,
+    reader: Option<FramedRead<OwnedReadHalf, LinkCodec<M, M>>>,
 }
 
 impl<M: Message + Default + Send + 'static> Loopback<M> {
@@ -100,11 +102,14 @@ impl<M: Message + Default + Send + 'static> Loopback<M> {
             dialed.set_nodelay(true).unwrap();
             let (queue, mut frames) = mpsc::channel(LINK_QUEUE);
             let (_, write) = dialed.into_split();
-            tokio::spawn(async move { write_frames(write, &mut frames).await });
+            tokio::spawn(async move {
+                let mut writer = wire::writer::<_, M, M>(write);
+                wire::write_frames(&mut writer, &mut frames).await
+            });
             let (read, _) = accepted.into_split();
             Self {
                 queue,
-                reader: Some(FrameReader::new(read)),
+                reader: Some(wire::reader(read)),
             }
         })
     }
@@ -125,7 +130,7 @@ impl<M: Message + Default + Send + 'static> Loopback<M> {
             });
             let reading = tokio::spawn(async move {
                 for _ in 0..count {
-                    reader.next::<M>().await.unwrap().unwrap();
+                    reader.next().await.unwrap().unwrap();
                 }
                 reader
             });

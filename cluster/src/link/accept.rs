@@ -9,13 +9,14 @@
 use std::future::Future;
 use std::time::Duration;
 
-use chatroom_proto::cluster::v1::{ToRoomSvc, to_room_svc};
+use chatroom_proto::cluster::v1::{ToMsgSvc, ToRoomSvc, to_room_svc};
+use futures_util::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span};
 
-use super::wire::{self, FrameReader};
+use super::wire;
 use super::{DownLink, LinkError};
 use crate::serve;
 
@@ -58,9 +59,9 @@ pub async fn serve_links<R: RoomEnd>(rooms: R, listener: TcpListener, stop: Canc
 
 async fn link<R: RoomEnd>(rooms: R, stream: TcpStream, stop: CancellationToken) {
     let (read, write) = stream.into_split();
-    let mut reader = FrameReader::new(read);
-    let node_id = match tokio::time::timeout(HELLO_WITHIN, reader.next::<ToRoomSvc>()).await {
-        Ok(Ok(Some(ToRoomSvc {
+    let mut reader = wire::reader::<_, ToRoomSvc, ToMsgSvc>(read);
+    let node_id = match tokio::time::timeout(HELLO_WITHIN, reader.next()).await {
+        Ok(Some(Ok(ToRoomSvc {
             body: Some(to_room_svc::Body::Hello(hello)),
         }))) if chatroom_proto::ids::check_id(&hello.node_id).is_ok() => hello.node_id,
         other => {
@@ -73,21 +74,22 @@ async fn link<R: RoomEnd>(rooms: R, stream: TcpStream, stop: CancellationToken) 
     info!(node = %node_id, "msg-svc linked");
     let reading = async {
         loop {
-            match reader.next::<ToRoomSvc>().await {
-                Ok(Some(frame)) => {
+            match reader.next().await {
+                Some(Ok(frame)) => {
                     if rooms.deliver(&port, frame).await.is_err() {
                         return "the room service stopped".to_owned();
                     }
                 }
-                Ok(None) => return "closed by the msg-svc".to_owned(),
-                Err(error) => return error.to_string(),
+                None => return "closed by the msg-svc".to_owned(),
+                Some(Err(error)) => return error.to_string(),
             }
         }
     };
+    let mut writer = wire::writer::<_, ToRoomSvc, ToMsgSvc>(write);
     let reason = tokio::select! {
         () = stop.cancelled() => "shutting down".to_owned(),
         reason = reading => reason,
-        written = wire::write_frames(write, &mut down_rx) => match written {
+        written = wire::write_frames(&mut writer, &mut down_rx) => match written {
             Ok(()) => "the room service dropped the node".to_owned(),
             Err(error) => error.to_string(),
         },

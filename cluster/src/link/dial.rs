@@ -12,13 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chatroom_proto::cluster::v1::{Hello, ToMsgSvc, ToRoomSvc, to_room_svc};
+use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::wire::{self, FrameReader};
+use super::wire;
 use super::{DownLink, LinkError, UpLink};
 use crate::metrics::LinkMetrics;
 use crate::registry::Members;
@@ -218,13 +219,14 @@ impl Link {
         rx: &mut mpsc::Receiver<ToRoomSvc>,
         was_up: &mut bool,
     ) -> Served {
-        let (read, mut write) = stream.into_split();
+        let (read, write) = stream.into_split();
+        let mut writer = wire::writer::<_, ToMsgSvc, ToRoomSvc>(write);
         let hello = ToRoomSvc {
             body: Some(to_room_svc::Body::Hello(Hello {
                 node_id: self.me.clone(),
             })),
         };
-        if let Err(error) = wire::write_frame(&mut write, &hello).await {
+        if let Err(error) = writer.send(hello).await {
             return Served::Lost(error.to_string());
         }
         if std::mem::replace(was_up, true) {
@@ -240,23 +242,23 @@ impl Link {
         {
             return Served::Dropped;
         }
-        let mut reader = FrameReader::new(read);
+        let mut reader = wire::reader::<_, ToMsgSvc, ToRoomSvc>(read);
         let reading = async {
             loop {
-                match reader.next::<ToMsgSvc>().await {
-                    Ok(Some(frame)) => {
+                match reader.next().await {
+                    Some(Ok(frame)) => {
                         if self.down.send(frame).await.is_err() {
                             return Served::Dropped;
                         }
                     }
-                    Ok(None) => return Served::Lost("closed by the room service".into()),
-                    Err(error) => return Served::Lost(error.to_string()),
+                    None => return Served::Lost("closed by the room service".into()),
+                    Some(Err(error)) => return Served::Lost(error.to_string()),
                 }
             }
         };
         tokio::select! {
             served = reading => served,
-            written = wire::write_frames(write, rx) => match written {
+            written = wire::write_frames(&mut writer, rx) => match written {
                 // Our end of the queue is gone: the link was dropped.
                 Ok(()) => Served::Dropped,
                 Err(error) => Served::Lost(error.to_string()),

@@ -8,7 +8,9 @@
 //!   [`ToMsgSvc`]. In the embedded server both ends are in-process channels;
 //!   in a cluster they are node links. The services see the same interface
 //!   either way.
-//! - [`wire`]: frames on the socket, read with a limit, written in batches.
+//! - [`wire`]: frames on the socket ([`wire::LinkCodec`], prost over
+//!   tokio-util's length-delimited codec), read with a limit, written in
+//!   batches.
 //! - [`dial`]: a msg-svc's side: one link to each room service, kept open,
 //!   and each frame routed to its room's owner.
 //! - [`accept`]: a room service's side: links accepted, greeted, and carried
