@@ -2,14 +2,15 @@
 //!
 //! Layout:
 //! - [`auth`]: HS256 tokens (mint, verify) and where their secret comes from.
-//! - [`link`]: the seam between a msg-svc and the room services it talks to.
+//! - [`link`]: the node link between a msg-svc and each room service: the
+//!   seam the services use, its frames on the wire, a msg-svc's links
+//!   (`dial`) and a room service's end of them (`accept`).
 //! - [`local`]: ZooKeeper and Redis processes on loopback, for tests and the
 //!   local cluster.
 //! - [`membership`]: live members, in-process or in ZooKeeper, and the
 //!   families that count them.
 //! - [`metrics`]: the Prometheus registry every node serves at `/metrics`,
 //!   the kinds of metric the nodes use, and the node links' family.
-//! - [`netlink`]: node links on the wire: bounded reads, batched writes.
 //! - [`placement`]: rendezvous hashing of rooms and users onto nodes.
 //! - [`quic`]: QUIC for clients: ALPN, TLS identity and trust, transport
 //!   settings.
@@ -22,7 +23,6 @@ pub mod link;
 pub mod local;
 pub mod membership;
 pub mod metrics;
-pub mod netlink;
 pub mod placement;
 pub mod quic;
 pub mod serve;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use chatroom_cluster::auth::{AdminToken, TokenKey};
 use chatroom_cluster::membership::{Members, NodeInfo, Registration, Role};
 use chatroom_cluster::metrics;
-use msg_svc::{Listeners, NodeConfig, RoomLinks, ServeError, Server, Surface};
+use msg_svc::{LinkEnds, Listeners, NodeConfig, ServeError, Server, Surface};
 use room_svc::admin::AdminApi;
 use room_svc::{RoomService, RoomServiceConfig};
 use tokio::sync::mpsc;
@@ -80,7 +80,7 @@ impl Embedded {
     ) -> Result<Self, ServeError> {
         let rooms = RoomService::start(config.rooms);
         let (down_tx, down_rx) = mpsc::channel(DOWNLINK_QUEUE);
-        let links = RoomLinks {
+        let links = LinkEnds {
             up: Arc::new(rooms.connect_node(NODE_ID, down_tx)),
             down: down_rx,
         };

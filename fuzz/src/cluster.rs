@@ -1,4 +1,4 @@
-//! Node links: the cluster frame reader over any bytes in either direction,
+//! Node links: the link codec's reader over any bytes in either direction,
 //! read in arbitrary chunks, and what the receiving side does first with
 //! each frame: a room service's room state takes a msg-svc's subscribes,
 //! memberships, sends and reports the way its worker hands them over; a
@@ -6,16 +6,17 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
-use chatroom_cluster::netlink::{FrameReader, LinkIoError, MAX_LINK_FRAME};
+use chatroom_cluster::link::wire::{self, LinkIoError, MAX_LINK_FRAME};
 use chatroom_proto::Message;
 use chatroom_proto::cluster::v1::{ToMsgSvc, ToRoomSvc, to_msg_svc, to_room_svc};
 use chatroom_proto::framing::length;
 use chatroom_proto::ids::check_id;
 use chatroom_proto::v1::{Cursor, Lane};
+use futures_util::Stream;
 use room_svc::core::{Accepted, NodeIdx, Now, RoomState, SendInput, default_room_config};
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -49,36 +50,37 @@ enum End {
 pub fn cluster_frames(data: &[u8]) {
     let input = Input::parse(data);
     if input.setting & 1 == 0 {
-        let frames = read_link::<ToRoomSvc>(&input);
+        let frames = read_link::<ToRoomSvc, ToMsgSvc>(&input);
         to_room_svc(frames);
     } else {
-        let frames = read_link::<ToMsgSvc>(&input);
+        let frames = read_link::<ToMsgSvc, ToRoomSvc>(&input);
         to_msg_svc(&frames);
     }
 }
 
-/// The frames read from the input's stream, checked against the stream
-/// framed and decoded whole.
-fn read_link<M: Message + Default + PartialEq>(input: &Input<'_>) -> Vec<M> {
-    let mut reader = FrameReader::new(Reads(input.chunks(usize::MAX).into()));
+/// The `In` frames the reading end of a link (which writes `Out`) takes
+/// from the input's stream, checked against the stream framed and decoded
+/// whole.
+fn read_link<In: Message + Default + PartialEq, Out>(input: &Input<'_>) -> Vec<In> {
+    let mut reader = wire::reader::<_, In, Out>(Reads(input.chunks(usize::MAX).into()));
     let mut frames = Vec::new();
     let end = loop {
-        let next = pin!(reader.next::<M>());
-        let Poll::Ready(result) = next.poll(&mut Context::from_waker(Waker::noop())) else {
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(next) = Pin::new(&mut reader).poll_next(&mut cx) else {
             panic!("a reader whose reads are all ready waits");
         };
-        match result {
-            Ok(Some(frame)) => frames.push(frame),
-            Ok(None) => break End::Clean,
-            Err(LinkIoError::Io(error)) => {
+        match next {
+            Some(Ok(frame)) => frames.push(frame),
+            None => break End::Clean,
+            Some(Err(LinkIoError::Io(error))) => {
                 assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
                 break End::Truncated;
             }
-            Err(LinkIoError::TooLarge(_)) => break End::TooLarge,
-            Err(LinkIoError::Decode(_)) => break End::Undecodable,
+            Some(Err(LinkIoError::TooLarge { .. })) => break End::TooLarge,
+            Some(Err(LinkIoError::Decode(_))) => break End::Undecodable,
         }
     };
-    let (at_once, at_once_end) = whole::<M>(input.stream);
+    let (at_once, at_once_end) = whole::<In>(input.stream);
     assert!(
         frames == at_once && end == at_once_end,
         "reading depends on the cuts"
@@ -273,6 +275,22 @@ mod tests {
         for cut in 1..stream.len() {
             let data = Input::compose(0, &[cut], &stream);
             cluster_frames(&data);
+        }
+    }
+
+    #[test]
+    fn a_stream_ending_anywhere_ends_the_same_however_it_is_cut() {
+        let hello = ToRoomSvc {
+            body: Some(to_room_svc::Body::Hello(Hello {
+                node_id: "m1".into(),
+            })),
+        };
+        let stream = [framed(&hello), framed(&hello)].concat();
+        for end in 0..=stream.len() {
+            cluster_frames(&Input::compose(0, &[], &stream[..end]));
+            for cut in 1..end {
+                cluster_frames(&Input::compose(0, &[cut], &stream[..end]));
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatroom_cluster::auth::TokenKey;
+use chatroom_cluster::link::dial::{LinkEvent, RoomLinks};
 use chatroom_cluster::membership::{
     MembershipError, NodeInfo, Registration, Role, ZkConfig, join_zookeeper,
 };
@@ -16,8 +17,7 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::node::NodeConfig;
-use crate::server::{Listeners, RoomLinks, ServeError, Server, Surface};
-use crate::upstream::{LinkEvent, Upstream};
+use crate::server::{LinkEnds, Listeners, ServeError, Server, Surface};
 use crate::ws;
 
 /// Frames in flight from the room services to this node.
@@ -96,7 +96,7 @@ impl MsgServer {
         let (down_tx, down_rx) = mpsc::channel(DOWNLINK_QUEUE);
         let (events_tx, mut events) = mpsc::channel(64);
         let link_metrics = LinkMetrics::default();
-        let upstream = Upstream::start(
+        let room_links = RoomLinks::start(
             config.node_id.clone(),
             registration.members(),
             down_tx,
@@ -106,8 +106,8 @@ impl MsgServer {
         let mut families = metrics::registry();
         registration.register_metrics(&mut families);
         link_metrics.register(&mut families);
-        let links = RoomLinks {
-            up: upstream,
+        let links = LinkEnds {
+            up: room_links,
             down: down_rx,
         };
         let surface = Surface {

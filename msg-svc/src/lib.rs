@@ -19,10 +19,10 @@
 //!   metrics); `metrics` is what the node counts.
 //! - `fuzzing`: handles on the private decoders for the fuzz targets.
 //! - serving: [`server`] (a node's tasks and ordered shutdown, linked to
-//!   room services through [`RoomLinks`]: how the embedded server embeds a
+//!   room services through [`LinkEnds`]: how the embedded server embeds a
 //!   node), [`cluster`] (one node of a cluster: membership in ZooKeeper, node
-//!   links to every room service, redirects), [`cli`] (the flags of the
-//!   binaries that serve a node).
+//!   links to every room service from `chatroom_cluster::link::dial`,
+//!   redirects), [`cli`] (the flags of the binaries that serve a node).
 
 pub mod cli;
 pub mod cluster;
@@ -35,7 +35,7 @@ pub mod server;
 pub use admission::{IpLimits, Rate};
 pub use node::NodeConfig;
 pub use quic::{QuicError, QuicListener};
-pub use server::{Listeners, RoomLinks, ServeError, Server, Surface};
+pub use server::{LinkEnds, Listeners, ServeError, Server, Surface};
 pub use ws::PATH as WS_PATH;
 
 mod admission;
@@ -50,5 +50,4 @@ mod room;
 mod session;
 mod sessions;
 mod shard;
-mod upstream;
 mod ws;

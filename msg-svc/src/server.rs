@@ -47,7 +47,7 @@ pub enum ServeError {
 /// How a node reaches the room services: it hands frames for a room's
 /// owner to `up`, and the room services' frames arrive on `down`.
 #[derive(Debug)]
-pub struct RoomLinks {
+pub struct LinkEnds {
     /// Frames up, routed to each room's owner.
     pub up: Arc<dyn UpLink>,
     /// Frames down, from every room service.
@@ -89,7 +89,7 @@ impl Server {
     pub fn start(
         config: NodeConfig,
         tokens: TokenKey,
-        links: RoomLinks,
+        links: LinkEnds,
         registration: &Registration,
         listeners: Listeners,
         surface: Surface,

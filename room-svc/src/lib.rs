@@ -18,8 +18,9 @@
 //!   rooms placement gives this node ([`Ownership`]), hands msg-svc nodes a
 //!   [`NodePort`] (their [`UpLink`](chatroom_cluster::link::UpLink)) and
 //!   takes admin operations.
-//! - [`server`]: the process in a cluster: ZooKeeper registration, `net`
-//!   (node links from msg-svc nodes), health, readiness and metrics, ordered
+//! - [`server`]: the process in a cluster: ZooKeeper registration, node
+//!   links from msg-svc nodes (`chatroom_cluster::link::accept`, served
+//!   into the [`RoomService`]), health, readiness and metrics, ordered
 //!   shutdown.
 //! - `fuzzing`: the admin API's request checks, for the fuzz targets.
 //! - `metrics`: what the service counts for `/metrics`
@@ -34,7 +35,6 @@ pub mod service;
 pub mod store;
 
 mod metrics;
-mod net;
 
 pub use service::{
     AdminError, ConfigChange, ListedUser, ModerationList, NodePort, Ownership, RoomService,

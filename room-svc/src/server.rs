@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::routing::get;
 use chatroom_cluster::auth::AdminToken;
+use chatroom_cluster::link::accept::serve_links;
 use chatroom_cluster::membership::{
     MembershipError, MembershipHealth, NodeInfo, Role, ZkConfig, join_zookeeper,
 };
@@ -177,11 +178,7 @@ pub async fn run(
         metrics: Arc::new(families),
         draining: CancellationToken::new(),
     };
-    let links = tokio::spawn(crate::net::serve_links(
-        rooms.clone(),
-        listeners.links,
-        stop.clone(),
-    ));
+    let links = tokio::spawn(serve_links(rooms.clone(), listeners.links, stop.clone()));
     let peers = Peers::new(config.node_id.clone(), registration.members());
     let admin = AdminApi::new(rooms.clone(), config.admin_token, Some(peers));
     let app = Router::new()

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chatroom_cluster::link::accept::RoomEnd;
 use chatroom_cluster::link::{DownLink, LinkError, UpLink};
 use chatroom_cluster::membership::Members;
 use chatroom_cluster::metrics::Registry;
@@ -589,5 +590,23 @@ impl UpLink for NodePort {
             mpsc::error::TrySendError::Full(_) => LinkError::Full,
             mpsc::error::TrySendError::Closed(_) => LinkError::Down,
         })
+    }
+}
+
+/// The service behind the node links a room-svc process accepts: a link's
+/// node is attached at its Hello and detached when the link closes.
+impl RoomEnd for RoomService {
+    type Port = NodePort;
+
+    fn attach(&self, node_id: &str, down: DownLink) -> NodePort {
+        self.connect_node(node_id, down)
+    }
+
+    async fn deliver(&self, port: &NodePort, frame: ToRoomSvc) -> Result<(), LinkError> {
+        port.send(frame).await
+    }
+
+    async fn detach(&self, port: &NodePort) {
+        self.disconnect(port).await;
     }
 }

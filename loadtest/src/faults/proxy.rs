@@ -1,8 +1,9 @@
 //! A TCP proxy in front of a room-svc's link listener that can cut chosen
 //! msg-svcs off from it. It learns whose link a connection is from the
-//! link's first frame (the msg-svc's Hello); while that node is cut, its
-//! links are closed and new ones are closed right after their Hello, as a
-//! network that lost the route between the two hosts would.
+//! link's first frame (the msg-svc's Hello, read with the node link's
+//! codec); while that node is cut, its links are closed and new ones are
+//! closed right after their Hello, as a network that lost the route between
+//! the two hosts would.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -10,13 +11,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chatroom_proto::Message;
-use chatroom_proto::cluster::v1::{ToRoomSvc, to_room_svc};
-use chatroom_proto::framing::length;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use chatroom_cluster::link::wire::LinkCodec;
+use chatroom_proto::cluster::v1::{ToMsgSvc, ToRoomSvc, to_room_svc};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::codec::{Encoder, FramedRead};
 use tracing::debug;
 
 /// Largest Hello frame read; a link's Hello is a node id.
@@ -80,13 +82,18 @@ impl LinkProxy {
     }
 }
 
-async fn relay(mut down: TcpStream, upstream: String, mut cuts: watch::Receiver<BTreeSet<String>>) {
-    let mut hello = BytesMut::new();
-    let node = match tokio::time::timeout(HELLO_WITHIN, read_hello(&mut down, &mut hello)).await {
-        Ok(Ok(node)) => node,
-        Ok(Err(error)) => return debug!(%error, "link without a hello; closed"),
+async fn relay(down: TcpStream, upstream: String, mut cuts: watch::Receiver<BTreeSet<String>>) {
+    let mut link = FramedRead::new(down, LinkCodec::<ToRoomSvc, ToMsgSvc>::with_max(MAX_HELLO));
+    let hello = match tokio::time::timeout(HELLO_WITHIN, link.next()).await {
+        Ok(Some(Ok(frame))) => frame,
+        Ok(Some(Err(error))) => return debug!(%error, "link without a hello; closed"),
+        Ok(None) => return debug!("link closed before its hello"),
         Err(_) => return debug!("link without a hello in time; closed"),
     };
+    let Some(to_room_svc::Body::Hello(greeting)) = &hello.body else {
+        return debug!("the link's first frame is not a hello; closed");
+    };
+    let node = greeting.node_id.clone();
     if cuts.borrow().contains(&node) {
         return debug!(node, "cut off: link closed after its hello");
     }
@@ -94,8 +101,20 @@ async fn relay(mut down: TcpStream, upstream: String, mut cuts: watch::Receiver<
         return debug!(node, upstream, "room-svc unreachable; link closed");
     };
     let _ = up.set_nodelay(true);
+    // The room-svc gets the Hello as sent (a Hello re-encodes to the same
+    // bytes), then whatever the msg-svc sent after it.
+    let parts = link.into_parts();
+    let mut down = parts.io;
     let _ = down.set_nodelay(true);
-    if up.write_all(&hello).await.is_err() {
+    let mut first = BytesMut::new();
+    if LinkCodec::<ToMsgSvc, ToRoomSvc>::default()
+        .encode(hello, &mut first)
+        .is_err()
+    {
+        return;
+    }
+    first.extend_from_slice(&parts.read_buf);
+    if up.write_all(&first).await.is_err() {
         return;
     }
     tokio::select! {
@@ -106,28 +125,56 @@ async fn relay(mut down: TcpStream, upstream: String, mut cuts: watch::Receiver<
     }
 }
 
-/// Reads until `buf` holds the link's first frame; returns the node id its
-/// Hello names.
-async fn read_hello(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<String> {
-    loop {
-        let len = length::peek_len(buf, MAX_HELLO)
-            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.to_string()))?;
-        if let Some(len) = len
-            && buf.len() >= length::PREFIX_LEN + len
-        {
-            let body = &buf[length::PREFIX_LEN..length::PREFIX_LEN + len];
-            let frame = ToRoomSvc::decode(body)
-                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
-            return match frame.body {
-                Some(to_room_svc::Body::Hello(hello)) => Ok(hello.node_id),
-                _ => Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "the first frame is not a hello",
-                )),
-            };
+#[cfg(test)]
+mod tests {
+    use chatroom_proto::cluster::v1::{Hello, Unsubscribe};
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    fn framed(frames: &[ToRoomSvc]) -> Vec<u8> {
+        let mut codec = LinkCodec::<ToMsgSvc, ToRoomSvc>::default();
+        let mut out = BytesMut::new();
+        for frame in frames {
+            codec.encode(frame.clone(), &mut out).unwrap();
         }
-        if stream.read_buf(buf).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
+        out.to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_link_is_relayed_byte_for_byte_until_its_node_is_cut() {
+        let room_svc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = LinkProxy::bind().await.unwrap();
+        let proxy_addr = proxy.addr().unwrap();
+        let cuts = Cuts::default();
+        let relaying = proxy.start(room_svc.local_addr().unwrap().to_string(), &cuts);
+
+        // The Hello and the frame after it arrive in one read.
+        let stream = framed(&[
+            ToRoomSvc {
+                body: Some(to_room_svc::Body::Hello(Hello {
+                    node_id: "m1".into(),
+                })),
+            },
+            ToRoomSvc {
+                body: Some(to_room_svc::Body::Unsubscribe(Unsubscribe {
+                    room_id: "lobby".into(),
+                })),
+            },
+        ]);
+        let mut msg_svc = TcpStream::connect(proxy_addr).await.unwrap();
+        msg_svc.write_all(&stream).await.unwrap();
+        let (mut linked, _) = room_svc.accept().await.unwrap();
+        let mut relayed = vec![0; stream.len()];
+        linked.read_exact(&mut relayed).await.unwrap();
+        assert_eq!(relayed, stream);
+
+        cuts.cut("m1");
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(HELLO_WITHIN, linked.read_to_end(&mut rest))
+            .await
+            .expect("the cut closes the link");
+        assert!(closed.is_err() || rest.is_empty());
+        relaying.abort();
     }
 }

@@ -1,5 +1,5 @@
-//! A msg-svc's links to the room services in a cluster, and the routing of
-//! each frame to its room's owner by placement.
+//! A msg-svc's side of the node links: one link to each room service in a
+//! cluster, and the routing of each frame to its room's owner by placement.
 //!
 //! One link per room service, kept open and re-opened with backoff. Every
 //! link feeds the same downlink channel. When a link comes (back) up the node
@@ -11,25 +11,29 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chatroom_cluster::link::{DownLink, LinkError, UpLink};
-use chatroom_cluster::membership::Members;
-use chatroom_cluster::metrics::LinkMetrics;
-use chatroom_cluster::netlink::{self, FrameReader, RECONNECT};
 use chatroom_proto::cluster::v1::{Hello, ToMsgSvc, ToRoomSvc, to_room_svc};
+use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::wire;
+use super::{DownLink, LinkError, UpLink};
+use crate::membership::Members;
+use crate::metrics::LinkMetrics;
+
 /// Frames queued per link before senders are refused with `Full`.
 const LINK_QUEUE: usize = 65_536;
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// First and longest pause between attempts to reach a room service.
+const RECONNECT: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
 
 /// A link to a room service came up or went down.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum LinkEvent {
+pub enum LinkEvent {
     /// Connected and greeted: the room service knows nothing of us yet.
     Up(String),
     /// Lost; frames for its rooms are refused until it is back or its rooms
@@ -51,9 +55,10 @@ impl Drop for RoomLink {
     }
 }
 
-/// The node's way to the room services: placement plus links.
+/// A msg-svc's way to the room services: placement plus links. It is the
+/// node's [`UpLink`] in a cluster.
 #[derive(Debug)]
-pub(crate) struct Upstream {
+pub struct RoomLinks {
     me: String,
     members: watch::Receiver<Arc<Members>>,
     links: Mutex<HashMap<String, RoomLink>>,
@@ -62,17 +67,19 @@ pub(crate) struct Upstream {
     metrics: LinkMetrics,
 }
 
-impl Upstream {
-    /// Opens links to the room services in `members`, following its changes;
-    /// counts reconnects in `metrics`.
-    pub(crate) fn start(
+impl RoomLinks {
+    /// Opens links to the room services in `members`, following its changes:
+    /// each link greets its room service as `me`, hands what it reads to
+    /// `down`, reports coming up and going down to `events`, and counts
+    /// reconnects in `metrics`.
+    pub fn start(
         me: String,
         members: watch::Receiver<Arc<Members>>,
         down: DownLink,
         events: mpsc::Sender<LinkEvent>,
         metrics: LinkMetrics,
     ) -> Arc<Self> {
-        let upstream = Arc::new(Self {
+        let room_links = Arc::new(Self {
             me,
             members: members.clone(),
             links: Mutex::default(),
@@ -80,19 +87,19 @@ impl Upstream {
             events,
             metrics,
         });
-        upstream.sync_links(&members.borrow());
-        let weak = Arc::downgrade(&upstream);
+        room_links.sync_links(&members.borrow());
+        let weak = Arc::downgrade(&room_links);
         let mut changes = members;
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
-                let Some(upstream) = weak.upgrade() else {
+                let Some(room_links) = weak.upgrade() else {
                     return;
                 };
                 let members = changes.borrow_and_update().clone();
-                upstream.sync_links(&members);
+                room_links.sync_links(&members);
             }
         });
-        upstream
+        room_links
     }
 
     /// One link per room service in `members`: new ones opened, gone (or
@@ -135,7 +142,7 @@ impl Upstream {
     }
 }
 
-impl UpLink for Upstream {
+impl UpLink for RoomLinks {
     fn try_send(&self, frame: ToRoomSvc) -> Result<(), LinkError> {
         let owner = frame
             .room_id()
@@ -212,13 +219,14 @@ impl Link {
         rx: &mut mpsc::Receiver<ToRoomSvc>,
         was_up: &mut bool,
     ) -> Served {
-        let (read, mut write) = stream.into_split();
+        let (read, write) = stream.into_split();
+        let mut writer = wire::writer::<_, ToMsgSvc, ToRoomSvc>(write);
         let hello = ToRoomSvc {
             body: Some(to_room_svc::Body::Hello(Hello {
                 node_id: self.me.clone(),
             })),
         };
-        if let Err(error) = netlink::write_frame(&mut write, &hello).await {
+        if let Err(error) = writer.send(hello).await {
             return Served::Lost(error.to_string());
         }
         if std::mem::replace(was_up, true) {
@@ -234,23 +242,23 @@ impl Link {
         {
             return Served::Dropped;
         }
-        let mut reader = FrameReader::new(read);
+        let mut reader = wire::reader::<_, ToMsgSvc, ToRoomSvc>(read);
         let reading = async {
             loop {
-                match reader.next::<ToMsgSvc>().await {
-                    Ok(Some(frame)) => {
+                match reader.next().await {
+                    Some(Ok(frame)) => {
                         if self.down.send(frame).await.is_err() {
                             return Served::Dropped;
                         }
                     }
-                    Ok(None) => return Served::Lost("closed by the room service".into()),
-                    Err(error) => return Served::Lost(error.to_string()),
+                    None => return Served::Lost("closed by the room service".into()),
+                    Some(Err(error)) => return Served::Lost(error.to_string()),
                 }
             }
         };
         tokio::select! {
             served = reading => served,
-            written = netlink::write_frames(write, rx) => match written {
+            written = wire::write_frames(&mut writer, rx) => match written {
                 // Our end of the queue is gone: the link was dropped.
                 Ok(()) => Served::Dropped,
                 Err(error) => Served::Lost(error.to_string()),

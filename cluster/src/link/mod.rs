@@ -1,9 +1,24 @@
-//! The seam between a msg-svc and the room services.
+//! The node link: the persistent TCP connection between a msg-svc and each
+//! room service, carrying length-prefixed cluster frames (the msg-svc's
+//! first frame is a `Hello` naming it), and the seam the services use
+//! whether or not a socket is under it.
 //!
-//! A msg-svc hands frames for a room's owner to an [`UpLink`]; the room side
-//! answers through a bounded channel of [`ToMsgSvc`]. In the embedded server
-//! both ends are in-process channels; in a cluster they are node links. The
-//! services see the same interface either way.
+//! - here: the seam. A msg-svc hands frames for a room's owner to an
+//!   [`UpLink`]; the room side answers through a bounded channel of
+//!   [`ToMsgSvc`]. In the embedded server both ends are in-process channels;
+//!   in a cluster they are node links. The services see the same interface
+//!   either way.
+//! - [`wire`]: frames on the socket ([`wire::LinkCodec`], prost over
+//!   tokio-util's length-delimited codec), read with a limit, written in
+//!   batches.
+//! - [`dial`]: a msg-svc's side: one link to each room service, kept open,
+//!   and each frame routed to its room's owner.
+//! - [`accept`]: a room service's side: links accepted, greeted, and carried
+//!   to and from the room service.
+
+pub mod accept;
+pub mod dial;
+pub mod wire;
 
 use chatroom_proto::cluster::v1::{ToMsgSvc, ToRoomSvc};
 use tokio::sync::mpsc;
