@@ -16,11 +16,13 @@ use tokio::task::JoinHandle;
 use crate::metrics::Registry;
 use crate::placement;
 
+mod args;
 mod metrics;
 mod zookeeper;
 
 use metrics::ZooKeeperMetrics;
 
+pub use args::{JoinArgs, JoinArgsError};
 pub use zookeeper::{MembershipError, ZkConfig, join_zookeeper};
 
 /// What a node plays.

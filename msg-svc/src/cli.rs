@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chatroom_cluster::auth::{AuthError, Roles, SecretError, SecretSource, default_secret_file};
-use chatroom_cluster::membership::ZkConfig;
+use chatroom_cluster::membership::{JoinArgs, JoinArgsError};
 use chatroom_cluster::quic::{self, TlsError, TlsIdentity};
 use clap::Args;
 use tokio::net::TcpListener;
@@ -263,22 +263,11 @@ pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// A node of a cluster: where its membership is kept and who it is.
+/// A node of a cluster: where it joins, and what it serves.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
-    /// Join a cluster through this ZooKeeper (host:port[,host:port...]);
-    /// required.
-    #[arg(long, env = "CHATROOM_ZK")]
-    pub zk: Option<String>,
-    /// The cluster's name: its nodes register under /chatroom/NAME.
-    #[arg(long, env = "CHATROOM_CLUSTER", default_value = "default")]
-    pub cluster: String,
-    /// This node's id, unique in the cluster; required.
-    #[arg(long, env = "CHATROOM_NODE_ID")]
-    pub node_id: Option<String>,
-    /// How long ZooKeeper keeps this node registered without hearing from it, ms.
-    #[arg(long, env = "CHATROOM_ZK_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
-    pub zk_session_timeout_ms: u64,
+    #[command(flatten)]
+    pub join: JoinArgs,
     /// The QUIC URL other nodes redirect this node's QUIC users to;
     /// default: quic://QUIC_LISTEN.
     #[arg(long, env = "CHATROOM_PUBLIC_QUIC_URL")]
@@ -289,27 +278,19 @@ pub struct ClusterArgs {
     pub node: NodeArgs,
 }
 
-/// A flag a node of a cluster cannot do without.
+/// Why the flags cannot make a node of a cluster.
 #[derive(Debug, thiserror::Error)]
-#[error("{0} is required (the embedded server, both roles in one process, is `chatroom`)")]
-pub struct Missing(&'static str);
+#[error("{0} (the embedded server, both roles in one process, is `chatroom`)")]
+pub struct NotACluster(#[from] JoinArgsError);
 
 impl ClusterArgs {
     /// The node's settings these flags give.
-    pub fn config(&self) -> Result<ClusterConfig, Missing> {
-        let zk = self.zk.clone().ok_or(Missing("--zk"))?;
-        let node_id = self
-            .node_id
-            .clone()
-            .ok_or(Missing("--node-id (unique in the cluster)"))?;
+    pub fn config(&self) -> Result<ClusterConfig, NotACluster> {
+        let (zookeeper, node_id) = self.join.config()?;
         Ok(ClusterConfig {
             node: self.node.config(),
             node_id,
-            zookeeper: ZkConfig {
-                connect: zk,
-                root: format!("/chatroom/{}", self.cluster),
-                session_timeout: Duration::from_millis(self.zk_session_timeout_ms),
-            },
+            zookeeper,
             public_url: self.listen.public_url.clone(),
             public_quic_url: self.public_quic_url.clone(),
             drain_grace: self.node.drain_grace(),

@@ -4,10 +4,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use chatroom_cluster::auth::{AdminToken, SecretError, SecretSource};
-use chatroom_cluster::membership::ZkConfig;
+use chatroom_cluster::membership::{JoinArgs, JoinArgsError};
 use chatroom_proto::cluster::v1::RoomConfig;
 use tokio::net::TcpListener;
 
@@ -62,17 +61,8 @@ impl OpsArgs {
 /// One room service of a cluster.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// ZooKeeper to register in (host:port[,host:port...]); required to
-    /// serve.
-    #[arg(long, env = "CHATROOM_ZK")]
-    pub zk: Option<String>,
-    /// The cluster's name: its nodes register under /chatroom/NAME and its
-    /// rooms live under chatroom:NAME: in Redis.
-    #[arg(long, env = "CHATROOM_CLUSTER", default_value = "default")]
-    pub cluster: String,
-    /// This node's id, unique in the cluster; required to serve.
-    #[arg(long, env = "CHATROOM_NODE_ID")]
-    pub node_id: Option<String>,
+    #[command(flatten)]
+    pub join: JoinArgs,
     /// Redis URL, the second-level store.
     #[arg(long, env = "CHATROOM_REDIS", default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
@@ -85,10 +75,6 @@ pub struct ServeArgs {
     /// HTTP listen address (/healthz, /readyz).
     #[arg(long, env = "CHATROOM_HTTP_LISTEN", default_value = "127.0.0.1:7501")]
     pub http_listen: SocketAddr,
-    /// How long ZooKeeper keeps this node registered without hearing from it,
-    /// ms: how soon its rooms move if it dies.
-    #[arg(long, env = "CHATROOM_ZK_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
-    pub zk_session_timeout_ms: u64,
     /// Room workers; default: one per CPU.
     #[arg(long, env = "CHATROOM_ROOM_WORKERS")]
     pub room_workers: Option<usize>,
@@ -99,12 +85,9 @@ pub struct ServeArgs {
 /// Why the flags cannot serve.
 #[derive(Debug, thiserror::Error)]
 pub enum ArgsError {
-    /// `--zk` or `--node-id` is missing.
-    #[error("serving needs --zk and --node-id (or run `room-svc admin ...`)")]
-    Missing,
-    /// The node id is not a valid id.
-    #[error("node id {0}")]
-    NodeId(#[from] chatroom_proto::ids::IdError),
+    /// Where to join the cluster, or as whom, is missing or unusable.
+    #[error("{0} (or run `room-svc admin ...`)")]
+    Join(#[from] JoinArgsError),
     /// The admin token cannot be read.
     #[error(transparent)]
     AdminToken(#[from] SecretError),
@@ -123,19 +106,12 @@ pub enum ArgsError {
 impl ServeArgs {
     /// The node's settings, checked.
     pub fn config(&self) -> Result<ServerConfig, ArgsError> {
-        let (Some(zk), Some(node_id)) = (self.zk.clone(), self.node_id.clone()) else {
-            return Err(ArgsError::Missing);
-        };
-        chatroom_proto::ids::check_id(&node_id)?;
+        let (zookeeper, node_id) = self.join.config()?;
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(ServerConfig {
             node_id,
-            cluster: self.cluster.clone(),
-            zookeeper: ZkConfig {
-                connect: zk,
-                root: format!("/chatroom/{}", self.cluster),
-                session_timeout: Duration::from_millis(self.zk_session_timeout_ms),
-            },
+            cluster: self.join.cluster.clone(),
+            zookeeper,
             redis: self.redis.clone(),
             rooms: RoomServiceConfig {
                 workers: self.room_workers.unwrap_or(cpus),
