@@ -228,6 +228,8 @@ impl Hash for RoomKey {
 }
 
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod props;
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,11 @@
 //! A room driven as the node drives it: what reaches the link, and in what
 //! order, and what a joiner finds in the ring once let in.
 
-use bytes::Bytes;
 use chatroom_cluster::link::LinkError;
 use chatroom_proto::cluster::v1::{RoomConfig, SendRequest, SubscribeAck};
-use chatroom_proto::v1::ChatMessage;
 
 use super::*;
+use crate::room::fixtures::message;
 
 const TIMERS: Timers = Timers {
     subscribe_timeout: 1_000,
@@ -36,19 +35,6 @@ impl Recorder {
             .into_iter()
             .filter_map(|frame| frame.body)
             .collect()
-    }
-}
-
-fn message(msg_id: u64) -> ChatMessage {
-    ChatMessage {
-        msg_id,
-        ts: 1_000 + msg_id,
-        normal_seq: msg_id,
-        sender: "s".into(),
-        lane: 0,
-        kind: 0,
-        payload: Bytes::from_static(b"hi"),
-        client_msg_id: 0,
     }
 }
 

@@ -5,11 +5,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use bytes::Bytes;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
 use super::*;
+use crate::room::fixtures::message;
 
 const TIMERS: Timers = Timers {
     subscribe_timeout: 300,
@@ -113,19 +113,6 @@ impl Model {
             self.subscribed_at = None;
         }
         self.views[at].clear();
-    }
-}
-
-fn message(msg_id: u64) -> ChatMessage {
-    ChatMessage {
-        msg_id,
-        ts: msg_id,
-        normal_seq: msg_id,
-        sender: "s".into(),
-        lane: 0,
-        kind: 0,
-        payload: Bytes::from_static(b"hi"),
-        client_msg_id: 0,
     }
 }
 
@@ -247,12 +234,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if new_epoch {
                     model.epoch += 1;
                 }
-                let latest = Cursor {
-                    epoch: model.epoch,
-                    ts: msg_id,
-                    msg_id,
-                    normal_seq: msg_id,
-                };
+                let latest = Cursor::after(model.epoch, &message(msg_id));
                 room.handle(
                     model.now,
                     Event::Subscribed(SubscribeAck {

@@ -1,9 +1,8 @@
 //! The lifecycle step by step: joiners waiting for the owner, subscriptions
 //! following placement, presence reports, closing and reaping.
 
-use bytes::Bytes;
-
 use super::*;
+use crate::room::fixtures::message;
 
 const TIMERS: Timers = Timers {
     subscribe_timeout: 100,
@@ -128,19 +127,6 @@ fn config(normal_ring: u32) -> RoomConfig {
         round_interval_ms: 100,
         max_payload_bytes: 4096,
         ..RoomConfig::default()
-    }
-}
-
-fn message(msg_id: u64) -> ChatMessage {
-    ChatMessage {
-        msg_id,
-        ts: 1_000 + msg_id,
-        normal_seq: msg_id,
-        sender: "s".into(),
-        lane: 0,
-        kind: 0,
-        payload: Bytes::from_static(b"hi"),
-        client_msg_id: 0,
     }
 }
 
