@@ -1,7 +1,7 @@
 //! ZooKeeper and Redis servers on loopback, each on a free port with a data
 //! directory of its own, started and stopped by PID: for the tests, the local
 //! cluster (`scripts/cluster`) and the load harness. Nothing here listens
-//! beyond 127.0.0.1.
+//! beyond 127.0.0.1. A [`Proxy`] between two of them makes partitions.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+mod proxy;
+
+pub use proxy::Proxy;
 
 /// How long a server may take to accept its first session.
 const STARTUP: Duration = Duration::from_secs(30);

@@ -17,12 +17,14 @@ use crate::metrics::Registry;
 use crate::placement;
 
 mod args;
+mod lease;
 mod metrics;
 mod zookeeper;
 
 use metrics::ZooKeeperMetrics;
 
 pub use args::{JoinArgs, JoinArgsError};
+pub use lease::Lease;
 pub use zookeeper::{MembershipError, ZkConfig, join_zookeeper};
 
 /// What a node plays.
@@ -79,6 +81,11 @@ pub struct Members {
     pub room_svcs: Vec<NodeInfo>,
     /// Nodes serving clients.
     pub msg_svcs: Vec<NodeInfo>,
+    /// Which view of the room services this is: it grows with every change
+    /// to them (in ZooKeeper, the zxid of the last change to their
+    /// directory), so an owner of a room in a later view always holds a
+    /// larger term than any owner before it. 0 in a fixed membership.
+    pub term: u64,
 }
 
 impl Members {
@@ -94,6 +101,13 @@ impl Members {
         members.room_svcs.sort_by(|a, b| a.id.cmp(&b.id));
         members.msg_svcs.sort_by(|a, b| a.id.cmp(&b.id));
         members
+    }
+
+    /// The same members as view `term`.
+    #[must_use]
+    pub fn with_term(mut self, term: u64) -> Self {
+        self.term = term;
+        self
     }
 
     /// The room service that owns `room`.
@@ -133,6 +147,7 @@ pub struct Registration {
     me: NodeInfo,
     members: watch::Receiver<Arc<Members>>,
     health: watch::Receiver<MembershipHealth>,
+    lease: Lease,
     /// Ends the background task, if any, when sent or dropped.
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -149,6 +164,7 @@ impl Registration {
             me,
             members,
             health,
+            lease: Lease::forever(),
             stop: None,
             task: None,
             zookeeper: None,
@@ -159,6 +175,7 @@ impl Registration {
         me: NodeInfo,
         members: watch::Receiver<Arc<Members>>,
         health: watch::Receiver<MembershipHealth>,
+        lease: Lease,
         stop: oneshot::Sender<()>,
         task: JoinHandle<()>,
         zookeeper: ZooKeeperMetrics,
@@ -167,6 +184,7 @@ impl Registration {
             me,
             members,
             health,
+            lease,
             stop: Some(stop),
             task: Some(task),
             zookeeper: Some(zookeeper),
@@ -196,6 +214,13 @@ impl Registration {
     /// The registration's health, updated on every change.
     pub fn health(&self) -> watch::Receiver<MembershipHealth> {
         self.health.clone()
+    }
+
+    /// How long this node may act on the member view (see [`Lease`]):
+    /// for ever in a fixed membership, while ZooKeeper has recently proven
+    /// the session alive in a ZooKeeper one.
+    pub fn lease(&self) -> Lease {
+        self.lease.clone()
     }
 
     /// Registers the registration's families: `chatroom_cluster_members`

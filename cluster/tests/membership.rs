@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chatroom_cluster::local::LocalServer;
+use chatroom_cluster::local::{LocalServer, Proxy};
 use chatroom_cluster::membership::{
     Members, MembershipHealth, NodeInfo, Registration, Role, ZkConfig, join_zookeeper,
 };
@@ -158,4 +158,77 @@ async fn nodes_re_register_after_their_sessions_expire() {
         "cluster view healed {:?} after ZooKeeper resumed",
         resumed.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_cut_from_zookeeper_loses_its_lease_before_the_others_see_it_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let zk = LocalServer::zookeeper(dir.path()).unwrap();
+    let proxy = Proxy::start(zk.addr().parse().unwrap()).await.unwrap();
+    let timeout = Duration::from_secs(4);
+    let mut through_proxy = config(&zk, timeout);
+    through_proxy.connect = proxy.addr().to_string();
+    let r1 = join_zookeeper(through_proxy, node("r1", Role::RoomSvc))
+        .await
+        .unwrap();
+    let m1 = join_zookeeper(config(&zk, timeout), node("m1", Role::MsgSvc))
+        .await
+        .unwrap();
+    let mut view = m1.members();
+    let before = until(&mut view, "both", |m| ids(m) == ["r1", "m1"]).await;
+    let lease = r1.lease();
+    let mut r1_view = r1.members();
+    let r1_term = until(&mut r1_view, "both, at r1", |m| ids(m) == ["r1", "m1"])
+        .await
+        .term;
+    assert_eq!(r1_term, before.term, "one view, one term");
+    let proven = tokio::time::timeout(PATIENCE, async {
+        while !lease.holds(tokio::time::Instant::now(), r1_term) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(proven.is_ok(), "the lease was never renewed");
+
+    // Cut r1 from ZooKeeper only: the others stay connected.
+    proxy.cut();
+    let cut = tokio::time::Instant::now();
+    let after = until(&mut view, "without r1", |m| ids(m) == ["m1"]).await;
+    let gone = tokio::time::Instant::now();
+    let ended = lease.until().expect("a ZooKeeper lease ends");
+    assert!(
+        ended < gone,
+        "r1's lease ran until {:?} after the cut, but m1 saw it leave {:?} after",
+        ended - cut,
+        gone - cut
+    );
+    assert!(!lease.holds(gone, r1_term));
+    assert!(
+        after.term > before.term,
+        "a view without r1 has a larger term"
+    );
+    println!(
+        "cut from ZooKeeper: lease ended {:?} after the cut, the others saw it leave after {:?}",
+        ended.saturating_duration_since(cut),
+        gone - cut
+    );
+
+    // Healed: r1 re-registers in a new session whose views and lease are
+    // newer than anything before.
+    proxy.heal();
+    let back = until(&mut r1_view, "r1 back, at r1", |m| {
+        ids(m) == ["r1", "m1"] && m.term > after.term
+    })
+    .await;
+    assert!(
+        !lease.holds(tokio::time::Instant::now(), r1_term),
+        "the old session's view is not covered"
+    );
+    let renewed = tokio::time::timeout(PATIENCE, async {
+        while !lease.holds(tokio::time::Instant::now(), back.term) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(renewed.is_ok(), "the new session's lease was never renewed");
 }

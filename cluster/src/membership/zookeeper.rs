@@ -8,16 +8,23 @@
 //! session is built, the znode re-created and the watches re-armed. Changes
 //! are published after a short quiet period, so a cluster re-registering after
 //! a ZooKeeper outage settles before placement follows it.
+//!
+//! A view's term is the room-svc directory's `pzxid`, the zxid of the last
+//! child created or deleted under it: a later view of the room services has
+//! a larger one. While a session lives, a task proves it alive every
+//! [`RENEW_SHARE`]th of the timeout (a read of our own znode, checked to be
+//! ours) and so renews the [`Lease`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use zookeeper_client::{Acls, Client, CreateMode, OneshotWatcher, SessionState};
 
 use super::metrics::{SessionLoss, ZooKeeperMetrics, ZooKeeperOp};
-use super::{Members, MembershipHealth, NodeInfo, Registration, Role};
+use super::{Lease, Members, MembershipHealth, NodeInfo, Registration, Role};
 
 /// How long member changes must be quiet before they are published.
 const SETTLE: Duration = Duration::from_millis(200);
@@ -25,6 +32,9 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// every node lost its session at once and re-registers about now, and a
 /// view taken before they all did would move rooms back and forth.
 const RESETTLE: Duration = Duration::from_secs(1);
+/// How often the session is proven alive, as a share of its timeout; well
+/// inside the lease's share, so one slow answer does not end the lease.
+const RENEW_SHARE: u32 = 8;
 /// First and longest pause between attempts to rebuild a lost session.
 const RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(3));
 
@@ -81,16 +91,18 @@ pub async fn join_zookeeper(
     let (health_tx, health_rx) = watch::channel(MembershipHealth::Live);
     let (stop_tx, stop_rx) = oneshot::channel();
     let metrics = ZooKeeperMetrics::default();
+    let lease = Lease::renewable();
     let task = Watcher {
         config,
         me: me.clone(),
         members: members_tx,
         health: health_tx,
+        lease: lease.clone(),
         metrics: metrics.clone(),
     };
     let task = tokio::spawn(task.run(session, members.1, stop_rx));
     Ok(Registration::new(
-        me, members_rx, health_rx, stop_tx, task, metrics,
+        me, members_rx, health_rx, lease, stop_tx, task, metrics,
     ))
 }
 
@@ -98,6 +110,8 @@ pub async fn join_zookeeper(
 struct Session {
     client: Client,
     root: String,
+    /// Our znode.
+    path: String,
 }
 
 /// Watches armed on the two role directories.
@@ -116,6 +130,7 @@ impl Session {
         let session = Self {
             client,
             root: config.root.clone(),
+            path: format!("{}/{}/{}", config.root, me.role.dir(), me.id),
         };
         session.register(me).await?;
         Ok(session)
@@ -130,20 +145,20 @@ impl Session {
         for role in [Role::RoomSvc, Role::MsgSvc] {
             self.client.mkdir(&self.dir(role), &persistent).await?;
         }
-        let path = format!("{}/{}", self.dir(me.role), me.id);
+        let path = &self.path;
         // Serialising a struct of strings cannot fail.
         let data = serde_json::to_vec(me).expect("node info serialises");
         let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
-        match self.client.create(&path, &data, &ephemeral).await {
+        match self.client.create(path, &data, &ephemeral).await {
             Err(zookeeper_client::Error::NodeExists) => {
                 // Left by an earlier process with this id whose session has
                 // not expired yet (a restart faster than the timeout).
                 warn!(%path, "replacing a stale registration with this node id");
-                match self.client.delete(&path, None).await {
+                match self.client.delete(path, None).await {
                     Ok(()) | Err(zookeeper_client::Error::NoNode) => {}
                     Err(error) => return Err(error),
                 }
-                self.client.create(&path, &data, &ephemeral).await?;
+                self.client.create(path, &data, &ephemeral).await?;
             }
             other => {
                 other?;
@@ -154,9 +169,11 @@ impl Session {
 
     /// Lists both directories and arms a watch on each.
     async fn members(&self) -> Result<(Members, Watches), zookeeper_client::Error> {
-        let (room_svcs, room_watch) = self.list(Role::RoomSvc).await?;
-        let (msg_svcs, msg_watch) = self.list(Role::MsgSvc).await?;
-        let members = Members::new(room_svcs.into_iter().chain(msg_svcs));
+        let (room_svcs, term, room_watch) = self.list(Role::RoomSvc).await?;
+        let (msg_svcs, _, msg_watch) = self.list(Role::MsgSvc).await?;
+        // A zxid is never negative.
+        let term = u64::try_from(term).unwrap_or(0);
+        let members = Members::new(room_svcs.into_iter().chain(msg_svcs)).with_term(term);
         let watches = Watches {
             room_svcs: room_watch,
             msg_svcs: msg_watch,
@@ -164,12 +181,13 @@ impl Session {
         Ok((members, watches))
     }
 
+    /// The nodes in `role`'s directory and the zxid of its last change.
     async fn list(
         &self,
         role: Role,
-    ) -> Result<(Vec<NodeInfo>, OneshotWatcher), zookeeper_client::Error> {
+    ) -> Result<(Vec<NodeInfo>, i64, OneshotWatcher), zookeeper_client::Error> {
         let dir = self.dir(role);
-        let (children, watcher) = self.client.list_and_watch_children(&dir).await?;
+        let (children, stat, watcher) = self.client.get_and_watch_children(&dir).await?;
         let mut nodes = Vec::with_capacity(children.len());
         for child in children {
             match self.client.get_data(&format!("{dir}/{child}")).await {
@@ -184,7 +202,29 @@ impl Session {
                 Err(error) => return Err(error),
             }
         }
-        Ok((nodes, watcher))
+        Ok((nodes, stat.pzxid, watcher))
+    }
+
+    /// Proves the session alive, again and again, renewing `lease`; runs
+    /// until dropped. A proof is an answered read of our znode that shows
+    /// it is still this session's.
+    async fn renew(client: Client, path: String, lease: Lease) {
+        let timeout = client.session_timeout();
+        let every = timeout / RENEW_SHARE;
+        loop {
+            let sent = Instant::now();
+            match tokio::time::timeout(timeout, client.check_stat(&path)).await {
+                Ok(Ok(Some(stat))) if stat.ephemeral_owner == client.session_id().0 => {
+                    lease.renew(sent, timeout);
+                }
+                Ok(Ok(_)) => {
+                    warn!(%path, "our znode is gone or not ours; the lease is not renewed")
+                }
+                Ok(Err(error)) => debug!(%error, "cannot prove the session alive now"),
+                Err(_) => debug!("proving the session alive timed out"),
+            }
+            tokio::time::sleep_until(sent + every).await;
+        }
     }
 }
 
@@ -193,6 +233,7 @@ struct Watcher {
     me: NodeInfo,
     members: watch::Sender<Arc<Members>>,
     health: watch::Sender<MembershipHealth>,
+    lease: Lease,
     metrics: ZooKeeperMetrics,
 }
 
@@ -204,14 +245,25 @@ impl Watcher {
         mut stop: oneshot::Receiver<()>,
     ) {
         loop {
+            self.lease.begin(self.members.borrow().term);
+            let renewing = tokio::spawn(Session::renew(
+                session.client.clone(),
+                session.path.clone(),
+                self.lease.clone(),
+            ));
             let outcome = tokio::select! {
                 _ = &mut stop => {
+                    renewing.abort();
+                    self.lease.end();
                     self.leave(&session).await;
                     return;
                 }
                 outcome = self.follow(&session, watches) => outcome,
             };
-            // The session is gone: build a new one until it sticks.
+            // The session is gone, and what it proved with it; then a new
+            // one is built until it sticks.
+            renewing.abort();
+            self.lease.end();
             self.metrics.session_lost(outcome);
             warn!(node = %self.me.id, reason = outcome.describe(), "zookeeper session lost; re-registering");
             self.health.send_replace(MembershipHealth::Unreachable);
@@ -321,8 +373,8 @@ impl Watcher {
     }
 
     async fn leave(&self, session: &Session) {
-        let path = format!("{}/{}", session.dir(self.me.role), self.me.id);
-        match session.client.delete(&path, None).await {
+        let path = &session.path;
+        match session.client.delete(path, None).await {
             Ok(()) | Err(zookeeper_client::Error::NoNode) => {
                 info!(node = %self.me.id, "left the cluster")
             }
