@@ -137,6 +137,7 @@ pub enum StartError {
 #[derive(Debug, Clone)]
 struct Health {
     rooms: RoomService,
+    ownership: Ownership,
     membership: watch::Receiver<MembershipHealth>,
     metrics: Arc<Registry>,
     draining: CancellationToken,
@@ -166,14 +167,19 @@ pub async fn run(
         http_addr: Some(http_addr.to_string()),
     };
     let registration = join_zookeeper(config.zookeeper, me).await?;
-    let ownership = Ownership::new(config.node_id.clone(), registration.members());
-    let rooms = RoomService::start_with(config.rooms, store, Some(ownership));
+    let ownership = Ownership::new(
+        config.node_id.clone(),
+        registration.members(),
+        registration.lease(),
+    );
+    let rooms = RoomService::start_with(config.rooms, store, Some(ownership.clone()));
     let mut families = metrics::registry();
     registration.register_metrics(&mut families);
     rooms.register_metrics(&mut families);
     let stop = CancellationToken::new();
     let health = Health {
         rooms: rooms.clone(),
+        ownership,
         membership: registration.health(),
         metrics: Arc::new(families),
         draining: CancellationToken::new(),
@@ -212,10 +218,18 @@ async fn scrape(State(health): State<Health>) -> ([(header::HeaderName, &'static
 }
 
 /// 200 while serving (`degraded` and why when Redis or ZooKeeper is
-/// unreachable: live traffic still flows), 503 while draining.
+/// unreachable: live traffic still flows); 503 while draining, and while
+/// the node cannot be sure of its ownership (no lease from ZooKeeper: it
+/// refuses every room then, so the admin API should ask another).
 async fn ready(State(health): State<Health>) -> (StatusCode, String) {
     if health.draining.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into());
+    }
+    if !health.ownership.is_sure() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ownership unsure: no lease from zookeeper\n".into(),
+        );
     }
     let mut problems = Vec::new();
     if health.rooms.store_health() == StoreHealth::Degraded {

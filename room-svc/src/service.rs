@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chatroom_cluster::link::accept::RoomEnd;
 use chatroom_cluster::link::{DownLink, LinkError, UpLink};
-use chatroom_cluster::membership::Members;
+use chatroom_cluster::membership::{Lease, Members};
 use chatroom_cluster::metrics::Registry;
 use chatroom_proto::cluster::v1::{RoomConfig, RoomOverrides, ToRoomSvc};
 use chatroom_proto::ids::{IdError, check_id};
@@ -82,21 +82,37 @@ impl Default for RoomServiceConfig {
 }
 
 /// Which rooms this node serves: placement over the live members, by node
-/// id. A room whose owner is another node is refused (NotOwner, or
-/// OVERLOADED for sends) and dropped from memory when it moves away.
+/// id, while the node's lease on its view holds. A room whose owner is
+/// another node is refused (NotOwner, or OVERLOADED for sends) and dropped
+/// from memory when it moves away; when the lease lapses every room is
+/// dropped and refused until it is renewed.
 #[derive(Debug, Clone)]
 pub struct Ownership {
     node_id: Arc<str>,
     members: watch::Receiver<Arc<Members>>,
+    lease: Lease,
 }
 
 impl Ownership {
-    /// This node is `node_id`; `members` is membership's live view.
-    pub fn new(node_id: impl Into<Arc<str>>, members: watch::Receiver<Arc<Members>>) -> Self {
+    /// This node is `node_id`; `members` is membership's live view and
+    /// `lease` how long the node may act on it.
+    pub fn new(
+        node_id: impl Into<Arc<str>>,
+        members: watch::Receiver<Arc<Members>>,
+        lease: Lease,
+    ) -> Self {
         Self {
             node_id: node_id.into(),
             members,
+            lease,
         }
+    }
+
+    /// Whether this node may act as an owner now: its lease holds for the
+    /// view it has.
+    pub fn is_sure(&self) -> bool {
+        let term = self.members.borrow().term;
+        self.lease.holds(tokio::time::Instant::now(), term)
     }
 }
 
@@ -168,6 +184,11 @@ pub enum AdminError {
     /// Another room service owns the room.
     #[error("room {0} is owned by another room service")]
     NotOwner(String),
+    /// This room service cannot be sure it owns anything now (cut from
+    /// ZooKeeper, or just back from a stall): it acts for no room until
+    /// ZooKeeper proves its session alive again.
+    #[error("this room service cannot be sure of its ownership now (no lease from ZooKeeper)")]
+    OwnershipUnsure,
     /// A moderation list is at its bound.
     #[error(transparent)]
     Moderation(#[from] ModerationError),
@@ -242,7 +263,9 @@ impl RoomService {
                     store: store.clone(),
                     loading_queue: config.loading_queue,
                     ack_history_bytes: config.ack_history_bytes,
-                    owner_id: ownership.as_ref().map(|view| Arc::clone(&view.node_id)),
+                    owner: ownership
+                        .as_ref()
+                        .map(|view| (Arc::clone(&view.node_id), view.lease.clone())),
                     idle_room_ttl: config.idle_room_ttl,
                     metrics: metrics.clone(),
                 };
@@ -498,7 +521,9 @@ impl RoomService {
         let (reply, answer) = oneshot::channel();
         let job_room = Arc::clone(&room);
         let job = Box::new(move |worker: &mut Worker| {
-            let answer = if worker.owns(&job_room) {
+            let answer = if !worker.leased() {
+                Err(AdminError::OwnershipUnsure)
+            } else if worker.owns(&job_room) {
                 op(worker, job_room)
             } else {
                 Err(AdminError::NotOwner(job_room.to_string()))

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use axum::http::{Method, Request, StatusCode, header};
 use bytes::Bytes;
 use chatroom_cluster::auth::AdminToken;
-use chatroom_cluster::membership::{Members, NodeInfo, Role};
+use chatroom_cluster::membership::{Lease, Members, NodeInfo, Role};
 use chatroom_cluster::time::unix_micros;
 use chatroom_proto::cluster::v1::SendRequest;
 use chatroom_proto::v1::{ErrorCode, Kind};
@@ -1239,7 +1239,7 @@ async fn forwarding_to_the_owner(checker: &Checker) {
     let r2 = RoomService::start_with(
         quiet_config(1),
         RoomStore::memory(),
-        Some(Ownership::new("r2", r2_members)),
+        Some(Ownership::new("r2", r2_members, Lease::forever())),
     );
     let r2_addr = serve(r2, Some(TOKEN), None).await;
     let r1_view = Arc::new(Members::new([

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chatroom_cluster::membership::{Members, NodeInfo, Role};
+use chatroom_cluster::membership::{Lease, Members, NodeInfo, Role};
 use chatroom_proto::Message;
 use chatroom_proto::cluster::v1::{RoomOverrides, SendRequest};
 use chatroom_proto::v1::{ChatMessage, Cursor, ErrorCode, Lane};
@@ -411,7 +411,7 @@ async fn only_owned_rooms_are_served_and_rooms_that_move_away_are_dropped() {
     let service = RoomService::start_with(
         quiet_config(2),
         redis.store("owners"),
-        Some(Ownership::new("r1", members)),
+        Some(Ownership::new("r1", members, Lease::forever())),
     );
     let mut a = FakeNode::attach(&service, "a");
 

@@ -85,6 +85,10 @@ impl From<AdminError> for ApiError {
             AdminError::NotOwner(_) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_owner", message).retry_after(1)
             }
+            AdminError::OwnershipUnsure => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "ownership_unsure", message)
+                    .retry_after(1)
+            }
             AdminError::Stopped => Self::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", message),
         }
     }

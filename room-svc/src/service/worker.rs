@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chatroom_cluster::link::DownLink;
-use chatroom_cluster::membership::Members;
+use chatroom_cluster::membership::{Lease, Members};
 use chatroom_cluster::time::{mono_nanos, unix_micros};
 use chatroom_proto::Message;
 use chatroom_proto::cluster::v1::{
@@ -114,8 +114,9 @@ pub(super) struct WorkerSettings {
     pub(super) loading_queue: usize,
     /// Most bytes of encoded history one SubscribeAck carries.
     pub(super) ack_history_bytes: usize,
-    /// This node's id, when the worker serves only the rooms it owns.
-    pub(super) owner_id: Option<Arc<str>>,
+    /// This node's id and its lease, when the worker serves only the rooms
+    /// it owns.
+    pub(super) owner: Option<(Arc<str>, Lease)>,
     /// How long a room no node is subscribed to stays in memory.
     pub(super) idle_room_ttl: Duration,
     /// What the worker counts.
@@ -194,10 +195,9 @@ impl Worker {
         members: Option<&mut watch::Receiver<Arc<Members>>>,
     ) -> (Self, mpsc::UnboundedReceiver<Loaded>) {
         let (loaded_tx, loaded_rx) = mpsc::unbounded_channel();
-        let view = settings
-            .owner_id
-            .zip(members)
-            .map(|(me, members)| OwnerView::new(me, members.borrow_and_update().clone()));
+        let view = settings.owner.zip(members).map(|((me, lease), members)| {
+            OwnerView::new(me, lease, members.borrow_and_update().clone())
+        });
         let worker = Self {
             defaults: settings.defaults,
             ack_history_bytes: settings.ack_history_bytes,
@@ -265,7 +265,10 @@ impl Worker {
                         self.on_loaded(load);
                     }
                 }
-                _ = tick.tick() => self.push_member_counts(),
+                _ = tick.tick() => {
+                    self.check_lease();
+                    self.push_member_counts();
+                }
                 now = idle_sweep.tick() => self.drop_idle_rooms(now),
                 received = queue.recv_many(&mut batch, BATCH) => {
                     if received == 0 {

@@ -15,10 +15,12 @@
 //! [`AdminError::NotOwner`](crate::AdminError::NotOwner) themselves. When the
 //! view changes, rooms that moved away are dropped from memory (their writes
 //! are already recorded for the store) and their subscribers told NotOwner.
+//! While the node's lease does not hold it owns nothing: every room is
+//! dropped the same way, and every input refused, until it is renewed.
 
 use std::sync::Arc;
 
-use chatroom_cluster::membership::Members;
+use chatroom_cluster::membership::{Lease, Members};
 use chatroom_cluster::time::unix_micros;
 use chatroom_proto::cluster::v1::{
     NotOwner, SendRequest, SendResult, ToRoomSvc, send_result, to_msg_svc, to_room_svc,
@@ -26,6 +28,7 @@ use chatroom_proto::cluster::v1::{
 use chatroom_proto::ids::check_id;
 use chatroom_proto::v1::{self, ErrorCode};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{Input, NodeLink, RoomSlot, Worker, frame};
@@ -40,21 +43,29 @@ const LOADING_RETRY_AFTER_MS: u32 = 500;
 /// What a sender to a room this node does not own is told to wait.
 const MOVING_RETRY_AFTER_MS: u32 = 200;
 
-/// The placement the worker serves by: this node and the live members.
+/// The placement the worker serves by: this node, the live members and
+/// how long the node may act on them.
 #[derive(Debug)]
 pub(super) struct OwnerView {
     me: Arc<str>,
+    lease: Lease,
     members: Arc<Members>,
 }
 
 impl OwnerView {
-    pub(super) fn new(me: Arc<str>, members: Arc<Members>) -> Self {
-        Self { me, members }
+    pub(super) fn new(me: Arc<str>, lease: Lease, members: Arc<Members>) -> Self {
+        Self { me, lease, members }
     }
 
-    /// Whether this node owns `room`. A view without room services (this
-    /// node not registered yet) leaves every room to this node.
-    fn owns(&self, room: &str) -> bool {
+    /// Whether the lease holds for this view now.
+    fn leased(&self) -> bool {
+        self.lease.holds(Instant::now(), self.members.term)
+    }
+
+    /// Whether this node owns `room` by placement. A view without room
+    /// services (this node not registered yet) leaves every room to this
+    /// node.
+    fn places_here(&self, room: &str) -> bool {
         self.members
             .room_owner(room)
             .is_none_or(|owner| *owner.id == *self.me)
@@ -113,12 +124,37 @@ impl Input {
 }
 
 impl Worker {
-    /// Whether this node owns `room`.
+    /// Whether this node may act as an owner now (always, without a view).
+    pub(in crate::service) fn leased(&self) -> bool {
+        self.view.as_ref().is_none_or(OwnerView::leased)
+    }
+
+    /// Whether this node owns `room` now: placement gives it here and the
+    /// lease holds.
     pub(in crate::service) fn owns(&self, room: &str) -> bool {
-        self.view.as_ref().is_none_or(|view| view.owns(room))
+        self.view
+            .as_ref()
+            .is_none_or(|view| view.leased() && view.places_here(room))
+    }
+
+    /// Drops every room if the lease has lapsed: nothing may be accepted
+    /// for them until it is renewed and they are loaded again.
+    pub(super) fn check_lease(&mut self) {
+        if self.rooms.is_empty() || self.leased() {
+            return;
+        }
+        let rooms: Vec<Arc<str>> = self.rooms.keys().cloned().collect();
+        for room in &rooms {
+            self.drop_room(room);
+        }
+        warn!(
+            rooms = rooms.len(),
+            "no lease from ZooKeeper (cut off, or stalled): every room dropped until it is renewed"
+        );
     }
 
     pub(super) fn on_input(&mut self, input: Input) {
+        self.check_lease();
         if let Input::Frame { node, .. } = &input
             && node.is_detached()
         {
