@@ -167,6 +167,13 @@ fn register_store(registry: &mut Registry, store: &RoomStore) {
          force in memory, missing from the store)",
         Sampled::counter(move || dropped.counters().moderation_dropped),
     );
+    let fenced = store.clone();
+    registry.register(
+        "redis_fenced_writes",
+        "Rooms' write batches Redis refused because a newer owner had taken the room \
+         (this node's writes for it were stale)",
+        Sampled::counter(move || fenced.counters().fenced_writes),
+    );
 }
 
 /// One worker's part of the rooms-held gauge: the worker reports how many

@@ -108,6 +108,7 @@ async fn redis_failures_are_read_from_the_store() {
     for family in [
         "chatroom_redis_history_superseded_total",
         "chatroom_redis_moderation_dropped_total",
+        "chatroom_redis_fenced_writes_total",
     ] {
         assert!(
             text.contains(&format!("{family} 0\n")),

@@ -582,3 +582,80 @@ async fn without_a_store_only_rooms_holding_nothing_set_are_dropped() {
         "the rooms holding what an operator set stay"
     );
 }
+
+#[tokio::test]
+async fn a_stale_owner_s_writes_are_refused_once_a_newer_owner_took_the_room() {
+    let redis = TestRedis::start();
+    let start_as = |id: &str, term: u64| {
+        let view = Arc::new(Members::new([room_svc(id)]).with_term(term));
+        let (view, members) = watch::channel(view);
+        let service = RoomService::start_with(
+            quiet_config(2),
+            redis.store("fenced"),
+            Some(Ownership::new(id, members, Lease::forever())),
+        );
+        (service, view)
+    };
+    // r1 took the room in view 5; r2 takes it in view 9 while r1, cut
+    // off, still believes it owns it.
+    let (old, old_view) = start_as("r1", 5);
+    let (new, _new_view) = start_as("r2", 9);
+    let mut a = FakeNode::attach(&old, "a");
+    a.subscribe(ROOM).await;
+    a.join(ROOM, &["alice"]);
+    send_many(&mut a, ROOM, "alice", 1, 2).await;
+    old.flush().await.unwrap();
+
+    let mut b = FakeNode::attach(&new, "b");
+    let ack = b.subscribe(ROOM).await;
+    assert_eq!(
+        ack.latest.unwrap().msg_id,
+        2,
+        "the new owner continues the stream"
+    );
+    b.join(ROOM, &["bob"]);
+    let fresh = send_many(&mut b, ROOM, "bob", 1, 1).await;
+    new.flush().await.unwrap();
+
+    // The stale owner stamps the same msg_id; the store refuses it and
+    // tells it, and it drops the room.
+    let stale = send_many(&mut a, ROOM, "alice", 3, 1).await;
+    assert_eq!(stale[0].msg_id, fresh[0].msg_id);
+    old.flush().await.unwrap();
+    assert_eq!(a.next_not_owner().await.room_id, ROOM);
+    assert_eq!(old.store().counters().fenced_writes, 1);
+    assert_eq!(new.store().counters().fenced_writes, 0);
+    let history = stored_history(&redis, "fenced", ROOM).await;
+    let stored: Vec<(u64, &str)> = history
+        .iter()
+        .map(|msg| (msg.msg_id, msg.sender.as_str()))
+        .collect();
+    assert_eq!(stored, [(1, "alice"), (2, "alice"), (3, "bob")]);
+    let mut raw = redis.raw().await;
+    let meta: Vec<u64> = redis::cmd("HMGET")
+        .arg(format!("chatroom:fenced:room:{ROOM}:meta"))
+        .arg(&["msg_id", "fence"])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(meta, [3, 9], "the store never goes back");
+
+    // Nor can the stale owner take the room again in its old view: not
+    // while it remembers the refusal, nor after (a view as old as before),
+    // when the store refuses to let it take the room.
+    a.send(subscribe(ROOM));
+    assert_eq!(a.next_not_owner().await.room_id, ROOM);
+    a.send(send_body(send(ROOM, "alice", 4)));
+    assert_eq!(code(&a.next_error().await), ErrorCode::Overloaded);
+    old_view.send_modify(|_| {});
+    a.send(subscribe(ROOM));
+    assert_eq!(a.next_not_owner().await.room_id, ROOM);
+    a.assert_quiet();
+    let meta: Vec<u64> = redis::cmd("HMGET")
+        .arg(format!("chatroom:fenced:room:{ROOM}:meta"))
+        .arg(&["msg_id", "fence"])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(meta, [3, 9]);
+}

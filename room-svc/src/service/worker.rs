@@ -126,6 +126,9 @@ pub(super) struct WorkerSettings {
 /// A room and what the worker has yet to send for it.
 struct RoomSlot {
     state: RoomState,
+    /// The member view term under which this node took the room: its
+    /// writes are fenced with it.
+    fence: u64,
     /// Accepted messages not broadcast yet, oldest first.
     pending: Vec<ChatMessage>,
     /// The member count the subscribers were last told.
@@ -159,6 +162,10 @@ pub(super) struct Worker {
     writes: Option<PendingWrites>,
     /// Which rooms this node owns; `None`: all of them.
     view: Option<OwnerView>,
+    /// Rooms a newer owner has taken in the store, as this node learned
+    /// when its load or its writes were refused: not this node's until the
+    /// view changes.
+    fenced: HashSet<Arc<str>>,
     /// Rooms being loaded, with the inputs waiting for them.
     loading: HashMap<Arc<str>, LoadingRoom>,
     loading_queue: usize,
@@ -212,6 +219,7 @@ impl Worker {
             writes: settings.store.persists().then(PendingWrites::default),
             store: settings.store,
             view,
+            fenced: HashSet::new(),
             loading: HashMap::new(),
             loading_queue: settings.loading_queue.max(1),
             loaded_tx,
@@ -249,6 +257,7 @@ impl Worker {
         idle_sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
         let mut settled = Vec::new();
+        let mut fenced = self.store.fenced();
         loop {
             // Biased: a placement change applies to every input queued after
             // it, and settled loads and member pushes (both bounded) are not
@@ -260,6 +269,7 @@ impl Worker {
                     // Membership is gone: placement stays as last seen.
                     None => members = None,
                 },
+                refused = routing::next_fenced(&mut fenced) => self.on_fenced(refused),
                 _ = loaded.recv_many(&mut settled, BATCH) => {
                     for load in settled.drain(..) {
                         self.on_loaded(load);
@@ -318,6 +328,7 @@ impl Worker {
         self.broadcast_pending(&room_id);
         let slot = room_or_create(
             &mut self.rooms,
+            routing::term(&self.view),
             &mut self.epochs,
             &self.defaults,
             &mut self.writes,
@@ -396,6 +407,7 @@ impl Worker {
         } else {
             room_or_create(
                 &mut self.rooms,
+                routing::term(&self.view),
                 &mut self.epochs,
                 &self.defaults,
                 &mut self.writes,
@@ -511,6 +523,7 @@ impl Worker {
         validate_config(&resolve(&self.defaults, &overrides))?;
         let slot = room_or_create(
             &mut self.rooms,
+            routing::term(&self.view),
             &mut self.epochs,
             &self.defaults,
             &mut self.writes,
@@ -562,6 +575,7 @@ impl Worker {
     pub(super) fn ban(&mut self, room_id: &str, user: &str) -> Result<(), AdminError> {
         let slot = room_or_create(
             &mut self.rooms,
+            routing::term(&self.view),
             &mut self.epochs,
             &self.defaults,
             &mut self.writes,
@@ -620,6 +634,7 @@ impl Worker {
     ) -> Result<SendAck, AdminError> {
         let slot = room_or_create(
             &mut self.rooms,
+            routing::term(&self.view),
             &mut self.epochs,
             &self.defaults,
             &mut self.writes,
@@ -686,12 +701,12 @@ impl Worker {
     pub(super) fn close(&mut self, room_id: &str) -> Result<(), AdminError> {
         self.known_room(room_id)?;
         self.broadcast_pending(room_id);
-        let Some(slot) = self.rooms.remove(room_id) else {
+        let Some(slot) = self.remove_room(room_id) else {
             return Err(AdminError::UnknownRoom(room_id.to_owned()));
         };
-        self.members_changed.remove(room_id);
         if let Some(writes) = &mut self.writes {
             writes.clear(slot.state.room_id());
+            writes.fence(room_id, slot.fence);
         }
         let update = RoomUpdate {
             room_id: room_id.to_owned(),
@@ -709,8 +724,10 @@ impl Worker {
     // --- Sending ---------------------------------------------------------------
 
     fn room_or_create(&mut self, room_id: &str) -> &mut RoomSlot {
+        let fence = self.term();
         room_or_create(
             &mut self.rooms,
+            fence,
             &mut self.epochs,
             &self.defaults,
             &mut self.writes,
@@ -816,8 +833,7 @@ impl Worker {
             }
         }
         for room_id in &idle {
-            self.rooms.remove(room_id);
-            self.members_changed.remove(room_id);
+            self.remove_room(room_id);
         }
         if !idle.is_empty() {
             debug!(rooms = idle.len(), "idle rooms dropped from memory");
@@ -832,6 +848,8 @@ impl Worker {
         if let Some(writes) = &mut self.writes
             && !writes.is_empty()
         {
+            let rooms = &self.rooms;
+            writes.fence_all(|room| rooms.get(room).map_or(0, |slot| slot.fence));
             self.store.submit(std::mem::take(writes));
         }
         let rooms = std::mem::take(&mut self.pending_rooms);
@@ -908,6 +926,7 @@ impl RoomSlot {
 /// for the store) if absent.
 fn room_or_create<'a>(
     rooms: &'a mut HashMap<Arc<str>, RoomSlot>,
+    fence: u64,
     epochs: &mut RoomClock,
     defaults: &RoomConfig,
     writes: &mut Option<PendingWrites>,
@@ -925,6 +944,7 @@ fn room_or_create<'a>(
             id,
             RoomSlot {
                 state,
+                fence,
                 pending: Vec::new(),
                 pushed_members: 0,
                 idle_since: None,

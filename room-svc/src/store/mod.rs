@@ -18,7 +18,9 @@ pub(crate) mod writes;
 
 use std::time::Duration;
 
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, watch};
 
 pub use self::redis::{RedisStore, RedisStoreConfig};
 use crate::core::PersistedRoom;
@@ -52,6 +54,24 @@ pub enum StoreError {
     /// Writes handed over were still not written when the wait ended.
     #[error("writes still waiting for redis after {0:?}")]
     Unflushed(Duration),
+    /// A newer owner has taken the room: a larger fence stands.
+    #[error("room {room} is held by a newer owner (fence {fence})")]
+    Fenced {
+        /// The room.
+        room: String,
+        /// The fence that stands.
+        fence: u64,
+    },
+}
+
+/// A room whose writes the store refused: a newer owner took it under a
+/// larger fence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fenced {
+    /// The room.
+    pub room: Arc<str>,
+    /// The fence that stands.
+    pub fence: u64,
 }
 
 /// What the store has done and dropped since it started.
@@ -69,6 +89,8 @@ pub struct StoreCounters {
     /// Moderation changes dropped at the per-room bound while Redis was
     /// away (still in force in memory, missing from the store).
     pub moderation_dropped: u64,
+    /// Rooms' writes refused because a newer owner had taken the room.
+    pub fenced_writes: u64,
 }
 
 /// Where rooms are kept beyond memory.
@@ -115,13 +137,25 @@ impl RoomStore {
         matches!(self, Self::Redis(_))
     }
 
-    /// What is kept of `room`, with the writes still waiting for it applied
-    /// on top; `None` when nothing is. Retries within a bounded time (see
+    /// Takes `room` under `fence` (the loader's member view term) and
+    /// returns what is kept of it, with the writes still waiting for it
+    /// applied on top; `None` when nothing is. [`StoreError::Fenced`] when
+    /// a newer owner has taken it: from then on the store refuses every
+    /// write fenced below that. Retries within a bounded time (see
     /// [`RedisStoreConfig::load_timeout`]), then fails.
-    pub async fn load(&self, room: &str) -> Result<Option<PersistedRoom>, StoreError> {
+    pub async fn load(&self, room: &str, fence: u64) -> Result<Option<PersistedRoom>, StoreError> {
         match self {
             Self::Memory => Ok(None),
-            Self::Redis(store) => store.load(room).await,
+            Self::Redis(store) => store.load(room, fence).await,
+        }
+    }
+
+    /// The rooms whose writes are refused from now on, as they are; `None`
+    /// for a store that keeps nothing.
+    pub fn fenced(&self) -> Option<broadcast::Receiver<Fenced>> {
+        match self {
+            Self::Memory => None,
+            Self::Redis(store) => Some(store.fenced()),
         }
     }
 

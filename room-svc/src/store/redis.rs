@@ -5,7 +5,7 @@
 //!
 //! Keys of a room, under `chatroom:{cluster}:room:{room_id}:`:
 //! - `meta`: HASH `epoch`, `msg_id`, `normal_seq`, `ts`, the stream's newest
-//!   position;
+//!   position, and `fence`, the term of the newest owner to take the room;
 //! - `config`: the room's `RoomOverrides` (what an operator set) as protobuf
 //!   bytes, present once set through the admin API;
 //! - `mutes`: HASH user → wall-clock microsecond the mute ends (0: until
@@ -21,6 +21,14 @@
 //! connection can break after EXEC was sent). Before retrying, the writer
 //! reads the stored positions of the batch's rooms and skips what they show
 //! is in: a retry never appends a message twice.
+//!
+//! Fencing: a load claims the room under the loader's fence (its member
+//! view's term) unless a larger fence is stored, and a batch is one Lua
+//! script that applies each room's writes only while the stored fence is
+//! at most the writer's. So once a newer owner has loaded a room, nothing
+//! an older one still sends (after a partition or a stall) reaches the
+//! store: its writes are refused, counted, and its worker is told
+//! ([`Fenced`]) so it drops the room.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,12 +39,12 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use chatroom_proto::Message;
 use chatroom_proto::cluster::v1::RoomOverrides;
 use chatroom_proto::v1::{ChatMessage, Cursor};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::{Instant, sleep, timeout};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::writes::{Coalesced, EntryChange, PendingWrites, RoomWrites, StoredPosition};
-use super::{StoreCounters, StoreError, StoreHealth};
+use super::{Fenced, StoreCounters, StoreError, StoreHealth};
 use crate::core::PersistedRoom;
 use crate::core::moderation::List;
 
@@ -49,6 +57,23 @@ const HISTORY: &str = "history";
 
 /// Longest cluster name, in bytes.
 const MAX_CLUSTER_NAME: usize = 64;
+
+/// The keys of a room, in the order the scripts take them.
+const ROOM_KEYS: [&str; 6] = [META, CONFIG, MUTES, BANS, WHITELIST, HISTORY];
+
+/// Applies a batch, room by room, where the writer's fence stands.
+const FENCED_WRITE: &str = include_str!("redis/fenced_write.lua");
+
+/// Takes a room under a fence unless a larger one stands.
+const CLAIM: &str = include_str!("redis/claim.lua");
+
+/// Most messages one RPUSH in the script carries (Lua's `unpack` has a
+/// bounded stack).
+const PUSH_CHUNK: usize = 512;
+
+/// How many refusals wait for the workers before the oldest are lost (a
+/// worker that misses some drops every room, see `Worker::run`).
+const FENCED_QUEUE: usize = 1024;
 
 /// Timings and sizes of the Redis store.
 #[derive(Debug, Clone)]
@@ -122,6 +147,8 @@ struct Shared {
     written: watch::Sender<u64>,
     health: watch::Sender<StoreHealth>,
     counters: Counters,
+    /// Rooms whose writes were refused for a newer owner's fence.
+    fenced: broadcast::Sender<Fenced>,
 }
 
 #[derive(Debug, Default)]
@@ -144,6 +171,7 @@ struct Counters {
     load_failures: AtomicU64,
     history_superseded: AtomicU64,
     moderation_dropped: AtomicU64,
+    fenced_writes: AtomicU64,
 }
 
 impl Counters {
@@ -242,6 +270,7 @@ impl RedisStore {
             written: watch::channel(0).0,
             health: watch::channel(StoreHealth::Healthy).0,
             counters: Counters::default(),
+            fenced: broadcast::channel(FENCED_QUEUE).0,
         });
         let keys = Arc::new(Keys {
             prefix: format!("chatroom:{cluster}:room:"),
@@ -263,20 +292,29 @@ impl RedisStore {
         })
     }
 
-    pub(super) async fn load(&self, room: &str) -> Result<Option<PersistedRoom>, StoreError> {
+    pub(super) async fn load(
+        &self,
+        room: &str,
+        fence: u64,
+    ) -> Result<Option<PersistedRoom>, StoreError> {
         let config = &self.handle.config;
         let waiting = self.waiting(room);
         let deadline = Instant::now() + config.load_timeout;
         let mut pause = config.retry_min;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let error = match request(left.min(config.request_timeout), self.read(room)).await {
+            let read = self.read(room, fence);
+            let error = match request(left.min(config.request_timeout), read).await {
                 Ok(stored) => {
                     self.load_done(true);
                     return Ok(match waiting {
                         Some(writes) => writes.apply_to(stored),
                         None => stored,
                     });
+                }
+                Err(error @ StoreError::Fenced { .. }) => {
+                    self.load_done(true);
+                    return Err(error);
                 }
                 Err(error) => error,
             };
@@ -321,9 +359,11 @@ impl RedisStore {
         shared.publish_health(&state);
     }
 
-    /// One read of everything kept of `room`, as one transaction.
-    async fn read(&self, room: &str) -> Result<Option<PersistedRoom>, StoreError> {
+    /// Claims `room` under `fence` and reads everything kept of it, as one
+    /// transaction.
+    async fn read(&self, room: &str, fence: u64) -> Result<Option<PersistedRoom>, StoreError> {
         type Stored = (
+            i64,
             Vec<Option<u64>>,
             Option<Vec<u8>>,
             HashMap<String, u64>,
@@ -334,6 +374,11 @@ impl RedisStore {
         let keys = &self.handle.keys;
         let mut pipe = ::redis::pipe();
         pipe.atomic()
+            .cmd("EVAL")
+            .arg(CLAIM)
+            .arg(1)
+            .arg(keys.of(room, META))
+            .arg(fence)
             .cmd("HMGET")
             .arg(keys.of(room, META))
             .arg("epoch")
@@ -353,8 +398,14 @@ impl RedisStore {
             .arg(0)
             .arg(-1);
         let mut conn = self.handle.conn.clone();
-        let (meta, config, mutes, bans, whitelist, history): Stored =
+        let (claim, meta, config, mutes, bans, whitelist, history): Stored =
             pipe.query_async(&mut conn).await?;
+        if let Ok(newer) = u64::try_from(claim) {
+            return Err(StoreError::Fenced {
+                room: room.to_owned(),
+                fence: newer,
+            });
+        }
         let latest = match meta.as_slice() {
             &[Some(epoch), msg_id, normal_seq, ts] => Some(Cursor {
                 epoch,
@@ -424,6 +475,10 @@ impl RedisStore {
         self.handle.shared.health.subscribe()
     }
 
+    pub(super) fn fenced(&self) -> broadcast::Receiver<Fenced> {
+        self.handle.shared.fenced.subscribe()
+    }
+
     pub(super) async fn flush(&self) -> Result<(), StoreError> {
         let shared = &self.handle.shared;
         let target = shared.lock().submitted;
@@ -445,6 +500,7 @@ impl RedisStore {
             load_failures: counters.load_failures.load(Ordering::Relaxed),
             history_superseded: counters.history_superseded.load(Ordering::Relaxed),
             moderation_dropped: counters.moderation_dropped.load(Ordering::Relaxed),
+            fenced_writes: counters.fenced_writes.load(Ordering::Relaxed),
         }
     }
 }
@@ -478,7 +534,8 @@ impl Writer {
             };
             let result = self.write(&batch, in_doubt).await;
             match result {
-                Ok(()) => {
+                Ok(refused) => {
+                    self.refused(refused);
                     self.written(batch.len());
                     in_doubt = false;
                     pause = self.config.retry_min;
@@ -525,6 +582,20 @@ impl Writer {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Rooms whose writes the store refused for a newer owner's fence:
+    /// counted, and their workers told.
+    fn refused(&self, refused: Vec<Fenced>) {
+        for fenced in refused {
+            warn!(room = %fenced.room, fence = fenced.fence, "writes refused: a newer owner holds the room");
+            self.shared
+                .counters
+                .fenced_writes
+                .fetch_add(1, Ordering::Relaxed);
+            // Nobody listens when no worker runs: nothing to tell then.
+            let _ = self.shared.fenced.send(fenced);
+        }
+    }
+
     /// A batch failed: it goes back before what arrived meanwhile. Returns
     /// how many rooms now wait.
     fn failed(&self, batch: Arc<PendingWrites>) -> usize {
@@ -568,14 +639,35 @@ impl Writer {
         }
     }
 
-    async fn write(&mut self, batch: &PendingWrites, in_doubt: bool) -> Result<(), StoreError> {
+    /// Writes `batch` in one script; the rooms refused for a newer fence.
+    async fn write(
+        &mut self,
+        batch: &PendingWrites,
+        in_doubt: bool,
+    ) -> Result<Vec<Fenced>, StoreError> {
         let stored = if in_doubt {
             self.stored_positions(batch).await?
         } else {
             HashMap::new()
         };
-        let pipe = transaction(&self.keys, batch, &stored);
-        request(self.config.request_timeout, pipe.exec_async(&mut self.conn)).await
+        let (script, rooms) = (::redis::Script::new(FENCED_WRITE), batch_rooms(batch));
+        let mut invocation = script.prepare_invoke();
+        fenced_transaction(&mut invocation, &self.keys, batch, &stored);
+        let refused: Vec<u64> = request(
+            self.config.request_timeout,
+            invocation.invoke_async(&mut self.conn),
+        )
+        .await?;
+        Ok(refused
+            .chunks_exact(2)
+            .filter_map(|pair| {
+                let room = rooms.get(usize::try_from(pair[0]).ok()?)?;
+                Some(Fenced {
+                    room: Arc::clone(room),
+                    fence: pair[1],
+                })
+            })
+            .collect())
     }
 
     /// Where the streams of the batch's rooms stand in Redis.
@@ -617,86 +709,113 @@ impl Writer {
     }
 }
 
-/// One transaction storing `batch`, skipping what `stored` shows is in.
-fn transaction(
+/// The rooms of `batch` in the order [`fenced_transaction`] lays them out.
+fn batch_rooms(batch: &PendingWrites) -> Vec<&Arc<str>> {
+    batch.iter().map(|(room, _)| room).collect()
+}
+
+/// One room's commands for the fenced-write script.
+#[derive(Default)]
+struct RoomCommands {
+    /// Per command: its name, its key (by suffix) and its arguments.
+    commands: Vec<(&'static str, &'static str, Vec<Vec<u8>>)>,
+}
+
+impl RoomCommands {
+    fn push(&mut self, command: &'static str, suffix: &'static str, args: Vec<Vec<u8>>) {
+        self.commands.push((command, suffix, args));
+    }
+}
+
+fn number(value: impl ToString) -> Vec<u8> {
+    value.to_string().into_bytes()
+}
+
+/// Lays `batch` out as the fenced-write script's keys and arguments,
+/// skipping what `stored` shows is in.
+fn fenced_transaction(
+    invocation: &mut ::redis::ScriptInvocation<'_>,
     keys: &Keys,
     batch: &PendingWrites,
     stored: &HashMap<Arc<str>, StoredPosition>,
-) -> ::redis::Pipeline {
-    let mut pipe = ::redis::pipe();
-    pipe.atomic();
+) {
     for (room, writes) in batch.iter() {
-        let already = writes.stored(stored.get(room).copied());
-        let key = |suffix| keys.of(room, suffix);
-        if writes.clear && !already.began {
-            pipe.cmd("DEL")
-                .arg(
-                    [META, CONFIG, MUTES, BANS, WHITELIST, HISTORY]
-                        .map(key)
-                        .to_vec(),
-                )
-                .ignore();
-        } else if writes.reset_history && !already.began {
-            pipe.cmd("DEL").arg(key(HISTORY)).ignore();
+        for suffix in ROOM_KEYS {
+            invocation.key(keys.of(room, suffix));
         }
-        if let Some(latest) = writes.latest {
-            pipe.cmd("HSET")
-                .arg(key(META))
-                .arg("epoch")
-                .arg(latest.epoch)
-                .arg("msg_id")
-                .arg(latest.msg_id)
-                .arg("normal_seq")
-                .arg(latest.normal_seq)
-                .arg("ts")
-                .arg(latest.ts)
-                .ignore();
-        }
-        if let Some(overrides) = &writes.overrides {
-            pipe.cmd("SET")
-                .arg(key(CONFIG))
-                .arg(overrides.encode_to_vec())
-                .ignore();
-        }
-        for (list, user, change) in writes.moderation() {
-            let (command, suffix) = match (list, change) {
-                (List::Mutes, EntryChange::Put(_)) => ("HSET", MUTES),
-                (List::Mutes, EntryChange::Remove) => ("HDEL", MUTES),
-                (List::Bans, EntryChange::Put(_)) => ("SADD", BANS),
-                (List::Bans, EntryChange::Remove) => ("SREM", BANS),
-                (List::Whitelist, EntryChange::Put(_)) => ("SADD", WHITELIST),
-                (List::Whitelist, EntryChange::Remove) => ("SREM", WHITELIST),
-            };
-            let cmd = pipe.cmd(command).arg(key(suffix)).arg(user);
-            if let (List::Mutes, EntryChange::Put(until_us)) = (list, change) {
-                cmd.arg(until_us.unwrap_or(0));
+        let commands = room_commands(writes, stored.get(room).copied());
+        invocation.arg(writes.fence).arg(commands.commands.len());
+        for (command, suffix, args) in commands.commands {
+            let index = ROOM_KEYS
+                .iter()
+                .position(|key| *key == suffix)
+                .map_or(1, |i| i + 1);
+            invocation.arg(command).arg(index).arg(args.len());
+            for arg in args {
+                invocation.arg(arg);
             }
-            cmd.ignore();
-        }
-        let messages: Vec<Vec<u8>> = writes
-            .history
-            .iter()
-            .filter(|msg| msg.msg_id > already.through_msg_id)
-            .map(Message::encode_to_vec)
-            .collect();
-        if !messages.is_empty() {
-            pipe.cmd("RPUSH").arg(key(HISTORY)).arg(messages).ignore();
-        }
-        match writes.history_cap {
-            Some(0) => {
-                pipe.cmd("DEL").arg(key(HISTORY)).ignore();
-            }
-            Some(cap) => {
-                pipe.cmd("LTRIM")
-                    .arg(key(HISTORY))
-                    .arg(-i64::from(cap))
-                    .arg(-1)
-                    .ignore();
-            }
-            None => {}
         }
     }
-    pipe
+}
+
+/// What storing one room's `writes` takes, skipping what `stored` shows is
+/// in.
+fn room_commands(writes: &RoomWrites, stored: Option<StoredPosition>) -> RoomCommands {
+    let already = writes.stored(stored);
+    let mut room = RoomCommands::default();
+    if writes.clear && !already.began {
+        for suffix in ROOM_KEYS {
+            room.push("DEL", suffix, Vec::new());
+        }
+    } else if writes.reset_history && !already.began {
+        room.push("DEL", HISTORY, Vec::new());
+    }
+    if let Some(latest) = writes.latest {
+        let fields = [
+            ("epoch", latest.epoch),
+            ("msg_id", latest.msg_id),
+            ("normal_seq", latest.normal_seq),
+            ("ts", latest.ts),
+        ];
+        let args = fields
+            .into_iter()
+            .flat_map(|(field, value)| [field.as_bytes().to_vec(), number(value)])
+            .collect();
+        room.push("HSET", META, args);
+    }
+    if let Some(overrides) = &writes.overrides {
+        room.push("SET", CONFIG, vec![overrides.encode_to_vec()]);
+    }
+    for (list, user, change) in writes.moderation() {
+        let (command, suffix) = match (list, change) {
+            (List::Mutes, EntryChange::Put(_)) => ("HSET", MUTES),
+            (List::Mutes, EntryChange::Remove) => ("HDEL", MUTES),
+            (List::Bans, EntryChange::Put(_)) => ("SADD", BANS),
+            (List::Bans, EntryChange::Remove) => ("SREM", BANS),
+            (List::Whitelist, EntryChange::Put(_)) => ("SADD", WHITELIST),
+            (List::Whitelist, EntryChange::Remove) => ("SREM", WHITELIST),
+        };
+        let mut args = vec![user.as_bytes().to_vec()];
+        if let (List::Mutes, EntryChange::Put(until_us)) = (list, change) {
+            args.push(number(until_us.unwrap_or(0)));
+        }
+        room.push(command, suffix, args);
+    }
+    let messages: Vec<Vec<u8>> = writes
+        .history
+        .iter()
+        .filter(|msg| msg.msg_id > already.through_msg_id)
+        .map(Message::encode_to_vec)
+        .collect();
+    for chunk in messages.chunks(PUSH_CHUNK) {
+        room.push("RPUSH", HISTORY, chunk.to_vec());
+    }
+    match writes.history_cap {
+        Some(0) => room.push("DEL", HISTORY, Vec::new()),
+        Some(cap) => room.push("LTRIM", HISTORY, vec![number(-i64::from(cap)), number(-1)]),
+        None => {}
+    }
+    room
 }
 
 #[cfg(test)]

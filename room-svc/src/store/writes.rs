@@ -96,6 +96,10 @@ pub(crate) struct RoomWrites {
     pub(crate) history_cap: Option<u32>,
     /// The oldest submission whose writes are in here.
     first_submission: u64,
+    /// The term under which the writer took the room (see
+    /// [`RoomStore::load`](super::RoomStore::load)): the store takes these
+    /// writes only while no newer owner has claimed the room.
+    pub(crate) fence: u64,
 }
 
 impl RoomWrites {
@@ -141,11 +145,14 @@ impl RoomWrites {
     /// Folds `newer` (written after these) into these.
     pub(crate) fn merge_newer(&mut self, mut newer: Self) -> Coalesced {
         let first_submission = self.first_submission.min(newer.first_submission);
+        let fence = self.fence.max(newer.fence);
         if newer.clear {
             newer.first_submission = first_submission;
+            newer.fence = fence;
             *self = newer;
             return Coalesced::default();
         }
+        self.fence = fence;
         let mut coalesced = Coalesced::default();
         if newer.reset_history {
             self.reset_history = true;
@@ -291,6 +298,21 @@ impl PendingWrites {
 
     fn room(&mut self, room: &Arc<str>) -> &mut RoomWrites {
         self.rooms.entry(Arc::clone(room)).or_default()
+    }
+
+    /// Fences the writes waiting for each room with `fence_of(room)`: the
+    /// term under which the writer holds it.
+    pub(crate) fn fence_all(&mut self, mut fence_of: impl FnMut(&str) -> u64) {
+        for (room, writes) in &mut self.rooms {
+            writes.fence = writes.fence.max(fence_of(room));
+        }
+    }
+
+    /// Fences the writes waiting for `room`, if any, with `fence`.
+    pub(crate) fn fence(&mut self, room: &str, fence: u64) {
+        if let Some(writes) = self.rooms.get_mut(room) {
+            writes.fence = writes.fence.max(fence);
+        }
     }
 
     /// The room began a new stream at `latest` (created afresh, or adopted

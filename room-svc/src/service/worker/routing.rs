@@ -17,6 +17,11 @@
 //! are already recorded for the store) and their subscribers told NotOwner.
 //! While the node's lease does not hold it owns nothing: every room is
 //! dropped the same way, and every input refused, until it is renewed.
+//!
+//! Loads take a room in the store under the view's term, and writes are
+//! fenced with it (see [`crate::store`]). A room whose load or writes the
+//! store refused for a newer owner's fence is dropped the same way and not
+//! this node's until the view changes.
 
 use std::sync::Arc;
 
@@ -27,15 +32,15 @@ use chatroom_proto::cluster::v1::{
 };
 use chatroom_proto::ids::check_id;
 use chatroom_proto::v1::{self, ErrorCode};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{Input, NodeLink, RoomSlot, Worker, frame};
 use crate::core::moderation::List;
 use crate::core::{NodeIdx, PersistedRoom, RoomState, resolve, validate_config};
-use crate::store::StoreError;
 use crate::store::writes::EntryChange;
+use crate::store::{Fenced, StoreError};
 
 /// What a sender refused while its room loads is told to wait.
 const LOADING_RETRY_AFTER_MS: u32 = 500;
@@ -69,6 +74,26 @@ impl OwnerView {
         self.members
             .room_owner(room)
             .is_none_or(|owner| *owner.id == *self.me)
+    }
+}
+
+/// The term of the view the worker serves by; 0 without one.
+pub(super) fn term(view: &Option<OwnerView>) -> u64 {
+    view.as_ref().map_or(0, |view| view.members.term)
+}
+
+/// The next refusal of the store; `None` when some were missed. Never
+/// resolves for a store that keeps nothing.
+pub(super) async fn next_fenced(
+    fenced: &mut Option<broadcast::Receiver<Fenced>>,
+) -> Option<Fenced> {
+    let Some(receiver) = fenced else {
+        return std::future::pending().await;
+    };
+    match receiver.recv().await {
+        Ok(refused) => Some(refused),
+        Err(broadcast::error::RecvError::Lagged(_)) => None,
+        Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
     }
 }
 
@@ -129,12 +154,43 @@ impl Worker {
         self.view.as_ref().is_none_or(OwnerView::leased)
     }
 
-    /// Whether this node owns `room` now: placement gives it here and the
-    /// lease holds.
+    /// Whether this node owns `room` now: placement gives it here, the
+    /// lease holds and the store has not shown a newer owner.
     pub(in crate::service) fn owns(&self, room: &str) -> bool {
-        self.view
-            .as_ref()
-            .is_none_or(|view| view.leased() && view.places_here(room))
+        self.view.as_ref().is_none_or(|view| {
+            view.leased() && view.places_here(room) && !self.fenced.contains(room)
+        })
+    }
+
+    /// The term of the view this worker serves by.
+    pub(super) fn term(&self) -> u64 {
+        term(&self.view)
+    }
+
+    /// The store refused a room's writes for a newer owner's fence (or
+    /// some refusals were missed, `None`): the room (every room) is dropped
+    /// and not this node's until the view changes.
+    pub(super) fn on_fenced(&mut self, refused: Option<Fenced>) {
+        let Some(Fenced { room, fence }) = refused else {
+            let rooms: Vec<Arc<str>> = self.rooms.keys().cloned().collect();
+            warn!(
+                rooms = rooms.len(),
+                "store refusals were missed; every room dropped to be loaded again"
+            );
+            for room in &rooms {
+                self.drop_room(room);
+            }
+            return;
+        };
+        let Some(slot) = self.rooms.get(&room) else {
+            return;
+        };
+        if slot.fence >= fence {
+            return;
+        }
+        warn!(room = %room, ours = slot.fence, theirs = fence, "a newer owner took the room; dropped");
+        self.fenced.insert(Arc::clone(&room));
+        self.drop_room(&room);
     }
 
     /// Drops every room if the lease has lapsed: nothing may be accepted
@@ -289,8 +345,9 @@ impl Worker {
         debug!(room = %room, "loading room");
         let store = self.store.clone();
         let results = self.loaded_tx.clone();
+        let fence = self.term();
         tokio::spawn(async move {
-            let result = store.load(&room).await;
+            let result = store.load(&room, fence).await;
             // Nobody receives once the worker has stopped; the result is
             // moot then.
             let _ = results.send(Loaded { room, result });
@@ -304,6 +361,14 @@ impl Worker {
         let Some(waiting) = self.loading.remove(&room) else {
             return;
         };
+        if let Err(StoreError::Fenced { fence, .. }) = &result {
+            warn!(room = %room, ours = self.term(), theirs = fence, "a newer owner holds the room; refused");
+            self.fenced.insert(Arc::clone(&room));
+            for input in waiting.inputs {
+                self.on_input(input);
+            }
+            return;
+        }
         match result {
             Ok(Some(stored)) if self.owns(&room) => self.restore(&room, stored),
             Ok(Some(_)) => debug!(room = %room, "room moved away while it loaded"),
@@ -341,6 +406,7 @@ impl Worker {
             stored,
             now_us,
         );
+        let fence = self.term();
         if let Some(writes) = &mut self.writes {
             if new_stream {
                 writes.begin_stream(room_id, state.latest());
@@ -360,6 +426,7 @@ impl Worker {
             Arc::clone(room_id),
             RoomSlot {
                 state,
+                fence,
                 pending: Vec::new(),
                 pushed_members: 0,
                 idle_since: None,
@@ -373,6 +440,7 @@ impl Worker {
             return;
         };
         view.members = members;
+        self.fenced.clear();
         let moved: Vec<Arc<str>> = self
             .rooms
             .keys()
@@ -394,15 +462,25 @@ impl Worker {
     /// accepted, and tells its subscribers to ask the new owner.
     fn drop_room(&mut self, room_id: &str) {
         self.broadcast_pending(room_id);
-        let Some(slot) = self.rooms.remove(room_id) else {
+        let Some(slot) = self.remove_room(room_id) else {
             return;
         };
-        self.members_changed.remove(room_id);
         let nodes: Vec<NodeIdx> = slot.state.subscribers().collect();
         let not_owner = NotOwner {
             room_id: room_id.to_owned(),
         };
         self.push_to(&nodes, to_msg_svc::Body::NotOwner(not_owner));
         debug!(room = room_id, nodes = nodes.len(), "room dropped");
+    }
+
+    /// Takes a room out of memory; what waits to be written for it keeps
+    /// its fence.
+    pub(super) fn remove_room(&mut self, room_id: &str) -> Option<RoomSlot> {
+        let slot = self.rooms.remove(room_id)?;
+        self.members_changed.remove(room_id);
+        if let Some(writes) = &mut self.writes {
+            writes.fence(room_id, slot.fence);
+        }
+        Some(slot)
     }
 }
