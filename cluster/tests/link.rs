@@ -224,3 +224,39 @@ async fn a_link_without_a_valid_hello_first_is_closed_unattached() {
     let mut seen = room_svc.stop().await;
     assert!(seen.try_recv().is_err(), "nothing was attached");
 }
+
+#[tokio::test]
+async fn a_link_to_a_room_service_that_left_is_reported_down_even_while_it_hangs() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut room_svc = RoomSvc::start(listener);
+    let (down_tx, _down) = mpsc::channel(16);
+    let (events_tx, mut events) = mpsc::channel(16);
+    let (view, members) = {
+        let members = members("r1", addr);
+        let view = watch::channel(Arc::clone(&members.borrow()));
+        (view.0, view.1)
+    };
+    let links = RoomLinks::start(
+        "m1".into(),
+        members,
+        down_tx,
+        events_tx,
+        LinkMetrics::default(),
+    );
+    let _room_down = linked(&mut events, &mut room_svc).await;
+    links.try_send(subscribe("lobby")).unwrap();
+    assert!(matches!(room_svc.next().await, Seen::Frame(_, frame) if frame == subscribe("lobby")));
+
+    // The room service answers nothing more (stalled) but keeps its
+    // connection; membership drops it. Whatever was in flight to it must
+    // be answered by the msg-svc, so the link is reported down.
+    view.send_replace(Arc::new(Members::default()));
+    assert_eq!(
+        within(events.recv()).await,
+        Some(LinkEvent::Down("r1".into()))
+    );
+    assert_eq!(links.try_send(subscribe("lobby")), Err(LinkError::Down));
+    drop(links);
+    room_svc.stop().await;
+}

@@ -103,9 +103,12 @@ impl RoomLinks {
     }
 
     /// One link per room service in `members`: new ones opened, gone (or
-    /// moved) ones closed.
+    /// moved) ones closed, and reported down: whatever was in flight on
+    /// them will never be answered (a stalled room service, say, that
+    /// ZooKeeper gave up on).
     fn sync_links(&self, members: &Members) {
         let mut links = self.links.lock();
+        let mut closed = Vec::new();
         links.retain(|id, link| {
             let keep = members
                 .room_svcs
@@ -113,9 +116,19 @@ impl RoomLinks {
                 .any(|n| n.id == *id && n.link_addr.as_deref() == Some(link.addr.as_str()));
             if !keep {
                 info!(room_svc = %id, "closing the link to a room service that left");
+                closed.push(id.clone());
             }
             keep
         });
+        if !closed.is_empty() {
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                for id in closed {
+                    // Nobody listens once the node is stopping.
+                    let _ = events.send(LinkEvent::Down(id)).await;
+                }
+            });
+        }
         for node in &members.room_svcs {
             let Some(addr) = node.link_addr.clone() else {
                 warn!(room_svc = %node.id, "room service registered without a link address");
