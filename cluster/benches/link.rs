@@ -63,6 +63,7 @@ fn broadcast(i: usize) -> ToMsgSvc {
         body: Some(to_msg_svc::Body::Broadcast(Broadcast {
             room_id: "giant".into(),
             messages,
+            fence: 1,
         })),
     }
 }

@@ -555,6 +555,7 @@ fn to_msg_svc_frames() -> Vec<(&'static str, ToMsgSvc)> {
                 config: Some(config.clone()),
                 member_count: 2,
                 history: (1..=6).map(|id| message(id, Lane::Normal)).collect(),
+                fence: 3,
             })),
         ),
         (
@@ -562,6 +563,15 @@ fn to_msg_svc_frames() -> Vec<(&'static str, ToMsgSvc)> {
             frame(Body::Broadcast(Broadcast {
                 room_id: ROOM.into(),
                 messages: vec![message(7, Lane::Normal), message(8, Lane::Priority)],
+                fence: 3,
+            })),
+        ),
+        (
+            "stale-broadcast",
+            frame(Body::Broadcast(Broadcast {
+                room_id: ROOM.into(),
+                messages: vec![message(7, Lane::Normal)],
+                fence: 2,
             })),
         ),
         (
@@ -586,6 +596,8 @@ fn to_msg_svc_frames() -> Vec<(&'static str, ToMsgSvc)> {
                     ts: 5007,
                     lane: Lane::Normal as i32,
                 })),
+                room_id: ROOM.into(),
+                fence: 3,
             })),
         ),
         (

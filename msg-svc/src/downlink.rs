@@ -13,6 +13,9 @@ use tracing::{debug, warn};
 use crate::node::{MsgNode, kicked_frame};
 use crate::room::{Event, JoinWaiter};
 
+/// What a sender whose ack came from a stale owner is told to wait.
+const STALE_RETRY_AFTER_MS: u32 = 200;
+
 /// Processes frames from the room owners until the link closes.
 pub(crate) async fn run(node: Arc<MsgNode>, mut rx: DownLinkRx) {
     while let Some(frame) = rx.recv().await {
@@ -27,7 +30,10 @@ pub(crate) async fn run(node: Arc<MsgNode>, mut rx: DownLinkRx) {
             }
             to_msg_svc::Body::Broadcast(broadcast) => {
                 node.metrics.broadcast(broadcast.messages.len());
-                let event = Event::Broadcast(broadcast.messages);
+                let event = Event::Broadcast {
+                    messages: broadcast.messages,
+                    fence: broadcast.fence,
+                };
                 to_room(&node, &broadcast.room_id, event).await;
             }
             to_msg_svc::Body::SendResult(result) => send_result(&node, result),
@@ -55,7 +61,23 @@ async fn to_room(node: &MsgNode, id: &str, event: Event<JoinWaiter>) {
     node.carry_out(&room, followup).await;
 }
 
-fn send_result(node: &MsgNode, result: SendResult) {
+fn send_result(node: &MsgNode, mut result: SendResult) {
+    let acked = matches!(result.outcome, Some(send_result::Outcome::Ack(_)));
+    if acked
+        && node
+            .room(&result.room_id)
+            .is_some_and(|room| room.lifecycle().is_stale(result.fence))
+    {
+        // Stamped by an owner that lost the room: nobody will see the
+        // message. The client retries with the same client_msg_id.
+        node.metrics.stale_frame();
+        let error = v1::Error::new(
+            ErrorCode::Overloaded,
+            "the room moved to another room service; retry",
+        )
+        .retry_after(STALE_RETRY_AFTER_MS);
+        result.outcome = Some(send_result::Outcome::Error(error));
+    }
     node.metrics.send_result(result.outcome.as_ref());
     let Some(session) = node.sessions.get(result.session_id) else {
         return;

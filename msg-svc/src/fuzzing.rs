@@ -140,7 +140,10 @@ impl Room {
 
     /// Appends a Broadcast's messages, once the room is subscribed.
     pub fn broadcast(&self, broadcast: &Broadcast) {
-        self.feed(Event::Broadcast(broadcast.messages.clone()));
+        self.feed(Event::Broadcast {
+            messages: broadcast.messages.clone(),
+            fence: broadcast.fence,
+        });
     }
 
     /// Applies a RoomUpdate.

@@ -24,6 +24,7 @@ pub(crate) struct NodeMetrics {
     sends_rejected: ErrorCounters,
     broadcasts: Counter,
     broadcast_messages: Counter,
+    stale_frames: Counter,
     pulls: Counter,
     /// By lane: NORMAL, then PRIORITY.
     ring_evictions: Labelled<Counter>,
@@ -47,6 +48,7 @@ impl Default for NodeMetrics {
             sends_rejected: ErrorCounters::default(),
             broadcasts: Counter::default(),
             broadcast_messages: Counter::default(),
+            stale_frames: Counter::default(),
             pulls: Counter::default(),
             ring_evictions: Labelled::new("lane", ["normal", "priority"]),
             connections_refused: Labelled::new(
@@ -106,6 +108,11 @@ impl NodeMetrics {
         self.broadcast_messages.inc_by(messages as u64);
     }
 
+    /// A frame from an owner that lost its room was ignored.
+    pub(crate) fn stale_frame(&self) {
+        self.stale_frames.inc();
+    }
+
     /// A connection was refused before it became a session.
     pub(crate) fn refused(&self, reason: ConnectRefusal) {
         self.connections_refused.series(reason as usize).inc();
@@ -163,6 +170,12 @@ impl NodeMetrics {
             "broadcast_messages_received",
             "Messages carried by the broadcast frames received",
             self.broadcast_messages.clone(),
+        );
+        registry.register(
+            "stale_owner_frames",
+            "Acks, broadcasts and send results ignored because they came from a room \
+             service that had lost the room to a newer owner",
+            self.stale_frames.clone(),
         );
         registry.register("pulls", "Pulls answered", self.pulls.clone());
         self.ring_evictions.register(

@@ -443,7 +443,7 @@ impl MsgNode {
                 Action::Timing(config) => self.retime(room, config).await,
                 Action::Wake => self.mark_dirty(room).await,
                 Action::Close => self.close_room(room).await,
-                Action::Admit(..) | Action::Refuse(..) => {}
+                Action::Admit(..) | Action::Refuse(..) | Action::Stale => {}
             }
         }
     }
@@ -468,6 +468,7 @@ impl MsgNode {
                 Action::Refuse(waiter, refusal) => {
                     let _ = waiter.send(Err(refusal));
                 }
+                Action::Stale => self.metrics.stale_frame(),
                 other => rest.push(other),
             }
         }

@@ -59,8 +59,11 @@ pub(crate) enum Event<W> {
     NotOwner,
     /// The owner's answer to a Subscribe.
     Subscribed(SubscribeAck),
-    /// Messages the owner broadcast.
-    Broadcast(Vec<ChatMessage>),
+    /// Messages an owner broadcast, under its fence for the room.
+    Broadcast {
+        messages: Vec<ChatMessage>,
+        fence: u64,
+    },
     /// New settings or member count from the owner, or the room was closed.
     Updated(RoomUpdate),
     /// Time passed: joiners past their deadline are refused.
@@ -104,6 +107,8 @@ pub(crate) enum Action<W> {
     Wake,
     /// The owner closed the room: kick its members here and forget it.
     Close,
+    /// A frame from an owner older than one already heard was ignored.
+    Stale,
 }
 
 /// What a joiner is let in with.
@@ -173,6 +178,10 @@ pub(crate) struct RoomLifecycle<W> {
     member_count: u64,
     /// The stream the ring holds, once live.
     ring_epoch: Option<u64>,
+    /// The newest owner's fence heard of (see `SubscribeAck.fence`):
+    /// acks, broadcasts and send results under a smaller one come from an
+    /// owner that lost the room, and are ignored.
+    fence: u64,
     /// Sessions let in and not gone.
     sessions: usize,
     /// Sessions here per user.
@@ -199,6 +208,7 @@ impl<W> RoomLifecycle<W> {
             config: RoomConfig::default(),
             member_count: 0,
             ring_epoch: None,
+            fence: 0,
             sessions: 0,
             presence: HashMap::new(),
             changes: HashMap::new(),
@@ -238,9 +248,13 @@ impl<W> RoomLifecycle<W> {
                 self.forget_subscription();
                 self.owner = None;
             }
-            Event::Subscribed(ack) => self.subscribed(ack),
-            Event::Broadcast(messages) => {
-                if matches!(self.stage, Stage::Live) {
+            Event::Subscribed(ack) => {
+                if self.heard_from(ack.fence) {
+                    self.subscribed(ack);
+                }
+            }
+            Event::Broadcast { messages, fence } => {
+                if self.heard_from(fence) && matches!(self.stage, Stage::Live) {
                     self.ring_ops.push_back(RingOp::Append(messages));
                     self.actions.push_back(Action::Wake);
                 }
@@ -354,6 +368,23 @@ impl<W> RoomLifecycle<W> {
     /// Whether the room was dropped: the node forgets it.
     pub(crate) fn is_gone(&self) -> bool {
         matches!(self.stage, Stage::Gone)
+    }
+
+    /// Whether an owner with `fence` lost the room to a newer one this
+    /// room has heard from.
+    pub(crate) fn is_stale(&self, fence: u64) -> bool {
+        fence < self.fence
+    }
+
+    /// Takes in a frame from an owner with `fence`: false (and reported)
+    /// when that owner is stale.
+    fn heard_from(&mut self, fence: u64) -> bool {
+        if self.is_stale(fence) {
+            self.actions.push_back(Action::Stale);
+            return false;
+        }
+        self.fence = fence;
+        true
     }
 
     fn join(&mut self, now: u64, user: Arc<str>, waiter: W) {

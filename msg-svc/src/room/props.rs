@@ -226,6 +226,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     config: Some(config),
                     member_count: 1,
                     history: history.clone(),
+                    fence: 0,
                 }));
                 // A ring not yet live, or of another stream, is replaced:
                 // what it held was not evicted.
@@ -247,7 +248,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             // Broadcasts reach only an active room's ring.
             Op::Broadcast(lanes) if model.live => {
                 let messages: Vec<ChatMessage> = lanes.iter().map(|&l| model.stamp(l)).collect();
-                let evicted = room.feed(Event::Broadcast(messages.clone()));
+                let evicted = room.feed(Event::Broadcast {
+                    messages: messages.clone(),
+                    fence: 0,
+                });
                 prop_assert_eq!(evicted, model.take_in(messages.iter()), "broadcast");
                 Some(evicted)
             }

@@ -361,6 +361,7 @@ impl Worker {
             member_count: state.member_count() as u64,
             history: ack_history(state, self.ack_history_bytes),
             room_id,
+            fence: slot.fence,
         };
         self.outbox
             .push((node, frame(to_msg_svc::Body::SubscribeAck(ack))));
@@ -438,14 +439,21 @@ impl Worker {
 
     fn on_send(&mut self, node: NodeIdx, send: SendRequest) {
         let (session_id, request_id) = (send.session_id, send.request_id);
+        let room_id = send.room_id.clone();
         let outcome = self.accept(send);
         if let send_result::Outcome::Error(error) = &outcome {
             self.metrics.rejected(error.code);
         }
+        let fence = self
+            .rooms
+            .get(room_id.as_str())
+            .map_or_else(|| self.term(), |slot| slot.fence);
         let result = SendResult {
             session_id,
             request_id,
             outcome: Some(outcome),
+            room_id,
+            fence,
         };
         self.outbox
             .push((node, frame(to_msg_svc::Body::SendResult(result))));
@@ -779,6 +787,7 @@ impl Worker {
         let broadcast = Broadcast {
             room_id: room_id.to_owned(),
             messages,
+            fence: slot.fence,
         };
         self.push_to(&nodes, to_msg_svc::Body::Broadcast(broadcast));
     }

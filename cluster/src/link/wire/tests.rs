@@ -41,6 +41,7 @@ fn broadcast(messages: u64) -> ToMsgSvc {
                     ..ChatMessage::default()
                 })
                 .collect(),
+            fence: 1,
         })),
     }
 }

@@ -1,7 +1,8 @@
 //! Property tests of a room's lifecycle: generated histories of joins,
 //! leaves, placement moves, lost links, refusals, owner answers, closes,
-//! time and links that refuse frames, checked against what the owners have
-//! been told and what every joiner heard.
+//! time and links that refuse frames, and owners old and new (fences),
+//! checked against what the owners have been told and what every joiner
+//! heard.
 
 use std::collections::{HashMap, HashSet};
 
@@ -28,11 +29,16 @@ enum Op {
     Owner(Option<usize>),
     LinkBack(usize),
     NotOwner,
-    /// The owner answers a Subscribe; the stream may have been rebuilt.
+    /// An owner with `fence` answers a Subscribe; the stream may have
+    /// been rebuilt.
     Ack {
         new_epoch: bool,
+        fence: u64,
     },
-    Broadcast,
+    /// An owner with `fence` broadcasts.
+    Broadcast {
+        fence: u64,
+    },
     Close,
     /// Time passes, then the node's tick.
     Wait(u64),
@@ -52,8 +58,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => prop::option::weighted(0.9, 0..OWNERS.len()).prop_map(Op::Owner),
         2 => (0..OWNERS.len()).prop_map(Op::LinkBack),
         1 => Just(Op::NotOwner),
-        3 => prop::bool::weighted(0.2).prop_map(|new_epoch| Op::Ack { new_epoch }),
-        2 => Just(Op::Broadcast),
+        3 => (prop::bool::weighted(0.2), 0..4u64)
+            .prop_map(|(new_epoch, fence)| Op::Ack { new_epoch, fence }),
+        2 => (0..4u64).prop_map(|fence| Op::Broadcast { fence }),
         1 => Just(Op::Close),
         3 => (0..400u64).prop_map(Op::Wait),
         2 => Just(Op::Reap),
@@ -92,6 +99,10 @@ struct Model {
     unsubscribed: bool,
     closes: u32,
     next_waiter: u32,
+    /// The newest owner's fence heard.
+    fence: u64,
+    /// Frames from stale owners, not reported yet.
+    stale: u32,
 }
 
 impl Model {
@@ -152,9 +163,14 @@ fn check_actions(room: &mut RoomLifecycle<u32>, model: &mut Model) -> Result<(),
                 model.closes += 1;
                 prop_assert_eq!(model.closes, 1, "closed once");
             }
+            Action::Stale => {
+                prop_assert!(model.stale > 0, "a frame reported stale that was not");
+                model.stale -= 1;
+            }
             Action::Timing(_) | Action::Wake => {}
         }
     }
+    prop_assert_eq!(model.stale, 0, "a stale owner's frame went unreported");
     Ok(())
 }
 
@@ -175,6 +191,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         unsubscribed: false,
         closes: 0,
         next_waiter: 0,
+        fence: 0,
+        stale: 0,
     };
     let mut msg_id = 0;
     // The node makes a room for its first joiner.
@@ -230,10 +248,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.owner = None;
                 room.handle(model.now, Event::NotOwner);
             }
-            Op::Ack { new_epoch } => {
+            Op::Ack { new_epoch, fence } => {
                 if new_epoch {
                     model.epoch += 1;
                 }
+                let stale = fence < model.fence;
                 let latest = Cursor::after(model.epoch, &message(msg_id));
                 room.handle(
                     model.now,
@@ -247,10 +266,15 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         }),
                         member_count: 0,
                         history: Vec::new(),
+                        fence,
                     }),
                 );
                 let ops: Vec<RingOp> = std::iter::from_fn(|| room.poll_ring()).collect();
-                if model.alive() {
+                if stale {
+                    prop_assert!(ops.is_empty(), "a stale owner's ack changed the ring");
+                    model.stale += 1;
+                } else if model.alive() {
+                    model.fence = fence;
                     let fresh = model.stage != Stage::Live || model.ring_epoch != Some(model.epoch);
                     prop_assert!(
                         matches!(&ops[..], [RingOp::Fill { fresh: f, .. }] if *f == fresh),
@@ -261,17 +285,25 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     model.ring_epoch = Some(model.epoch);
                     model.stage = Stage::Live;
                 } else {
+                    model.fence = fence;
                     prop_assert!(ops.is_empty(), "a closed or gone room's ring changed");
                 }
             }
-            Op::Broadcast => {
+            Op::Broadcast { fence } => {
                 msg_id += 1;
-                room.handle(model.now, Event::Broadcast(vec![message(msg_id)]));
+                let messages = vec![message(msg_id)];
+                room.handle(model.now, Event::Broadcast { messages, fence });
                 let ops: Vec<RingOp> = std::iter::from_fn(|| room.poll_ring()).collect();
+                let stale = fence < model.fence;
+                if stale {
+                    model.stale += 1;
+                } else {
+                    model.fence = fence;
+                }
                 prop_assert_eq!(
                     ops.len(),
-                    usize::from(model.stage == Stage::Live),
-                    "only a live ring takes broadcasts"
+                    usize::from(!stale && model.stage == Stage::Live),
+                    "only a live ring takes broadcasts, and only from a current owner"
                 );
             }
             Op::Close => {
@@ -392,6 +424,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             config: Some(RoomConfig::default()),
             member_count: 0,
             history: Vec::new(),
+            fence: model.fence,
         }),
     );
     if model.alive() {

@@ -144,6 +144,15 @@ fn ack(epoch: u64, msg_id: u64, members: u64) -> SubscribeAck {
         config: Some(config(8)),
         member_count: members,
         history: (1..=msg_id).map(message).collect(),
+        fence: 1,
+    }
+}
+
+/// A broadcast of `msg_id` from an owner with `fence`.
+fn broadcast(msg_id: u64, fence: u64) -> Event<u32> {
+    Event::Broadcast {
+        messages: vec![message(msg_id)],
+        fence,
     }
 }
 
@@ -350,14 +359,41 @@ fn a_new_ack_keeps_a_live_ring_of_the_same_stream_only() {
 #[test]
 fn broadcasts_reach_only_a_live_ring() {
     let mut room = Room::placed("r1");
-    room.feed(Event::Broadcast(vec![message(1)]));
+    room.feed(broadcast(1, 1));
     assert_eq!(room.ring_ops(), []);
     assert_eq!(room.actions(), []);
     room.feed(Event::Subscribed(ack(1, 1, 0)));
     room.ring_ops();
     room.actions();
-    room.feed(Event::Broadcast(vec![message(2)]));
+    room.feed(broadcast(2, 1));
     assert_eq!(room.ring_ops(), [RingOp::Append(vec![message(2)])]);
+    assert_eq!(room.actions(), [Action::Wake]);
+}
+
+#[test]
+fn an_owner_that_lost_the_room_is_not_heard_once_a_newer_one_was() {
+    let mut room = Room::placed("r1");
+    room.feed(Event::Subscribed(ack(1, 1, 0)));
+    room.ring_ops();
+    room.actions();
+    // A newer owner (fence 5) answers; then the old one (fence 1), cut
+    // off or stalled, still broadcasts and acks.
+    room.feed(Event::Subscribed(SubscribeAck {
+        fence: 5,
+        ..ack(1, 2, 0)
+    }));
+    assert!(matches!(room.ring_ops()[..], [RingOp::Fill { .. }]));
+    room.actions();
+    assert!(room.lifecycle.is_stale(1));
+    assert!(!room.lifecycle.is_stale(5));
+    room.feed(broadcast(3, 1));
+    assert_eq!(room.ring_ops(), [], "a stale broadcast is not appended");
+    assert_eq!(room.actions(), [Action::Stale]);
+    room.feed(Event::Subscribed(ack(1, 3, 0)));
+    assert_eq!(room.ring_ops(), [], "nor is a stale ack");
+    assert_eq!(room.actions(), [Action::Stale]);
+    room.feed(broadcast(3, 5));
+    assert_eq!(room.ring_ops(), [RingOp::Append(vec![message(3)])]);
     assert_eq!(room.actions(), [Action::Wake]);
 }
 

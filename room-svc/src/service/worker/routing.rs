@@ -309,6 +309,8 @@ impl Worker {
             session_id: send.session_id,
             request_id: send.request_id,
             outcome: Some(send_result::Outcome::Error(error)),
+            room_id: send.room_id,
+            fence: self.term(),
         };
         self.outbox
             .push((node, frame(to_msg_svc::Body::SendResult(result))));
