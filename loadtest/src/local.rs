@@ -6,6 +6,7 @@
 //! `scripts/cluster up` ([`ClusterCommand`]) starts one and detaches it,
 //! `down` and `status` find it again from its state file.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -97,6 +98,12 @@ pub struct ClusterSpec {
     /// Redis writes every change to an append-only file before answering,
     /// so a restarted Redis has all it acknowledged.
     pub durable_redis: bool,
+    /// Where a node reaches ZooKeeper instead of ZooKeeper's own address,
+    /// by node id (a proxy that can cut it off).
+    pub zk_via: HashMap<String, String>,
+    /// Where a room service reaches Redis instead (a `redis://` URL), by
+    /// node id.
+    pub redis_via: HashMap<String, String>,
 }
 
 impl Default for ClusterSpec {
@@ -110,7 +117,33 @@ impl Default for ClusterSpec {
             node_args: Vec::new(),
             public_link_addrs: Vec::new(),
             durable_redis: false,
+            zk_via: HashMap::new(),
+            redis_via: HashMap::new(),
         }
+    }
+}
+
+/// The servers a cluster stands on, started before its nodes (so that
+/// proxies can be put between them).
+#[derive(Debug)]
+pub struct Servers {
+    /// ZooKeeper.
+    pub zookeeper: LocalServer,
+    /// Redis.
+    pub redis: LocalServer,
+}
+
+impl Servers {
+    /// Starts ZooKeeper and Redis under `dir`.
+    pub fn start(spec: &ClusterSpec, dir: &Path) -> Result<Self, ClusterError> {
+        fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
+        let zookeeper = LocalServer::zookeeper(&dir.join("zookeeper"))?;
+        let redis = if spec.durable_redis {
+            LocalServer::durable_redis(&dir.join("redis"))?
+        } else {
+            LocalServer::redis(&dir.join("redis"))?
+        };
+        Ok(Self { zookeeper, redis })
     }
 }
 
@@ -299,7 +332,18 @@ impl LocalCluster {
     /// Starts a cluster with everything under `dir` (created if needed) and
     /// waits until every node is ready.
     pub fn start(spec: &ClusterSpec, dir: &Path) -> Result<Self, ClusterError> {
-        fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
+        let servers = Servers::start(spec, dir)?;
+        Self::start_on(servers, spec, dir)
+    }
+
+    /// Starts a cluster's nodes on `servers`, with everything under `dir`,
+    /// and waits until every node is ready.
+    pub fn start_on(
+        servers: Servers,
+        spec: &ClusterSpec,
+        dir: &Path,
+    ) -> Result<Self, ClusterError> {
+        let Servers { zookeeper, redis } = servers;
         let bin_dir = match &spec.bin_dir {
             Some(dir) => dir.clone(),
             None => default_bin_dir()?,
@@ -313,12 +357,6 @@ impl LocalCluster {
             }
         };
         let (room_bin, msg_bin) = (binary("room-svc")?, binary("msg-svc")?);
-        let zookeeper = LocalServer::zookeeper(&dir.join("zookeeper"))?;
-        let redis = if spec.durable_redis {
-            LocalServer::durable_redis(&dir.join("redis"))?
-        } else {
-            LocalServer::redis(&dir.join("redis"))?
-        };
         let secret_file = dir.join("token-secret");
         SecretSource::File(secret_file.clone()).load(true)?;
         let admin_token_file = dir.join("admin-token");
@@ -332,9 +370,10 @@ impl LocalCluster {
         let cluster_name = "local".to_owned();
         let session_ms = spec.zk_session_timeout.as_millis().to_string();
         let common = |id: &str| -> Vec<String> {
+            let zk = spec.zk_via.get(id).cloned();
             let mut args = vec![
                 "--zk".into(),
-                zookeeper.addr(),
+                zk.unwrap_or_else(|| zookeeper.addr()),
                 "--cluster".into(),
                 cluster_name.clone(),
                 "--node-id".into(),
@@ -351,9 +390,10 @@ impl LocalCluster {
             let http_addr = format!("127.0.0.1:{}", free_port()?);
             let link_addr = format!("127.0.0.1:{}", free_port()?);
             let mut command = common(&id);
+            let redis_url = spec.redis_via.get(&id).cloned();
             command.extend([
                 "--redis".into(),
-                redis.redis_url(),
+                redis_url.unwrap_or_else(|| redis.redis_url()),
                 "--link-listen".into(),
                 link_addr.clone(),
                 "--http-listen".into(),

@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, watch};
 
+use super::history::RoomHistory;
 use super::plan::WorkerPlan;
 use super::stats::{LANES, Latency, RoomTally};
 use super::wire::{self, Batch, Framing, Scanned, WsFrame};
@@ -70,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) scratch: RefCell<Vec<u8>>,
     /// Per plan room, by index.
     pub(crate) rooms: RefCell<Vec<RoomTally>>,
+    /// What each plan room's receivers saw, checked, by index.
+    histories: RefCell<Vec<RoomHistory>>,
     pub(crate) second_delivered: Cell<u64>,
     pub(crate) second_joined: Cell<u64>,
     pub(crate) second_latency: RefCell<Latency>,
@@ -99,6 +102,7 @@ impl Shared {
             key,
             phase,
             scratch: RefCell::new(vec![0; 2 * wire::MAX_SERVER_FRAME]),
+            histories: RefCell::new(rooms.iter().map(|_| RoomHistory::default()).collect()),
             rooms: RefCell::new(rooms),
             second_delivered: Cell::new(0),
             second_joined: Cell::new(0),
@@ -659,6 +663,8 @@ impl Bot {
         if to.epoch != self.cursor.epoch || to.msg_id <= self.cursor.msg_id {
             return;
         }
+        let verdict = self.shared.histories.borrow_mut()[self.room_index]
+            .check(self.cursor, &batch.messages);
         let now = unix_micros();
         let mut delivered = [0u64; LANES];
         {
@@ -691,6 +697,9 @@ impl Bot {
         for lane in 0..LANES {
             room.delivered[lane] += delivered[lane];
             room.dropped[lane] += dropped[lane];
+            room.redundant[lane] += verdict.redundant[lane];
+            room.disordered[lane] += verdict.disordered[lane];
+            room.conflicting[lane] += verdict.conflicting[lane];
         }
         self.shared
             .second_delivered

@@ -2,7 +2,8 @@
 //! processes, counted exactly, reported as JSON, text and a chart.
 //!
 //! - [`stats`]: per-room, per-lane accounting and HDR latency histograms,
-//!   mergeable across workers.
+//!   mergeable across workers; `history`: the history checker (order per
+//!   receiver, one message per `msg_id` per room).
 //! - [`report`]: `report.json`, the human summary and the SVG chart.
 //! - [`scenario`]: the scenarios, their flags and their rooms.
 //! - [`coordinator`]: starts the target, spawns the workers, runs the phases,
@@ -20,6 +21,7 @@
 
 mod bot;
 pub mod coordinator;
+mod history;
 mod library;
 mod nats;
 pub mod plan;

@@ -40,6 +40,17 @@ pub struct RoomTally {
     pub delivered: [u64; LANES],
     /// Messages receivers were told they will never get, per lane.
     pub dropped: [u64; LANES],
+    /// Messages sent again to a receiver that had them (at or below its
+    /// cursor), per lane.
+    #[serde(default)]
+    pub redundant: [u64; LANES],
+    /// Messages a receiver got out of order (`msg_id` or `ts` not above
+    /// the one before), per lane.
+    #[serde(default)]
+    pub disordered: [u64; LANES],
+    /// Messages whose `msg_id` a receiver saw on another message, per lane.
+    #[serde(default)]
+    pub conflicting: [u64; LANES],
 }
 
 impl RoomTally {
@@ -58,6 +69,9 @@ impl RoomTally {
             self.accepted[lane] += other.accepted[lane];
             self.delivered[lane] += other.delivered[lane];
             self.dropped[lane] += other.dropped[lane];
+            self.redundant[lane] += other.redundant[lane];
+            self.disordered[lane] += other.disordered[lane];
+            self.conflicting[lane] += other.conflicting[lane];
         }
         for (code, n) in &other.refused {
             *self.refused.entry(code.clone()).or_default() += n;
@@ -80,6 +94,15 @@ pub struct LaneTotals {
     pub dropped: u64,
     /// `expected − delivered − dropped`: deliveries that went missing.
     pub lost: i64,
+    /// Messages sent again to receivers that had them.
+    #[serde(default)]
+    pub redundant: u64,
+    /// Messages receivers got out of order.
+    #[serde(default)]
+    pub disordered: u64,
+    /// Messages under a `msg_id` that receivers saw on another message.
+    #[serde(default)]
+    pub conflicting: u64,
 }
 
 /// Counts over every room, from one worker or merged.
@@ -114,6 +137,9 @@ impl Tally {
             totals.expected += room.accepted[lane] * room.receivers;
             totals.delivered += room.delivered[lane];
             totals.dropped += room.dropped[lane];
+            totals.redundant += room.redundant[lane];
+            totals.disordered += room.disordered[lane];
+            totals.conflicting += room.conflicting[lane];
         }
         totals.lost = totals.expected as i64 - totals.delivered as i64 - totals.dropped as i64;
         totals
@@ -307,7 +333,8 @@ mod tests {
                 expected: 50,
                 delivered: 45,
                 dropped: 5,
-                lost: 0
+                lost: 0,
+                ..LaneTotals::default()
             }
         );
         assert_eq!(total.lane(1).lost, 0);

@@ -117,6 +117,7 @@ pub fn next_ws_frame(buf: &[u8]) -> Result<Option<(WsFrame, usize)>, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
     pub msg_id: u64,
+    pub ts: u64,
     pub lane: Lane,
     /// The sender's stamp (µs since the Unix epoch), if the payload has one.
     pub stamp: Option<u64>,
@@ -169,6 +170,7 @@ mod field {
     pub(super) const PULL_MORE: u32 = 6;
     pub(super) const PULL_RESET: u32 = 7;
     pub(super) const MSG_ID: u32 = 1;
+    pub(super) const MSG_TS: u32 = 2;
     pub(super) const MSG_LANE: u32 = 5;
     pub(super) const MSG_PAYLOAD: u32 = 7;
     pub(super) const CURSOR_EPOCH: u32 = 1;
@@ -255,12 +257,14 @@ fn scan_pull(buf: &[u8]) -> ScanResult<Batch> {
 fn scan_message(buf: &[u8]) -> ScanResult<Seen> {
     let mut seen = Seen {
         msg_id: 0,
+        ts: 0,
         lane: Lane::Normal,
         stamp: None,
     };
     each_field(buf, |tag, value| {
         match (tag, value) {
             (field::MSG_ID, Value::Varint(v)) => seen.msg_id = v,
+            (field::MSG_TS, Value::Varint(v)) => seen.ts = v,
             (field::MSG_LANE, Value::Varint(v)) => {
                 seen.lane = if v == Lane::Priority as u64 {
                     Lane::Priority
@@ -408,11 +412,13 @@ mod tests {
             [
                 Seen {
                     msg_id: 4,
+                    ts: 40,
                     lane: Lane::Normal,
                     stamp: Some(111)
                 },
                 Seen {
                     msg_id: 5,
+                    ts: 50,
                     lane: Lane::Priority,
                     stamp: Some(222)
                 },
