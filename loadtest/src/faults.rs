@@ -1,8 +1,11 @@
 //! `loadtest faults`: a local cluster under the harness's load while its
-//! processes fail one after another. Each fault's recovery is timed by
+//! processes fail one after another, and admin notices posted through
+//! every room service all along. Each fault's recovery is timed by
 //! end-to-end probes, and the run passes only if no PRIORITY message was
 //! lost or skipped, every NORMAL delivery is accounted for (delivered, or
-//! reported skipped to the client), and every fault recovered in time.
+//! reported skipped to the client), the history checker found nothing (no
+//! receiver saw messages out of order, no `msg_id` was given to two
+//! messages), and every fault recovered in time.
 //!
 //! The faults, in order:
 //! - `msg-svc`: `kill -9` of a msg-svc, restarted at once; its users come
@@ -16,13 +19,28 @@
 //!   durable Redis restarts).
 //! - `link-cut`: a msg-svc cut off from every room-svc (its links closed
 //!   and refused by a proxy) while its clients stay connected, then healed.
+//! - `zk-cut`: a room-svc cut off from ZooKeeper only (its links and Redis
+//!   intact) past the session timeout, then healed: its lease ends, its
+//!   rooms move, and nothing it still holds reaches anyone.
+//! - `stall`: a room-svc stopped (SIGSTOP) past the session timeout, then
+//!   let go, as a long pause would.
+//! - `msg-zk-cut`: a msg-svc cut off from ZooKeeper only, past the session
+//!   timeout, then healed.
+//! - `redis-cut`: a room-svc cut off from Redis only, then healed.
+//! - `flap`: a msg-svc's links to the room-svcs cut and healed again and
+//!   again.
 //!
 //! - [`proxy`]: the link proxy that cuts msg-svcs off.
+//! - [`partition`]: a proxy on each node's path to ZooKeeper and Redis.
+//! - [`notices`]: the admin notices.
 //! - [`probe`]: the end-to-end probes.
 
+pub mod notices;
+pub mod partition;
 pub mod probe;
 pub mod proxy;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,7 +56,9 @@ use crate::harness::coordinator::{self, Target};
 use crate::harness::plan::ClientKind;
 use crate::harness::report::{Lanes, Report};
 use crate::harness::scenario::{RunArgs, Scenario, transport_flag};
-use crate::local::{ClusterSpec, LocalCluster};
+use crate::local::{ClusterSpec, LocalCluster, Servers};
+use notices::{NoticeLog, Notices};
+use partition::{Partitions, Path};
 use probe::Probe;
 use proxy::{Cuts, LinkProxy};
 
@@ -51,6 +71,13 @@ const MSG_SVCS: usize = 3;
 const SETTLE: Duration = Duration::from_secs(3);
 /// How long a msg-svc stays cut off.
 const CUT_FOR: Duration = Duration::from_secs(5);
+/// How long past the session timeout a node stays cut from ZooKeeper, or
+/// stalled.
+const PAST_SESSION: Duration = Duration::from_secs(8);
+/// How long a room-svc stays cut from Redis.
+const REDIS_CUT_FOR: Duration = Duration::from_secs(8);
+/// A flap: cut for this long, then healed for the second, so many times.
+const FLAP: (Duration, Duration, u32) = (Duration::from_millis(300), Duration::from_millis(700), 6);
 /// How long after a fault the probes keep trying before it counts as
 /// never recovered.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
@@ -73,6 +100,16 @@ pub enum Fault {
     Redis,
     /// A msg-svc cut off from the room-svcs, then healed.
     LinkCut,
+    /// A room-svc cut off from ZooKeeper only, past the session timeout.
+    ZkCut,
+    /// A room-svc stopped (SIGSTOP) past the session timeout, then resumed.
+    Stall,
+    /// A msg-svc cut off from ZooKeeper only, past the session timeout.
+    MsgZkCut,
+    /// A room-svc cut off from Redis only.
+    RedisCut,
+    /// A msg-svc's links cut and healed again and again.
+    Flap,
 }
 
 /// Flags of `loadtest faults`.
@@ -132,6 +169,25 @@ pub struct Recovery {
     pub failed_rounds: u32,
     /// The last failed round's reason.
     pub last_failure: Option<String>,
+    /// Admin notices refused (or of unknown outcome) from the fault until
+    /// it recovered, by error code.
+    pub notices_refused: BTreeMap<String, u64>,
+    /// Seconds from the first such notice to the last.
+    pub notices_refused_for_s: f64,
+    /// When the fault began and when it was over.
+    #[serde(skip)]
+    window: (Instant, Instant),
+}
+
+/// What became of the admin notices.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NoticeTotals {
+    /// Answered 201.
+    pub posted: u64,
+    /// Refused before anything was stamped.
+    pub refused: u64,
+    /// Of unknown outcome (the answer was lost).
+    pub unknown: u64,
 }
 
 /// Probe rounds while a freeze or a cut lasted.
@@ -154,7 +210,9 @@ pub struct FaultReport {
     pub lanes: Lanes,
     /// Harness sends refused, by error code (while a room had no owner,
     /// say).
-    pub refused: std::collections::BTreeMap<String, u64>,
+    pub refused: BTreeMap<String, u64>,
+    /// Admin notices posted (201), refused, and of unknown outcome.
+    pub notices: NoticeTotals,
     /// The harness's connections lost and resumed, and other notes.
     pub notes: Vec<String>,
     /// Why the run failed; empty when it passed.
@@ -182,6 +240,12 @@ impl FaultReport {
             let recovered = r
                 .recovered_s
                 .map_or_else(|| "never".to_owned(), |s| format!("{s:.2} s"));
+            if !r.notices_refused.is_empty() {
+                during.push_str(&format!(
+                    "; admin notices refused over {:.2} s: {:?}",
+                    r.notices_refused_for_s, r.notices_refused
+                ));
+            }
             out.push_str(&format!(
                 "{fault:<11} {recovered:>9}  {:>13}  {}{during}\n",
                 r.failed_rounds, r.what
@@ -193,10 +257,21 @@ impl FaultReport {
         ] {
             out.push_str(&format!(
                 "{name:<8}: accepted {}, deliveries owed {}, delivered {}, reported skipped {}, \
-                 lost {}\n",
-                lane.accepted, lane.expected, lane.delivered, lane.dropped, lane.lost
+                 lost {}; out of order {}, msg_id conflicts {}, sent again {}\n",
+                lane.accepted,
+                lane.expected,
+                lane.delivered,
+                lane.dropped,
+                lane.lost,
+                lane.disordered,
+                lane.conflicting,
+                lane.redundant
             ));
         }
+        out.push_str(&format!(
+            "admin notices: posted {}, refused {}, outcome unknown {}\n",
+            self.notices.posted, self.notices.refused, self.notices.unknown
+        ));
         if !self.refused.is_empty() {
             out.push_str(&format!("sends refused: {:?}\n", self.refused));
         }
@@ -205,7 +280,8 @@ impl FaultReport {
         }
         if self.failures.is_empty() {
             out.push_str(&format!(
-                "PASS: no PRIORITY loss, exact accounting, every fault recovered within {} s\n",
+                "PASS: no PRIORITY loss, exact accounting, a clean history, every fault \
+                 recovered within {} s\n",
                 self.recover_within_s
             ));
         } else {
@@ -238,7 +314,7 @@ pub async fn run(args: &FaultArgs) -> anyhow::Result<FaultReport> {
     for _ in 0..ROOM_SVCS {
         proxies.push(LinkProxy::bind().await.context("binding a link proxy")?);
     }
-    let spec = ClusterSpec {
+    let mut spec = ClusterSpec {
         room_svcs: ROOM_SVCS,
         msg_svcs: MSG_SVCS,
         zk_session_timeout: Duration::from_millis(args.zk_session_timeout_ms),
@@ -251,8 +327,21 @@ pub async fn run(args: &FaultArgs) -> anyhow::Result<FaultReport> {
         ..ClusterSpec::default()
     };
     let dir = args.out.join("servers");
+    let servers = {
+        let (spec, dir) = (spec.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || Servers::start(&spec, &dir)).await??
+    };
+    let room_svc_ids: Vec<String> = (1..=ROOM_SVCS).map(|i| format!("room-svc-{i}")).collect();
+    let node_ids: Vec<String> = room_svc_ids
+        .iter()
+        .cloned()
+        .chain((1..=MSG_SVCS).map(|i| format!("msg-svc-{i}")))
+        .collect();
+    let partitions = Partitions::start(&servers, &node_ids, &room_svc_ids).await?;
+    spec.zk_via = partitions.zk_via();
+    spec.redis_via = partitions.redis_via();
     let cluster = tokio::task::spawn_blocking(move || -> anyhow::Result<LocalCluster> {
-        let cluster = LocalCluster::start(&spec, &dir)?;
+        let cluster = LocalCluster::start_on(servers, &spec, &dir)?;
         for node in cluster.room_svcs.iter().chain(&cluster.msg_svcs) {
             node.wait_members((ROOM_SVCS, MSG_SVCS))?;
         }
@@ -309,26 +398,74 @@ pub async fn run(args: &FaultArgs) -> anyhow::Result<FaultReport> {
     } else {
         args.only.clone()
     };
+    let admins = cluster
+        .room_svcs
+        .iter()
+        .map(|n| n.http_addr.clone())
+        .collect();
+    let admin_token = cluster.admin_token()?;
     let cluster: Shared = Arc::new(Mutex::new(cluster));
     let injector = Injector {
         cluster: Arc::clone(&cluster),
         cuts: &cuts,
+        partitions: &partitions,
         probe: &mut probe,
         session_timeout: Duration::from_millis(args.zk_session_timeout_ms),
     };
-    let (report, recoveries) =
-        coordinator::run_until(&scenario, &run_args, &target, injector.inject(&faults)).await?;
-    Ok(judge(recoveries?, report, args.recover_within_s))
+    let injected = injector.inject(&faults, admins, admin_token, harness_rooms);
+    let (report, injected) =
+        coordinator::run_until(&scenario, &run_args, &target, injected).await?;
+    let (recoveries, notices) = injected?;
+    Ok(judge(recoveries, report, &notices, args.recover_within_s))
 }
 
-fn judge(recoveries: Vec<Recovery>, report: Report, bound_s: u64) -> FaultReport {
+/// Owes the admin notices posted in each room to its receivers, in the
+/// PRIORITY lane; those whose outcome is unknown may or may not be owed.
+/// Returns by how many deliveries `lost` may fall short of 0.
+fn owe_notices(report: &mut Report, notices: &NoticeLog) -> u64 {
+    let priority = &mut report.lanes.priority;
+    for (room, posted) in notices.posted() {
+        let receivers = report.receivers.get(&room).copied().unwrap_or(0);
+        priority.accepted += posted;
+        priority.expected += posted * receivers;
+    }
+    priority.lost = priority.expected as i64 - priority.delivered as i64 - priority.dropped as i64;
+    notices
+        .unknown()
+        .into_iter()
+        .map(|(room, unknown)| unknown * report.receivers.get(&room).copied().unwrap_or(0))
+        .sum()
+}
+
+fn judge(
+    mut recoveries: Vec<Recovery>,
+    mut report: Report,
+    notices: &NoticeLog,
+    bound_s: u64,
+) -> FaultReport {
     let mut failures = Vec::new();
+    let maybe_owed = owe_notices(&mut report, notices);
     let priority = &report.lanes.priority;
-    if priority.lost != 0 || priority.dropped != 0 {
+    // Each notice of unknown outcome that was stamped after all is
+    // delivered without being owed.
+    if priority.lost > 0 || priority.lost < -(maybe_owed as i64) || priority.dropped != 0 {
         failures.push(format!(
             "PRIORITY: {} deliveries lost and {} skipped of {} owed",
             priority.lost, priority.dropped, priority.expected
         ));
+    }
+    for (name, lane) in [("NORMAL", &report.lanes.normal), ("PRIORITY", priority)] {
+        if lane.disordered != 0 || lane.conflicting != 0 {
+            failures.push(format!(
+                "{name}: history broken: {} messages out of order, {} under a msg_id another \
+                 message had",
+                lane.disordered, lane.conflicting
+            ));
+        }
+    }
+    for r in &mut recoveries {
+        (r.notices_refused, r.notices_refused_for_s) =
+            notices.refused_between(r.window.0, r.window.1);
     }
     let normal = &report.lanes.normal;
     if normal.lost != 0 {
@@ -365,11 +502,18 @@ fn judge(recoveries: Vec<Recovery>, report: Report, bound_s: u64) -> FaultReport
             )),
         }
     }
+    let posted: u64 = notices.posted().values().sum();
+    let unknown: u64 = notices.unknown().values().sum();
     FaultReport {
         recoveries,
         recover_within_s: bound_s,
         lanes: report.lanes,
         refused: report.refused,
+        notices: NoticeTotals {
+            posted,
+            refused: notices.entries.len() as u64 - posted - unknown,
+            unknown,
+        },
         notes: report.notes,
         failures,
     }
@@ -430,12 +574,25 @@ impl Drop for AbortOnDrop {
 struct Injector<'a> {
     cluster: Shared,
     cuts: &'a Cuts,
+    partitions: &'a Partitions,
     probe: &'a mut Probe,
     session_timeout: Duration,
 }
 
 impl Injector<'_> {
-    async fn inject(mut self, faults: &[Fault]) -> anyhow::Result<Vec<Recovery>> {
+    /// Injects `faults` in turn while admin notices are posted through
+    /// `admins` into `rooms`. This runs in the harness's measured phase,
+    /// every receiver joined; the notices stop a while before the
+    /// harness's senders do, so every notice is below the positions the
+    /// receivers drain to.
+    async fn inject(
+        mut self,
+        faults: &[Fault],
+        admins: Vec<String>,
+        admin_token: String,
+        rooms: Vec<String>,
+    ) -> anyhow::Result<(Vec<Recovery>, NoticeLog)> {
+        let notices = Notices::start(admins, admin_token, rooms);
         tokio::time::sleep(SETTLE).await;
         if let (None, _, why) = self.recover(Instant::now(), true).await {
             anyhow::bail!(
@@ -444,14 +601,19 @@ impl Injector<'_> {
             );
         }
         let mut recoveries = Vec::new();
-        for &fault in faults {
+        for (n, &fault) in faults.iter().enumerate() {
+            if n > 0 {
+                tokio::time::sleep(SETTLE).await;
+            }
             self.fault(fault, &mut recoveries).await?;
-            tokio::time::sleep(SETTLE).await;
         }
-        Ok(recoveries)
+        let notices = notices.stop();
+        tokio::time::sleep(SETTLE).await;
+        Ok((recoveries, notices))
     }
 
     async fn fault(&mut self, fault: Fault, out: &mut Vec<Recovery>) -> anyhow::Result<()> {
+        let began = Instant::now();
         let mut record = |what: &str, during, (recovered_s, failed_rounds, last_failure)| {
             out.push(Recovery {
                 fault,
@@ -461,8 +623,12 @@ impl Injector<'_> {
                 nodes_noticed: None,
                 failed_rounds,
                 last_failure,
+                notices_refused: BTreeMap::new(),
+                notices_refused_for_s: 0.0,
+                window: (began, Instant::now()),
             });
         };
+        let past_session = self.session_timeout + PAST_SESSION;
         match fault {
             Fault::MsgSvc => {
                 let start = Instant::now();
@@ -533,6 +699,82 @@ impl Injector<'_> {
                 record(
                     "msg-svc-3 cut off from the room-svcs for 5 s; from the heal",
                     Some(during),
+                    recovery,
+                );
+            }
+            Fault::ZkCut => {
+                self.partitions.cut("room-svc-1", Path::ZooKeeper)?;
+                let during = self.hold(past_session).await;
+                let start = Instant::now();
+                self.partitions.heal("room-svc-1", Path::ZooKeeper)?;
+                let recovery = self.recover(start, true).await;
+                record(
+                    "room-svc-1 cut from ZooKeeper only, for the session timeout + 8 s; from \
+                     the heal",
+                    Some(during),
+                    recovery,
+                );
+            }
+            Fault::Stall => {
+                self.with_cluster(|c| {
+                    node(&mut c.room_svcs, "room-svc-1")?.pause();
+                    Ok(())
+                })
+                .await?;
+                let during = self.hold(past_session).await;
+                let start = Instant::now();
+                self.with_cluster(|c| {
+                    node(&mut c.room_svcs, "room-svc-1")?.resume();
+                    Ok(())
+                })
+                .await?;
+                let recovery = self.recover(start, true).await;
+                record(
+                    "room-svc-1 stalled (SIGSTOP) for the session timeout + 8 s; from the \
+                     resume",
+                    Some(during),
+                    recovery,
+                );
+            }
+            Fault::MsgZkCut => {
+                self.partitions.cut("msg-svc-1", Path::ZooKeeper)?;
+                let during = self.hold(past_session).await;
+                let start = Instant::now();
+                self.partitions.heal("msg-svc-1", Path::ZooKeeper)?;
+                let recovery = self.recover(start, true).await;
+                record(
+                    "msg-svc-1 cut from ZooKeeper only, for the session timeout + 8 s; from \
+                     the heal",
+                    Some(during),
+                    recovery,
+                );
+            }
+            Fault::RedisCut => {
+                self.partitions.cut("room-svc-1", Path::Redis)?;
+                let during = self.hold(REDIS_CUT_FOR).await;
+                let start = Instant::now();
+                self.partitions.heal("room-svc-1", Path::Redis)?;
+                let recovery = self.recover(start, true).await;
+                record(
+                    "room-svc-1 cut from Redis only, for 8 s; from the heal",
+                    Some(during),
+                    recovery,
+                );
+            }
+            Fault::Flap => {
+                let (down, up, times) = FLAP;
+                for _ in 0..times {
+                    self.cuts.cut("msg-svc-3");
+                    tokio::time::sleep(down).await;
+                    self.cuts.heal("msg-svc-3");
+                    tokio::time::sleep(up).await;
+                }
+                let start = Instant::now();
+                let recovery = self.recover(start, true).await;
+                record(
+                    "msg-svc-3's links flapping (0.3 s cut, 0.7 s up, 6 times); from the last \
+                     heal",
+                    None,
                     recovery,
                 );
             }

@@ -663,8 +663,8 @@ impl Bot {
         if to.epoch != self.cursor.epoch || to.msg_id <= self.cursor.msg_id {
             return;
         }
-        let verdict = self.shared.histories.borrow_mut()[self.room_index]
-            .check(self.cursor, &batch.messages);
+        let verdict =
+            self.shared.histories.borrow_mut()[self.room_index].check(self.cursor, &batch.messages);
         let now = unix_micros();
         let mut delivered = [0u64; LANES];
         {
@@ -676,7 +676,9 @@ impl Bot {
                 .filter(|m| m.msg_id > self.cursor.msg_id)
             {
                 delivered[seen.lane as usize] += 1;
-                if let Some(stamp) = seen.stamp {
+                // A payload not stamped by a bot (an admin notice's text)
+                // reads as a stamp from the future: no latency for it.
+                if let Some(stamp) = seen.stamp.filter(|&stamp| stamp <= now) {
                     let micros = now.saturating_sub(stamp);
                     second.record(micros);
                     total.record(micros);

@@ -429,6 +429,11 @@ pub async fn run_until<T>(
         },
         joins_per_s: (join_storm && last_join_s > 0.0).then(|| seconds.joined as f64 / last_join_s),
         refused: tally.refused(),
+        receivers: tally
+            .rooms
+            .iter()
+            .map(|(room, counts)| (room.clone(), counts.receivers))
+            .collect(),
         client: ClientUse {
             cpu_s: client_cpu,
             processes: workers,

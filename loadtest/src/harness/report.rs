@@ -47,6 +47,10 @@ pub struct Report {
     pub joins_per_s: Option<f64>,
     /// Sends refused, by error code.
     pub refused: BTreeMap<String, u64>,
+    /// Receivers per room, to owe them what others posted to the room
+    /// (the fault suite's admin notices).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub receivers: BTreeMap<String, u64>,
     /// The load generator's own use of the machine.
     pub client: ClientUse,
     /// Per second of the measured phase.
