@@ -613,8 +613,12 @@ impl Injector<'_> {
     }
 
     async fn fault(&mut self, fault: Fault, out: &mut Vec<Recovery>) -> anyhow::Result<()> {
-        let began = Instant::now();
+        let mut began = Instant::now();
         let mut record = |what: &str, during, (recovered_s, failed_rounds, last_failure)| {
+            // The next part of the fault (a restart after a kill) begins
+            // where this one ended.
+            let ended = Instant::now();
+            let window = (std::mem::replace(&mut began, ended), ended);
             out.push(Recovery {
                 fault,
                 what: what.to_owned(),
@@ -625,7 +629,7 @@ impl Injector<'_> {
                 last_failure,
                 notices_refused: BTreeMap::new(),
                 notices_refused_for_s: 0.0,
-                window: (began, Instant::now()),
+                window,
             });
         };
         let past_session = self.session_timeout + PAST_SESSION;
