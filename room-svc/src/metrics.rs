@@ -16,6 +16,7 @@ pub(crate) struct RoomMetrics {
     accepted: Labelled<Counter>,
     rejected: ErrorCounters,
     deduplicated: Counter,
+    written_behind: Counter,
     broadcasts: Counter,
     broadcast_messages: Counter,
     rooms: Gauge,
@@ -29,6 +30,7 @@ impl Default for RoomMetrics {
             accepted: Labelled::new("lane", ["normal", "priority"]),
             rejected: ErrorCounters::default(),
             deduplicated: Counter::default(),
+            written_behind: Counter::default(),
             broadcasts: Counter::default(),
             broadcast_messages: Counter::default(),
             rooms: Gauge::default(),
@@ -56,6 +58,12 @@ impl RoomMetrics {
     /// A retried send answered with its original ack.
     pub(crate) fn deduplicated(&self) {
         self.deduplicated.inc();
+    }
+
+    /// A worker acked and broadcast what its store had not written yet
+    /// (Redis was away or slow).
+    pub(crate) fn written_behind(&self) {
+        self.written_behind.inc();
     }
 
     /// `frames` Broadcast frames queued, carrying `messages` message copies
@@ -99,6 +107,12 @@ impl RoomMetrics {
             "messages_deduplicated",
             "Retried sends answered with their original ack instead of being accepted again",
             self.deduplicated.clone(),
+        );
+        registry.register(
+            "written_behind",
+            "Worker rounds that acked and broadcast before Redis had their writes (Redis away \
+             or slower than a request's timeout); otherwise what is acked is stored first",
+            self.written_behind.clone(),
         );
         registry.register(
             "broadcasts_sent",

@@ -351,10 +351,13 @@ impl RoomService {
             let op = op.clone();
             let job: AdminJob = Box::new(move |worker: &mut Worker| {
                 op(worker);
-                worker.reply_after_flush(Box::new(move || {
-                    // The caller may have given up waiting; nobody else wants it.
-                    let _ = reply.send(());
-                }));
+                worker.reply_after_flush(
+                    None,
+                    Box::new(move |_| {
+                        // The caller may have given up waiting; nobody else wants it.
+                        let _ = reply.send(());
+                    }),
+                );
             });
             if queue.send(Input::Worker(job)).await.is_ok() {
                 answers.push(answer);
@@ -524,14 +527,25 @@ impl RoomService {
             let answer = if !worker.leased() {
                 Err(AdminError::OwnershipUnsure)
             } else if worker.owns(&job_room) {
-                op(worker, job_room)
+                op(worker, Arc::clone(&job_room))
             } else {
                 Err(AdminError::NotOwner(job_room.to_string()))
             };
-            worker.reply_after_flush(Box::new(move || {
-                // The caller may have given up waiting; nobody else wants it.
-                let _ = reply.send(answer);
-            }));
+            let room = Arc::clone(&job_room);
+            worker.reply_after_flush(
+                Some(job_room),
+                Box::new(move |refused| {
+                    // The store refused the room's writes: a newer owner
+                    // has it, and what this answer says did not happen.
+                    let answer = if refused {
+                        Err(AdminError::NotOwner(room.to_string()))
+                    } else {
+                        answer
+                    };
+                    // The caller may have given up waiting; nobody else wants it.
+                    let _ = reply.send(answer);
+                }),
+            );
         });
         queue
             .send(Input::Admin { room, job })

@@ -617,12 +617,17 @@ async fn a_stale_owner_s_writes_are_refused_once_a_newer_owner_took_the_room() {
     let fresh = send_many(&mut b, ROOM, "bob", 1, 1).await;
     new.flush().await.unwrap();
 
-    // The stale owner stamps the same msg_id; the store refuses it and
-    // tells it, and it drops the room.
-    let stale = send_many(&mut a, ROOM, "alice", 3, 1).await;
-    assert_eq!(stale[0].msg_id, fresh[0].msg_id);
-    old.flush().await.unwrap();
+    // The stale owner stamps the next msg_id (the one the new owner gave
+    // bob's message); the store refuses the write before anybody is told
+    // of it: the sender is told to retry, nothing is broadcast, and the
+    // room is dropped.
+    a.send(send_body(send(ROOM, "alice", 3)));
+    let error = a.next_error().await;
+    assert_eq!(code(&error), ErrorCode::Overloaded);
+    assert_eq!(error.message, "the room moved to another room service; retry");
     assert_eq!(a.next_not_owner().await.room_id, ROOM);
+    old.flush().await.unwrap();
+    assert_eq!(fresh[0].msg_id, 3);
     assert_eq!(old.store().counters().fenced_writes, 1);
     assert_eq!(new.store().counters().fenced_writes, 0);
     let history = stored_history(&redis, "fenced", ROOM).await;
@@ -658,4 +663,25 @@ async fn a_stale_owner_s_writes_are_refused_once_a_newer_owner_took_the_room() {
         .await
         .unwrap();
     assert_eq!(meta, [3, 9]);
+}
+
+#[tokio::test]
+async fn what_is_acked_is_already_stored() {
+    let redis = TestRedis::start();
+    let service = start_on(redis.store("ahead"));
+    let mut a = FakeNode::attach(&service, "a");
+    a.subscribe(ROOM).await;
+    a.join(ROOM, &["alice"]);
+    for request_id in 1..=3 {
+        a.send(send_body(send(ROOM, "alice", request_id)));
+        let ack = a.next_ack().await;
+        // No flush: the ack itself says the message is in Redis.
+        let stored = stored_history(&redis, "ahead", ROOM).await;
+        assert_eq!(
+            stored.last().map(|msg| msg.msg_id),
+            Some(ack.msg_id),
+            "acked before it was stored"
+        );
+        a.next_broadcast().await;
+    }
 }

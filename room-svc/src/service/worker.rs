@@ -34,7 +34,7 @@ use chatroom_proto::cluster::v1::{
 };
 use chatroom_proto::ids::check_id;
 use chatroom_proto::v1::{self, ChatMessage, ErrorCode, KickReason, Lane, SendAck};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tracing::{debug, info, warn};
 
@@ -45,8 +45,8 @@ use crate::core::{
     SendInput, resolve, validate_config,
 };
 use crate::metrics::{RoomMetrics, RoomsShare};
-use crate::store::RoomStore;
 use crate::store::writes::{EntryChange, PendingWrites};
+use crate::store::{Fenced, RoomStore};
 use routing::{Loaded, LoadingRoom, OwnerView};
 
 /// Most inputs handled between two flushes.
@@ -88,8 +88,9 @@ impl NodeLink {
 /// [`Worker::reply_after_flush`].
 pub(super) type AdminJob = Box<dyn FnOnce(&mut Worker) + Send>;
 
-/// Sends an admin job's answer.
-pub(super) type Reply = Box<dyn FnOnce() + Send>;
+/// Sends an admin job's answer; told whether the store refused the room's
+/// writes meanwhile (a newer owner had taken it).
+pub(super) type Reply = Box<dyn FnOnce(bool) + Send>;
 
 /// What a worker's queue carries.
 pub(super) enum Input {
@@ -151,8 +152,9 @@ pub(super) struct Worker {
     pending_rooms: Vec<Arc<str>>,
     /// Rooms whose member count may have changed since the last push.
     members_changed: HashSet<Arc<str>>,
-    /// Answers to admin jobs, sent once their frames are sent.
-    replies: Vec<Reply>,
+    /// Answers to admin jobs, sent once their frames are sent, with the
+    /// room each is about.
+    replies: Vec<(Option<Arc<str>>, Reply)>,
     /// Issues room epochs: creation time in microseconds, distinct even for
     /// rooms created (or closed and re-created) within one microsecond.
     epochs: RoomClock,
@@ -166,6 +168,9 @@ pub(super) struct Worker {
     /// when its load or its writes were refused: not this node's until the
     /// view changes.
     fenced: HashSet<Arc<str>>,
+    /// Where the store tells of refused writes; `None` when it keeps
+    /// nothing.
+    refusals: Option<broadcast::Receiver<Fenced>>,
     /// Rooms being loaded, with the inputs waiting for them.
     loading: HashMap<Arc<str>, LoadingRoom>,
     loading_queue: usize,
@@ -217,6 +222,7 @@ impl Worker {
             replies: Vec::new(),
             epochs: RoomClock::new(),
             writes: settings.store.persists().then(PendingWrites::default),
+            refusals: settings.store.fenced(),
             store: settings.store,
             view,
             fenced: HashSet::new(),
@@ -230,11 +236,12 @@ impl Worker {
         (worker, loaded_rx)
     }
 
-    /// Runs `reply` after the frames queued so far are sent, so an admin
+    /// Runs `reply` after the frames queued so far are sent (and, while
+    /// the store keeps up, after what they hold is written), so an admin
     /// call returns once its effects (kicks, updates, broadcasts) are on the
-    /// nodes' downlinks.
-    pub(super) fn reply_after_flush(&mut self, reply: Reply) {
-        self.replies.push(reply);
+    /// nodes' downlinks; with whether the store refused `room`'s writes.
+    pub(super) fn reply_after_flush(&mut self, room: Option<Arc<str>>, reply: Reply) {
+        self.replies.push((room, reply));
     }
 
     /// Handles inputs until every sender of `queue` is gone. Load results
@@ -257,7 +264,6 @@ impl Worker {
         idle_sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
         let mut settled = Vec::new();
-        let mut fenced = self.store.fenced();
         loop {
             // Biased: a placement change applies to every input queued after
             // it, and settled loads and member pushes (both bounded) are not
@@ -269,7 +275,7 @@ impl Worker {
                     // Membership is gone: placement stays as last seen.
                     None => members = None,
                 },
-                refused = routing::next_fenced(&mut fenced) => self.on_fenced(refused),
+                refused = routing::next_fenced(&mut self.refusals) => self.on_fenced(refused),
                 _ = loaded.recv_many(&mut settled, BATCH) => {
                     for load in settled.drain(..) {
                         self.on_loaded(load);
@@ -291,8 +297,8 @@ impl Worker {
             }
             self.rooms_held.report(self.rooms.len());
             self.flush().await;
-            for reply in self.replies.drain(..) {
-                reply();
+            for (room, reply) in std::mem::take(&mut self.replies) {
+                reply(room.is_some_and(|room| self.fenced.contains(&room)));
             }
         }
         debug!(rooms = self.rooms.len(), "worker stopped");
@@ -854,12 +860,13 @@ impl Worker {
     /// accepted, then sends everything queued, in order, waiting on full
     /// downlinks. Nodes whose downlink is closed are detached afterwards.
     async fn flush(&mut self) {
+        let mut submission = None;
         if let Some(writes) = &mut self.writes
             && !writes.is_empty()
         {
             let rooms = &self.rooms;
             writes.fence_all(|room| rooms.get(room).map_or(0, |slot| slot.fence));
-            self.store.submit(std::mem::take(writes));
+            submission = self.store.submit(std::mem::take(writes));
         }
         let rooms = std::mem::take(&mut self.pending_rooms);
         for room_id in &rooms {
@@ -867,6 +874,18 @@ impl Worker {
         }
         self.pending_rooms = rooms;
         self.pending_rooms.clear();
+        if let Some(submission) = submission {
+            // What the frames tell must outlive this node: wait for the
+            // store, unless it is not keeping up (then live delivery goes
+            // first, and readiness says degraded).
+            if !self.store.stored(submission).await {
+                self.metrics.written_behind();
+            }
+            // Refusals are told before the writes count as written.
+            while let Some(refused) = routing::try_fenced(&mut self.refusals) {
+                self.on_fenced(refused);
+            }
+        }
 
         let mut outbox = std::mem::take(&mut self.outbox);
         let mut closed: Vec<NodeIdx> = Vec::new();

@@ -5,10 +5,12 @@
 //!
 //! [`RoomStore`] is either nothing ([`RoomStore::Memory`], the embedded mode:
 //! nothing persists, loads find nothing) or Redis ([`RedisStore`]). A load is
-//! one round trip. Writes never wait on Redis: workers hand them over
-//! ([`RoomStore::submit`]), they are coalesced per room ([`writes`]), and a
-//! writer task sends them in batches, retrying with backoff while Redis is
-//! away.
+//! one round trip. Workers hand writes over ([`RoomStore::submit`]), they
+//! are coalesced per room ([`writes`]), and a writer task sends them in
+//! batches, retrying with backoff while Redis is away. While the store keeps
+//! up, a worker waits for its writes ([`RoomStore::stored`]) before it acks
+//! or broadcasts what they hold, so what anybody was told of survives its
+//! owner's death; while Redis is away, nothing waits on it.
 //!
 //! - [`writes`]: the coalesced writes and their bounds (sans-I/O).
 //! - `redis`: the key layout, loads and the writer task.
@@ -159,10 +161,24 @@ impl RoomStore {
         }
     }
 
-    /// Hands writes over; never waits.
-    pub(crate) fn submit(&self, writes: PendingWrites) {
-        if let Self::Redis(store) = self {
-            store.submit(writes);
+    /// Hands writes over; never waits. The submission's number, to wait
+    /// for with [`stored`](Self::stored); `None` when nothing is kept.
+    pub(crate) fn submit(&self, writes: PendingWrites) -> Option<u64> {
+        match self {
+            Self::Memory => None,
+            Self::Redis(store) => store.submit(writes),
+        }
+    }
+
+    /// Waits until `submission` (and every one before it) is written:
+    /// true then; false at once while the store is degraded, when it
+    /// becomes so meanwhile, or after a request's timeout. A write refused
+    /// for a newer owner's fence counts as written; the refusal is told
+    /// through [`fenced`](Self::fenced) first.
+    pub(crate) async fn stored(&self, submission: u64) -> bool {
+        match self {
+            Self::Memory => true,
+            Self::Redis(store) => store.stored(submission).await,
         }
     }
 

@@ -452,19 +452,41 @@ impl RedisStore {
         }))
     }
 
-    pub(super) fn submit(&self, writes: PendingWrites) {
+    pub(super) fn submit(&self, writes: PendingWrites) -> Option<u64> {
         if writes.is_empty() {
-            return;
+            return None;
         }
         let shared = &self.handle.shared;
-        let coalesced = {
+        let (coalesced, submission) = {
             let mut state = shared.lock();
             state.submitted += 1;
             let submission = state.submitted;
-            state.pending.merge_submission(writes, submission)
+            (
+                state.pending.merge_submission(writes, submission),
+                submission,
+            )
         };
         shared.count_dropped(coalesced);
         shared.wake.notify_one();
+        Some(submission)
+    }
+
+    pub(super) async fn stored(&self, submission: u64) -> bool {
+        let shared = &self.handle.shared;
+        let mut health = shared.health.subscribe();
+        if *health.borrow_and_update() == StoreHealth::Degraded {
+            return false;
+        }
+        let mut written = shared.written.subscribe();
+        let wait = async {
+            tokio::select! {
+                _ = written.wait_for(|&written| written >= submission) => true,
+                _ = health.wait_for(|health| *health == StoreHealth::Degraded) => false,
+            }
+        };
+        timeout(self.handle.config.request_timeout, wait)
+            .await
+            .unwrap_or(false)
     }
 
     pub(super) fn health(&self) -> StoreHealth {

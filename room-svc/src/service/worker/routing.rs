@@ -97,6 +97,18 @@ pub(super) async fn next_fenced(
     }
 }
 
+/// A refusal of the store already told, if any: `Some(None)` when some
+/// were missed.
+pub(super) fn try_fenced(
+    fenced: &mut Option<broadcast::Receiver<Fenced>>,
+) -> Option<Option<Fenced>> {
+    match fenced.as_mut()?.try_recv() {
+        Ok(refused) => Some(Some(refused)),
+        Err(broadcast::error::TryRecvError::Lagged(_)) => Some(None),
+        Err(_) => None,
+    }
+}
+
 /// The next member view; `None` once membership is gone. Never resolves
 /// without a receiver.
 pub(super) async fn next_view(
@@ -178,19 +190,59 @@ impl Worker {
                 "store refusals were missed; every room dropped to be loaded again"
             );
             for room in &rooms {
+                if let Some(slot) = self.rooms.get_mut(room) {
+                    slot.pending.clear();
+                }
+                self.unsend(room);
                 self.drop_room(room);
             }
             return;
         };
-        let Some(slot) = self.rooms.get(&room) else {
+        let Some(slot) = self.rooms.get_mut(&room) else {
             return;
         };
         if slot.fence >= fence {
             return;
         }
         warn!(room = %room, ours = slot.fence, theirs = fence, "a newer owner took the room; dropped");
+        // What it accepted since its writes were refused reaches nobody.
+        slot.pending.clear();
+        self.unsend(&room);
         self.fenced.insert(Arc::clone(&room));
         self.drop_room(&room);
+    }
+
+    /// Takes back what the outbox holds of `room`'s stream: its broadcasts
+    /// are not sent, and its acks become a retry (the store refused what
+    /// they acknowledge; the current owner takes the retry).
+    fn unsend(&mut self, room: &str) {
+        use send_result::Outcome;
+        let mut taken = 0;
+        self.outbox.retain_mut(|(_, frame)| match &mut frame.body {
+            Some(to_msg_svc::Body::Broadcast(broadcast)) if broadcast.room_id == room => {
+                taken += 1;
+                false
+            }
+            Some(to_msg_svc::Body::SendResult(result))
+                if result.room_id == room && matches!(result.outcome, Some(Outcome::Ack(_))) =>
+            {
+                let error = v1::Error::new(
+                    ErrorCode::Overloaded,
+                    "the room moved to another room service; retry",
+                )
+                .retry_after(MOVING_RETRY_AFTER_MS);
+                result.outcome = Some(Outcome::Error(error));
+                taken += 1;
+                true
+            }
+            _ => true,
+        });
+        if taken > 0 {
+            debug!(
+                room,
+                taken, "frames of a room a newer owner took, taken back"
+            );
+        }
     }
 
     /// Drops every room if the lease has lapsed: nothing may be accepted
