@@ -624,7 +624,10 @@ async fn a_stale_owner_s_writes_are_refused_once_a_newer_owner_took_the_room() {
     a.send(send_body(send(ROOM, "alice", 3)));
     let error = a.next_error().await;
     assert_eq!(code(&error), ErrorCode::Overloaded);
-    assert_eq!(error.message, "the room moved to another room service; retry");
+    assert_eq!(
+        error.message,
+        "the room moved to another room service; retry"
+    );
     assert_eq!(a.next_not_owner().await.room_id, ROOM);
     old.flush().await.unwrap();
     assert_eq!(fresh[0].msg_id, 3);
