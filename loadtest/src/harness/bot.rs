@@ -19,8 +19,8 @@ use bytes::Bytes;
 use chatroom_cluster::auth::{Roles, TokenKey};
 use chatroom_cluster::quic;
 use chatroom_proto::v1::{
-    self, ClientFrame, Connect, Cursor, Join, Kind, Lane, Ping, Pull, Send, client_frame,
-    server_frame,
+    self, ClientFrame, Connect, Cursor, ErrorCode, Join, Kind, Lane, Ping, Pull, Send,
+    client_frame, server_frame,
 };
 use nix::sys::socket::{setsockopt, sockopt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,6 +34,13 @@ use super::wire::{self, Batch, Framing, Scanned, WsFrame};
 
 /// Sends a sender may have awaiting their ack.
 const SENDS_IN_FLIGHT: u32 = 32;
+/// How often a send told OVERLOADED (the room is moving, or its owner was
+/// lost with the send in flight) is tried again, with the same
+/// client_msg_id, before it counts as refused. A retry of a send the owner
+/// did stamp gets the original ack, so each send counts once.
+const SEND_ATTEMPTS: u32 = 40;
+/// The least wait before such a retry.
+const RETRY_AFTER_MIN: Duration = Duration::from_millis(50);
 /// Messages per pull.
 const PULL_LIMIT: u32 = 200;
 /// Redirects followed when connecting.
@@ -340,7 +347,9 @@ struct Bot {
     joined: bool,
     next_request: u64,
     /// Sends awaiting an answer, by request id.
-    sends: HashMap<u64, ()>,
+    sends: HashMap<u64, PendingSend>,
+    /// Sends to try again, each when it is due, oldest first.
+    retries: std::collections::VecDeque<(tokio::time::Instant, PendingSend)>,
     client_msg_id: u64,
     mask: u32,
     done: bool,
@@ -388,6 +397,7 @@ impl Bot {
             joined: false,
             next_request: 1,
             sends: HashMap::new(),
+            retries: std::collections::VecDeque::new(),
             // The user's number in the middle bits, a random run tag on
             // top: a rerun against the same server within its dedupe
             // window must not look like a retry of the last run's sends.
@@ -497,6 +507,7 @@ impl Bot {
                     self.check_drained(&now);
                 }
                 _ = send.tick(), if running && send_every.is_some() => self.send_one().await?,
+                () = retry_due(&self.retries) => self.retry().await?,
                 _ = ping.tick() => {
                     let id = self.next_id();
                     self.write(&ClientFrame { request_id: id, body: Some(client_frame::Body::Ping(Ping {})) }).await?;
@@ -530,9 +541,11 @@ impl Bot {
     async fn reconnect(&mut self) -> Result<(), String> {
         (self.link, self.partial) = open(&self.shared, &self.url, self.source).await?;
         self.pulling = false;
-        let unanswered: Vec<u64> = self.sends.keys().copied().collect();
-        for request_id in unanswered {
-            self.settle(request_id);
+        // What was in flight may or may not have been stamped: it is sent
+        // again once back, with the same client_msg_id.
+        let now = tokio::time::Instant::now();
+        for (_, pending) in std::mem::take(&mut self.sends) {
+            self.retries.push_back((now, pending));
         }
         self.establish().await?;
         self.join(Some(self.cursor)).await
@@ -542,7 +555,7 @@ impl Bot {
         // The phase may have moved on since this select began: a send after
         // the worker reported what it sent would be owed but not counted.
         if *self.shared.phase.borrow() != Phase::Running
-            || self.sends.len() as u32 >= SENDS_IN_FLIGHT
+            || (self.sends.len() + self.retries.len()) as u32 >= SENDS_IN_FLIGHT
         {
             return Ok(());
         }
@@ -552,19 +565,60 @@ impl Bot {
         };
         self.client_msg_id += 1;
         let payload = wire::stamped_payload(unix_micros(), self.shared.plan.payload_bytes);
-        let id = self
-            .request(client_frame::Body::Send(Send {
-                room_id: self.room.clone(),
-                client_msg_id: self.client_msg_id,
-                kind: kind as i32,
-                payload: payload.into(),
-            }))
-            .await?;
-        self.sends.insert(id, ());
+        let pending = PendingSend {
+            client_msg_id: self.client_msg_id,
+            kind,
+            payload: payload.into(),
+            attempts: 0,
+        };
         self.shared
             .sends_in_flight
             .set(self.shared.sends_in_flight.get() + 1);
+        self.transmit(pending).await
+    }
+
+    /// Sends (or sends again) `pending`.
+    async fn transmit(&mut self, mut pending: PendingSend) -> Result<(), String> {
+        pending.attempts += 1;
+        let id = self
+            .request(client_frame::Body::Send(Send {
+                room_id: self.room.clone(),
+                client_msg_id: pending.client_msg_id,
+                kind: pending.kind as i32,
+                payload: pending.payload.clone(),
+            }))
+            .await?;
+        self.sends.insert(id, pending);
         Ok(())
+    }
+
+    /// Sends again every retry that is due.
+    async fn retry(&mut self) -> Result<(), String> {
+        let now = tokio::time::Instant::now();
+        while self.retries.front().is_some_and(|(due, _)| *due <= now) {
+            if let Some((_, pending)) = self.retries.pop_front() {
+                self.transmit(pending).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A send was told OVERLOADED: it is tried again after `retry_after`,
+    /// unless it was tried often enough (then false: it counts as refused).
+    fn retry_later(&mut self, request_id: u64, retry_after: Duration) -> bool {
+        let Some(pending) = self.sends.remove(&request_id) else {
+            return false;
+        };
+        if pending.attempts >= SEND_ATTEMPTS {
+            self.sends.insert(request_id, pending);
+            return false;
+        }
+        let due = tokio::time::Instant::now() + retry_after.max(RETRY_AFTER_MIN);
+        // Retries keep the order they were told in; a later one never
+        // waits for an earlier, longer one.
+        let at = self.retries.partition_point(|(other, _)| *other <= due);
+        self.retries.insert(at, (due, pending));
+        true
     }
 
     /// A send was answered (or will never be).
@@ -724,6 +778,12 @@ impl Bot {
                 room.accepted[lane] += 1;
                 room.last_msg_id = room.last_msg_id.max(ack.msg_id);
             }
+            Some(server_frame::Body::Error(error))
+                if error.code == ErrorCode::Overloaded as i32
+                    && self.retry_later(
+                        request_id,
+                        Duration::from_millis(u64::from(error.retry_after_ms)),
+                    ) => {}
             Some(server_frame::Body::Error(error)) if self.settle(request_id) => {
                 self.shared.rooms.borrow_mut()[self.room_index].refuse(error.code);
             }
@@ -1015,4 +1075,22 @@ pub(crate) fn unix_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A send not settled yet: what is sent again when it must be.
+#[derive(Debug, Clone)]
+struct PendingSend {
+    client_msg_id: u64,
+    kind: Kind,
+    payload: Bytes,
+    /// How often it was sent so far.
+    attempts: u32,
+}
+
+/// Completes when the first of `retries` is due; never, without any.
+async fn retry_due(retries: &std::collections::VecDeque<(tokio::time::Instant, PendingSend)>) {
+    match retries.front() {
+        Some((due, _)) => tokio::time::sleep_until(*due).await,
+        None => std::future::pending().await,
+    }
 }

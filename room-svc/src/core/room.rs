@@ -192,18 +192,21 @@ impl RoomState {
 
     /// A room rebuilt from what the store kept. Its stream continues after
     /// the stored position (or the stored history's newest message, if that
-    /// is further on); the clock resumes after it. Without a stored position
+    /// is further on); the clock resumes after it, and a sender's retry of a
+    /// stored message (its `client_msg_id` again) is answered with the
+    /// stored message's ack, as before the move. Without a stored position
     /// the room starts a stream with the new `epoch` and the stored history
     /// is ignored. The stored overrides apply when the config they make with
     /// `defaults` is within bounds, and are dropped otherwise; mutes that
-    /// ended by `now_us` are left out.
+    /// ended by `now` are left out.
     pub fn restore(
         room_id: Arc<str>,
         epoch: u64,
         defaults: RoomConfig,
         stored: PersistedRoom,
-        now_us: u64,
+        now: Now,
     ) -> Self {
+        let now_us = now.unix_us;
         let overrides = stored.overrides.unwrap_or_default();
         let resolved = resolve(&defaults, &overrides);
         let (config, overrides) = match validate_config(&resolved) {
@@ -222,6 +225,15 @@ impl RoomState {
             room.clock = RoomClock::resuming_after(room.latest.ts);
             room.history = stored.history.into();
             room.trim_history();
+            for msg in &room.history {
+                let ack = SendAck {
+                    msg_id: msg.msg_id,
+                    ts: msg.ts,
+                    lane: msg.lane,
+                };
+                room.dedupe
+                    .remember(&msg.sender, msg.client_msg_id, ack, now.mono_ns);
+            }
         }
         // The lists were bounded when they were written; an entry beyond the
         // bound (a store edited by hand) is left out.

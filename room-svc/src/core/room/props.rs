@@ -129,7 +129,7 @@ impl Model {
             EPOCH + 1_000 + self.stored.len() as u64,
             self.config.clone(),
             stored,
-            self.now.unix_us,
+            self.now,
         );
         let users: Vec<String> = USERS.iter().map(|u| u.to_string()).collect();
         room.apply_membership(NODE, &users, &[]);
@@ -303,8 +303,16 @@ fn run(config: RoomConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if subscriber {
                     room.catch_up(&model.seen());
                 }
-                // Dedupe, slow mode and limiters are the owner's memory.
-                model.acks.clear();
+                // Slow mode and limiters are the owner's memory; dedupe
+                // is rebuilt from the stored history, as of the move.
+                model.acks = room
+                    .history()
+                    .filter(|msg| msg.client_msg_id != 0)
+                    .map(|msg| {
+                        let key = (msg.sender.clone(), msg.client_msg_id);
+                        (key, (Accepted::New(msg.clone()).ack(), model.now.mono_ns))
+                    })
+                    .collect();
                 model.last_normal.clear();
                 model.admitted = [Vec::new(), Vec::new()];
             }
@@ -323,8 +331,9 @@ proptest! {
     /// or jumps, and moves to owners restoring from a lagging store: every
     /// stamped message has the next msg_id, a ts above the previous one and
     /// at or above the wall clock, and a normal_seq counting NORMAL
-    /// messages; a retry within the dedupe window gets the original ack and
-    /// no new message; slow mode holds each member to one NORMAL post per
+    /// messages; a retry within the dedupe window (of the send, or of a
+    /// move for a message the new owner restored) gets the original ack
+    /// and no new message; slow mode holds each member to one NORMAL post per
     /// interval; each lane's owner admits no more than its burst plus its
     /// rate over any span; the room's latest position is the last message
     /// stamped, and its history is bounded and in order.

@@ -617,13 +617,7 @@ fn a_restored_room_continues_its_stream() {
         whitelist: vec!["vip".into()],
         ..stored(EPOCH, history)
     };
-    let mut room = RoomState::restore(
-        "lobby".into(),
-        999,
-        default_room_config(),
-        persisted,
-        at(1).unix_us,
-    );
+    let mut room = RoomState::restore("lobby".into(), 999, default_room_config(), persisted, at(1));
     assert_eq!(room.epoch(), EPOCH);
     assert_eq!(room.latest(), Cursor::after(EPOCH, &last));
     assert_eq!(room.config(), &config);
@@ -662,7 +656,7 @@ fn a_restored_room_without_a_position_starts_a_stream_and_keeps_its_lists() {
         history: three_messages(),
         ..PersistedRoom::default()
     };
-    let room = RoomState::restore("lobby".into(), 999, default_room_config(), persisted, 0);
+    let room = RoomState::restore("lobby".into(), 999, default_room_config(), persisted, at(0));
     assert_eq!(room.epoch(), 999);
     assert_eq!(room.latest(), Cursor::start(999));
     assert_eq!(
@@ -733,7 +727,7 @@ fn an_empty_room_adopts_a_subscribers_stream_once() {
         whitelist: Vec::new(),
         history: Vec::new(),
     };
-    let mut restored = RoomState::restore("lobby".into(), 999, default_room_config(), stale, 0);
+    let mut restored = RoomState::restore("lobby".into(), 999, default_room_config(), stale, at(0));
     assert_eq!(restored.catch_up(&seen), CatchUp::Adopted);
     assert_eq!(restored.latest(), seen);
 

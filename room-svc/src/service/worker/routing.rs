@@ -26,7 +26,7 @@
 use std::sync::Arc;
 
 use chatroom_cluster::membership::{Lease, Members};
-use chatroom_cluster::time::unix_micros;
+use chatroom_cluster::time::{mono_nanos, unix_micros};
 use chatroom_proto::cluster::v1::{
     NotOwner, SendRequest, SendResult, ToRoomSvc, send_result, to_msg_svc, to_room_svc,
 };
@@ -38,7 +38,7 @@ use tracing::{debug, info, warn};
 
 use super::{Input, NodeLink, RoomSlot, Worker, frame};
 use crate::core::moderation::List;
-use crate::core::{NodeIdx, PersistedRoom, RoomState, resolve, validate_config};
+use crate::core::{NodeIdx, Now, PersistedRoom, RoomState, resolve, validate_config};
 use crate::store::writes::EntryChange;
 use crate::store::{Fenced, StoreError};
 
@@ -458,7 +458,10 @@ impl Worker {
             epoch,
             self.defaults.clone(),
             stored,
-            now_us,
+            Now {
+                unix_us: now_us,
+                mono_ns: mono_nanos(),
+            },
         );
         let fence = self.term();
         if let Some(writes) = &mut self.writes {
