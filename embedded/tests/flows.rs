@@ -470,6 +470,43 @@ async fn a_cursor_resumed_after_reconnect_returns_exactly_the_missed_messages(
     server.server.shutdown().await;
 }
 
+async fn a_cursor_the_room_never_handed_out_is_reset_not_trusted(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
+    let (writer, _writer_events) = connect(&server, "writer").await;
+    join(&writer, "show").await;
+    let last = writer.send("show", Kind::Chat, "one").await.unwrap();
+    let (reader, mut reader_events) = connect(&server, "reader").await;
+    let honest = {
+        join(&reader, "show").await;
+        receive_until(&mut reader_events, "show", last.msg_id).await;
+        reader.cursor("show").unwrap()
+    };
+    reader.leave("show").await.unwrap();
+    // Ahead of the room: were it trusted, the next messages (at or below
+    // it) would never reach the reader, and nobody would say why.
+    let ahead = Cursor {
+        msg_id: honest.msg_id + 100,
+        normal_seq: honest.normal_seq + 100,
+        ts: honest.ts + 1_000_000,
+        ..honest
+    };
+    let ack = reader
+        .join(
+            "show",
+            JoinOptions {
+                since: Some(ahead),
+                backfill: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(ack.reset, "a cursor ahead of the room is reset");
+    let next = writer.send("show", Kind::Chat, "two").await.unwrap();
+    let got = receive_until(&mut reader_events, "show", next.msg_id).await;
+    assert_eq!(got.messages.last().map(|m| m.msg_id), Some(next.msg_id));
+    server.server.shutdown().await;
+}
+
 async fn a_cursorless_joiner_gets_the_last_few_messages(transport: Transport) {
     // The room's limits are under test, not the session's own.
     let server = TestServer::start_over_with(transport, |c| {
@@ -807,6 +844,7 @@ over_both!(
     a_pull_with_an_old_cursor_reports_what_was_dropped,
     room_stats_count_what_happened_downstream,
     a_cursor_resumed_after_reconnect_returns_exactly_the_missed_messages,
+    a_cursor_the_room_never_handed_out_is_reset_not_trusted,
     a_cursorless_joiner_gets_the_last_few_messages,
     mute_ban_and_whitelist_behave,
     a_user_may_hold_several_devices_and_a_device_seen_again_replaces_its_session,

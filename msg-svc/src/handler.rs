@@ -171,7 +171,8 @@ async fn join(
     let (frame, cursor) = {
         let ring = room.ring.read();
         let latest = ring.latest();
-        let resume = join.since.filter(|since| since.epoch == ring.epoch());
+        // A cursor the room never handed out is not resumed from.
+        let resume = join.since.filter(|since| ring.could_have_given(since));
         let reset = join.since.is_some() && resume.is_none();
         let (recent, cursor) = match resume {
             Some(since) => (Vec::new(), since),

@@ -69,6 +69,26 @@ impl LaneRing {
     fn end_at(&self, upto: u64) -> usize {
         self.entries.partition_point(|e| e.msg_id <= upto)
     }
+
+    /// The newest entry at or before `msg_id`, and the oldest after it.
+    fn around(&self, msg_id: u64) -> (Option<&RingEntry>, Option<&RingEntry>) {
+        let after = self.first_after(msg_id);
+        let before = after.checked_sub(1).and_then(|i| self.entries.get(i));
+        (before, self.entries.get(after))
+    }
+}
+
+/// The position just before `entry`: its msg_id, ts and NORMAL count less
+/// itself.
+fn before(entry: &RingEntry) -> (u64, u64, u64) {
+    let normal = u64::from(entry.lane == Lane::Normal);
+    (entry.msg_id - 1, entry.ts, entry.normal_seq - normal)
+}
+
+/// Whether `later` (msg_id, normal_seq) can follow `earlier`: neither goes
+/// back, and no more NORMAL messages came between than messages.
+fn follows(earlier: (u64, u64), later: (u64, u64)) -> bool {
+    later.0 >= earlier.0 && later.1 >= earlier.1 && later.1 - earlier.1 <= later.0 - earlier.0
 }
 
 /// What [`RoomRing::append`] did.
@@ -202,12 +222,17 @@ impl RoomRing {
     /// not fit) and the rest of the room is filled with the newest NORMAL
     /// messages; the older NORMAL ones are counted as dropped, which is what a
     /// live chat wants from a client that fell behind.
+    ///
+    /// A cursor this room could not have handed out (another epoch, ahead
+    /// of the room, fields that contradict each other or the messages the
+    /// ring holds around it) is answered with `reset`: from the start of
+    /// what the ring holds, nothing counted as dropped.
     pub fn select(&self, since: &Cursor, limit: usize, upto: Option<&Cursor>) -> Selection<'_> {
         let limit = limit.max(1);
         let upto = upto.copied().unwrap_or(self.latest);
-        let reset = since.epoch != self.latest.epoch;
+        let reset = !self.could_have_given(since);
         let since = if reset {
-            // Another epoch: nothing after it can be counted; start afresh.
+            // Nothing after it can be counted; start afresh.
             Cursor::start(self.latest.epoch)
         } else {
             *since
@@ -279,6 +304,46 @@ impl RoomRing {
             more,
             reset,
         }
+    }
+
+    /// Whether this room could have handed out `since`: of its epoch, not
+    /// ahead of the newest position, and consistent with it and with the
+    /// messages the ring holds just before and after it (the one at its
+    /// msg_id, if held, must match it exactly). Where the ring no longer
+    /// holds anything near it, only bounds can be checked.
+    pub fn could_have_given(&self, since: &Cursor) -> bool {
+        let latest = &self.latest;
+        if since.epoch != latest.epoch {
+            return false;
+        }
+        let at = |c: &Cursor| (c.msg_id, c.normal_seq);
+        if !follows((0, 0), at(since)) || !follows(at(since), at(latest)) || since.ts > latest.ts {
+            return false;
+        }
+        if since.msg_id == latest.msg_id {
+            return since.ts == latest.ts;
+        }
+        for lane in [&self.normal, &self.priority] {
+            let (earlier, later) = lane.around(since.msg_id);
+            if let Some(entry) = earlier {
+                if entry.msg_id == since.msg_id {
+                    if entry.ts != since.ts || entry.normal_seq != since.normal_seq {
+                        return false;
+                    }
+                } else if !follows((entry.msg_id, entry.normal_seq), at(since))
+                    || entry.ts >= since.ts
+                {
+                    return false;
+                }
+            }
+            if let Some(entry) = later {
+                let (msg_id, ts, normal_seq) = before(entry);
+                if !follows(at(since), (msg_id, normal_seq)) || since.ts >= ts {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// A round's inline delta: `head` (whose `latest` bounds it) carrying

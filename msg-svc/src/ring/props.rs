@@ -48,6 +48,21 @@ enum Start {
     Beginning,
     Like(Index),
     OtherEpoch,
+    /// A cursor the room never handed out, made from a message's.
+    Forged(Index, Forgery),
+}
+
+/// How a forged cursor lies.
+#[derive(Debug, Clone, Copy)]
+enum Forgery {
+    /// Past the room's newest position.
+    Ahead,
+    /// More NORMAL messages than messages.
+    MoreNormal,
+    /// Another time than the message's.
+    OtherTs,
+    /// One NORMAL message fewer than the message's.
+    FewerNormal,
 }
 
 fn lane() -> impl Strategy<Value = Lane> {
@@ -60,6 +75,16 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Start::Beginning),
         any::<Index>().prop_map(Start::Like),
         Just(Start::OtherEpoch),
+        (
+            any::<Index>(),
+            prop_oneof![
+                Just(Forgery::Ahead),
+                Just(Forgery::MoreNormal),
+                Just(Forgery::OtherTs),
+                Just(Forgery::FewerNormal),
+            ]
+        )
+            .prop_map(|(at, how)| Start::Forged(at, how)),
     ];
     prop_oneof![
         12 => lane().prop_map(Op::Push),
@@ -92,6 +117,56 @@ struct Reader {
     cursor: Cursor,
     got: [u64; 2],
     skipped: [u64; 2],
+    /// Its cursor is one the room never handed out.
+    forged: bool,
+}
+
+/// A cursor the room never handed out, made from one of `model`'s
+/// messages (or its newest position).
+fn forge(model: &Model, at: &Index, how: Forgery) -> Cursor {
+    let honest = match model.stream.len() {
+        0 => model.latest,
+        n => Cursor::after(EPOCH, &model.stream[at.index(n)]),
+    };
+    match how {
+        Forgery::Ahead => Cursor {
+            msg_id: model.latest.msg_id + 1,
+            normal_seq: model.latest.normal_seq + 1,
+            ts: model.latest.ts + 1,
+            ..model.latest
+        },
+        Forgery::OtherTs => Cursor {
+            ts: honest.ts + 1,
+            ..honest
+        },
+        Forgery::FewerNormal if honest.normal_seq > 0 => Cursor {
+            normal_seq: honest.normal_seq - 1,
+            ..honest
+        },
+        Forgery::MoreNormal | Forgery::FewerNormal => Cursor {
+            normal_seq: honest.msg_id + 1,
+            ..honest
+        },
+    }
+}
+
+/// Whether the ring can tell that `since` was never handed out: it is
+/// ahead of the room, has more NORMAL messages than messages, or differs
+/// from the position of a message the ring holds (or of the newest).
+fn detectably_forged(model: &Model, since: &Cursor) -> bool {
+    if since.msg_id > model.latest.msg_id || since.normal_seq > since.msg_id {
+        return true;
+    }
+    let truth = match since.msg_id {
+        0 => Some(Cursor::start(EPOCH)),
+        id => model
+            .stream
+            .iter()
+            .find(|msg| msg.msg_id == id)
+            .map(|msg| Cursor::after(EPOCH, msg)),
+    };
+    let checkable = since.msg_id == model.latest.msg_id || model.holds(since.msg_id);
+    checkable && truth.is_some_and(|truth| truth != *since)
 }
 
 /// What the ring must hold: each lane's newest stored messages, by msg_id.
@@ -167,7 +242,16 @@ fn check_selection(
     upto: Cursor,
 ) -> Result<(), TestCaseError> {
     let since = reader.cursor;
-    prop_assert_eq!(sel.reset, since.epoch != EPOCH);
+    let forged = reader.forged;
+    if forged && detectably_forged(model, &since) {
+        prop_assert!(
+            sel.reset,
+            "{:?}, never handed out, taken at its word",
+            since
+        );
+    } else if !forged {
+        prop_assert_eq!(sel.reset, since.epoch != EPOCH);
+    }
     let from = if sel.reset { 0 } else { since.msg_id };
     let limit = limit.max(1);
     prop_assert!(sel.entries.len() <= limit);
@@ -226,6 +310,21 @@ fn check_selection(
             cursor: sel.cursor,
             got: [0, 0],
             skipped: [0, 0],
+            forged: false,
+        };
+        return Ok(());
+    }
+    if forged {
+        // A forgery the ring cannot tell from a real position (nothing it
+        // holds is near it): what it is owed cannot be said either. The
+        // reader goes on from where it was handed to (still the forgery,
+        // when nothing came after it yet).
+        *reader = Reader {
+            start: sel.cursor,
+            cursor: sel.cursor,
+            got: [0, 0],
+            skipped: [0, 0],
+            forged: sel.cursor == since,
         };
         return Ok(());
     }
@@ -335,23 +434,29 @@ fn run(capacity: (usize, usize), ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Join(start) => {
-                let at = match start {
-                    Start::Latest => ring.latest(),
-                    Start::Beginning => Cursor::start(EPOCH),
+                let (at, forged) = match start {
+                    Start::Latest => (ring.latest(), false),
+                    Start::Beginning => (Cursor::start(EPOCH), false),
                     Start::Like(other) if !readers.is_empty() => {
-                        readers[other.index(readers.len())].cursor
+                        let other = &readers[other.index(readers.len())];
+                        (other.cursor, other.forged)
                     }
-                    Start::Like(_) => ring.latest(),
-                    Start::OtherEpoch => Cursor {
-                        epoch: EPOCH + 1,
-                        ..ring.latest()
-                    },
+                    Start::Like(_) => (ring.latest(), false),
+                    Start::OtherEpoch => (
+                        Cursor {
+                            epoch: EPOCH + 1,
+                            ..ring.latest()
+                        },
+                        false,
+                    ),
+                    Start::Forged(at, how) => (forge(&model, &at, how), true),
                 };
                 readers.push(Reader {
                     start: at,
                     cursor: at,
                     got: [0, 0],
                     skipped: [0, 0],
+                    forged,
                 });
                 // A joiner's backfill: the newest of both lanes, in order.
                 let recent: Vec<u64> = ring.recent(3).iter().map(|e| e.msg_id).collect();
@@ -438,7 +543,11 @@ proptest! {
     ///   every message after the reader's cursor up to its new one is
     ///   handed or counted as skipped in its lane; priority is skipped only
     ///   when the ring does not hold it; a reader that catches up has been
-    ///   handed or told of every message after its start, per lane.
+    ///   handed or told of every message after its start, per lane;
+    /// - cursors answered truthfully: one the room never handed out (ahead
+    ///   of it, with more NORMAL messages than messages, or contradicting
+    ///   the message the ring holds at its msg_id) is reset, never taken at
+    ///   its word, so no count is made from it.
     #[test]
     fn lanes_are_bounded_and_accounting_is_exact(
         capacity in (0..6usize, 1..5usize),

@@ -187,19 +187,65 @@ fn upto_bounds_the_selection() {
 }
 
 #[test]
-fn a_cursor_at_or_past_the_newest_selects_nothing() {
+fn a_cursor_at_the_newest_selects_nothing_and_one_past_it_is_reset() {
     let mut ring = ring(8, 8);
     let mut stream = Stream::new();
     fill(&mut ring, &mut stream, &[N, N]);
     let latest = ring.latest();
     let sel = ring.select(&latest, 10, None);
-    assert!(sel.entries.is_empty());
+    assert!(sel.entries.is_empty() && !sel.reset);
     assert_eq!(sel.cursor, latest);
+    // A cursor the room never handed out is told so, and handed what the
+    // ring holds from the start, not left waiting for messages it is
+    // already past.
     let ahead = Cursor {
         msg_id: latest.msg_id + 5,
+        normal_seq: latest.normal_seq + 5,
+        ts: latest.ts + 50,
         ..latest
     };
-    assert_eq!(ring.select(&ahead, 10, None).cursor, ahead);
+    let sel = ring.select(&ahead, 10, None);
+    assert!(sel.reset);
+    assert_eq!(ids(&sel), [1, 2]);
+    assert_eq!(sel.cursor, latest);
+    assert_eq!((sel.dropped, sel.dropped_priority), (0, 0));
+}
+
+#[test]
+fn a_cursor_that_contradicts_the_ring_is_reset() {
+    let mut ring = ring(8, 8);
+    let mut stream = Stream::new();
+    let msgs = fill(&mut ring, &mut stream, &[N, N, N, N]);
+    let honest = Cursor::after(EPOCH, &msgs[1]);
+    assert!(!ring.select(&honest, 10, None).reset);
+    let forged = [
+        // More NORMAL messages than messages.
+        Cursor {
+            normal_seq: honest.msg_id + 1,
+            ..honest
+        },
+        // Claims a PRIORITY message in a room that had none: its
+        // dropped count would be impossible.
+        Cursor {
+            normal_seq: honest.normal_seq - 1,
+            ..honest
+        },
+        // Another time for a message the ring holds.
+        Cursor {
+            ts: honest.ts + 1,
+            ..honest
+        },
+        // At the newest msg_id, but not the newest position.
+        Cursor {
+            ts: ring.latest().ts - 1,
+            ..ring.latest()
+        },
+    ];
+    for since in forged {
+        let sel = ring.select(&since, 10, None);
+        assert!(sel.reset, "{since:?} taken at its word");
+        assert_eq!((sel.dropped, sel.dropped_priority), (0, 0));
+    }
 }
 
 #[test]
