@@ -82,7 +82,7 @@ pub fn client_frame(data: &[u8]) {
             assert!(backfill <= config.backfill.1 as usize);
             let recent = RING.recent(backfill);
             assert!(recent.len() <= backfill);
-            if let Some(since) = join.since.filter(|since| since.epoch == RING.epoch()) {
+            if let Some(since) = join.since.filter(|since| RING.could_have_given(since)) {
                 inline_delta(&join.room_id, &since);
             }
         }
@@ -153,13 +153,14 @@ fn inline_delta(room_id: &str, since: &Cursor) {
 }
 
 /// What any selection promises: at most `limit` messages (at least one is
-/// asked for), oldest first, after the cursor it started from (in its epoch)
-/// and no later than the one it ends at, which is in the room's epoch.
+/// asked for), oldest first, after the cursor it started from (unless that
+/// is one the room could not have handed out: reset) and no later than the
+/// one it ends at, which is in the room's epoch.
 fn check_selection(since: &Cursor, limit: usize, selection: &Selection<'_>) {
     assert!(selection.entries.len() <= limit.max(1));
     assert!(selection.entries.is_sorted_by_key(|e| e.ts));
     assert_eq!(selection.cursor.epoch, RING.epoch());
-    assert_eq!(selection.reset, since.epoch != RING.epoch());
+    assert_eq!(selection.reset, !RING.could_have_given(since));
     for entry in &selection.entries {
         if !selection.reset {
             assert!(entry.msg_id > since.msg_id);

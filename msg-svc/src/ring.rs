@@ -79,10 +79,15 @@ impl LaneRing {
 }
 
 /// The position just before `entry`: its msg_id, ts and NORMAL count less
-/// itself.
+/// itself. (An owner's entry with counts of 0 is taken as it is: the ring
+/// does not judge its owner.)
 fn before(entry: &RingEntry) -> (u64, u64, u64) {
     let normal = u64::from(entry.lane == Lane::Normal);
-    (entry.msg_id - 1, entry.ts, entry.normal_seq - normal)
+    (
+        entry.msg_id.saturating_sub(1),
+        entry.ts,
+        entry.normal_seq.saturating_sub(normal),
+    )
 }
 
 /// Whether `later` (msg_id, normal_seq) can follow `earlier`: neither goes
