@@ -207,9 +207,13 @@ fn to_room_svc(frames: Vec<ToRoomSvc>) {
 }
 
 /// A msg-svc taking its room's owner's frames: the ring never holds more
-/// than its lanes' capacities, and answers a pull from the stream's start.
+/// than its lanes' capacities (as the newest owner heard from set them: an
+/// ack from an older one is ignored), and answers a pull from the stream's
+/// start.
 fn to_msg_svc(frames: &[ToMsgSvc]) {
     let room = msg_svc::fuzzing::Room::pending(ROOM);
+    // The newest owner's fence heard so far.
+    let mut heard = 0;
     for frame in frames {
         let Some(body) = &frame.body else {
             continue;
@@ -217,10 +221,15 @@ fn to_msg_svc(frames: &[ToMsgSvc]) {
         let config = match body {
             to_msg_svc::Body::SubscribeAck(ack) if ack.room_id == ROOM => {
                 room.subscribed(ack);
+                if ack.fence < heard {
+                    continue;
+                }
+                heard = ack.fence;
                 ack.config.clone().unwrap_or_default()
             }
             to_msg_svc::Body::Broadcast(broadcast) if broadcast.room_id == ROOM => {
                 room.broadcast(broadcast);
+                heard = heard.max(broadcast.fence);
                 continue;
             }
             to_msg_svc::Body::RoomUpdate(update) if update.room_id == ROOM => {
