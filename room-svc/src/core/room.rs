@@ -80,13 +80,18 @@ impl Accepted {
     /// What the sender is told.
     pub fn ack(&self) -> SendAck {
         match self {
-            Self::New(msg) => SendAck {
-                msg_id: msg.msg_id,
-                ts: msg.ts,
-                lane: msg.lane,
-            },
+            Self::New(msg) => ack_of(msg),
             Self::Duplicate(ack) => *ack,
         }
+    }
+}
+
+/// The ack of a stamped message.
+fn ack_of(msg: &ChatMessage) -> SendAck {
+    SendAck {
+        msg_id: msg.msg_id,
+        ts: msg.ts,
+        lane: msg.lane,
     }
 }
 
@@ -226,13 +231,8 @@ impl RoomState {
             room.history = stored.history.into();
             room.trim_history();
             for msg in &room.history {
-                let ack = SendAck {
-                    msg_id: msg.msg_id,
-                    ts: msg.ts,
-                    lane: msg.lane,
-                };
                 room.dedupe
-                    .remember(&msg.sender, msg.client_msg_id, ack, now.mono_ns);
+                    .remember(&msg.sender, msg.client_msg_id, ack_of(msg), now.mono_ns);
             }
         }
         // The lists were bounded when they were written; an entry beyond the
@@ -448,13 +448,8 @@ impl RoomState {
             send.client_msg_id,
             now,
         );
-        let ack = SendAck {
-            msg_id: msg.msg_id,
-            ts: msg.ts,
-            lane: msg.lane,
-        };
         self.dedupe
-            .remember(&msg.sender, msg.client_msg_id, ack, now.mono_ns);
+            .remember(&msg.sender, msg.client_msg_id, ack_of(&msg), now.mono_ns);
         if lane == Lane::Normal && slow_ns > 0 {
             self.slow_mode.posted(&msg.sender, now.mono_ns, slow_ns);
         }
