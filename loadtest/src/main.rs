@@ -58,10 +58,12 @@ enum Command {
     },
     /// The giant room at a modest rate for a long time.
     Soak(RunArgs),
-    /// A local cluster under load while each kind of process fails in turn
-    /// (kill -9, ZooKeeper frozen, Redis restarted, a msg-svc cut off);
-    /// fails unless no PRIORITY message was lost, every delivery is
-    /// accounted for and every fault recovered in time.
+    /// A local cluster under load, with admin notices through every room
+    /// service, while each kind of fault happens in turn (kill -9,
+    /// ZooKeeper frozen, Redis restarted, partitions from ZooKeeper, Redis
+    /// or the room services, a stall, flapping links); fails unless no
+    /// PRIORITY message was lost, every delivery is accounted for, the
+    /// history checker found nothing and every fault recovered in time.
     Faults(FaultArgs),
     /// (internal) A worker process of a scenario run.
     #[command(hide = true)]
