@@ -83,7 +83,10 @@ pub struct RedisStoreConfig {
     pub load_timeout: Duration,
     /// How long one request (connecting included) may take.
     pub request_timeout: Duration,
-    /// How long handed-over writes wait for more to coalesce with.
+    /// How long handed-over writes wait for more to coalesce with. By
+    /// default none: workers wait for their writes before they ack, so a
+    /// pause here is latency, and what arrives while one batch is being
+    /// written coalesces into the next anyway.
     pub flush_interval: Duration,
     /// About how many messages and moderation entries one write batch
     /// carries (whole rooms; at least one).
@@ -103,7 +106,7 @@ impl Default for RedisStoreConfig {
         Self {
             load_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(1),
-            flush_interval: Duration::from_millis(5),
+            flush_interval: Duration::ZERO,
             batch_weight: 4096,
             retry_min: Duration::from_millis(50),
             retry_max: Duration::from_secs(1),
@@ -545,7 +548,7 @@ impl Writer {
         while self.work_waits().await {
             if self.shared.lock().closed {
                 closing_since.get_or_insert_with(Instant::now);
-            } else {
+            } else if !self.config.flush_interval.is_zero() {
                 sleep(self.config.flush_interval).await;
             }
             let batch = {
