@@ -247,3 +247,33 @@ async fn ready(State(health): State<Health>) -> (StatusCode, String) {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+
+    use chatroom_cluster::membership::{Lease, Members};
+
+    use super::*;
+
+    fn health(lease: Lease) -> Health {
+        let (_, members) = watch::channel(Arc::new(Members::default()));
+        Health {
+            rooms: RoomService::start(RoomServiceConfig::default()),
+            ownership: Ownership::new("r1", members, lease),
+            membership: watch::channel(MembershipHealth::Unreachable).1,
+            metrics: Arc::new(metrics::registry()),
+            draining: CancellationToken::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn readiness_says_so_when_the_node_is_not_sure_of_its_ownership() {
+        let (status, body) = ready(State(health(Lease::forever()))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "degraded: zookeeper unreachable\n");
+        // A lease not held: ZooKeeper has not answered lately.
+        let (status, body) = ready(State(health(Lease::renewable()))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "ownership unsure: no lease from zookeeper\n");
+    }
+}

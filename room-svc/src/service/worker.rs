@@ -290,6 +290,9 @@ impl Worker {
                     if received == 0 {
                         break;
                     }
+                    // Once per batch: a batch is handled in far less than
+                    // the lease's margin.
+                    self.check_lease();
                     for input in batch.drain(..) {
                         self.on_input(input);
                     }

@@ -262,7 +262,6 @@ impl Worker {
     }
 
     pub(super) fn on_input(&mut self, input: Input) {
-        self.check_lease();
         if let Input::Frame { node, .. } = &input
             && node.is_detached()
         {
