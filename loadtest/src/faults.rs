@@ -707,11 +707,9 @@ impl Injector<'_> {
                 );
             }
             Fault::ZkCut => {
-                self.partitions.cut("room-svc-1", Path::ZooKeeper)?;
-                let during = self.hold(past_session).await;
-                let start = Instant::now();
-                self.partitions.heal("room-svc-1", Path::ZooKeeper)?;
-                let recovery = self.recover(start, true).await;
+                let (during, recovery) = self
+                    .partition("room-svc-1", Path::ZooKeeper, past_session)
+                    .await?;
                 record(
                     "room-svc-1 cut from ZooKeeper only, for the session timeout + 8 s; from \
                      the heal",
@@ -741,11 +739,9 @@ impl Injector<'_> {
                 );
             }
             Fault::MsgZkCut => {
-                self.partitions.cut("msg-svc-1", Path::ZooKeeper)?;
-                let during = self.hold(past_session).await;
-                let start = Instant::now();
-                self.partitions.heal("msg-svc-1", Path::ZooKeeper)?;
-                let recovery = self.recover(start, true).await;
+                let (during, recovery) = self
+                    .partition("msg-svc-1", Path::ZooKeeper, past_session)
+                    .await?;
                 record(
                     "msg-svc-1 cut from ZooKeeper only, for the session timeout + 8 s; from \
                      the heal",
@@ -754,11 +750,9 @@ impl Injector<'_> {
                 );
             }
             Fault::RedisCut => {
-                self.partitions.cut("room-svc-1", Path::Redis)?;
-                let during = self.hold(REDIS_CUT_FOR).await;
-                let start = Instant::now();
-                self.partitions.heal("room-svc-1", Path::Redis)?;
-                let recovery = self.recover(start, true).await;
+                let (during, recovery) = self
+                    .partition("room-svc-1", Path::Redis, REDIS_CUT_FOR)
+                    .await?;
                 record(
                     "room-svc-1 cut from Redis only, for 8 s; from the heal",
                     Some(during),
@@ -784,6 +778,21 @@ impl Injector<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Cuts `node`'s `path` for `span`, then heals it: the probe rounds
+    /// meanwhile, and the recovery from the heal.
+    async fn partition(
+        &mut self,
+        node: &str,
+        path: Path,
+        span: Duration,
+    ) -> anyhow::Result<(Held, (Option<f64>, u32, Option<String>))> {
+        self.partitions.cut(node, path)?;
+        let during = self.hold(span).await;
+        let start = Instant::now();
+        self.partitions.heal(node, path)?;
+        Ok((during, self.recover(start, true).await))
     }
 
     /// Runs probe rounds until one passes (and, with `whole`, every node is

@@ -118,10 +118,8 @@ impl Notices {
     /// Stops posting; what happened.
     pub fn stop(self) -> NoticeLog {
         self.task.abort();
-        match Arc::try_unwrap(self.log) {
-            Ok(log) => log.into_inner().unwrap_or_default(),
-            Err(shared) => std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner())),
-        }
+        // The task never holds the lock across an await: taking it is safe.
+        std::mem::take(&mut *self.log.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
