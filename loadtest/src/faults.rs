@@ -607,7 +607,7 @@ impl Injector<'_> {
             }
             self.fault(fault, &mut recoveries).await?;
         }
-        let notices = notices.stop();
+        let notices = notices.stop().await;
         tokio::time::sleep(SETTLE).await;
         Ok((recoveries, notices))
     }

@@ -116,9 +116,10 @@ impl Notices {
     }
 
     /// Stops posting; what happened.
-    pub fn stop(self) -> NoticeLog {
+    pub async fn stop(self) -> NoticeLog {
         self.task.abort();
-        // The task never holds the lock across an await: taking it is safe.
+        // Once the task has ended, nothing is added after the log is taken.
+        let _ = self.task.await;
         std::mem::take(&mut *self.log.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
