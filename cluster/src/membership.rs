@@ -68,6 +68,20 @@ pub struct NodeInfo {
     pub http_addr: Option<String>,
 }
 
+impl NodeInfo {
+    /// Node `id` in `role`, with no address registered yet.
+    pub fn new(id: impl Into<String>, role: Role) -> Self {
+        Self {
+            id: id.into(),
+            role,
+            link_addr: None,
+            client_url: None,
+            quic_url: None,
+            http_addr: None,
+        }
+    }
+}
+
 impl AsRef<str> for NodeInfo {
     fn as_ref(&self) -> &str {
         &self.id
@@ -238,23 +252,12 @@ impl Registration {
 mod tests {
     use super::*;
 
-    fn node(id: &str, role: Role) -> NodeInfo {
-        NodeInfo {
-            id: id.into(),
-            role,
-            link_addr: None,
-            client_url: None,
-            quic_url: None,
-            http_addr: None,
-        }
-    }
-
     #[test]
     fn members_sort_by_role_and_id_and_place_keys() {
         let members = Members::new([
-            node("r2", Role::RoomSvc),
-            node("m1", Role::MsgSvc),
-            node("r1", Role::RoomSvc),
+            NodeInfo::new("r2", Role::RoomSvc),
+            NodeInfo::new("m1", Role::MsgSvc),
+            NodeInfo::new("r1", Role::RoomSvc),
         ]);
         assert_eq!(
             members
@@ -272,7 +275,7 @@ mod tests {
 
     #[test]
     fn node_info_round_trips_as_json() {
-        let mut info = node("m1", Role::MsgSvc);
+        let mut info = NodeInfo::new("m1", Role::MsgSvc);
         info.client_url = Some("ws://127.0.0.1:7400/ws".into());
         let json = serde_json::to_string(&info).unwrap();
         assert_eq!(

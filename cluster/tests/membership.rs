@@ -13,12 +13,8 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 fn node(id: &str, role: Role) -> NodeInfo {
     NodeInfo {
-        id: id.into(),
-        role,
         link_addr: (role == Role::RoomSvc).then(|| format!("127.0.0.1:1{id}")),
-        client_url: None,
-        quic_url: None,
-        http_addr: None,
+        ..NodeInfo::new(id, role)
     }
 }
 

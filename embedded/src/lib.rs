@@ -59,14 +59,7 @@ pub struct Embedded {
 }
 
 fn in_process_registration() -> Registration {
-    let node = |role| NodeInfo {
-        id: NODE_ID.to_owned(),
-        role,
-        link_addr: None,
-        client_url: None,
-        quic_url: None,
-        http_addr: None,
-    };
+    let node = |role| NodeInfo::new(NODE_ID, role);
     let me = node(Role::MsgSvc);
     Registration::in_process(me.clone(), Members::new([me, node(Role::RoomSvc)]))
 }

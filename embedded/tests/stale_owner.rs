@@ -39,17 +39,6 @@ impl UpLink for Up {
     }
 }
 
-fn node(id: &str, role: Role) -> NodeInfo {
-    NodeInfo {
-        id: id.into(),
-        role,
-        link_addr: None,
-        client_url: None,
-        quic_url: None,
-        http_addr: None,
-    }
-}
-
 fn message(msg_id: u64, text: &'static str) -> ChatMessage {
     ChatMessage {
         msg_id,
@@ -90,9 +79,11 @@ async fn a_stale_owner_is_not_heard_once_a_newer_one_answered() {
     let tokens = TokenKey::new(SECRET).unwrap();
     let (up_tx, mut up) = mpsc::unbounded_channel();
     let (to_node, down_rx) = mpsc::channel(64);
-    let me = node("m1", Role::MsgSvc);
-    let registration =
-        Registration::in_process(me.clone(), Members::new([me, node("r1", Role::RoomSvc)]));
+    let me = NodeInfo::new("m1", Role::MsgSvc);
+    let registration = Registration::in_process(
+        me.clone(),
+        Members::new([me, NodeInfo::new("r1", Role::RoomSvc)]),
+    );
     let listeners = Listeners {
         ws: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         quic: None,

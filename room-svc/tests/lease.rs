@@ -38,12 +38,8 @@ async fn without_a_lease_a_room_service_acts_for_no_room_until_it_is_renewed() {
         session_timeout: Duration::from_secs(4),
     };
     let me = NodeInfo {
-        id: "r1".into(),
-        role: Role::RoomSvc,
         link_addr: Some("127.0.0.1:1".into()),
-        client_url: None,
-        quic_url: None,
-        http_addr: None,
+        ..NodeInfo::new("r1", Role::RoomSvc)
     };
     let registration = join_zookeeper(config, me).await.unwrap();
     let ownership = Ownership::new("r1", registration.members(), registration.lease());

@@ -388,14 +388,7 @@ async fn a_fresh_room_adopts_a_subscribers_stream() {
 }
 
 fn room_svc(id: &str) -> NodeInfo {
-    NodeInfo {
-        id: id.into(),
-        role: Role::RoomSvc,
-        link_addr: None,
-        client_url: None,
-        quic_url: None,
-        http_addr: None,
-    }
+    NodeInfo::new(id, Role::RoomSvc)
 }
 
 #[tokio::test]

@@ -115,14 +115,7 @@ mod tests {
 
     #[test]
     fn members_are_counted_by_role_as_seen_now() {
-        let node = |id: &str, role| NodeInfo {
-            id: id.into(),
-            role,
-            link_addr: None,
-            client_url: None,
-            quic_url: None,
-            http_addr: None,
-        };
+        let node = NodeInfo::new;
         let (tx, rx) = watch::channel(Arc::new(Members::default()));
         let mut registry = registry();
         register_members(&mut registry, rx);
