@@ -54,6 +54,17 @@ async fn send_many(
     messages
 }
 
+/// Fields of a room's `meta` hash, as stored.
+async fn stored_meta(redis: &TestRedis, cluster: &str, room: &str, fields: &[&str]) -> Vec<u64> {
+    let mut raw = redis.raw().await;
+    redis::cmd("HMGET")
+        .arg(format!("chatroom:{cluster}:room:{room}:meta"))
+        .arg(fields)
+        .query_async(&mut raw)
+        .await
+        .unwrap()
+}
+
 async fn stored_history(redis: &TestRedis, cluster: &str, room: &str) -> Vec<ChatMessage> {
     let mut raw = redis.raw().await;
     let key = format!("chatroom:{cluster}:room:{room}:history");
@@ -91,14 +102,15 @@ async fn rooms_survive_a_restart_over_the_same_redis() {
     let last = sent.last().unwrap().clone();
 
     // The key schema, as written.
-    let mut raw = redis.raw().await;
-    let meta: Vec<u64> = redis::cmd("HMGET")
-        .arg("chatroom:persist:room:stream-1:meta")
-        .arg(&["epoch", "msg_id", "normal_seq", "ts"])
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    let meta = stored_meta(
+        &redis,
+        "persist",
+        ROOM,
+        &["epoch", "msg_id", "normal_seq", "ts"],
+    )
+    .await;
     assert_eq!(meta, [epoch, last.msg_id, last.normal_seq, last.ts]);
+    let mut raw = redis.raw().await;
     let stored_config: Vec<u8> = raw
         .get("chatroom:persist:room:stream-1:config")
         .await
@@ -632,14 +644,8 @@ async fn a_stale_owner_s_writes_are_refused_once_a_newer_owner_took_the_room() {
         .map(|msg| (msg.msg_id, msg.sender.as_str()))
         .collect();
     assert_eq!(stored, [(1, "alice"), (2, "alice"), (3, "bob")]);
-    let mut raw = redis.raw().await;
-    let meta: Vec<u64> = redis::cmd("HMGET")
-        .arg(format!("chatroom:fenced:room:{ROOM}:meta"))
-        .arg(&["msg_id", "fence"])
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    assert_eq!(meta, [3, 9], "the store never goes back");
+    let meta = || stored_meta(&redis, "fenced", ROOM, &["msg_id", "fence"]);
+    assert_eq!(meta().await, [3, 9], "the store never goes back");
 
     // Nor can the stale owner take the room again in its old view: not
     // while it remembers the refusal, nor after (a view as old as before),
@@ -652,13 +658,7 @@ async fn a_stale_owner_s_writes_are_refused_once_a_newer_owner_took_the_room() {
     a.send(subscribe(ROOM));
     assert_eq!(a.next_not_owner().await.room_id, ROOM);
     a.assert_quiet();
-    let meta: Vec<u64> = redis::cmd("HMGET")
-        .arg(format!("chatroom:fenced:room:{ROOM}:meta"))
-        .arg(&["msg_id", "fence"])
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    assert_eq!(meta, [3, 9]);
+    assert_eq!(meta().await, [3, 9]);
 }
 
 #[tokio::test]
