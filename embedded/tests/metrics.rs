@@ -9,9 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use chatroom_proto::cluster::v1::RoomConfig;
 use chatroom_proto::v1::{ErrorCode, client_frame, server_frame};
-use support::{PATIENCE, RawClient, Seen, TestServer, Transport};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use support::{PATIENCE, RawClient, Seen, TestServer, Transport, http_get};
 
 /// One scrape of `/metrics`.
 struct Exposition(String);
@@ -44,13 +42,7 @@ impl Exposition {
 
 /// GET `/metrics`, checking the status and the OpenMetrics content type.
 async fn scrape(server: &TestServer) -> Exposition {
-    let mut stream = TcpStream::connect(server.server.http_addr()).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
+    let response = http_get(server.server.http_addr(), "/metrics").await;
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(

@@ -21,9 +21,8 @@ use chatroom_proto::v1::{
     ChatMessage, Connect, Cursor, ErrorCode, SendAck, client_frame, server_frame,
 };
 use msg_svc::{LinkEnds, Listeners, NodeConfig, Server, Surface};
-use support::{PATIENCE, RawClient, SECRET};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use support::{PATIENCE, RawClient, SECRET, http_get};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -61,17 +60,6 @@ async fn next_up(up: &mut mpsc::UnboundedReceiver<ToRoomSvc>) -> to_room_svc::Bo
         .expect("the node runs")
         .body
         .expect("a body")
-}
-
-async fn metrics_text(server: &Server) -> String {
-    let mut stream = TcpStream::connect(server.http_addr()).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
 }
 
 #[tokio::test]
@@ -199,7 +187,7 @@ async fn a_stale_owner_is_not_heard_once_a_newer_one_answered() {
         }
         other => panic!("expected a retry, got {other:?}"),
     }
-    let text = metrics_text(&server).await;
+    let text = http_get(server.http_addr(), "/metrics").await;
     assert!(
         text.contains("chatroom_stale_owner_frames_total 2\n"),
         "{text}"

@@ -478,3 +478,15 @@ impl Bystanders {
         assert_eq!(texts, [text], "bystander lost or gained messages");
     }
 }
+
+/// The whole answer (head and body) to `GET path` at `addr`, over one
+/// HTTP/1.1 connection the server closes.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
