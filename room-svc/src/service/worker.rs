@@ -448,15 +448,10 @@ impl Worker {
 
     fn on_send(&mut self, node: NodeIdx, send: SendRequest) {
         let (session_id, request_id) = (send.session_id, send.request_id);
-        let room_id = send.room_id.clone();
-        let outcome = self.accept(send);
+        let (outcome, room_id, fence) = self.accept(send);
         if let send_result::Outcome::Error(error) = &outcome {
             self.metrics.rejected(error.code);
         }
-        let fence = self
-            .rooms
-            .get(room_id.as_str())
-            .map_or_else(|| self.term(), |slot| slot.fence);
         let result = SendResult {
             session_id,
             request_id,
@@ -468,24 +463,29 @@ impl Worker {
             .push((node, frame(to_msg_svc::Body::SendResult(result))));
     }
 
-    fn accept(&mut self, send: SendRequest) -> send_result::Outcome {
+    /// The room's answer to `send`, with the room's id (handed back) and
+    /// the fence the answer is given under.
+    fn accept(&mut self, mut send: SendRequest) -> (send_result::Outcome, String, u64) {
         use send_result::Outcome;
+        let refuse = |code, message: String| Outcome::Error(v1::Error::new(code, message));
         if let Err(error) = check_id(&send.room_id) {
-            let message = format!("room id {error}");
-            return Outcome::Error(v1::Error::new(ErrorCode::BadRequest, message));
+            let refused = refuse(ErrorCode::BadRequest, format!("room id {error}"));
+            return (refused, send.room_id, self.term());
         }
         if let Err(error) = check_id(&send.sender) {
-            let message = format!("sender id {error}");
-            return Outcome::Error(v1::Error::new(ErrorCode::BadRequest, message));
+            let refused = refuse(ErrorCode::BadRequest, format!("sender id {error}"));
+            return (refused, send.room_id, self.term());
         }
-        let Some(slot) = self.rooms.get_mut(send.room_id.as_str()) else {
-            return Outcome::Error(v1::Error::new(
+        let room_id = std::mem::take(&mut send.room_id);
+        let Some(slot) = self.rooms.get_mut(room_id.as_str()) else {
+            let refused = refuse(
                 ErrorCode::NotJoined,
-                "join the room before sending to it",
-            ));
+                "join the room before sending to it".into(),
+            );
+            return (refused, room_id, self.term());
         };
-        let input = SendInput::from(send);
-        match slot.state.accept(input, now()) {
+        let fence = slot.fence;
+        let outcome = match slot.state.accept(SendInput::from(send), now()) {
             Ok(accepted) => {
                 let ack = accepted.ack();
                 match accepted {
@@ -497,7 +497,8 @@ impl Worker {
                 Outcome::Ack(ack)
             }
             Err(error) => Outcome::Error(error),
-        }
+        };
+        (outcome, room_id, fence)
     }
 
     // --- Admin jobs ------------------------------------------------------------
