@@ -739,18 +739,9 @@ fn batch_rooms(batch: &PendingWrites) -> Vec<&Arc<str>> {
     batch.iter().map(|(room, _)| room).collect()
 }
 
-/// One room's commands for the fenced-write script.
-#[derive(Default)]
-struct RoomCommands {
-    /// Per command: its name, its key (by suffix) and its arguments.
-    commands: Vec<(&'static str, &'static str, Vec<Vec<u8>>)>,
-}
-
-impl RoomCommands {
-    fn push(&mut self, command: &'static str, suffix: &'static str, args: Vec<Vec<u8>>) {
-        self.commands.push((command, suffix, args));
-    }
-}
+/// A command for the fenced-write script: its name, its key (by suffix,
+/// one of [`ROOM_KEYS`]) and its arguments.
+type Command = (&'static str, &'static str, Vec<Vec<u8>>);
 
 fn number(value: impl ToString) -> Vec<u8> {
     value.to_string().into_bytes()
@@ -769,12 +760,13 @@ fn fenced_transaction(
             invocation.key(keys.of(room, suffix));
         }
         let commands = room_commands(writes, stored.get(room).copied());
-        invocation.arg(writes.fence).arg(commands.commands.len());
-        for (command, suffix, args) in commands.commands {
-            let index = ROOM_KEYS
+        invocation.arg(writes.fence).arg(commands.len());
+        for (command, suffix, args) in commands {
+            // The script's key indexes count from 1.
+            let index = 1 + ROOM_KEYS
                 .iter()
                 .position(|key| *key == suffix)
-                .map_or(1, |i| i + 1);
+                .expect("commands name room keys");
             invocation.arg(command).arg(index).arg(args.len());
             for arg in args {
                 invocation.arg(arg);
@@ -785,15 +777,15 @@ fn fenced_transaction(
 
 /// What storing one room's `writes` takes, skipping what `stored` shows is
 /// in.
-fn room_commands(writes: &RoomWrites, stored: Option<StoredPosition>) -> RoomCommands {
+fn room_commands(writes: &RoomWrites, stored: Option<StoredPosition>) -> Vec<Command> {
     let already = writes.stored(stored);
-    let mut room = RoomCommands::default();
+    let mut room = Vec::new();
     if writes.clear && !already.began {
         for suffix in ROOM_KEYS {
-            room.push("DEL", suffix, Vec::new());
+            room.push(("DEL", suffix, Vec::new()));
         }
     } else if writes.reset_history && !already.began {
-        room.push("DEL", HISTORY, Vec::new());
+        room.push(("DEL", HISTORY, Vec::new()));
     }
     if let Some(latest) = writes.latest {
         let fields = [
@@ -806,10 +798,10 @@ fn room_commands(writes: &RoomWrites, stored: Option<StoredPosition>) -> RoomCom
             .into_iter()
             .flat_map(|(field, value)| [field.as_bytes().to_vec(), number(value)])
             .collect();
-        room.push("HSET", META, args);
+        room.push(("HSET", META, args));
     }
     if let Some(overrides) = &writes.overrides {
-        room.push("SET", CONFIG, vec![overrides.encode_to_vec()]);
+        room.push(("SET", CONFIG, vec![overrides.encode_to_vec()]));
     }
     for (list, user, change) in writes.moderation() {
         let (command, suffix) = match (list, change) {
@@ -824,7 +816,7 @@ fn room_commands(writes: &RoomWrites, stored: Option<StoredPosition>) -> RoomCom
         if let (List::Mutes, EntryChange::Put(until_us)) = (list, change) {
             args.push(number(until_us.unwrap_or(0)));
         }
-        room.push(command, suffix, args);
+        room.push((command, suffix, args));
     }
     let messages: Vec<Vec<u8>> = writes
         .history
@@ -833,11 +825,11 @@ fn room_commands(writes: &RoomWrites, stored: Option<StoredPosition>) -> RoomCom
         .map(Message::encode_to_vec)
         .collect();
     for chunk in messages.chunks(PUSH_CHUNK) {
-        room.push("RPUSH", HISTORY, chunk.to_vec());
+        room.push(("RPUSH", HISTORY, chunk.to_vec()));
     }
     match writes.history_cap {
-        Some(0) => room.push("DEL", HISTORY, Vec::new()),
-        Some(cap) => room.push("LTRIM", HISTORY, vec![number(-i64::from(cap)), number(-1)]),
+        Some(0) => room.push(("DEL", HISTORY, Vec::new())),
+        Some(cap) => room.push(("LTRIM", HISTORY, vec![number(-i64::from(cap)), number(-1)])),
         None => {}
     }
     room
