@@ -208,12 +208,12 @@ fn to_room_svc(frames: Vec<ToRoomSvc>) {
 
 /// A msg-svc taking its room's owner's frames: the ring never holds more
 /// than its lanes' capacities (as the newest owner heard from set them: an
-/// ack from an older one is ignored), and answers a pull from the stream's
-/// start.
+/// ack from an older one is ignored; once the room is closed, nothing
+/// changes them), and answers a pull from the stream's start.
 fn to_msg_svc(frames: &[ToMsgSvc]) {
     let room = msg_svc::fuzzing::Room::pending(ROOM);
-    // The newest owner's fence heard so far.
-    let mut heard = 0;
+    // The newest owner's fence heard so far, and whether the room closed.
+    let (mut heard, mut closed) = (0, false);
     for frame in frames {
         let Some(body) = &frame.body else {
             continue;
@@ -234,6 +234,7 @@ fn to_msg_svc(frames: &[ToMsgSvc]) {
             }
             to_msg_svc::Body::RoomUpdate(update) if update.room_id == ROOM => {
                 room.updated(update);
+                closed |= update.closed;
                 match &update.config {
                     Some(config) => config.clone(),
                     None => continue,
@@ -241,6 +242,9 @@ fn to_msg_svc(frames: &[ToMsgSvc]) {
             }
             _ => continue,
         };
+        if closed {
+            continue;
+        }
         room.ring(|ring| {
             assert!(ring.len(Lane::Normal) <= config.normal_ring as usize);
             assert!(ring.len(Lane::Priority) <= config.priority_ring as usize);
