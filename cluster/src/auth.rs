@@ -206,17 +206,19 @@ impl SecretSource {
     /// written with a fresh random secret (mode 0600); the flag tells whether
     /// that happened.
     pub fn load(&self, create: bool) -> Result<(TokenKey, bool), SecretError> {
-        let (secret, created) = self.read(create)?;
+        let (secret, created) = self.bytes(create)?;
         Ok((TokenKey::new(&secret)?, created))
     }
 
     /// The operators' token (same rules as [`load`](Self::load)).
     pub fn load_admin(&self, create: bool) -> Result<(AdminToken, bool), SecretError> {
-        let (secret, created) = self.read(create)?;
+        let (secret, created) = self.bytes(create)?;
         Ok((AdminToken::new(&secret)?, created))
     }
 
-    fn read(&self, create: bool) -> Result<(Vec<u8>, bool), SecretError> {
+    /// The secret's bytes, and whether the file was created for it (same
+    /// rules as [`load`](Self::load)): 64 random hex digits when made.
+    pub fn bytes(&self, create: bool) -> Result<(Vec<u8>, bool), SecretError> {
         match self {
             Self::Inline(secret) => Ok((secret.as_bytes().to_vec(), false)),
             Self::File(path) => read_secret_file(path, create),

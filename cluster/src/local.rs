@@ -80,7 +80,41 @@ pub struct LocalServer {
     dir: PathBuf,
     /// Redis: an append-only file synced on every write.
     durable: bool,
+    /// Redis: a password, TLS, or both.
+    secured: Option<RedisSecurity>,
     child: Option<Child>,
+}
+
+/// How a local Redis is run.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// Every write synced to an append-only file before it is answered.
+    pub durable: bool,
+    /// What its clients must prove.
+    pub security: RedisSecurity,
+}
+
+/// How a local Redis makes its clients prove who they are.
+#[derive(Debug, Clone, Default)]
+pub struct RedisSecurity {
+    /// `requirepass`: AUTH before anything else.
+    pub password: Option<String>,
+    /// TLS on a port of its own, with client certificates of the same CA
+    /// required.
+    pub tls: Option<RedisTlsFiles>,
+}
+
+/// A local Redis's TLS files (PEM).
+#[derive(Debug, Clone)]
+pub struct RedisTlsFiles {
+    /// The server's certificate, valid for 127.0.0.1.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The CA its clients' certificates must chain to.
+    pub ca: PathBuf,
+    /// Where TLS is served.
+    pub port: u16,
 }
 
 impl LocalServer {
@@ -95,11 +129,15 @@ impl LocalServer {
         Self::start(ServerKind::Redis, dir, free_port()?)
     }
 
-    /// Starts Redis with every write in an append-only file, synced before
-    /// it answers, so a restart (or kill -9) keeps all it acknowledged.
-    pub fn durable_redis(dir: &Path) -> Result<Self, LocalError> {
+    /// Starts Redis in `dir` as `options` say and waits until it answers.
+    /// Durable: every write in an append-only file, synced before it
+    /// answers, so a restart (or kill -9) keeps all it acknowledged. With a
+    /// password or TLS, its plain port stays open on loopback for the
+    /// readiness probe, and asks for the password too.
+    pub fn redis_with(dir: &Path, options: RedisOptions) -> Result<Self, LocalError> {
         let mut server = Self::new(ServerKind::Redis, dir, free_port()?)?;
-        server.durable = true;
+        server.durable = options.durable;
+        server.secured = Some(options.security);
         server.spawn()?;
         Ok(server)
     }
@@ -122,6 +160,7 @@ impl LocalServer {
             port,
             dir: dir.to_owned(),
             durable: false,
+            secured: None,
             child: None,
         })
     }
@@ -186,6 +225,21 @@ impl LocalServer {
             })
             .arg("--dir")
             .arg(&self.dir);
+        let security = self.secured.as_ref();
+        if let Some(password) = security.and_then(|s| s.password.as_ref()) {
+            command.args(["--requirepass", password]);
+        }
+        if let Some(tls) = security.and_then(|s| s.tls.as_ref()) {
+            command
+                .args(["--tls-port", &tls.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca)
+                .args(["--tls-auth-clients", "yes"]);
+        }
         command
     }
 
@@ -225,6 +279,10 @@ impl LocalServer {
     fn probe(&self) -> bool {
         let (request, expect): (&[u8], &str) = match self.kind {
             ServerKind::ZooKeeper => (b"srvr", "Mode:"),
+            // A password-protected Redis is up once it asks for it.
+            ServerKind::Redis if self.secured.as_ref().is_some_and(|s| s.password.is_some()) => {
+                (b"PING\r\n", "-NOAUTH")
+            }
             ServerKind::Redis => (b"PING\r\n", "+PONG"),
             // NATS greets every connection with INFO.
             ServerKind::Nats => (b"", "INFO"),
@@ -250,9 +308,12 @@ impl LocalServer {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The address as a `redis://` URL.
+    /// The address as a `redis://` URL, or `rediss://` to its TLS port.
     pub fn redis_url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.secured.as_ref().and_then(|s| s.tls.as_ref()) {
+            Some(tls) => format!("rediss://127.0.0.1:{}", tls.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// The server's PID while it runs.

@@ -25,7 +25,7 @@ use metrics::ZooKeeperMetrics;
 
 pub use args::{JoinArgs, JoinArgsError};
 pub use lease::Lease;
-pub use zookeeper::{MembershipError, ZkConfig, join_zookeeper};
+pub use zookeeper::{BadZkDigest, MembershipError, ZkConfig, ZkDigest, join_zookeeper};
 
 /// What a node plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

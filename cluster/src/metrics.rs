@@ -225,6 +225,7 @@ impl EncodeMetric for Sampled {
 #[derive(Debug, Clone, Default)]
 pub struct LinkMetrics {
     reconnects: Counter,
+    refused: Counter,
 }
 
 impl LinkMetrics {
@@ -233,13 +234,30 @@ impl LinkMetrics {
         self.reconnects.inc();
     }
 
-    /// Registers `chatroom_link_reconnects_total`.
+    /// A peer failed the link's TLS handshake.
+    pub fn refused(&self) {
+        self.refused.inc();
+    }
+
+    /// How many peers failed the link's TLS handshake so far.
+    pub fn refused_count(&self) -> u64 {
+        self.refused.get()
+    }
+
+    /// Registers `chatroom_link_reconnects_total` and
+    /// `chatroom_link_refused_total`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "link_reconnects",
             "Node links re-established after they were lost (a link's first connection \
              does not count)",
             self.reconnects.clone(),
+        );
+        registry.register(
+            "link_refused",
+            "Node links refused at the TLS handshake: the peer showed no certificate of the \
+             cluster CA for its role, or none in time",
+            self.refused.clone(),
         );
     }
 }

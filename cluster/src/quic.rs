@@ -63,6 +63,9 @@ pub enum TlsError {
     /// rustls refused the certificate, key or settings.
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),
+    /// No certificate verifier could be made from the trusted roots.
+    #[error("certificate verifier: {0}")]
+    Verifier(String),
     /// The configuration does not suit QUIC.
     #[error("quic: {0}")]
     Quic(String),
@@ -336,7 +339,7 @@ fn idle_timeout(idle: Duration) -> Result<IdleTimeout, TlsError> {
     IdleTimeout::try_from(idle).map_err(|_| TlsError::Quic(format!("idle timeout {idle:?}")))
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -398,7 +401,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read_file(path)?;
     let bad = |reason: String| TlsError::Pem {
         path: path.to_owned(),
@@ -427,7 +430,7 @@ fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
-fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
+pub(crate) fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let failed = |source| TlsError::File {

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use chatroom_cluster::local::{LocalServer, Proxy};
 use chatroom_cluster::membership::{
-    Members, MembershipHealth, NodeInfo, Registration, Role, ZkConfig, join_zookeeper,
+    BadZkDigest, Members, MembershipHealth, NodeInfo, Registration, Role, ZkConfig, ZkDigest,
+    join_zookeeper,
 };
 use tokio::sync::watch;
 
@@ -23,6 +24,7 @@ fn config(zk: &LocalServer, timeout: Duration) -> ZkConfig {
         connect: zk.addr(),
         root: "/chatroom/test".into(),
         session_timeout: timeout,
+        auth: None,
     }
 }
 
@@ -227,4 +229,90 @@ async fn a_node_cut_from_zookeeper_loses_its_lease_before_the_others_see_it_leav
     })
     .await;
     assert!(renewed.is_ok(), "the new session's lease was never renewed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_digest_credentials_the_cluster_znodes_are_closed_to_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let zk = LocalServer::zookeeper(dir.path()).unwrap();
+    let timeout = Duration::from_secs(4);
+    let with = |credentials: &str| ZkConfig {
+        auth: Some(ZkDigest::new(credentials).unwrap()),
+        ..config(&zk, timeout)
+    };
+    let r1 = join_zookeeper(with("chatroom:s3cret\n"), node("r1", Role::RoomSvc))
+        .await
+        .unwrap();
+    let m1 = join_zookeeper(with("chatroom:s3cret"), node("m1", Role::MsgSvc))
+        .await
+        .unwrap();
+    until(&mut m1.members(), "both", |m| ids(m) == ["r1", "m1"]).await;
+
+    // Without the credentials, or with others, nothing of the cluster can
+    // be read, and no node can register.
+    let anonymous = zookeeper_client::Client::connect(&zk.addr()).await.unwrap();
+    let intruder = zookeeper_client::Client::connector()
+        .with_auth("digest", b"chatroom:guess")
+        .connect(&zk.addr())
+        .await
+        .unwrap();
+    for client in [&anonymous, &intruder] {
+        for path in [
+            "/chatroom/test/room-svc",
+            "/chatroom/test/room-svc/r1",
+            "/chatroom/test/msg-svc/m1",
+        ] {
+            assert_eq!(
+                client.get_data(path).await.unwrap_err(),
+                zookeeper_client::Error::NoAuth,
+                "{path}"
+            );
+        }
+        assert_eq!(
+            client
+                .get_children("/chatroom/test/room-svc")
+                .await
+                .unwrap_err(),
+            zookeeper_client::Error::NoAuth
+        );
+    }
+    assert!(
+        join_zookeeper(with("chatroom:guess"), node("r2", Role::RoomSvc))
+            .await
+            .is_err()
+    );
+    assert!(
+        join_zookeeper(config(&zk, timeout), node("r3", Role::RoomSvc))
+            .await
+            .is_err()
+    );
+    // Another cluster, with credentials of its own, shares the ZooKeeper.
+    let other = ZkConfig {
+        root: "/chatroom/other".into(),
+        ..with("other:pass")
+    };
+    let o1 = join_zookeeper(other, node("o1", Role::RoomSvc))
+        .await
+        .unwrap();
+    until(&mut r1.members(), "unchanged", |m| ids(m) == ["r1", "m1"]).await;
+    o1.leave().await;
+    m1.leave().await;
+    r1.leave().await;
+}
+
+#[test]
+fn digest_credentials_are_user_colon_password_and_never_printed() {
+    assert!(ZkDigest::new("user:pass\n").is_ok());
+    for bad in [
+        "",
+        ":pass",
+        "user:",
+        "userpass",
+        "user:pa\nss",
+        "user:pass\n\n",
+    ] {
+        assert_eq!(ZkDigest::new(bad), Err(BadZkDigest), "{bad:?}");
+    }
+    let shown = format!("{:?}", ZkDigest::new("user:s3cret").unwrap());
+    assert!(!shown.contains("s3cret"), "{shown}");
 }

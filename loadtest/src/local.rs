@@ -16,7 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chatroom_cluster::auth::{SecretSource, TokenKey};
-use chatroom_cluster::local::{LocalError, LocalServer, free_port};
+use chatroom_cluster::link::tls::{self, LinkTlsArgs};
+use chatroom_cluster::local::{LocalError, LocalServer, RedisOptions, RedisSecurity, free_port};
 use chatroom_cluster::quic::TlsIdentity;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -30,6 +31,14 @@ pub use command::ClusterCommand;
 const READY_WITHIN: Duration = Duration::from_secs(30);
 /// How long `down` waits for a node to drain after SIGTERM.
 const STOP_WITHIN: Duration = Duration::from_secs(10);
+/// Redis' password, in the cluster's directory.
+const REDIS_PASSWORD_FILE: &str = "redis-password";
+/// The nodes' ZooKeeper digest credentials, `chatroom:SECRET`, and the
+/// secret they are made from, in the cluster's directory.
+const ZK_AUTH_FILE: &str = "zk-auth";
+const ZK_SECRET_FILE: &str = "zk-secret";
+/// How long a local cluster's link certificates stay valid.
+const LINK_CERTS_VALID_FOR: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Why the cluster could not be started or found.
 #[derive(Debug, thiserror::Error)]
@@ -138,11 +147,19 @@ impl Servers {
     pub fn start(spec: &ClusterSpec, dir: &Path) -> Result<Self, ClusterError> {
         fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
         let zookeeper = LocalServer::zookeeper(&dir.join("zookeeper"))?;
-        let redis = if spec.durable_redis {
-            LocalServer::durable_redis(&dir.join("redis"))?
-        } else {
-            LocalServer::redis(&dir.join("redis"))?
+        // A password, as a production Redis has: the nodes read it from a
+        // file, as they would there. Kept with the cluster's directory, so
+        // a cluster started again there finds its Redis the same.
+        let (password, _) = SecretSource::File(dir.join(REDIS_PASSWORD_FILE)).bytes(true)?;
+        let password = String::from_utf8_lossy(&password).into_owned();
+        let options = RedisOptions {
+            durable: spec.durable_redis,
+            security: RedisSecurity {
+                password: Some(password),
+                tls: None,
+            },
         };
+        let redis = LocalServer::redis_with(&dir.join("redis"), options)?;
         Ok(Self { zookeeper, redis })
     }
 }
@@ -328,6 +345,23 @@ pub struct LocalCluster {
     cluster_name: String,
 }
 
+/// Writes `contents` to `path`, readable by its owner only.
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), ClusterError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let failed = io_error(format!("writing {}", path.display()));
+    let mut file = match fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(error) => return Err(failed(error)),
+    };
+    file.write_all(contents).map_err(failed)
+}
+
 impl LocalCluster {
     /// Starts a cluster with everything under `dir` (created if needed) and
     /// waits until every node is ready.
@@ -368,8 +402,19 @@ impl LocalCluster {
         identity.write_cert(&cert_file)?;
         identity.write_key(&key_file)?;
         let cluster_name = "local".to_owned();
+        // The cluster's CA and a link certificate per role: node links
+        // are mutual TLS, as in production.
+        let link_certs = dir.join("link-certs");
+        tls::generate(&link_certs, &cluster_name, LINK_CERTS_VALID_FOR)?;
+        // The cluster's znodes for its nodes only (digest credentials), as
+        // in production; the same secret every time the directory is used,
+        // for ZooKeeper keeps the znodes' ACLs.
+        let (zk_secret, _) = SecretSource::File(dir.join(ZK_SECRET_FILE)).bytes(true)?;
+        let zk_auth_file = dir.join(ZK_AUTH_FILE);
+        let zk_auth = format!("chatroom:{}\n", String::from_utf8_lossy(&zk_secret));
+        write_private(&zk_auth_file, zk_auth.as_bytes())?;
         let session_ms = spec.zk_session_timeout.as_millis().to_string();
-        let common = |id: &str| -> Vec<String> {
+        let common = |id: &str, role: &str| -> Vec<String> {
             let zk = spec.zk_via.get(id).cloned();
             let mut args = vec![
                 "--zk".into(),
@@ -380,7 +425,10 @@ impl LocalCluster {
                 id.into(),
                 "--zk-session-timeout-ms".into(),
                 session_ms.clone(),
+                "--zk-auth-file".into(),
+                zk_auth_file.display().to_string(),
             ];
+            args.extend(LinkTlsArgs::from_dir(&link_certs, role).to_args());
             args.extend(spec.node_args.iter().cloned());
             args
         };
@@ -389,11 +437,13 @@ impl LocalCluster {
             let id = format!("room-svc-{i}");
             let http_addr = format!("127.0.0.1:{}", free_port()?);
             let link_addr = format!("127.0.0.1:{}", free_port()?);
-            let mut command = common(&id);
+            let mut command = common(&id, tls::ROOM_SVC_NAME);
             let redis_url = spec.redis_via.get(&id).cloned();
             command.extend([
                 "--redis".into(),
                 redis_url.unwrap_or_else(|| redis.redis_url()),
+                "--redis-password-file".into(),
+                dir.join(REDIS_PASSWORD_FILE).display().to_string(),
                 "--link-listen".into(),
                 link_addr.clone(),
                 "--http-listen".into(),
@@ -423,7 +473,7 @@ impl LocalCluster {
             let ws_addr = format!("127.0.0.1:{}", free_port()?);
             let quic_addr = format!("127.0.0.1:{}", free_port()?);
             let http_addr = format!("127.0.0.1:{}", free_port()?);
-            let mut command = common(&id);
+            let mut command = common(&id, tls::MSG_SVC_NAME);
             command.extend([
                 "--ws-listen".into(),
                 ws_addr.clone(),

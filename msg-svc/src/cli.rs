@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chatroom_cluster::auth::{AuthError, Roles, SecretError, SecretSource, default_secret_file};
+use chatroom_cluster::link::tls::LinkTlsError;
 use chatroom_cluster::membership::{JoinArgs, JoinArgsError};
 use chatroom_cluster::quic::{self, TlsError, TlsIdentity};
 use clap::Args;
@@ -280,8 +281,14 @@ pub struct ClusterArgs {
 
 /// Why the flags cannot make a node of a cluster.
 #[derive(Debug, thiserror::Error)]
-#[error("{0} (the embedded server, both roles in one process, is `chatroom`)")]
-pub struct NotACluster(#[from] JoinArgsError);
+pub enum NotACluster {
+    /// Where to join, or as whom, is missing or unusable.
+    #[error("{0} (the embedded server, both roles in one process, is `chatroom`)")]
+    Join(#[from] JoinArgsError),
+    /// Node links can be neither secured nor, by explicit choice, plaintext.
+    #[error(transparent)]
+    LinkTls(#[from] LinkTlsError),
+}
 
 impl ClusterArgs {
     /// The node's settings these flags give.
@@ -294,6 +301,7 @@ impl ClusterArgs {
             public_url: self.listen.public_url.clone(),
             public_quic_url: self.public_quic_url.clone(),
             drain_grace: self.node.drain_grace(),
+            link_tls: self.join.link.client_config()?,
         })
     }
 }

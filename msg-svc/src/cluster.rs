@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatroom_cluster::auth::TokenKey;
-use chatroom_cluster::link::dial::{LinkEvent, RoomLinks};
+use chatroom_cluster::link::dial::{DialConfig, LinkEvent, RoomLinks};
+use chatroom_cluster::link::tls;
 use chatroom_cluster::membership::{
     MembershipError, NodeInfo, Registration, Role, ZkConfig, join_zookeeper,
 };
@@ -40,6 +41,8 @@ pub struct ClusterConfig {
     pub public_quic_url: Option<String>,
     /// How long shutdown waits for clients to leave.
     pub drain_grace: Duration,
+    /// Mutual TLS on node links; `None` only with `--link-plaintext`.
+    pub link_tls: Option<Arc<tls::ClientConfig>>,
 }
 
 /// Why the node could not start.
@@ -96,13 +99,14 @@ impl MsgServer {
         let (down_tx, down_rx) = mpsc::channel(DOWNLINK_QUEUE);
         let (events_tx, mut events) = mpsc::channel(64);
         let link_metrics = LinkMetrics::default();
-        let room_links = RoomLinks::start(
-            config.node_id.clone(),
-            registration.members(),
-            down_tx,
-            events_tx,
-            link_metrics.clone(),
-        );
+        let dial = DialConfig {
+            me: config.node_id.clone(),
+            down: down_tx,
+            events: events_tx,
+            metrics: link_metrics.clone(),
+            tls: config.link_tls,
+        };
+        let room_links = RoomLinks::start(dial, registration.members());
         let mut families = metrics::registry();
         registration.register_metrics(&mut families);
         link_metrics.register(&mut families);

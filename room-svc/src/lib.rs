@@ -40,4 +40,4 @@ pub use service::{
     AdminError, ConfigChange, ListedUser, ModerationList, NodePort, Ownership, RoomService,
     RoomServiceConfig, RoomSettings,
 };
-pub use store::{RedisStoreConfig, RoomStore, StoreCounters, StoreError, StoreHealth};
+pub use store::{RedisStoreConfig, RedisTarget, RoomStore, StoreCounters, StoreError, StoreHealth};

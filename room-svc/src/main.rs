@@ -1,7 +1,10 @@
 //! `room-svc`: one room service of a cluster (ZooKeeper for membership,
-//! Redis for room state), or `room-svc admin …`, the operators' CLI.
+//! Redis for room state), or `room-svc admin …`, the operators' CLI, or
+//! `room-svc link-certs DIR`, which makes a cluster's link certificates.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use chatroom_cluster::telemetry::{self, LogArgs};
 use clap::{Parser, Subcommand};
@@ -31,12 +34,57 @@ enum Command {
     /// Operate rooms through the admin API (of a room service or the
     /// embedded server).
     Admin(AdminArgs),
+    /// Make a new cluster CA and a node link certificate per role in DIR:
+    /// DIR/room-svc/ and DIR/msg-svc/ each hold ca.crt, tls.crt and tls.key
+    /// (the files of a Kubernetes TLS secret with its CA); DIR/ca.key is the
+    /// CA's key, to keep offline.
+    LinkCerts(LinkCertsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LinkCertsArgs {
+    /// Where to write the files; refused if it already holds a CA.
+    dir: PathBuf,
+    /// The cluster's name, written into the certificates' subjects.
+    #[arg(long, env = "CHATROOM_CLUSTER", default_value = "default")]
+    cluster: String,
+    /// Days the certificates stay valid.
+    #[arg(long, default_value_t = 365)]
+    days: u64,
+}
+
+fn link_certs(args: &LinkCertsArgs) -> ExitCode {
+    if args.dir.join("ca.crt").exists() {
+        eprintln!(
+            "room-svc: {} already holds a cluster CA; choose another directory",
+            args.dir.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let valid_for = Duration::from_secs(args.days.saturating_mul(24 * 3600));
+    match chatroom_cluster::link::tls::generate(&args.dir, &args.cluster, valid_for) {
+        Ok(()) => {
+            println!(
+                "link certificates for cluster {} in {} (valid {} days)",
+                args.cluster,
+                args.dir.display(),
+                args.days
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("room-svc: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Admin(admin)) = cli.command {
-        return room_svc::admin::cli::run(admin);
+    match cli.command {
+        Some(Command::Admin(admin)) => return room_svc::admin::cli::run(admin),
+        Some(Command::LinkCerts(args)) => return link_certs(&args),
+        None => {}
     }
     if let Err(error) = telemetry::init(&cli.log) {
         eprintln!("room-svc: bad log settings: {error}");

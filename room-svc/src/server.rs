@@ -12,10 +12,11 @@ use axum::http::{StatusCode, header};
 use axum::routing::get;
 use chatroom_cluster::auth::AdminToken;
 use chatroom_cluster::link::accept::serve_links;
+use chatroom_cluster::link::tls;
 use chatroom_cluster::membership::{
     MembershipError, MembershipHealth, NodeInfo, Role, ZkConfig, join_zookeeper,
 };
-use chatroom_cluster::metrics::{self, Registry};
+use chatroom_cluster::metrics::{self, LinkMetrics, Registry};
 use chatroom_cluster::serve;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -25,7 +26,7 @@ use tracing::{info, warn};
 use crate::admin::{AdminApi, Peers};
 use crate::core::{ConfigError, ConfigPatch, default_room_config, resolve, validate_config};
 use crate::service::{Ownership, RoomService, RoomServiceConfig};
-use crate::store::{RoomStore, StoreError, StoreHealth};
+use crate::store::{RedisTarget, RoomStore, StoreError, StoreHealth};
 use chatroom_proto::cluster::v1::{RoomConfig, RoomOverrides};
 
 mod args;
@@ -41,8 +42,8 @@ pub struct ServerConfig {
     pub cluster: String,
     /// Where membership is kept (ZooKeeper).
     pub zookeeper: ZkConfig,
-    /// Redis URL.
-    pub redis: String,
+    /// Where Redis is and how to prove who we are to it.
+    pub redis: RedisTarget,
     /// Workers, queues, room defaults.
     pub rooms: RoomServiceConfig,
     /// The address msg-svc nodes are told to link to; by default the link
@@ -51,6 +52,8 @@ pub struct ServerConfig {
     /// The operators' token; without one the admin API refuses every
     /// request.
     pub admin_token: Option<AdminToken>,
+    /// Mutual TLS on node links; `None` only with `--link-plaintext`.
+    pub link_tls: Option<Arc<tls::ServerConfig>>,
 }
 
 /// Why the room defaults file was refused.
@@ -176,6 +179,8 @@ pub async fn run(
     let mut families = metrics::registry();
     registration.register_metrics(&mut families);
     rooms.register_metrics(&mut families);
+    let link_metrics = LinkMetrics::default();
+    link_metrics.register(&mut families);
     let stop = CancellationToken::new();
     let health = Health {
         rooms: rooms.clone(),
@@ -184,7 +189,13 @@ pub async fn run(
         metrics: Arc::new(families),
         draining: CancellationToken::new(),
     };
-    let links = tokio::spawn(serve_links(rooms.clone(), listeners.links, stop.clone()));
+    let links = tokio::spawn(serve_links(
+        rooms.clone(),
+        listeners.links,
+        config.link_tls,
+        link_metrics,
+        stop.clone(),
+    ));
     let peers = Peers::new(config.node_id.clone(), registration.members());
     let admin = AdminApi::new(rooms.clone(), config.admin_token, Some(peers));
     let app = Router::new()

@@ -36,6 +36,7 @@ async fn without_a_lease_a_room_service_acts_for_no_room_until_it_is_renewed() {
         connect: proxy.addr().to_string(),
         root: "/chatroom/lease".into(),
         session_timeout: Duration::from_secs(4),
+        auth: None,
     };
     let me = NodeInfo {
         link_addr: Some("127.0.0.1:1".into()),

@@ -7,17 +7,23 @@
 //! (this crate cannot depend on it) and tests implement with channels.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chatroom_proto::cluster::v1::{ToMsgSvc, ToRoomSvc, to_room_svc};
 use futures_util::StreamExt;
-use tokio::net::{TcpListener, TcpStream};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span};
+use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::tls::HANDSHAKE_WITHIN;
 use super::wire;
 use super::{DownLink, LinkError};
+use crate::metrics::LinkMetrics;
 use crate::serve;
 
 /// Frames queued for one msg-svc before the room workers wait on it.
@@ -48,17 +54,52 @@ pub trait RoomEnd: Clone + Send + Sync + 'static {
     fn detach(&self, port: &Self::Port) -> impl Future<Output = ()> + Send;
 }
 
-/// Accepts links until `stop`; each runs until it closes or `stop`.
-pub async fn serve_links<R: RoomEnd>(rooms: R, listener: TcpListener, stop: CancellationToken) {
+/// Accepts links until `stop`; each runs until it closes or `stop`. With
+/// `tls`, a link must first complete the handshake with a msg-svc's
+/// certificate of the cluster CA; one that does not is closed and counted
+/// in `metrics`. Without it, links are plaintext.
+pub async fn serve_links<R: RoomEnd>(
+    rooms: R,
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    metrics: LinkMetrics,
+    stop: CancellationToken,
+) {
     while let Some((stream, remote)) = serve::accept(&listener, &stop).await {
         let _ = stream.set_nodelay(true);
         let span = info_span!("link", %remote);
-        tokio::spawn(link(rooms.clone(), stream, stop.clone()).instrument(span));
+        let (rooms, stop) = (rooms.clone(), stop.clone());
+        let Some(tls) = tls
+            .as_ref()
+            .map(|config| TlsAcceptor::from(Arc::clone(config)))
+        else {
+            tokio::spawn(link(rooms, stream, stop).instrument(span));
+            continue;
+        };
+        let metrics = metrics.clone();
+        let secured = async move {
+            match tokio::time::timeout(HANDSHAKE_WITHIN, tls.accept(stream)).await {
+                Ok(Ok(stream)) => link(rooms, stream, stop).await,
+                Ok(Err(error)) => {
+                    metrics.refused();
+                    warn!(%error, "link refused: no valid msg-svc certificate");
+                }
+                Err(_) => {
+                    metrics.refused();
+                    warn!("link refused: no TLS handshake within {HANDSHAKE_WITHIN:?}");
+                }
+            }
+        };
+        tokio::spawn(secured.instrument(span));
     }
 }
 
-async fn link<R: RoomEnd>(rooms: R, stream: TcpStream, stop: CancellationToken) {
-    let (read, write) = stream.into_split();
+async fn link<R, S>(rooms: R, stream: S, stop: CancellationToken)
+where
+    R: RoomEnd,
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read, write) = tokio::io::split(stream);
     let mut reader = wire::reader::<_, ToRoomSvc, ToMsgSvc>(read);
     let node_id = match tokio::time::timeout(HELLO_WITHIN, reader.next()).await {
         Ok(Some(Ok(ToRoomSvc {

@@ -14,11 +14,15 @@ use std::time::Duration;
 use chatroom_proto::cluster::v1::{Hello, ToMsgSvc, ToRoomSvc, to_room_svc};
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::tls::{HANDSHAKE_WITHIN, room_svc_name};
 use super::wire;
 use super::{DownLink, LinkError, UpLink};
 use crate::membership::Members;
@@ -65,20 +69,36 @@ pub struct RoomLinks {
     down: DownLink,
     events: mpsc::Sender<LinkEvent>,
     metrics: LinkMetrics,
+    tls: Option<Arc<ClientConfig>>,
+}
+
+/// Where a msg-svc's links go and what they report to.
+#[derive(Debug)]
+pub struct DialConfig {
+    /// This node's id, said in every link's Hello.
+    pub me: String,
+    /// Where what the room services send goes.
+    pub down: DownLink,
+    /// Links coming up and going down.
+    pub events: mpsc::Sender<LinkEvent>,
+    /// Reconnects and refused handshakes are counted here.
+    pub metrics: LinkMetrics,
+    /// Mutual TLS with the cluster CA; `None`: plaintext links.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 impl RoomLinks {
-    /// Opens links to the room services in `members`, following its changes:
-    /// each link greets its room service as `me`, hands what it reads to
-    /// `down`, reports coming up and going down to `events`, and counts
-    /// reconnects in `metrics`.
-    pub fn start(
-        me: String,
-        members: watch::Receiver<Arc<Members>>,
-        down: DownLink,
-        events: mpsc::Sender<LinkEvent>,
-        metrics: LinkMetrics,
-    ) -> Arc<Self> {
+    /// Opens links to the room services in `members`, following its changes,
+    /// as `config` says: each greets its room service, hands what it reads
+    /// on, and reports coming up and going down.
+    pub fn start(config: DialConfig, members: watch::Receiver<Arc<Members>>) -> Arc<Self> {
+        let DialConfig {
+            me,
+            down,
+            events,
+            metrics,
+            tls,
+        } = config;
         let room_links = Arc::new(Self {
             me,
             members: members.clone(),
@@ -86,6 +106,7 @@ impl RoomLinks {
             down,
             events,
             metrics,
+            tls,
         });
         room_links.sync_links(&members.borrow());
         let weak = Arc::downgrade(&room_links);
@@ -147,6 +168,7 @@ impl RoomLinks {
                 down: self.down.clone(),
                 events: self.events.clone(),
                 metrics: self.metrics.clone(),
+                tls: self.tls.clone(),
             };
             let span = info_span!("link", room_svc = %node.id, %addr);
             let task = tokio::spawn(link.run(rx).instrument(span));
@@ -189,6 +211,7 @@ struct Link {
     down: DownLink,
     events: mpsc::Sender<LinkEvent>,
     metrics: LinkMetrics,
+    tls: Option<Arc<ClientConfig>>,
 }
 
 impl Link {
@@ -212,7 +235,25 @@ impl Link {
                     }
                 };
             let _ = stream.set_nodelay(true);
-            match self.serve(stream, &mut rx, &mut was_up).await {
+            let served = match &self.tls {
+                None => self.serve(stream, &mut rx, &mut was_up).await,
+                Some(tls) => {
+                    let handshake =
+                        TlsConnector::from(Arc::clone(tls)).connect(room_svc_name(), stream);
+                    match tokio::time::timeout(HANDSHAKE_WITHIN, handshake).await {
+                        Ok(Ok(stream)) => self.serve(stream, &mut rx, &mut was_up).await,
+                        Ok(Err(error)) => {
+                            self.refused(&error.to_string(), &mut pause).await;
+                            continue;
+                        }
+                        Err(_) => {
+                            self.refused("no TLS handshake in time", &mut pause).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            match served {
                 Served::Dropped => return,
                 Served::Lost(reason) => warn!(reason, "link to the room service lost"),
             }
@@ -226,13 +267,26 @@ impl Link {
         }
     }
 
-    async fn serve(
+    /// The room service failed the handshake (or whatever answers at its
+    /// address is no room service of this cluster): counted, and tried
+    /// again later, in case its certificate is being replaced.
+    async fn refused(&self, reason: &str, pause: &mut Duration) {
+        self.metrics.refused();
+        warn!(reason, "link refused: no valid room service certificate");
+        tokio::time::sleep(*pause).await;
+        *pause = (*pause * 2).min(RECONNECT.1);
+    }
+
+    async fn serve<S>(
         &self,
-        stream: TcpStream,
+        stream: S,
         rx: &mut mpsc::Receiver<ToRoomSvc>,
         was_up: &mut bool,
-    ) -> Served {
-        let (read, write) = stream.into_split();
+    ) -> Served
+    where
+        S: AsyncRead + AsyncWrite + Send,
+    {
+        let (read, write) = tokio::io::split(stream);
         let mut writer = wire::writer::<_, ToMsgSvc, ToRoomSvc>(write);
         let hello = ToRoomSvc {
             body: Some(to_room_svc::Body::Hello(Hello {

@@ -15,9 +15,12 @@
 //!   and each frame routed to its room's owner.
 //! - [`accept`]: a room service's side: links accepted, greeted, and carried
 //!   to and from the room service.
+//! - [`tls`]: mutual TLS with the cluster's CA on every link, unless a node
+//!   is told `--link-plaintext`.
 
 pub mod accept;
 pub mod dial;
+pub mod tls;
 pub mod wire;
 
 use chatroom_proto::cluster::v1::{ToMsgSvc, ToRoomSvc};

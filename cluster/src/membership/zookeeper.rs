@@ -47,6 +47,43 @@ pub struct ZkConfig {
     pub root: String,
     /// How long ZooKeeper keeps a silent session (and its znode) alive.
     pub session_timeout: Duration,
+    /// Digest credentials to authenticate with; with them, the cluster's
+    /// znodes are created readable and writable by that identity only.
+    pub auth: Option<ZkDigest>,
+}
+
+/// ZooKeeper `digest` credentials, `USER:PASSWORD`. Every node of a cluster
+/// uses the same ones, so each can read and replace the others' znodes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ZkDigest(String);
+
+/// Why digest credentials were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("zookeeper credentials must be USER:PASSWORD, both non-empty, on one line")]
+pub struct BadZkDigest;
+
+impl ZkDigest {
+    /// `USER:PASSWORD`; a trailing newline (a file's) is dropped.
+    pub fn new(text: &str) -> Result<Self, BadZkDigest> {
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        match text.split_once(':') {
+            Some((user, password))
+                if !user.is_empty() && !password.is_empty() && !text.contains(['\n', '\r']) =>
+            {
+                Ok(Self(text.to_owned()))
+            }
+            _ => Err(BadZkDigest),
+        }
+    }
+}
+
+impl std::fmt::Debug for ZkDigest {
+    /// The user only: the password stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let user = self.0.split_once(':').map_or("", |(user, _)| user);
+        write!(f, "ZkDigest({user}:…)")
+    }
 }
 
 /// Why joining failed.
@@ -112,6 +149,9 @@ struct Session {
     root: String,
     /// Our znode.
     path: String,
+    /// Who may use the znodes this session creates: anyone, or with
+    /// credentials, only those who hold them.
+    acls: Acls<'static>,
 }
 
 /// Watches armed on the two role directories.
@@ -122,15 +162,22 @@ struct Watches {
 
 impl Session {
     async fn open(config: &ZkConfig, me: &NodeInfo) -> Result<Self, zookeeper_client::Error> {
-        let client = Client::connector()
+        let mut connector = Client::connector()
             .with_session_timeout(config.session_timeout)
-            .with_connection_timeout(config.session_timeout)
-            .connect(&config.connect)
-            .await?;
+            .with_connection_timeout(config.session_timeout);
+        if let Some(ZkDigest(credentials)) = &config.auth {
+            connector = connector.with_auth("digest", credentials.as_bytes());
+        }
+        let client = connector.connect(&config.connect).await?;
         let session = Self {
             client,
             root: config.root.clone(),
             path: format!("{}/{}/{}", config.root, me.role.dir(), me.id),
+            acls: if config.auth.is_some() {
+                Acls::creator_all()
+            } else {
+                Acls::anyone_all()
+            },
         };
         session.register(me).await?;
         Ok(session)
@@ -141,14 +188,20 @@ impl Session {
     }
 
     async fn register(&self, me: &NodeInfo) -> Result<(), zookeeper_client::Error> {
-        let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        // Above the cluster's root (`/chatroom`) other clusters, with
+        // other credentials, make their own roots.
+        if let Some((parent, _)) = self.root.rsplit_once('/').filter(|(p, _)| !p.is_empty()) {
+            let shared = CreateMode::Persistent.with_acls(Acls::anyone_all());
+            self.client.mkdir(parent, &shared).await?;
+        }
+        let persistent = CreateMode::Persistent.with_acls(self.acls);
         for role in [Role::RoomSvc, Role::MsgSvc] {
             self.client.mkdir(&self.dir(role), &persistent).await?;
         }
         let path = &self.path;
         // Serialising a struct of strings cannot fail.
         let data = serde_json::to_vec(me).expect("node info serialises");
-        let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+        let ephemeral = CreateMode::Ephemeral.with_acls(self.acls);
         match self.client.create(path, &data, &ephemeral).await {
             Err(zookeeper_client::Error::NodeExists) => {
                 // Left by an earlier process with this id whose session has

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use chatroom_cluster::auth::{AdminToken, SecretError, SecretSource};
+use chatroom_cluster::link::tls::LinkTlsError;
 use chatroom_cluster::membership::{JoinArgs, JoinArgsError};
 use chatroom_proto::cluster::v1::RoomConfig;
 use tokio::net::TcpListener;
@@ -13,6 +14,7 @@ use tokio::net::TcpListener;
 use super::{DefaultsError, Listeners, ServerConfig, load_room_defaults};
 use crate::core::default_room_config;
 use crate::service::RoomServiceConfig;
+use crate::store::RedisTarget;
 
 /// The flags of what operators set, taken by both binaries that run a room
 /// service (a room service of a cluster, and the embedded server).
@@ -63,9 +65,25 @@ impl OpsArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub join: JoinArgs,
-    /// Redis URL, the second-level store.
+    /// Redis URL, the second-level store: redis://[USER@]HOST:PORT[/DB],
+    /// or rediss://… for TLS.
     #[arg(long, env = "CHATROOM_REDIS", default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
+    /// A file holding Redis' AUTH password (for the URL's user, if it names
+    /// one), so that it is in no URL or command line.
+    #[arg(long, env = "CHATROOM_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+    /// PEM certificates to trust for a rediss:// Redis instead of the
+    /// system's.
+    #[arg(long, env = "CHATROOM_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for a Redis that requires one
+    /// (tls-auth-clients); with --redis-key.
+    #[arg(long, env = "CHATROOM_REDIS_CERT", requires = "redis_key")]
+    pub redis_cert: Option<PathBuf>,
+    /// The key of --redis-cert (PEM).
+    #[arg(long, env = "CHATROOM_REDIS_KEY", requires = "redis_cert")]
+    pub redis_key: Option<PathBuf>,
     /// Where msg-svc nodes open their links.
     #[arg(long, env = "CHATROOM_LINK_LISTEN", default_value = "127.0.0.1:7500")]
     pub link_listen: SocketAddr,
@@ -91,6 +109,20 @@ pub enum ArgsError {
     /// The admin token cannot be read.
     #[error(transparent)]
     AdminToken(#[from] SecretError),
+    /// A Redis password, CA or client certificate file cannot be read.
+    #[error("{path}: {source}")]
+    RedisFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The Redis password file holds no single-line UTF-8 password.
+    #[error("--redis-password-file must hold one line of UTF-8, the password")]
+    RedisPassword,
+    /// Node links can be neither secured nor, by explicit choice, plaintext.
+    #[error(transparent)]
+    LinkTls(#[from] LinkTlsError),
     /// `--room-defaults` cannot be used.
     #[error(transparent)]
     Defaults(#[from] DefaultsError),
@@ -112,7 +144,7 @@ impl ServeArgs {
             node_id,
             cluster: self.join.cluster.clone(),
             zookeeper,
-            redis: self.redis.clone(),
+            redis: self.redis_target()?,
             rooms: RoomServiceConfig {
                 workers: self.room_workers.unwrap_or(cpus),
                 room_defaults: self.ops.room_defaults()?,
@@ -120,6 +152,39 @@ impl ServeArgs {
             },
             public_link_addr: self.public_link_addr.clone(),
             admin_token: self.admin_token()?,
+            link_tls: self.join.link.server_config()?,
+        })
+    }
+
+    /// Where Redis is, with the secrets the files hold.
+    fn redis_target(&self) -> Result<RedisTarget, ArgsError> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| ArgsError::RedisFile {
+                path: path.clone(),
+                source,
+            })
+        };
+        let password = match &self.redis_password_file {
+            None => None,
+            Some(path) => {
+                let bytes = read(path)?;
+                let text = String::from_utf8(bytes).map_err(|_| ArgsError::RedisPassword)?;
+                let password = text.strip_suffix('\n').unwrap_or(&text);
+                if password.is_empty() || password.contains(['\n', '\r']) {
+                    return Err(ArgsError::RedisPassword);
+                }
+                Some(password.to_owned())
+            }
+        };
+        let client_cert = match (&self.redis_cert, &self.redis_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        };
+        Ok(RedisTarget {
+            url: self.redis.clone(),
+            password,
+            ca: self.redis_ca.as_ref().map(read).transpose()?,
+            client_cert,
         })
     }
 

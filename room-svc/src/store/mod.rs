@@ -28,6 +28,43 @@ pub use self::redis::{RedisStore, RedisStoreConfig};
 use crate::core::PersistedRoom;
 use writes::PendingWrites;
 
+/// Where Redis is and how the room service proves itself to it.
+#[derive(Clone, Default)]
+pub struct RedisTarget {
+    /// `redis://[user@]host:port[/db]`, or `rediss://` for TLS.
+    pub url: String,
+    /// The AUTH password (with the URL's user, if any), kept out of the URL
+    /// and so out of command lines.
+    pub password: Option<String>,
+    /// PEM certificates to trust for `rediss://` instead of the system's.
+    pub ca: Option<Vec<u8>>,
+    /// A client certificate and its key (PEM), for a Redis that requires
+    /// them (`tls-auth-clients`).
+    pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl RedisTarget {
+    /// Redis at `url`, with nothing more to prove.
+    pub fn url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisTarget {
+    /// The URL, and whether secrets are set: never the secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTarget")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca", &self.ca.is_some())
+            .field("client_cert", &self.client_cert.is_some())
+            .finish()
+    }
+}
+
 /// Whether the store keeps up, for readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreHealth {
@@ -41,8 +78,8 @@ pub enum StoreHealth {
 /// Why the store could not do something.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The Redis URL cannot be used.
-    #[error("invalid redis url: {0}")]
+    /// The Redis URL, or its TLS settings, cannot be used.
+    #[error("invalid redis target: {0}")]
     BadUrl(::redis::RedisError),
     /// The cluster name cannot be part of a key.
     #[error("cluster name {0:?} must be 1 to 64 bytes of [A-Za-z0-9_.-]")]
@@ -110,15 +147,14 @@ impl RoomStore {
         Self::Memory
     }
 
-    /// Redis at `url` (`redis://host:port`), keys under
-    /// `chatroom:{cluster}:`, with the default timings. Connects lazily:
-    /// Redis may be down now.
+    /// Redis at `target`, keys under `chatroom:{cluster}:`, with the
+    /// default timings. Connects lazily: Redis may be down now.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime (the writer task is spawned here).
-    pub fn redis(url: &str, cluster: &str) -> Result<Self, StoreError> {
-        Self::redis_with(url, cluster, RedisStoreConfig::default())
+    pub fn redis(target: &RedisTarget, cluster: &str) -> Result<Self, StoreError> {
+        Self::redis_with(target, cluster, RedisStoreConfig::default())
     }
 
     /// Redis as [`redis`](Self::redis), with the given timings.
@@ -127,11 +163,11 @@ impl RoomStore {
     ///
     /// Outside a tokio runtime.
     pub fn redis_with(
-        url: &str,
+        target: &RedisTarget,
         cluster: &str,
         config: RedisStoreConfig,
     ) -> Result<Self, StoreError> {
-        RedisStore::connect(url, cluster, config).map(Self::Redis)
+        RedisStore::connect(target, cluster, config).map(Self::Redis)
     }
 
     /// Whether anything is kept (and so rooms are loaded before use).

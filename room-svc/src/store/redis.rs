@@ -44,7 +44,7 @@ use tokio::time::{Instant, sleep, timeout};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::writes::{Coalesced, EntryChange, PendingWrites, RoomWrites, StoredPosition};
-use super::{Fenced, StoreCounters, StoreError, StoreHealth};
+use super::{Fenced, RedisTarget, StoreCounters, StoreError, StoreHealth};
 use crate::core::PersistedRoom;
 use crate::core::moderation::List;
 
@@ -238,6 +238,30 @@ fn check_cluster_name(cluster: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A client for `target`: its URL, with the password and TLS material laid
+/// over it.
+fn client(target: &RedisTarget) -> ::redis::RedisResult<::redis::Client> {
+    use ::redis::IntoConnectionInfo as _;
+    let mut info = target.url.as_str().into_connection_info()?;
+    if let Some(password) = &target.password {
+        let settings = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(settings);
+    }
+    if target.ca.is_none() && target.client_cert.is_none() {
+        return ::redis::Client::open(info);
+    }
+    let certificates = ::redis::TlsCertificates {
+        client_tls: target.client_cert.clone().map(|(client_cert, client_key)| {
+            ::redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            }
+        }),
+        root_cert: target.ca.clone(),
+    };
+    ::redis::Client::build_with_tls(info, certificates)
+}
+
 /// Runs one Redis request within `limit`.
 async fn request<T, E>(
     limit: Duration,
@@ -254,12 +278,12 @@ where
 
 impl RedisStore {
     pub(super) fn connect(
-        url: &str,
+        target: &RedisTarget,
         cluster: &str,
         config: RedisStoreConfig,
     ) -> Result<Self, StoreError> {
         check_cluster_name(cluster)?;
-        let client = ::redis::Client::open(url).map_err(StoreError::BadUrl)?;
+        let client = client(target).map_err(StoreError::BadUrl)?;
         // No retries inside the manager: loads and the writer retry
         // themselves, within their own bounds.
         let manager = ConnectionManagerConfig::new()

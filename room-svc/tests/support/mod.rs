@@ -16,7 +16,8 @@ use chatroom_proto::cluster::v1::{
 use chatroom_proto::v1::{Cursor, ErrorCode, Kind, SendAck};
 use room_svc::core::{ConfigPatch, default_room_config};
 use room_svc::{
-    AdminError, ConfigChange, NodePort, RedisStoreConfig, RoomService, RoomServiceConfig, RoomStore,
+    AdminError, ConfigChange, NodePort, RedisStoreConfig, RedisTarget, RoomService,
+    RoomServiceConfig, RoomStore,
 };
 use tempfile::TempDir;
 use tokio::sync::mpsc;
@@ -212,7 +213,8 @@ impl TestRedis {
     /// A store on this server under `cluster`, with timings short enough
     /// for tests.
     pub fn store(&self, cluster: &str) -> RoomStore {
-        RoomStore::redis_with(&self.url(), cluster, test_store_config()).expect("a valid store")
+        RoomStore::redis_with(&RedisTarget::url(self.url()), cluster, test_store_config())
+            .expect("a valid store")
     }
 
     /// A plain connection, to look at what the store wrote.
