@@ -99,4 +99,34 @@ app.kubernetes.io/component: {{ index . 1 | quote }}
   value: {{ .Values.log.level | quote }}
 - name: CHATROOM_LOG_FORMAT
   value: {{ .Values.log.format | quote }}
+{{- if .Values.zookeeper.auth.existingSecret }}
+- name: CHATROOM_ZK_AUTH_FILE
+  value: /etc/chatroom/zk/{{ .Values.zookeeper.auth.key }}
+{{- end }}
+{{- end -}}
+
+{{/* The node link's TLS settings of one role; pass (list $ "room-svc"). */}}
+{{- define "chatroom.linkEnv" -}}
+{{- $top := index . 0 -}}
+{{- if $top.Values.links.plaintext -}}
+- name: CHATROOM_LINK_PLAINTEXT
+  value: "true"
+{{- else -}}
+- name: CHATROOM_LINK_CA
+  value: /etc/chatroom/link/ca.crt
+- name: CHATROOM_LINK_CERT
+  value: /etc/chatroom/link/tls.crt
+- name: CHATROOM_LINK_KEY
+  value: /etc/chatroom/link/tls.key
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret with a role's link certificate; pass (list $ "room-svc"). */}}
+{{- define "chatroom.linkSecret" -}}
+{{- $top := index . 0 -}}
+{{- if eq (index . 1) "room-svc" -}}
+{{- required "links.roomSvcSecret (or links.plaintext)" $top.Values.links.roomSvcSecret -}}
+{{- else -}}
+{{- required "links.msgSvcSecret (or links.plaintext)" $top.Values.links.msgSvcSecret -}}
+{{- end -}}
 {{- end -}}
