@@ -47,6 +47,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chatroom_client::Transport;
+use chatroom_cluster::link::tls;
 use chatroom_cluster::placement;
 use clap::ValueEnum;
 use serde::Serialize;
@@ -60,7 +61,7 @@ use crate::local::{ClusterSpec, LocalCluster, Servers};
 use notices::{NoticeLog, Notices};
 use partition::{Partitions, Path};
 use probe::Probe;
-use proxy::{Cuts, LinkProxy};
+use proxy::{Cuts, LinkProxy, ProxyTls};
 
 /// Room services of the cluster.
 const ROOM_SVCS: usize = 2;
@@ -348,12 +349,22 @@ pub async fn run(args: &FaultArgs) -> anyhow::Result<FaultReport> {
         Ok(cluster)
     })
     .await??;
+    let proxy_tls = ProxyTls {
+        accept: cluster
+            .link_tls(tls::ROOM_SVC_NAME)
+            .server_config()?
+            .context("the local cluster's links are TLS")?,
+        connect: cluster
+            .link_tls(tls::MSG_SVC_NAME)
+            .client_config()?
+            .context("the local cluster's links are TLS")?,
+    };
     let _relays: Vec<_> = proxies
         .into_iter()
         .zip(&cluster.room_svcs)
         .map(|(proxy, node)| {
             let upstream = node.link_addr.clone().expect("room-svcs listen for links");
-            AbortOnDrop(proxy.start(upstream, &cuts))
+            AbortOnDrop(proxy.start(upstream, &cuts, Some(proxy_tls.clone())))
         })
         .collect();
 

@@ -31,6 +31,8 @@ pub use command::ClusterCommand;
 const READY_WITHIN: Duration = Duration::from_secs(30);
 /// How long `down` waits for a node to drain after SIGTERM.
 const STOP_WITHIN: Duration = Duration::from_secs(10);
+/// The cluster's link CA and certificates, in the cluster's directory.
+const LINK_CERTS_DIR: &str = "link-certs";
 /// Redis' password, in the cluster's directory.
 const REDIS_PASSWORD_FILE: &str = "redis-password";
 /// The nodes' ZooKeeper digest credentials, `chatroom:SECRET`, and the
@@ -404,7 +406,7 @@ impl LocalCluster {
         let cluster_name = "local".to_owned();
         // The cluster's CA and a link certificate per role: node links
         // are mutual TLS, as in production.
-        let link_certs = dir.join("link-certs");
+        let link_certs = dir.join(LINK_CERTS_DIR);
         tls::generate(&link_certs, &cluster_name, LINK_CERTS_VALID_FOR)?;
         // The cluster's znodes for its nodes only (digest credentials), as
         // in production; the same secret every time the directory is used,
@@ -583,6 +585,11 @@ impl LocalCluster {
             .iter()
             .filter_map(|n| n.quic_url.clone())
             .collect()
+    }
+
+    /// The link certificate flags of a node of `role`, as its nodes got.
+    pub fn link_tls(&self, role: &str) -> LinkTlsArgs {
+        LinkTlsArgs::from_dir(&self.dir.join(LINK_CERTS_DIR), role)
     }
 
     /// The certificate every message service presents over QUIC.

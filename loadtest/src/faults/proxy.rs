@@ -4,20 +4,29 @@
 //! codec); while that node is cut, its links are closed and new ones are
 //! closed right after their Hello, as a network that lost the route between
 //! the two hosts would.
+//!
+//! Node links are mutual TLS, so the proxy reads the Hello the way a host
+//! holding the cluster's link certificates could: it ends the msg-svc's TLS
+//! as a room service would and opens its own to the room service as a
+//! msg-svc would (test infrastructure with the cluster's keys, not an
+//! attack on them).
 
 use std::collections::BTreeSet;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use chatroom_cluster::link::tls::{self, ClientConfig, ServerConfig};
 use chatroom_cluster::link::wire::LinkCodec;
 use chatroom_proto::cluster::v1::{ToMsgSvc, ToRoomSvc, to_room_svc};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::codec::{Encoder, FramedRead};
 use tracing::debug;
 
@@ -52,6 +61,20 @@ impl Cuts {
     }
 }
 
+/// The TLS both sides of a proxied link speak: the proxy ends the msg-svc's
+/// as a room service and opens the room service's as a msg-svc.
+#[derive(Debug, Clone)]
+pub struct ProxyTls {
+    /// A room service's settings (its certificate).
+    pub accept: Arc<ServerConfig>,
+    /// A msg-svc's settings (its certificate).
+    pub connect: Arc<ClientConfig>,
+}
+
+/// Either end of a relayed link, in TLS or not.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// A proxy's listener, bound before the room-svc behind it starts (so the
 /// room-svc can register the proxy's address as its own).
 #[derive(Debug)]
@@ -71,18 +94,58 @@ impl LinkProxy {
         self.listener.local_addr()
     }
 
-    /// Relays every link to `upstream` until the task is aborted.
-    pub fn start(self, upstream: String, cuts: &Cuts) -> JoinHandle<()> {
+    /// Relays every link to `upstream` until the task is aborted, in TLS
+    /// on both sides when `tls` is given.
+    pub fn start(self, upstream: String, cuts: &Cuts, tls: Option<ProxyTls>) -> JoinHandle<()> {
         let cuts = cuts.0.subscribe();
         tokio::spawn(async move {
             while let Ok((down, _)) = self.listener.accept().await {
-                tokio::spawn(relay(down, upstream.clone(), cuts.clone()));
+                let _ = down.set_nodelay(true);
+                tokio::spawn(relay(down, upstream.clone(), cuts.clone(), tls.clone()));
             }
         })
     }
 }
 
-async fn relay(down: TcpStream, upstream: String, mut cuts: watch::Receiver<BTreeSet<String>>) {
+async fn relay(
+    down: TcpStream,
+    upstream: String,
+    cuts: watch::Receiver<BTreeSet<String>>,
+    tls: Option<ProxyTls>,
+) {
+    let down: Box<dyn Io> = match &tls {
+        None => Box::new(down),
+        Some(tls) => {
+            let accepting = TlsAcceptor::from(Arc::clone(&tls.accept)).accept(down);
+            match tokio::time::timeout(HELLO_WITHIN, accepting).await {
+                Ok(Ok(down)) => Box::new(down),
+                Ok(Err(error)) => return debug!(%error, "link without a valid handshake; closed"),
+                Err(_) => return debug!("link without a handshake in time; closed"),
+            }
+        }
+    };
+    relay_link(down, upstream, cuts, tls.map(|tls| tls.connect)).await;
+}
+
+async fn connect_up(upstream: &str, tls: Option<Arc<ClientConfig>>) -> io::Result<Box<dyn Io>> {
+    let up = TcpStream::connect(upstream).await?;
+    let _ = up.set_nodelay(true);
+    Ok(match tls {
+        None => Box::new(up),
+        Some(config) => Box::new(
+            TlsConnector::from(config)
+                .connect(tls::room_svc_name(), up)
+                .await?,
+        ),
+    })
+}
+
+async fn relay_link(
+    down: Box<dyn Io>,
+    upstream: String,
+    mut cuts: watch::Receiver<BTreeSet<String>>,
+    tls: Option<Arc<ClientConfig>>,
+) {
     let mut link = FramedRead::new(down, LinkCodec::<ToRoomSvc, ToMsgSvc>::with_max(MAX_HELLO));
     let hello = match tokio::time::timeout(HELLO_WITHIN, link.next()).await {
         Ok(Some(Ok(frame))) => frame,
@@ -97,15 +160,13 @@ async fn relay(down: TcpStream, upstream: String, mut cuts: watch::Receiver<BTre
     if cuts.borrow().contains(&node) {
         return debug!(node, "cut off: link closed after its hello");
     }
-    let Ok(mut up) = TcpStream::connect(&upstream).await else {
+    let Ok(mut up) = connect_up(&upstream, tls).await else {
         return debug!(node, upstream, "room-svc unreachable; link closed");
     };
-    let _ = up.set_nodelay(true);
     // The room-svc gets the Hello as sent (a Hello re-encodes to the same
     // bytes), then whatever the msg-svc sent after it.
     let parts = link.into_parts();
     let mut down = parts.io;
-    let _ = down.set_nodelay(true);
     let mut first = BytesMut::new();
     if LinkCodec::<ToMsgSvc, ToRoomSvc>::default()
         .encode(hello, &mut first)
@@ -147,7 +208,7 @@ mod tests {
         let proxy = LinkProxy::bind().await.unwrap();
         let proxy_addr = proxy.addr().unwrap();
         let cuts = Cuts::default();
-        let relaying = proxy.start(room_svc.local_addr().unwrap().to_string(), &cuts);
+        let relaying = proxy.start(room_svc.local_addr().unwrap().to_string(), &cuts, None);
 
         // The Hello and the frame after it arrive in one read.
         let stream = framed(&[
