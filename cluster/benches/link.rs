@@ -40,6 +40,7 @@ fn membership(i: usize) -> ToRoomSvc {
             room_id: format!("room-{}", i % 1000),
             joined: vec![format!("viewer-{i}")],
             left: Vec::new(),
+            seq: i as u64,
         })),
     }
 }

@@ -745,6 +745,62 @@ async fn pong_carries_each_joined_rooms_latest_position(transport: Transport) {
     server.server.shutdown().await;
 }
 
+/// The room's member count from a Pong on `raw`'s session.
+async fn pong_count(raw: &mut support::RawClient, room: &str) -> u64 {
+    let id = raw
+        .request(chatroom_proto::v1::client_frame::Body::Ping(
+            Default::default(),
+        ))
+        .await;
+    match raw.reply(id).await {
+        chatroom_proto::v1::server_frame::Body::Pong(pong) => pong
+            .rooms
+            .iter()
+            .find(|r| r.room_id == room)
+            .map(|r| r.member_count)
+            .expect("the room is in the Pong"),
+        other => panic!("expected Pong, got {other:?}"),
+    }
+}
+
+async fn every_join_and_leave_counts_at_once_in_join_acks_pongs_and_notifies(transport: Transport) {
+    let server = TestServer::start_over(transport).await;
+    let mut counts = Vec::new();
+    let mut members = Vec::new();
+    for user in ["ann", "bo", "cy"] {
+        let (client, events) = connect(&server, user).await;
+        let ack = client
+            .join("counted", JoinOptions::default())
+            .await
+            .expect("join");
+        counts.push(ack.member_count);
+        members.push((client, events));
+    }
+    assert_eq!(
+        counts,
+        [1, 2, 3],
+        "each joiner counts itself and every join before it"
+    );
+    let (mut raw, _) = support::RawClient::login(&server, "pinger").await;
+    assert_eq!(raw.join("counted").await.member_count, 4);
+    assert_eq!(pong_count(&mut raw, "counted").await, 4);
+
+    let (cy, _) = members.pop().expect("cy");
+    cy.leave("counted").await.unwrap();
+    assert_eq!(pong_count(&mut raw, "counted").await, 3);
+    // A Notify carries the same count: the writer's message reaches ann
+    // with it.
+    let (ann, ann_events) = &mut members[0];
+    let ack = members_send(ann, "counted").await;
+    receive_until(ann_events, "counted", ack).await;
+    assert_eq!(ann.member_count("counted"), Some(3));
+    server.server.shutdown().await;
+}
+
+async fn members_send(client: &Client, room: &str) -> u64 {
+    client.send(room, Kind::Chat, "hello").await.unwrap().msg_id
+}
+
 async fn leave_stops_deliveries(transport: Transport) {
     let server = TestServer::start_over(transport).await;
     let (stayer, mut stayer_events) = connect(&server, "stayer").await;
@@ -850,6 +906,7 @@ over_both!(
     a_user_may_hold_several_devices_and_a_device_seen_again_replaces_its_session,
     a_silent_client_is_closed_and_its_memberships_released,
     pong_carries_each_joined_rooms_latest_position,
+    every_join_and_leave_counts_at_once_in_join_acks_pongs_and_notifies,
     leave_stops_deliveries,
     shutdown_tells_clients_the_server_is_going_away,
     sends_are_acked_with_strictly_increasing_ids_and_retries_are_deduplicated,

@@ -126,6 +126,7 @@ async fn a_stale_owner_is_not_heard_once_a_newer_one_answered() {
         member_count: 1,
         history: Vec::new(),
         fence: 5,
+        membership_seq: 0,
     };
     to_node
         .send(down(to_msg_svc::Body::SubscribeAck(subscribed)))

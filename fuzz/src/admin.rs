@@ -82,5 +82,6 @@ fn msg_svc_takes(config: RoomConfig) {
         config: Some(config),
         member_count: 1,
         closed: false,
+        membership_seq: 0,
     });
 }

@@ -497,6 +497,7 @@ fn to_room_svc_frames() -> Vec<(&'static str, ToRoomSvc)> {
                 room_id: ROOM.into(),
                 joined: vec!["alice".into(), "bob".into(), "bad id".into()],
                 left: vec!["carol".into()],
+                seq: 2,
             })),
         ),
         (
@@ -556,6 +557,7 @@ fn to_msg_svc_frames() -> Vec<(&'static str, ToMsgSvc)> {
                 member_count: 2,
                 history: (1..=6).map(|id| message(id, Lane::Normal)).collect(),
                 fence: 3,
+                membership_seq: 1,
             })),
         ),
         (
@@ -584,6 +586,7 @@ fn to_msg_svc_frames() -> Vec<(&'static str, ToMsgSvc)> {
                 }),
                 member_count: 5,
                 closed: false,
+                membership_seq: 2,
             })),
         ),
         (

@@ -125,7 +125,7 @@ impl LocalRoom {
         let room_id = self.id.to_string();
         let frame = |body| ToRoomSvc { body: Some(body) };
         match transmit {
-            lifecycle::Transmit::Subscribe { live, present } => {
+            lifecycle::Transmit::Subscribe { live, present, seq } => {
                 let subscribe = Subscribe {
                     room_id: room_id.clone(),
                     latest: live.then(|| self.latest()),
@@ -136,15 +136,17 @@ impl LocalRoom {
                         room_id,
                         joined: present,
                         left: Vec::new(),
+                        seq,
                     })));
                 }
                 frames
             }
-            lifecycle::Transmit::Membership { joined, left } => {
+            lifecycle::Transmit::Membership { joined, left, seq } => {
                 vec![frame(to_room_svc::Body::Membership(Membership {
                     room_id,
                     joined,
                     left,
+                    seq,
                 }))]
             }
             lifecycle::Transmit::Unsubscribe => {

@@ -73,7 +73,7 @@ impl Default for RoomServiceConfig {
             workers: 2,
             worker_queue: 65_536,
             room_defaults: default_room_config(),
-            member_update_interval: Duration::from_secs(1),
+            member_update_interval: Duration::from_millis(250),
             loading_queue: 1024,
             ack_history_bytes: 8 << 20,
             idle_room_ttl: Duration::from_secs(600),

@@ -371,6 +371,44 @@ async fn member_count_updates_are_coalesced() {
     assert_eq!(a.next_update().await.member_count, 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn each_node_hears_which_of_its_reports_a_count_includes() {
+    let service = RoomService::start(RoomServiceConfig {
+        workers: 1,
+        member_update_interval: Duration::from_secs(1),
+        ..RoomServiceConfig::default()
+    });
+    let mut a = FakeNode::attach(&service, "a");
+    let mut b = FakeNode::attach(&service, "b");
+    assert_eq!(a.subscribe(ROOM).await.membership_seq, 0);
+    b.subscribe(ROOM).await;
+    a.send(numbered_membership(ROOM, 1, &["u1"], &[]));
+    a.send(numbered_membership(ROOM, 2, &["u2"], &[]));
+    b.send(numbered_membership(ROOM, 7, &["u3"], &[]));
+    let (to_a, to_b) = (a.next_update().await, b.next_update().await);
+    assert_eq!((to_a.member_count, to_a.membership_seq), (3, 2));
+    assert_eq!((to_b.member_count, to_b.membership_seq), (3, 7));
+
+    // A report that changes no count (u1 is already counted, through b)
+    // is still confirmed to its node, and to it alone.
+    b.send(numbered_membership(ROOM, 8, &["u1"], &[]));
+    let to_b = b.next_update().await;
+    assert_eq!((to_b.member_count, to_b.membership_seq), (3, 8));
+    assert!(
+        timeout(Duration::from_secs(5), a.down.recv())
+            .await
+            .is_err(),
+        "a has nothing new to hear"
+    );
+
+    // A banned user's join is confirmed without counting them.
+    service.ban(ROOM, "eve").await.unwrap();
+    a.send(numbered_membership(ROOM, 3, &["eve"], &[]));
+    a.next_kick().await;
+    let to_a = a.next_update().await;
+    assert_eq!((to_a.member_count, to_a.membership_seq), (3, 3));
+}
+
 #[tokio::test]
 async fn close_room_tells_subscribers_and_forgets_the_room() {
     let service = start(2);

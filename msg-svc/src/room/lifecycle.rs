@@ -20,6 +20,13 @@
 //! as soft state) goes out whenever the owner it is subscribed at is not the
 //! one placement names, and only then; presence changes go to that owner,
 //! each once.
+//!
+//! The member count the room gives (joiners, Pongs, Notifies) is the
+//! owner's last count plus every presence change here it does not include
+//! yet: changes not reported, and reports the owner has not confirmed
+//! (each report is numbered; the owner's counts say up to which number they
+//! include this node's). So a joiner counts itself and every other join on
+//! this node at once; joins on other nodes count from the owner's next push.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -135,13 +142,20 @@ pub(crate) enum JoinRefusal {
 /// live ring's Subscribe, its newest position).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Transmit {
-    /// Subscribe, then (when anyone is present) report everyone present.
-    /// `live`: the ring is live, so the owner sends only what it lacks.
-    Subscribe { live: bool, present: Vec<String> },
-    /// Users who became present, and who left, since the last report.
+    /// Subscribe, then (when anyone is present) report everyone present,
+    /// as report `seq`. `live`: the ring is live, so the owner sends only
+    /// what it lacks.
+    Subscribe {
+        live: bool,
+        present: Vec<String>,
+        seq: u64,
+    },
+    /// Users who became present, and who left, since the last report: report
+    /// `seq`.
     Membership {
         joined: Vec<String>,
         left: Vec<String>,
+        seq: u64,
     },
     /// The node no longer holds the room.
     Unsubscribe,
@@ -176,6 +190,11 @@ pub(crate) struct RoomLifecycle<W> {
     config: RoomConfig,
     /// Room-wide distinct users, as the owner last reported.
     member_count: u64,
+    /// The number of the last presence report made.
+    report_seq: u64,
+    /// Reports the owner subscribed at has not confirmed: number, and the
+    /// change in count each makes.
+    reports: VecDeque<(u64, i64)>,
     /// The stream the ring holds, once live.
     ring_epoch: Option<u64>,
     /// The newest owner's fence heard of (see `SubscribeAck.fence`):
@@ -207,6 +226,8 @@ impl<W> RoomLifecycle<W> {
             subscribed_at: None,
             config: RoomConfig::default(),
             member_count: 0,
+            report_seq: 0,
+            reports: VecDeque::new(),
             ring_epoch: None,
             fence: 0,
             sessions: 0,
@@ -297,13 +318,22 @@ impl<W> RoomLifecycle<W> {
         if let Some(owner) = &self.owner
             && self.subscribed_at.as_ref() != Some(owner)
         {
-            let present = self.presence.keys().map(|user| user.to_string()).collect();
-            if link(Transmit::Subscribe { live, present }).is_err() {
+            let present: Vec<String> = self.presence.keys().map(|user| user.to_string()).collect();
+            let seq = self.report_seq + 1;
+            let delta = count_of(present.len());
+            if link(Transmit::Subscribe { live, present, seq }).is_err() {
                 return;
             }
+            self.report_seq = seq;
             self.subscribed_at = Some(owner.clone());
-            // The Subscribe carried the whole presence.
+            // The Subscribe carried the whole presence: until the new owner
+            // counts, the count is the last one without this node's users,
+            // and the Subscribe's report.
+            let counted_here = self.counted_here();
+            self.member_count = self.member_count.saturating_sub(counted_here);
             self.changes.clear();
+            self.reports.clear();
+            self.reports.push_back((seq, delta));
         }
         if flush_presence && self.subscribed_at.is_some() && !self.changes.is_empty() {
             let (mut joined, mut left) = (Vec::new(), Vec::new());
@@ -311,7 +341,11 @@ impl<W> RoomLifecycle<W> {
                 let list = if present { &mut joined } else { &mut left };
                 list.push(user.to_string());
             }
-            if link(Transmit::Membership { joined, left }).is_ok() {
+            let delta = count_of(joined.len()) - count_of(left.len());
+            let seq = self.report_seq + 1;
+            if link(Transmit::Membership { joined, left, seq }).is_ok() {
+                self.report_seq = seq;
+                self.reports.push_back((seq, delta));
                 self.changes.clear();
             }
         }
@@ -337,7 +371,7 @@ impl<W> RoomLifecycle<W> {
         match self.stage {
             Stage::Live => Ok(Admission {
                 config: self.config.clone(),
-                member_count: self.member_count,
+                member_count: self.member_count(),
             }),
             Stage::Pending(_) => Err(JoinRefusal::NoAnswer),
             Stage::Closed => Err(JoinRefusal::Closed),
@@ -355,9 +389,36 @@ impl<W> RoomLifecycle<W> {
         &self.config
     }
 
-    /// Room-wide distinct users, as the owner last reported.
+    /// Room-wide distinct users: the owner's last count, with every change
+    /// here it does not include yet.
     pub(crate) fn member_count(&self) -> u64 {
-        self.member_count
+        let count = i64::try_from(self.member_count).unwrap_or(i64::MAX);
+        u64::try_from(count.saturating_add(self.uncounted())).unwrap_or(0)
+    }
+
+    /// The change in count that the owner's last count lacks: reports not
+    /// confirmed, and changes not reported.
+    fn uncounted(&self) -> i64 {
+        let reported: i64 = self.reports.iter().map(|&(_, delta)| delta).sum();
+        let unreported: i64 = self
+            .changes
+            .values()
+            .map(|&present| if present { 1 } else { -1 })
+            .sum();
+        reported + unreported
+    }
+
+    /// How many of this node's users the owner's last count includes.
+    fn counted_here(&self) -> u64 {
+        u64::try_from(count_of(self.presence.len()) - self.uncounted()).unwrap_or(0)
+    }
+
+    /// The owner's count includes this node's reports up to `seq`.
+    fn confirmed(&mut self, member_count: u64, seq: u64) {
+        self.member_count = member_count;
+        while self.reports.front().is_some_and(|&(at, _)| at <= seq) {
+            self.reports.pop_front();
+        }
     }
 
     /// Whether presence changes wait for a flush.
@@ -413,14 +474,12 @@ impl<W> RoomLifecycle<W> {
         self.empty_since = None;
         let count = self.presence.entry(Arc::clone(&user)).or_insert(0);
         *count += 1;
-        // A user new to the room here is not in the owner's count yet.
-        let arriving = *count == 1;
-        if arriving {
+        if *count == 1 {
             self.presence_changed(user, true);
         }
         let admission = Admission {
             config: self.config.clone(),
-            member_count: self.member_count + u64::from(arriving),
+            member_count: self.member_count(),
         };
         self.actions.push_back(Action::Admit(waiter, admission));
     }
@@ -438,11 +497,9 @@ impl<W> RoomLifecycle<W> {
     }
 
     /// Records that `user` became present (or absent) here, for the owner
-    /// subscribed at; without one, the next Subscribe carries it.
+    /// subscribed at; without one, the next Subscribe carries it (and the
+    /// change counts until then).
     fn presence_changed(&mut self, user: Arc<str>, present: bool) {
-        if self.subscribed_at.is_none() {
-            return;
-        }
         // Presence alternates, so a change already waiting is undone.
         if self.changes.remove(&user).is_none() {
             self.changes.insert(user, present);
@@ -450,8 +507,11 @@ impl<W> RoomLifecycle<W> {
     }
 
     fn forget_subscription(&mut self) {
+        // The count stands as it was until a new owner counts.
+        self.member_count = self.member_count();
         self.subscribed_at = None;
         self.changes.clear();
+        self.reports.clear();
     }
 
     fn subscribed(&mut self, ack: SubscribeAck) {
@@ -471,7 +531,7 @@ impl<W> RoomLifecycle<W> {
             history: ack.history,
             latest,
         });
-        self.member_count = ack.member_count;
+        self.confirmed(ack.member_count, ack.membership_seq);
         self.actions
             .push_back(Action::Timing(RoundConfig::of(&config)));
         self.config = config;
@@ -498,7 +558,7 @@ impl<W> RoomLifecycle<W> {
             self.actions.push_back(Action::Close);
             return;
         }
-        self.member_count = update.member_count;
+        self.confirmed(update.member_count, update.membership_seq);
         if let Some(config) = update.config {
             self.ring_ops.push_back(RingOp::Resize {
                 normal: config.normal_ring as usize,
@@ -557,3 +617,8 @@ impl<W> RoomLifecycle<W> {
 mod props;
 #[cfg(test)]
 mod tests;
+
+/// A number of users as a change in count.
+fn count_of(users: usize) -> i64 {
+    i64::try_from(users).unwrap_or(i64::MAX)
+}

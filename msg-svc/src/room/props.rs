@@ -227,6 +227,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     member_count: 1,
                     history: history.clone(),
                     fence: 0,
+                    membership_seq: 0,
                 }));
                 // A ring not yet live, or of another stream, is replaced:
                 // what it held was not evicted.
@@ -272,6 +273,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     config: Some(config),
                     member_count: 1,
                     closed: false,
+                    membership_seq: 0,
                 }));
                 model.capacity = [normal as usize, priority as usize];
                 prop_assert_eq!(evicted, model.trim(), "reconfigure");

@@ -50,6 +50,7 @@ fn ack(msg_id: u64) -> SubscribeAck {
         member_count: 0,
         history: (1..=msg_id).map(message).collect(),
         fence: 0,
+        membership_seq: 0,
     }
 }
 

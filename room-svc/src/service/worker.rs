@@ -134,8 +134,19 @@ struct RoomSlot {
     pending: Vec<ChatMessage>,
     /// The member count the subscribers were last told.
     pushed_members: u64,
+    /// Per subscribed node, its presence reports this room applied and
+    /// told it of (see `Membership.seq`).
+    reports: HashMap<NodeIdx, Reports>,
     /// Since when no node has been subscribed, as of the last idle sweep.
     idle_since: Option<Instant>,
+}
+
+/// A node's presence reports for a room: the newest applied, and the
+/// newest its member counts were sent with.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reports {
+    applied: u64,
+    told: u64,
 }
 
 /// The rooms of one worker task and everything it has to send.
@@ -362,6 +373,8 @@ impl Worker {
             }
         }
         slot.state.subscribe(node);
+        // The node's presence comes next, in a report of its own.
+        slot.reports.insert(node, Reports::default());
         debug!(%node, room = %room_id, "node subscribed");
         let state = &slot.state;
         let ack = SubscribeAck {
@@ -371,6 +384,7 @@ impl Worker {
             history: ack_history(state, self.ack_history_bytes),
             room_id,
             fence: slot.fence,
+            membership_seq: 0,
         };
         self.outbox
             .push((node, frame(to_msg_svc::Body::SubscribeAck(ack))));
@@ -384,6 +398,7 @@ impl Worker {
         self.broadcast_pending(room_id);
         if let Some(slot) = self.rooms.get_mut(room_id) {
             debug!(%node, room = room_id, "node unsubscribed");
+            slot.reports.remove(&node);
             if slot.state.unsubscribe(node) {
                 self.members_changed
                     .insert(Arc::clone(slot.state.room_id()));
@@ -427,10 +442,11 @@ impl Worker {
         let change = slot
             .state
             .apply_membership(node, &report.joined, &report.left);
-        if change.count_changed {
-            self.members_changed
-                .insert(Arc::clone(slot.state.room_id()));
-        }
+        let reports = slot.reports.entry(node).or_default();
+        reports.applied = reports.applied.max(report.seq);
+        // Even an unchanged count is news to the reporter: its report is in.
+        self.members_changed
+            .insert(Arc::clone(slot.state.room_id()));
         for user in change.banned {
             debug!(%node, room = %report.room_id, %user, "banned user rejoined; kicking again");
             self.outbox.push((node, kick(&report.room_id, user)));
@@ -548,20 +564,12 @@ impl Worker {
             room_id,
         );
         slot.state.reconfigure(overrides, &self.defaults)?;
-        let member_count = slot.state.member_count() as u64;
-        slot.pushed_members = member_count;
         let settings = RoomSettings::of(&slot.state);
         if let Some(writes) = &mut self.writes {
             writes.config(slot.state.room_id(), &settings.config, &settings.overrides);
         }
         info!(room = room_id, "room config changed");
-        let update = RoomUpdate {
-            room_id: room_id.to_owned(),
-            config: Some(settings.config.clone()),
-            member_count,
-            closed: false,
-        };
-        self.send_to_subscribers(room_id, to_msg_svc::Body::RoomUpdate(update));
+        self.push_update(room_id, Some(settings.config.clone()), true);
         Ok(settings)
     }
 
@@ -731,6 +739,7 @@ impl Worker {
             config: Some(slot.state.config().clone()),
             member_count: slot.state.member_count() as u64,
             closed: true,
+            membership_seq: 0,
         };
         let body = to_msg_svc::Body::RoomUpdate(update);
         let nodes: Vec<NodeIdx> = slot.state.subscribers().collect();
@@ -751,15 +760,6 @@ impl Worker {
             &mut self.writes,
             room_id,
         )
-    }
-
-    /// Queues `body` for every node subscribed to the room.
-    fn send_to_subscribers(&mut self, room_id: &str, body: to_msg_svc::Body) {
-        let Some(slot) = self.rooms.get(room_id) else {
-            return;
-        };
-        let nodes: Vec<NodeIdx> = slot.state.subscribers().collect();
-        self.push_to(&nodes, body);
     }
 
     /// Queues one copy of `body` per node; the last copy is the original.
@@ -803,24 +803,39 @@ impl Worker {
     }
 
     /// Pushes the member count of every room whose count changed since it
-    /// was last pushed.
+    /// was last pushed, and to a node whose reports it now includes.
     fn push_member_counts(&mut self) {
         for room_id in std::mem::take(&mut self.members_changed) {
-            let Some(slot) = self.rooms.get_mut(&room_id) else {
-                continue;
-            };
-            let member_count = slot.state.member_count() as u64;
-            if member_count == slot.pushed_members {
+            self.push_update(&room_id, None, false);
+        }
+    }
+
+    /// Sends the room's member count (and `config`, if any) to each
+    /// subscribed node, with the newest of its presence reports the count
+    /// includes: to all when `all`, the config is new or the count changed,
+    /// else to the nodes with reports they were not told of.
+    fn push_update(&mut self, room_id: &str, config: Option<RoomConfig>, all: bool) {
+        let Some(slot) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let member_count = slot.state.member_count() as u64;
+        let all = all || member_count != slot.pushed_members;
+        slot.pushed_members = member_count;
+        for node in slot.state.subscribers() {
+            let reports = slot.reports.entry(node).or_default();
+            if !all && reports.applied == reports.told {
                 continue;
             }
-            slot.pushed_members = member_count;
+            reports.told = reports.applied;
             let update = RoomUpdate {
-                room_id: room_id.to_string(),
-                config: None,
+                room_id: room_id.to_owned(),
+                config: config.clone(),
                 member_count,
                 closed: false,
+                membership_seq: reports.applied,
             };
-            self.send_to_subscribers(&room_id, to_msg_svc::Body::RoomUpdate(update));
+            self.outbox
+                .push((node, frame(to_msg_svc::Body::RoomUpdate(update))));
         }
     }
 
@@ -921,6 +936,7 @@ impl Worker {
             if slot.state.is_subscribed(node) {
                 rooms += 1;
             }
+            slot.reports.remove(&node);
             if slot.state.unsubscribe(node) {
                 self.members_changed.insert(Arc::clone(room_id));
             }
@@ -979,6 +995,7 @@ fn room_or_create<'a>(
                 fence,
                 pending: Vec::new(),
                 pushed_members: 0,
+                reports: HashMap::new(),
                 idle_since: None,
             },
         );

@@ -131,10 +131,21 @@ pub fn subscribe(room: &str) -> to_room_svc::Body {
 }
 
 pub fn membership(room: &str, joined: &[&str], left: &[&str]) -> to_room_svc::Body {
+    numbered_membership(room, 0, joined, left)
+}
+
+/// A presence report numbered `seq`, as a msg-svc numbers them.
+pub fn numbered_membership(
+    room: &str,
+    seq: u64,
+    joined: &[&str],
+    left: &[&str],
+) -> to_room_svc::Body {
     to_room_svc::Body::Membership(Membership {
         room_id: room.into(),
         joined: joined.iter().map(|u| u.to_string()).collect(),
         left: left.iter().map(|u| u.to_string()).collect(),
+        seq,
     })
 }
 

@@ -1,8 +1,9 @@
 //! Property tests of a room's lifecycle: generated histories of joins,
 //! leaves, placement moves, lost links, refusals, owner answers, closes,
 //! time and links that refuse frames, and owners old and new (fences),
-//! checked against what the owners have been told and what every joiner
-//! heard.
+//! checked against what the owners have been told, what every joiner
+//! heard, and the member count (the owner's, with what it lacks of this
+//! node).
 
 use std::collections::{HashMap, HashSet};
 
@@ -30,10 +31,19 @@ enum Op {
     LinkBack(usize),
     NotOwner,
     /// An owner with `fence` answers a Subscribe; the stream may have
-    /// been rebuilt.
+    /// been rebuilt. Its count has `others` users on other nodes and this
+    /// node's reports up to one of those sent (`upto`, from the last one
+    /// confirmed on).
     Ack {
         new_epoch: bool,
         fence: u64,
+        others: u64,
+        upto: usize,
+    },
+    /// The owner pushes its count, as for `Ack`.
+    Count {
+        others: u64,
+        upto: usize,
     },
     /// An owner with `fence` broadcasts.
     Broadcast {
@@ -58,8 +68,14 @@ fn op() -> impl Strategy<Value = Op> {
         3 => prop::option::weighted(0.9, 0..OWNERS.len()).prop_map(Op::Owner),
         2 => (0..OWNERS.len()).prop_map(Op::LinkBack),
         1 => Just(Op::NotOwner),
-        3 => (prop::bool::weighted(0.2), 0..4u64)
-            .prop_map(|(new_epoch, fence)| Op::Ack { new_epoch, fence }),
+        3 => (prop::bool::weighted(0.2), 0..4u64, 0..5u64, any::<usize>())
+            .prop_map(|(new_epoch, fence, others, upto)| Op::Ack {
+                new_epoch,
+                fence,
+                others,
+                upto
+            }),
+        3 => (0..5u64, any::<usize>()).prop_map(|(others, upto)| Op::Count { others, upto }),
         2 => (0..4u64).prop_map(|fence| Op::Broadcast { fence }),
         1 => Just(Op::Close),
         3 => (0..400u64).prop_map(Op::Wait),
@@ -103,6 +119,18 @@ struct Model {
     fence: u64,
     /// Frames from stale owners, not reported yet.
     stale: u32,
+    /// The reports made to the owner subscribed at, in order: number, and
+    /// how many users of this node the owner has after it (starting from
+    /// none, before the Subscribe's presence).
+    sent: Vec<(u64, usize)>,
+    /// The last of `sent` a count included.
+    confirmed: usize,
+    /// Users on other nodes in the owner's last count, once a count of the
+    /// owner subscribed at was taken.
+    others: Option<u64>,
+    /// The owner took a user out (a ban) since the Subscribe: until the
+    /// user's sessions here are kicked, the count may differ.
+    removed: bool,
 }
 
 impl Model {
@@ -122,8 +150,33 @@ impl Model {
     fn forgotten_by(&mut self, at: usize) {
         if self.subscribed_at == Some(at) {
             self.subscribed_at = None;
+            self.others = None;
         }
         self.views[at].clear();
+    }
+
+    /// An owner's count: `others` elsewhere and this node's reports up to
+    /// one of those not yet confirmed; with the report number it gives.
+    fn count(&mut self, others: u64, upto: usize) -> (u64, u64) {
+        if self.subscribed_at.is_none() || self.sent.is_empty() {
+            self.others = None;
+            return (others, 0);
+        }
+        let at = self.confirmed + upto % (self.sent.len() - self.confirmed);
+        self.confirmed = at;
+        self.others = Some(others);
+        let (seq, here) = self.sent[at];
+        (others + here as u64, seq)
+    }
+
+    /// What the room must count now, when it can be known here.
+    fn expected_count(&self, joining: Option<usize>) -> Option<u64> {
+        let others = self.others.filter(|_| self.alive() && !self.removed)?;
+        let mut present = self.present();
+        if let Some(user) = joining {
+            present.insert(USERS[user].to_owned());
+        }
+        Some(others + present.len() as u64)
     }
 }
 
@@ -138,10 +191,9 @@ fn check_actions(room: &mut RoomLifecycle<u32>, model: &mut Model) -> Result<(),
                     .remove(&waiter)
                     .ok_or_else(|| TestCaseError::fail(format!("{waiter} let in twice")))?;
                 prop_assert!(model.answered.insert(waiter, true).is_none());
-                // The owner counts nobody (its acks say 0): only a user new
-                // here is added.
-                let arriving = !model.admitted.contains(&user);
-                prop_assert_eq!(admission.member_count, u64::from(arriving));
+                if let Some(count) = model.expected_count(Some(user)) {
+                    prop_assert_eq!(admission.member_count, count, "a joiner's count");
+                }
                 model.admitted.push(user);
             }
             Action::Refuse(waiter, refusal) => {
@@ -193,6 +245,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         next_waiter: 0,
         fence: 0,
         stale: 0,
+        sent: Vec::new(),
+        confirmed: 0,
+        others: None,
+        removed: false,
     };
     let mut msg_id = 0;
     // The node makes a room for its first joiner.
@@ -214,6 +270,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if let Some(at) = model.subscribed_at {
                     model.views[at].remove(USERS[user]);
                 }
+                model.removed = true;
                 room.handle(
                     model.now,
                     Event::Removed {
@@ -248,11 +305,22 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.owner = None;
                 room.handle(model.now, Event::NotOwner);
             }
-            Op::Ack { new_epoch, fence } => {
+            Op::Ack {
+                new_epoch,
+                fence,
+                others,
+                upto,
+            } => {
                 if new_epoch {
                     model.epoch += 1;
                 }
                 let stale = fence < model.fence;
+                let known = (model.others, model.confirmed);
+                let (member_count, membership_seq) = model.count(others, upto);
+                if stale || !model.alive() {
+                    // Ignored: what the room counts stays as it was.
+                    (model.others, model.confirmed) = known;
+                }
                 let latest = Cursor::after(model.epoch, &message(msg_id));
                 room.handle(
                     model.now,
@@ -264,9 +332,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             priority_ring: 2,
                             ..RoomConfig::default()
                         }),
-                        member_count: 0,
+                        member_count,
                         history: Vec::new(),
                         fence,
+                        membership_seq,
                     }),
                 );
                 let ops: Vec<RingOp> = std::iter::from_fn(|| room.poll_ring()).collect();
@@ -306,6 +375,23 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     "only a live ring takes broadcasts, and only from a current owner"
                 );
             }
+            Op::Count { others, upto } => {
+                let known = (model.others, model.confirmed);
+                let (member_count, membership_seq) = model.count(others, upto);
+                if !model.alive() {
+                    (model.others, model.confirmed) = known;
+                }
+                room.handle(
+                    model.now,
+                    Event::Updated(RoomUpdate {
+                        room_id: "room".into(),
+                        config: None,
+                        member_count,
+                        closed: false,
+                        membership_seq,
+                    }),
+                );
+            }
             Op::Close => {
                 room.handle(
                     model.now,
@@ -314,6 +400,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         config: None,
                         member_count: 0,
                         closed: true,
+                        membership_seq: 0,
                     }),
                 );
                 if model.alive() {
@@ -356,7 +443,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 "an unsubscribe owed once, by a room gone"
                             );
                         }
-                        Transmit::Subscribe { present, .. } => {
+                        Transmit::Subscribe { present, seq, .. } => {
                             prop_assert!(model.alive(), "a closed or gone room subscribed");
                             let owner = model.owner.ok_or_else(|| {
                                 TestCaseError::fail("subscribed with no owner known")
@@ -370,10 +457,14 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             prop_assert_eq!(&present, &model.present());
                             if link_ok {
                                 model.subscribed_at = Some(owner);
+                                model.sent = vec![(0, 0), (seq, present.len())];
+                                model.confirmed = 0;
+                                model.others = None;
+                                model.removed = false;
                                 model.views[owner] = present;
                             }
                         }
-                        Transmit::Membership { joined, left } => {
+                        Transmit::Membership { joined, left, seq } => {
                             let at = model.subscribed_at.ok_or_else(|| {
                                 TestCaseError::fail("presence reported while subscribed nowhere")
                             })?;
@@ -385,6 +476,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 for user in left {
                                     prop_assert!(view.remove(&user), "a leave reported twice");
                                 }
+                                let last = model.sent.last().map_or(0, |&(seq, _)| seq);
+                                prop_assert!(seq > last, "reports numbered in order");
+                                model.sent.push((seq, view.len()));
                             }
                         }
                     }
@@ -403,6 +497,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
         check_actions(&mut room, &mut model)?;
         prop_assert_eq!(room.subscribed_at(), model.subscribed_at.map(|o| OWNERS[o]));
+        if model.stage == Stage::Live
+            && let Some(count) = model.expected_count(None)
+        {
+            prop_assert_eq!(room.member_count(), count, "the room's count");
+        }
         if model.is_empty() {
             model.empty_since.get_or_insert(model.now);
         } else {
@@ -425,8 +524,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             member_count: 0,
             history: Vec::new(),
             fence: model.fence,
+            membership_seq: 0,
         }),
     );
+    model.others = None;
     if model.alive() {
         model.stage = Stage::Live;
     }
@@ -450,8 +551,10 @@ proptest! {
     /// every presence change reaches the owner subscribed at once, and
     /// after a flush over a working link the room is subscribed where
     /// placement says and that owner knows exactly who is here; the ring
-    /// is replaced only for a new stream or a room not yet live; and the
-    /// room goes only when nobody has been in it for the grace period.
+    /// is replaced only for a new stream or a room not yet live; the room
+    /// goes only when nobody has been in it for the grace period; and once
+    /// the owner subscribed at has given a count, the room's count (and
+    /// every joiner's) is that owner's users elsewhere plus who is here.
     #[test]
     fn owners_and_joiners_are_told_the_truth_once(ops in vec(op(), 1..80)) {
         run(ops)?;

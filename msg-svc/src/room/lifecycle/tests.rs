@@ -84,22 +84,34 @@ impl Room {
     }
 }
 
-/// Lists in a transmit sorted, as they come from a map.
+/// Lists in a transmit sorted, as they come from a map, and report numbers
+/// left out (the tests of counts look at them).
 fn sorted(transmits: Vec<Transmit>) -> Vec<Transmit> {
     transmits
         .into_iter()
         .map(|transmit| match transmit {
-            Transmit::Subscribe { live, mut present } => {
+            Transmit::Subscribe {
+                live, mut present, ..
+            } => {
                 present.sort();
-                Transmit::Subscribe { live, present }
+                Transmit::Subscribe {
+                    live,
+                    present,
+                    seq: 0,
+                }
             }
             Transmit::Membership {
                 mut joined,
                 mut left,
+                ..
             } => {
                 joined.sort();
                 left.sort();
-                Transmit::Membership { joined, left }
+                Transmit::Membership {
+                    joined,
+                    left,
+                    seq: 0,
+                }
             }
             other => other,
         })
@@ -110,6 +122,7 @@ fn subscribe(live: bool, present: &[&str]) -> Transmit {
     Transmit::Subscribe {
         live,
         present: present.iter().map(|u| u.to_string()).collect(),
+        seq: 0,
     }
 }
 
@@ -117,6 +130,7 @@ fn membership(joined: &[&str], left: &[&str]) -> Transmit {
     Transmit::Membership {
         joined: joined.iter().map(|u| u.to_string()).collect(),
         left: left.iter().map(|u| u.to_string()).collect(),
+        seq: 0,
     }
 }
 
@@ -145,6 +159,7 @@ fn ack(epoch: u64, msg_id: u64, members: u64) -> SubscribeAck {
         member_count: members,
         history: (1..=msg_id).map(message).collect(),
         fence: 1,
+        membership_seq: 0,
     }
 }
 
@@ -217,8 +232,9 @@ fn a_live_room_lets_joiners_in_at_once_counting_each_user_once() {
     room.join("bob", 3);
     assert_eq!(
         room.actions(),
-        [admitted(1, 4), admitted(2, 3), admitted(3, 4)],
-        "a second session of alice's is not a new member"
+        [admitted(1, 4), admitted(2, 4), admitted(3, 5)],
+        "each joiner counts itself and the joins before it; a second session of alice's \
+         is not a new member"
     );
     assert_eq!(room.transmit(true), [membership(&["alice", "bob"], &[])]);
     room.leave("alice");
@@ -233,9 +249,88 @@ fn a_live_room_lets_joiners_in_at_once_counting_each_user_once() {
         room.lifecycle.rejoin(),
         Ok(Admission {
             config: config(8),
-            member_count: 3
-        })
+            member_count: 4
+        }),
+        "the owner's 3, and bob"
     );
+}
+
+/// The reports a transmit makes, by number.
+fn reports(room: &mut Room) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    room.lifecycle.transmit(true, &mut |transmit| {
+        if let Transmit::Membership { seq, .. } = transmit {
+            seqs.push(seq);
+        }
+        Ok(())
+    });
+    seqs
+}
+
+fn count_update(members: u64, membership_seq: u64) -> Event<u32> {
+    Event::Updated(RoomUpdate {
+        room_id: "room".into(),
+        config: None,
+        member_count: members,
+        closed: false,
+        membership_seq,
+    })
+}
+
+#[test]
+fn the_count_is_the_owners_with_every_change_here_it_does_not_include_yet() {
+    // The owner counts 3 users on other nodes.
+    let mut room = Room::live("r1");
+    room.join("alice", 1);
+    room.join("bob", 2);
+    room.actions();
+    assert_eq!(room.lifecycle.member_count(), 5, "unreported joins count");
+    let [first] = reports(&mut room)[..] else {
+        panic!("one report");
+    };
+    assert_eq!(room.lifecycle.member_count(), 5, "reported ones too");
+    room.join("cy", 3);
+    room.actions();
+    let [second] = reports(&mut room)[..] else {
+        panic!("one report");
+    };
+    assert!(second > first, "reports are numbered in order");
+
+    // The owner's count from before the reports: two more elsewhere.
+    room.feed(count_update(5, 0));
+    assert_eq!(room.lifecycle.member_count(), 8);
+    // With the first report in: alice and bob are in the owner's count.
+    room.feed(count_update(7, first));
+    assert_eq!(room.lifecycle.member_count(), 8);
+    // With both in, the owner says 7: it refused cy (banned).
+    room.feed(count_update(7, second));
+    assert_eq!(room.lifecycle.member_count(), 7);
+    // Pongs and Notifies read the same count a joiner is let in with.
+    room.join("alice", 4);
+    assert_eq!(room.actions(), [admitted(4, 7)]);
+}
+
+#[test]
+fn a_move_keeps_the_count_until_the_new_owners_ack_takes_over() {
+    let mut room = Room::live("r1");
+    room.join("alice", 1);
+    room.actions();
+    reports(&mut room);
+    room.feed(count_update(4, u64::MAX));
+    assert_eq!(room.lifecycle.member_count(), 4);
+
+    // Placement moves the room: the Subscribe carries alice, and until the
+    // new owner answers, the old owner's count of the others stands.
+    room.feed(Event::Owner(Some("r2".into())));
+    assert_eq!(room.transmit(false), [subscribe(true, &["alice"])]);
+    room.join("bob", 2);
+    assert_eq!(room.actions(), [admitted(2, 5)]);
+    // The new owner counts 3 elsewhere, neither alice nor bob yet.
+    room.feed(Event::Subscribed(SubscribeAck {
+        fence: 2,
+        ..ack(1, 0, 3)
+    }));
+    assert_eq!(room.lifecycle.member_count(), 5);
 }
 
 #[test]
@@ -405,6 +500,7 @@ fn new_settings_resize_the_ring_and_retime_the_shards() {
         config: Some(config(2)),
         member_count: 9,
         closed: false,
+        membership_seq: 0,
     }));
     assert_eq!(
         room.ring_ops(),
@@ -454,6 +550,7 @@ fn closing_turns_away_the_waiting_and_the_later_joiners() {
         config: None,
         member_count: 0,
         closed: true,
+        membership_seq: 0,
     }));
     assert_eq!(
         room.actions(),

@@ -23,6 +23,7 @@
 //! store refused for a newer owner's fence is dropped the same way and not
 //! this node's until the view changes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chatroom_cluster::membership::{Lease, Members};
@@ -485,6 +486,7 @@ impl Worker {
                 fence,
                 pending: Vec::new(),
                 pushed_members: 0,
+                reports: HashMap::new(),
                 idle_since: None,
             },
         );
