@@ -405,16 +405,26 @@ async fn room_stats_count_what_happened_downstream(transport: Transport) {
     let result = reader.pull("counted", old, 100).await.expect("pull");
     assert_eq!((result.messages.len(), result.dropped), (8, 12));
 
-    // Each member heard of all 20 messages, each one either delivered or
-    // counted as skipped; the pull handed 8 and told of 12 more.
+    // One more message, counted after the pull.
+    let last = writer
+        .send("counted", Kind::Chat, "m20")
+        .await
+        .unwrap()
+        .msg_id;
+    receive_until(&mut reader_events, "counted", last).await;
+    receive_until(&mut writer_events, "counted", last).await;
+
+    // Each member heard of all 21 messages once, each one either delivered
+    // or counted as skipped; the reader's pull from its old cursor handed
+    // it 8 it had and told it of 12 it knew it missed: not counted again.
     let stats = stats_until(&server, "counted", |s| {
-        s.delivered + s.skipped_normal >= 60 && s.evicted_normal >= 12
+        s.delivered + s.skipped_normal >= 42 && s.evicted_normal >= 13
     })
     .await;
-    assert_eq!(stats.delivered + stats.skipped_normal, 60, "{stats:?}");
-    assert_eq!(stats.evicted_normal, 12, "{stats:?}");
+    assert_eq!(stats.delivered + stats.skipped_normal, 42, "{stats:?}");
+    assert_eq!(stats.evicted_normal, 13, "{stats:?}");
     assert_eq!((stats.skipped_priority, stats.evicted_priority), (0, 0));
-    assert_eq!(stats.accepted_normal, 20);
+    assert_eq!(stats.accepted_normal, 21);
     assert!(stats.in_per_s > 0.0 && stats.out_per_s > 0.0, "{stats:?}");
     server.server.shutdown().await;
 }

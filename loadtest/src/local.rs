@@ -852,9 +852,22 @@ fn default_bin_dir() -> Result<PathBuf, ClusterError> {
 
 /// A minimal HTTP/1.0 GET: status code and body, or `None` if nothing answered.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    get(addr, path, "")
+}
+
+/// [`http_get`] with the admin API's bearer `token`.
+pub fn admin_get(addr: &str, path: &str, token: &str) -> Option<(u16, String)> {
+    get(addr, path, &format!("Authorization: Bearer {token}\r\n"))
+}
+
+fn get(addr: &str, path: &str, headers: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;

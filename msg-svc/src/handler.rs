@@ -332,18 +332,27 @@ async fn pull(
         .since
         .ok_or_else(|| bad_request("pull needs a cursor"))?;
     let limit = requested(pull.limit, node.config.pull);
-    let (frame, cursor) = {
+    let (frame, cursor, more, taken, entries) = {
         let ring = room.ring.read();
         let (frame, selection) = ring.pull_frame(request_id, &pull.room_id, &since, limit);
-        room.downstream.handed(Taken::of(&selection), 1);
-        (frame, selection.cursor)
+        let entries = selection
+            .entries
+            .iter()
+            .map(|entry| (entry.msg_id, entry.lane))
+            .collect();
+        let taken = Taken::of(&selection);
+        (frame, selection.cursor, selection.more, taken, entries)
     };
     node.metrics.pulled();
     session.send(0, &frame, Urgency::Reply);
     let cmd = ShardCmd::Pulled {
         room: RoomKey(room),
         session: session.id,
+        since,
         cursor,
+        more,
+        taken,
+        entries,
     };
     node.to_shard(session.shard, cmd).await;
     Ok(())

@@ -237,23 +237,33 @@ impl<K: Hash + Eq + Clone, H> Notifier<K, H> {
         self.pending.remove(room);
     }
 
-    /// The member pulled up to `cursor`: it is no longer pulling.
-    pub fn pulled(&mut self, room: &K, session: SessionId, cursor: Cursor) {
-        let Some(entry) = self.rooms.get_mut(room) else {
-            return;
-        };
-        let Some(&slot) = entry.slots.get(&session) else {
-            return;
-        };
+    /// The member pulled up to `cursor` at `now`. With `more` waiting after
+    /// it, the member goes on pulling: left alone as after a plain Notify
+    /// (for the pull timeout), so no round sends it a delta its next pull
+    /// returns too. Otherwise it is no longer pulling, and deltas resume
+    /// from `cursor`. Returns how far the member had been handed messages
+    /// before the pull (`None`: no such member).
+    pub fn pulled(
+        &mut self,
+        room: &K,
+        session: SessionId,
+        cursor: Cursor,
+        more: bool,
+        now: u64,
+    ) -> Option<Cursor> {
+        let entry = self.rooms.get_mut(room)?;
+        let &slot = entry.slots.get(&session)?;
         let member = &mut entry.members[slot];
+        let handed = member.cursor;
         if cursor.epoch != member.cursor.epoch || cursor.msg_id > member.cursor.msg_id {
             member.cursor = cursor;
         }
-        member.notified_at = None;
+        member.notified_at = more.then_some(now);
         member.unanswered = 0;
         // Anything that arrived after the pull is the next round's business.
         entry.dirty = true;
         self.pending.insert(room.clone());
+        Some(handed)
     }
 
     /// New messages arrived in `room`.

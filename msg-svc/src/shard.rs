@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chatroom_cluster::time;
 use chatroom_proto::compose::plain_notify_frame;
-use chatroom_proto::v1::{Cursor, KickReason, Notify};
+use chatroom_proto::v1::{Cursor, KickReason, Lane, Notify};
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -34,11 +34,18 @@ pub(crate) enum ShardCmd {
     },
     /// A session left a room.
     Leave { room: RoomKey, session: SessionId },
-    /// A session pulled up to a cursor.
+    /// A session pulled from `since` up to `cursor`; `more` waited after
+    /// it. The pull handed it `taken`, the messages `entries` (number and
+    /// lane): what it had been handed (or told it missed) already is not
+    /// counted again in the room's stats.
     Pulled {
         room: RoomKey,
         session: SessionId,
+        since: Cursor,
         cursor: Cursor,
+        more: bool,
+        taken: Taken,
+        entries: Vec<(u64, Lane)>,
     },
     /// New messages in a room.
     Dirty(RoomKey),
@@ -123,8 +130,29 @@ impl Shard {
             ShardCmd::Pulled {
                 room,
                 session,
+                since,
                 cursor,
-            } => self.notifier.pulled(&room, session, cursor),
+                more,
+                taken,
+                entries,
+            } => {
+                let now = time::mono_millis();
+                let handed = self.notifier.pulled(&room, session, cursor, more, now);
+                let taken = match handed {
+                    // Counted from where the member was handed everything
+                    // (or from where the pull began, if that is later).
+                    Some(handed) if handed.epoch == cursor.epoch && since.epoch == cursor.epoch => {
+                        let from = if handed.msg_id > since.msg_id {
+                            handed
+                        } else {
+                            since
+                        };
+                        Taken::beyond(&entries, from, cursor)
+                    }
+                    _ => taken,
+                };
+                room.0.downstream.handed(taken, 1);
+            }
             ShardCmd::Dirty(room) => self.notifier.mark_dirty(&room),
             ShardCmd::Config { room, config } => self.notifier.set_config(&room, config),
             ShardCmd::Forget(room) => self.notifier.forget(&room),

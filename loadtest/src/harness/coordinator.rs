@@ -21,7 +21,7 @@ use super::plan::{ClientKind, Command, Event, PlanRoom, Plays, Protocol, WorkerP
 use super::report::{ClientUse, Lanes, Report, Second, ServerUse};
 use super::scenario::{Peer, RunArgs, Scenario};
 use super::stats::{Latency, Tally};
-use crate::local::{ClusterSpec, LocalCluster, NodeProcess};
+use crate::local::{ClusterSpec, LocalCluster, NodeProcess, admin_get};
 
 /// Users per worker process: well under the 20,000 descriptors a process
 /// may hold.
@@ -50,6 +50,9 @@ pub struct Target {
     pub name: String,
     /// What it speaks.
     pub protocol: Protocol,
+    /// Its admin API, address and bearer token, when this run started it
+    /// (to read the rooms' stats at the end).
+    pub admin: Option<(String, String)>,
     /// Spawned processes, alive until the run ends.
     _embedded: Option<NodeProcess>,
     _cluster: Option<LocalCluster>,
@@ -86,6 +89,7 @@ impl Target {
                 pids: Vec::new(),
                 name: format!("{} (remote)", args.target.join(", ")),
                 protocol: Protocol::Chatroom,
+                admin: None,
                 _embedded: None,
                 _cluster: None,
                 _nats: None,
@@ -95,6 +99,8 @@ impl Target {
         if args.msg_svcs == 0 {
             let node = crate::local::spawn_embedded(&dir, &args.server_args)?;
             let secret = read_secret(&dir.join("token-secret"))?;
+            let token = std::fs::read_to_string(dir.join("admin-token"))
+                .context("the embedded server's admin token")?;
             let url = match transport {
                 Transport::Ws => node.ws_url.clone(),
                 Transport::Quic => node.quic_url.clone(),
@@ -108,6 +114,7 @@ impl Target {
                 pids: node.pid().into_iter().collect(),
                 name: "chatroom embedded (1 process, spawned here)".into(),
                 protocol: Protocol::Chatroom,
+                admin: Some((node.http_addr.clone(), token.trim().to_owned())),
                 _embedded: Some(node),
                 _cluster: None,
                 _nats: None,
@@ -150,6 +157,13 @@ impl Target {
                 cluster.msg_svcs.len()
             ),
             protocol: Protocol::Chatroom,
+            admin: cluster
+                .room_svcs
+                .first()
+                .map(|node| {
+                    Ok::<_, anyhow::Error>((node.http_addr.clone(), cluster.admin_token()?))
+                })
+                .transpose()?,
             _embedded: None,
             _cluster: None,
             _nats: None,
@@ -185,6 +199,7 @@ impl Target {
             pids,
             name,
             protocol: Protocol::Nats,
+            admin: None,
             _embedded: None,
             _cluster: None,
             _nats: server,
@@ -216,6 +231,7 @@ pub async fn run_until<T>(
     until: impl Future<Output = T>,
 ) -> anyhow::Result<(Report, T)> {
     let rooms = scenario.rooms(args);
+    let room_names: Vec<String> = rooms.iter().map(|r| r.name.clone()).collect();
     let users: u64 = rooms.iter().map(|r| r.users).sum();
     let receiving = args
         .workers
@@ -343,6 +359,10 @@ pub async fn run_until<T>(
     let client_cpu = cpu_s(&fleet.pids()) - client_cpu_before;
     let final_rss = rss_kb(&target.pids);
     fleet.finish();
+    let room_stats_delivered = match &target.admin {
+        Some((addr, token)) => room_stats_delivered(addr, token, &room_names).await,
+        None => None,
+    };
 
     // Whole seconds of the measured phase.
     let measured_seconds = (duration_s as u32).max(1);
@@ -429,6 +449,7 @@ pub async fn run_until<T>(
         },
         joins_per_s: (join_storm && last_join_s > 0.0).then(|| seconds.joined as f64 / last_join_s),
         refused: tally.refused(),
+        room_stats_delivered,
         receivers: tally
             .rooms
             .iter()
@@ -442,6 +463,34 @@ pub async fn run_until<T>(
         notes,
     };
     Ok((report, ended))
+}
+
+/// The deliveries the rooms' stats count, summed, once the nodes' last
+/// reports (taken about once a second) are in: read until two readings a
+/// second and a half apart agree; `None` if the stats cannot be read.
+async fn room_stats_delivered(addr: &str, token: &str, rooms: &[String]) -> Option<u64> {
+    const SETTLE: Duration = Duration::from_millis(1_500);
+    const READINGS: u32 = 8;
+    let read = || {
+        let (addr, token, rooms) = (addr.to_owned(), token.to_owned(), rooms.to_vec());
+        tokio::task::spawn_blocking(move || {
+            rooms.iter().try_fold(0u64, |sum, room| {
+                let (status, body) = admin_get(&addr, &format!("/admin/v1/rooms/{room}"), &token)?;
+                let stats: serde_json::Value = serde_json::from_str(&body).ok()?;
+                (status == 200).then(|| sum + stats["delivered"].as_u64().unwrap_or(0))
+            })
+        })
+    };
+    let mut last = read().await.ok()??;
+    for _ in 0..READINGS {
+        tokio::time::sleep(SETTLE).await;
+        let now = read().await.ok()??;
+        if now == last {
+            return Some(now);
+        }
+        last = now;
+    }
+    Some(last)
 }
 
 /// Per-second counts of the measured phase, from every worker.

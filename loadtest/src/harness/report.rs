@@ -47,6 +47,12 @@ pub struct Report {
     pub joins_per_s: Option<f64>,
     /// Sends refused, by error code.
     pub refused: BTreeMap<String, u64>,
+    /// Deliveries the rooms' stats count (the admin API's `delivered`,
+    /// summed over the run's rooms), when the run could read them: what
+    /// the servers say they handed members (each message once per member),
+    /// to hold against what the clients took in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_stats_delivered: Option<u64>,
     /// Receivers per room, to owe them what others posted to the room
     /// (the fault suite's admin notices).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -201,6 +207,22 @@ impl Report {
                 out,
                 "  {name:<9}          accepted {}  delivered {} of {}  dropped {}  lost {}",
                 lane.accepted, lane.delivered, lane.expected, lane.dropped, lane.lost
+            );
+        }
+        if let Some(stats) = self.room_stats_delivered {
+            let lanes = [self.lanes.normal, self.lanes.priority];
+            let took: u64 = lanes.iter().map(|lane| lane.delivered).sum();
+            let again: u64 = lanes.iter().map(|lane| lane.redundant).sum();
+            // A message a member was handed already is not counted again.
+            let verdict = match stats.cmp(&took) {
+                std::cmp::Ordering::Equal => "equal".to_owned(),
+                std::cmp::Ordering::Greater => format!("{} more", stats - took),
+                std::cmp::Ordering::Less => format!("{} fewer", took - stats),
+            };
+            let _ = writeln!(
+                out,
+                "  room stats         delivered {stats}, clients took in {took}: {verdict} \
+                 ({again} sent again, not counted)"
             );
         }
         if !self.refused.is_empty() {

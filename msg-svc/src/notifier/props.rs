@@ -435,7 +435,9 @@ fn run(configs: Vec<(RoundConfig, u64)>, ops: Vec<Op>) -> Result<(), TestCaseErr
                     msg_id: latest.msg_id.saturating_sub(short),
                     ..latest
                 };
-                notifier.pulled(&key, session, cursor);
+                // Short of the newest: more waits, and the member pulls on.
+                let more = short > 0;
+                notifier.pulled(&key, session, cursor, more, now);
                 if let Some(member) = rooms
                     .get_mut(&key)
                     .and_then(|room| room.members.get_mut(&session))
@@ -443,7 +445,7 @@ fn run(configs: Vec<(RoundConfig, u64)>, ops: Vec<Op>) -> Result<(), TestCaseErr
                     if cursor.epoch != member.cursor.epoch || cursor.msg_id > member.cursor.msg_id {
                         member.cursor = cursor;
                     }
-                    member.waiting = None;
+                    member.waiting = more.then_some(now);
                     member.unanswered = 0;
                 }
             }

@@ -149,10 +149,27 @@ fn a_large_gap_notifies_plainly_and_suppresses_until_pulled() {
     assert!(log.is_empty(), "pulling members get no new notify");
     assert_eq!(stats.suppressed, 1);
 
-    n.pulled(&"room", 1, at(101));
+    n.pulled(&"room", 1, at(101), false, 0);
     n.mark_dirty(&"room");
     let (_, log) = run(&mut n, 200, &mut Source::new(103, 10), &[]);
     assert_eq!(log, [(1, "delta 101..103".to_owned())]);
+}
+
+#[test]
+fn a_member_pulling_on_gets_no_delta_its_next_pull_returns_too() {
+    let mut n = notifier(&[(1, 0)]);
+    run(&mut n, 0, &mut Source::new(100, 10), &[]);
+    // Its pull stopped short of the newest: it pulls again from 60.
+    n.pulled(&"room", 1, at(60), true, 50);
+    n.mark_dirty(&"room");
+    let (stats, log) = run(&mut n, 100, &mut Source::new(62, 10), &[]);
+    assert!(log.is_empty(), "no delta from 60 while it pulls from 60");
+    assert_eq!(stats.suppressed, 1);
+    // Its last pull reaches the newest: deltas resume after it.
+    n.pulled(&"room", 1, at(102), false, 150);
+    n.mark_dirty(&"room");
+    let (_, log) = run(&mut n, 200, &mut Source::new(104, 10), &[]);
+    assert_eq!(log, [(1, "delta 102..104".to_owned())]);
 }
 
 #[test]
@@ -162,7 +179,7 @@ fn renotifies_after_the_pull_timeout_and_kicks_after_n() {
     let (_, log) = run(&mut n, 0, &mut source, &[]);
     assert_eq!(log.len(), 2);
     // Session 2 pulls each time; session 1 never does.
-    n.pulled(&"room", 2, at(50));
+    n.pulled(&"room", 2, at(50), false, 0);
 
     // The pull makes the room worth a look at the next round.
     assert_eq!(n.next_wakeup(), Some(100));
@@ -190,7 +207,7 @@ fn pulling_resets_the_unanswered_count() {
     run(&mut n, 0, &mut source, &[]);
     run(&mut n, 2_000, &mut source, &[]);
     run(&mut n, 4_000, &mut source, &[]);
-    n.pulled(&"room", 1, at(40));
+    n.pulled(&"room", 1, at(40), false, 0);
     let (_, log) = run(&mut n, 4_100, &mut source, &[]);
     assert_eq!(
         log,
@@ -273,7 +290,7 @@ fn swap_removal_keeps_slots_consistent() {
     let mut n = notifier(&[(1, 0), (2, 0), (3, 0), (4, 0)]);
     n.leave(&"room", 1);
     n.leave(&"room", 3);
-    n.pulled(&"room", 4, at(9));
+    n.pulled(&"room", 4, at(9), false, 0);
     let (_, log) = run(&mut n, 0, &mut Source::new(10, 64), &[]);
     assert_eq!(
         log,

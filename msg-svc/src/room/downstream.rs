@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chatroom_proto::cluster::v1::RoomReport;
-use chatroom_proto::v1::Lane;
+use chatroom_proto::v1::{Cursor, Lane};
 
 use crate::ring::{RoomRing, Selection};
 
@@ -131,5 +131,77 @@ impl Taken {
             skipped_normal: selection.dropped,
             skipped_priority: selection.dropped_priority,
         }
+    }
+
+    /// What a selection of `entries` (message number and lane) up to `to`
+    /// hands a member that had been handed everything up to `from` (same
+    /// stream): only the messages after `from`, and the gaps after it.
+    pub(crate) fn beyond(entries: &[(u64, Lane)], from: Cursor, to: Cursor) -> Self {
+        let fresh = |lane| {
+            entries
+                .iter()
+                .filter(|&&(msg_id, of)| msg_id > from.msg_id && of == lane)
+                .count() as u64
+        };
+        let (normal, priority) = (fresh(Lane::Normal), fresh(Lane::Priority));
+        let normal_span = to.normal_seq.saturating_sub(from.normal_seq);
+        let priority_span = to
+            .msg_id
+            .saturating_sub(from.msg_id)
+            .saturating_sub(normal_span);
+        Self {
+            messages: normal + priority,
+            skipped_normal: normal_span.saturating_sub(normal),
+            skipped_priority: priority_span.saturating_sub(priority),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(msg_id: u64, normal_seq: u64) -> Cursor {
+        Cursor {
+            epoch: 1,
+            ts: msg_id,
+            msg_id,
+            normal_seq,
+        }
+    }
+
+    /// Messages 1–10; 4 and 8 are PRIORITY. A pull from 0 handed 6–10
+    /// (the ring lost 1–5).
+    const PULLED: [(u64, Lane); 5] = [
+        (6, Lane::Normal),
+        (7, Lane::Normal),
+        (8, Lane::Priority),
+        (9, Lane::Normal),
+        (10, Lane::Normal),
+    ];
+
+    #[test]
+    fn a_pull_counts_only_what_lies_beyond_what_the_member_was_handed() {
+        let to = at(10, 8);
+        // Handed nothing before: all of it, and the gap 1–5 (one PRIORITY).
+        assert_eq!(
+            Taken::beyond(&PULLED, at(0, 0), to),
+            Taken {
+                messages: 5,
+                skipped_normal: 4,
+                skipped_priority: 1,
+            }
+        );
+        // Handed up to 7 already (a delta): 8–10 only, no gap.
+        assert_eq!(
+            Taken::beyond(&PULLED, at(7, 6), to),
+            Taken {
+                messages: 3,
+                skipped_normal: 0,
+                skipped_priority: 0,
+            }
+        );
+        // Handed everything: nothing counts again.
+        assert_eq!(Taken::beyond(&PULLED, to, to), Taken::default());
     }
 }

@@ -522,7 +522,9 @@ impl<'a> Shard<'a> {
             self.meter.pull(now_us, bytes);
             self.counters.pulls += 1;
             session.cursor = cursor;
-            self.notifier.pulled(&session.room, id, cursor);
+            let now_ms = self.clock.now_ms();
+            self.notifier
+                .pulled(&session.room, id, cursor, more && cursor != before, now_ms);
             // Pull again only on progress, as the client does.
             if !more || cursor == before {
                 return;
