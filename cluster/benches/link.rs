@@ -3,12 +3,14 @@
 //! on the other end. Group `link` reports frames per second of wall time;
 //! group `link_cpu` frames per second of the process's CPU time (writer,
 //! reader, runtime and the kernel's work for them), which other load on a
-//! shared machine disturbs far less.
+//! shared machine disturbs far less. Each runs in plaintext and in the
+//! links' mutual TLS (`_tls`), to show what TLS costs per frame.
 //! `cargo bench -p chatroom-cluster --bench link`.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chatroom_cluster::link::tls::{self, LinkTlsArgs};
 use chatroom_cluster::link::wire::{self, LinkCodec};
 use chatroom_proto::Message;
 use chatroom_proto::cluster::v1::{
@@ -18,10 +20,11 @@ use chatroom_proto::v1::{ChatMessage, Lane};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
 use nix::time::{ClockId, clock_gettime};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::codec::FramedRead;
 
 /// Small frames pushed per iteration.
@@ -84,15 +87,20 @@ fn cpu_time() -> Duration {
         .into()
 }
 
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
 /// One link: a writer task draining its queue onto one end of a loopback
 /// connection, and a reader on the other end.
 struct Loopback<M> {
     queue: mpsc::Sender<M>,
-    reader: Option<FramedRead<OwnedReadHalf, LinkCodec<M, M>>>,
+    reader: Option<FramedRead<Reader, LinkCodec<M, M>>>,
 }
 
 impl<M: Message + Default + Send + 'static> Loopback<M> {
-    fn open(rt: &Runtime) -> Self {
+    /// A loopback link, in the links' mutual TLS with certificates from
+    /// `certs` (as the services make them), or plaintext.
+    fn open(rt: &Runtime, certs: Option<&std::path::Path>) -> Self {
         rt.block_on(async {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let dialing = TcpStream::connect(listener.local_addr().unwrap());
@@ -102,13 +110,29 @@ impl<M: Message + Default + Send + 'static> Loopback<M> {
                 });
             accepted.set_nodelay(true).unwrap();
             dialed.set_nodelay(true).unwrap();
+            let (read, write): (Reader, Writer) = match certs {
+                None => (Box::new(accepted), Box::new(dialed)),
+                Some(dir) => {
+                    let server = LinkTlsArgs::from_dir(dir, tls::ROOM_SVC_NAME)
+                        .server_config()
+                        .unwrap()
+                        .unwrap();
+                    let client = LinkTlsArgs::from_dir(dir, tls::MSG_SVC_NAME)
+                        .client_config()
+                        .unwrap()
+                        .unwrap();
+                    let (accepted, dialed) = tokio::join!(
+                        TlsAcceptor::from(server).accept(accepted),
+                        TlsConnector::from(client).connect(tls::room_svc_name(), dialed)
+                    );
+                    (Box::new(accepted.unwrap()), Box::new(dialed.unwrap()))
+                }
+            };
             let (queue, mut frames) = mpsc::channel(LINK_QUEUE);
-            let (_, write) = dialed.into_split();
             tokio::spawn(async move {
                 let mut writer = wire::writer::<_, M, M>(write);
                 wire::write_frames(&mut writer, &mut frames).await
             });
-            let (read, _) = accepted.into_split();
             Self {
                 queue,
                 reader: Some(wire::reader(read)),
@@ -152,12 +176,39 @@ fn bench<M: Message + Default + Send + 'static>(
     count: usize,
     frame: fn(usize) -> M,
 ) {
+    let certs = tempfile::tempdir().unwrap();
+    tls::generate(certs.path(), "bench", Duration::from_secs(3600)).unwrap();
+    for secured in [false, true] {
+        let name = if secured {
+            format!("{name}_tls")
+        } else {
+            name.to_owned()
+        };
+        bench_link(
+            c,
+            clock,
+            &name,
+            count,
+            frame,
+            secured.then_some(certs.path()),
+        );
+    }
+}
+
+fn bench_link<M: Message + Default + Send + 'static>(
+    c: &mut Criterion,
+    clock: Clock,
+    name: &str,
+    count: usize,
+    frame: fn(usize) -> M,
+    certs: Option<&std::path::Path>,
+) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let mut link = Loopback::<M>::open(&rt);
+    let mut link = Loopback::<M>::open(&rt, certs);
     let mut group = c.benchmark_group(match clock {
         Clock::Wall => "link",
         Clock::Cpu => "link_cpu",
