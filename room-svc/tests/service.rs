@@ -327,15 +327,22 @@ async fn config_changes_are_pushed_to_subscribers_only() {
     assert_eq!(code(&a.next_error().await), ErrorCode::PayloadTooLarge);
 }
 
-#[tokio::test(start_paused = true)]
-async fn member_count_updates_are_coalesced() {
+/// A room service pushing member counts each second, and two nodes
+/// attached to it.
+fn counting_nodes() -> (RoomService, FakeNode, FakeNode) {
     let service = RoomService::start(RoomServiceConfig {
         workers: 1,
         member_update_interval: Duration::from_secs(1),
         ..RoomServiceConfig::default()
     });
-    let mut a = FakeNode::attach(&service, "a");
-    let mut b = FakeNode::attach(&service, "b");
+    let a = FakeNode::attach(&service, "a");
+    let b = FakeNode::attach(&service, "b");
+    (service, a, b)
+}
+
+#[tokio::test(start_paused = true)]
+async fn member_count_updates_are_coalesced() {
+    let (_service, mut a, mut b) = counting_nodes();
     a.subscribe(ROOM).await;
     b.subscribe(ROOM).await;
     // Time stands still until the runtime is idle: all of these land
@@ -373,13 +380,7 @@ async fn member_count_updates_are_coalesced() {
 
 #[tokio::test(start_paused = true)]
 async fn each_node_hears_which_of_its_reports_a_count_includes() {
-    let service = RoomService::start(RoomServiceConfig {
-        workers: 1,
-        member_update_interval: Duration::from_secs(1),
-        ..RoomServiceConfig::default()
-    });
-    let mut a = FakeNode::attach(&service, "a");
-    let mut b = FakeNode::attach(&service, "b");
+    let (service, mut a, mut b) = counting_nodes();
     assert_eq!(a.subscribe(ROOM).await.membership_seq, 0);
     b.subscribe(ROOM).await;
     a.send(numbered_membership(ROOM, 1, &["u1"], &[]));
