@@ -406,6 +406,21 @@ async fn a_peer_without_a_valid_certificate_is_refused_and_counted() {
     let mut seen = impostor.stop().await;
     assert!(seen.try_recv().is_err(), "nothing was attached");
 
+    // A msg-svc that trusts this cluster's CA but shows another's
+    // certificate: its side of the handshake completes, the room service's
+    // refusal comes as an alert, and the msg-svc counts it and backs off.
+    let forged = LinkTlsArgs {
+        link_ca: Some(dir.path().join("ca.crt")),
+        ..LinkTlsArgs::from_dir(stranger.path(), tls::MSG_SVC_NAME)
+    };
+    let refused_before = room_svc.metrics.refused_count();
+    let (links, _down, _events, dial_metrics) =
+        dial(members("r1", addr), forged.client_config().unwrap());
+    refused(&dial_metrics, 1).await;
+    drop(links);
+    assert!(room_svc.metrics.refused_count() > refused_before);
+    assert!(room_svc.seen.try_recv().is_err(), "nothing was attached");
+
     // And a msg-svc of this cluster still links.
     let (links, _down, mut events, _metrics) = dial(
         members("r1", addr),

@@ -82,7 +82,7 @@ pub async fn serve_links<R: RoomEnd>(
                 Ok(Ok(stream)) => link(rooms, stream, stop).await,
                 Ok(Err(error)) => {
                     metrics.refused();
-                    warn!(%error, "link refused: no valid msg-svc certificate");
+                    warn!(%error, "link refused: TLS handshake failed");
                 }
                 Err(_) => {
                     metrics.refused();

@@ -253,26 +253,35 @@ impl Link {
                     }
                 }
             };
-            match served {
+            let refused = match served {
                 Served::Dropped => return,
-                Served::Lost(reason) => warn!(reason, "link to the room service lost"),
-            }
+                Served::Lost(reason) => {
+                    warn!(reason, "link to the room service lost");
+                    None
+                }
+                Served::Refused(reason) => Some(reason),
+            };
             self.up.store(false, Ordering::Release);
             let _ = self.events.send(LinkEvent::Down(self.peer.clone())).await;
             // Whatever was queued was meant for the lost connection: the
             // room service forgot us with it.
             while rx.try_recv().is_ok() {}
-            pause = RECONNECT.0;
-            tokio::time::sleep(pause).await;
+            match refused {
+                Some(reason) => self.refused(&reason, &mut pause).await,
+                None => {
+                    pause = RECONNECT.0;
+                    tokio::time::sleep(pause).await;
+                }
+            }
         }
     }
 
-    /// The room service failed the handshake (or whatever answers at its
-    /// address is no room service of this cluster): counted, and tried
-    /// again later, in case its certificate is being replaced.
+    /// The TLS handshake failed, on our side or the room service's: counted,
+    /// and tried again later (backing off), in case a certificate is being
+    /// replaced.
     async fn refused(&self, reason: &str, pause: &mut Duration) {
         self.metrics.refused();
-        warn!(reason, "link refused: no valid room service certificate");
+        warn!(reason, "link refused: TLS handshake failed");
         tokio::time::sleep(*pause).await;
         *pause = (*pause * 2).min(RECONNECT.1);
     }
@@ -311,14 +320,22 @@ impl Link {
         }
         let mut reader = wire::reader::<_, ToMsgSvc, ToRoomSvc>(read);
         let reading = async {
+            let mut heard = false;
             loop {
                 match reader.next().await {
                     Some(Ok(frame)) => {
+                        heard = true;
                         if self.down.send(frame).await.is_err() {
                             return Served::Dropped;
                         }
                     }
                     None => return Served::Lost("closed by the room service".into()),
+                    // In TLS 1.3 the room service judges our certificate
+                    // after our side of the handshake is done: its refusal
+                    // is an alert in place of the first frame.
+                    Some(Err(error)) if !heard && is_tls_alert(&error) => {
+                        return Served::Refused(error.to_string());
+                    }
                     Some(Err(error)) => return Served::Lost(error.to_string()),
                 }
             }
@@ -334,9 +351,22 @@ impl Link {
     }
 }
 
+/// Whether `error` is the peer's TLS alert (a refused certificate).
+fn is_tls_alert(error: &wire::LinkIoError) -> bool {
+    let wire::LinkIoError::Io(error) = error else {
+        return false;
+    };
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| matches!(tls, rustls::Error::AlertReceived(_)))
+}
+
 enum Served {
     /// The link was dropped by the node: stop for good.
     Dropped,
+    /// The room service refused our certificate: back off.
+    Refused(String),
     /// The connection failed: reconnect.
     Lost(String),
 }
