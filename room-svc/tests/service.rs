@@ -746,3 +746,17 @@ async fn subscribe_ack_history_stays_within_its_byte_budget() {
     let ids: Vec<u64> = ack.history.iter().map(|m| m.msg_id).collect();
     assert_eq!(ids, [3, 4, 5], "the newest that fit, oldest first");
 }
+
+#[tokio::test]
+async fn a_subscribe_replaces_what_the_room_held_of_the_node() {
+    let service = start(1);
+    let mut a = FakeNode::attach(&service, "a");
+    a.subscribe(ROOM).await;
+    a.join(ROOM, &["u1", "u2"]);
+    assert_eq!(service.stats(ROOM).await.unwrap().members, 2);
+    // The node subscribes again (it lost the owner and found it again):
+    // its presence report that follows is all it has; u2 left meanwhile.
+    assert_eq!(a.subscribe(ROOM).await.member_count, 0);
+    a.join(ROOM, &["u1"]);
+    assert_eq!(service.stats(ROOM).await.unwrap().members, 1);
+}

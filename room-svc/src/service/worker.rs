@@ -372,8 +372,14 @@ impl Worker {
                 }
             }
         }
+        // The node's whole presence comes next, in a report of its own:
+        // whatever this room held of the node before is replaced by it (a
+        // user who left meanwhile is in no report).
+        if slot.state.unsubscribe(node) {
+            self.members_changed
+                .insert(Arc::clone(slot.state.room_id()));
+        }
         slot.state.subscribe(node);
-        // The node's presence comes next, in a report of its own.
         slot.reports.insert(node, Reports::default());
         debug!(%node, room = %room_id, "node subscribed");
         let state = &slot.state;
@@ -740,6 +746,7 @@ impl Worker {
             member_count: slot.state.member_count() as u64,
             closed: true,
             membership_seq: 0,
+            fence: slot.fence,
         };
         let body = to_msg_svc::Body::RoomUpdate(update);
         let nodes: Vec<NodeIdx> = slot.state.subscribers().collect();
@@ -833,6 +840,7 @@ impl Worker {
                 member_count,
                 closed: false,
                 membership_seq: reports.applied,
+                fence: slot.fence,
             };
             self.outbox
                 .push((node, frame(to_msg_svc::Body::RoomUpdate(update))));
