@@ -83,5 +83,6 @@ fn msg_svc_takes(config: RoomConfig) {
         member_count: 1,
         closed: false,
         membership_seq: 0,
+        fence: 0,
     });
 }

@@ -587,6 +587,7 @@ fn to_msg_svc_frames() -> Vec<(&'static str, ToMsgSvc)> {
                 member_count: 5,
                 closed: false,
                 membership_seq: 2,
+                fence: 3,
             })),
         ),
         (

@@ -544,7 +544,7 @@ impl<W> RoomLifecycle<W> {
     }
 
     fn updated(&mut self, now: u64, update: RoomUpdate) {
-        if matches!(self.stage, Stage::Closed | Stage::Gone) {
+        if matches!(self.stage, Stage::Closed | Stage::Gone) || !self.heard_from(update.fence) {
             return;
         }
         if update.closed {

@@ -274,6 +274,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     member_count: 1,
                     closed: false,
                     membership_seq: 0,
+                    fence: 0,
                 }));
                 model.capacity = [normal as usize, priority as usize];
                 prop_assert_eq!(evicted, model.trim(), "reconfigure");

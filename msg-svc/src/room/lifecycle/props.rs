@@ -389,6 +389,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         member_count,
                         closed: false,
                         membership_seq,
+                        fence: model.fence,
                     }),
                 );
             }
@@ -401,6 +402,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         member_count: 0,
                         closed: true,
                         membership_seq: 0,
+                        fence: model.fence,
                     }),
                 );
                 if model.alive() {

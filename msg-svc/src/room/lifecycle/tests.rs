@@ -274,6 +274,7 @@ fn count_update(members: u64, membership_seq: u64) -> Event<u32> {
         member_count: members,
         closed: false,
         membership_seq,
+        fence: 1,
     })
 }
 
@@ -308,6 +309,27 @@ fn the_count_is_the_owners_with_every_change_here_it_does_not_include_yet() {
     // Pongs and Notifies read the same count a joiner is let in with.
     room.join("alice", 4);
     assert_eq!(room.actions(), [admitted(4, 7)]);
+}
+
+#[test]
+fn an_update_from_an_owner_that_lost_the_room_is_ignored() {
+    let mut room = Room::live("r1");
+    room.feed(Event::Subscribed(SubscribeAck {
+        fence: 2,
+        ..ack(1, 0, 3)
+    }));
+    room.ring_ops();
+    room.actions();
+    // The old owner (fence 1) still pushes a count, and a close.
+    room.feed(count_update(40, 0));
+    room.feed(Event::Updated(RoomUpdate {
+        closed: true,
+        ..RoomUpdate::default()
+    }));
+    assert_eq!(room.actions(), [Action::Stale, Action::Stale]);
+    assert_eq!(room.lifecycle.member_count(), 3);
+    room.join("alice", 1);
+    assert_eq!(room.actions(), [admitted(1, 4)], "still open");
 }
 
 #[test]
@@ -501,6 +523,7 @@ fn new_settings_resize_the_ring_and_retime_the_shards() {
         member_count: 9,
         closed: false,
         membership_seq: 0,
+        fence: 1,
     }));
     assert_eq!(
         room.ring_ops(),
@@ -551,6 +574,7 @@ fn closing_turns_away_the_waiting_and_the_later_joiners() {
         member_count: 0,
         closed: true,
         membership_seq: 0,
+        fence: 1,
     }));
     assert_eq!(
         room.actions(),
