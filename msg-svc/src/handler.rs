@@ -332,7 +332,7 @@ async fn pull(
         .since
         .ok_or_else(|| bad_request("pull needs a cursor"))?;
     let limit = requested(pull.limit, node.config.pull);
-    let (frame, cursor, more, taken, entries) = {
+    let (frame, cursor, more, reset, taken, entries) = {
         let ring = room.ring.read();
         let (frame, selection) = ring.pull_frame(request_id, &pull.room_id, &since, limit);
         let entries = selection
@@ -341,14 +341,22 @@ async fn pull(
             .map(|entry| (entry.msg_id, entry.lane))
             .collect();
         let taken = Taken::of(&selection);
-        (frame, selection.cursor, selection.more, taken, entries)
+        let reset = selection.reset;
+        (
+            frame,
+            selection.cursor,
+            selection.more,
+            reset,
+            taken,
+            entries,
+        )
     };
     node.metrics.pulled();
     session.send(0, &frame, Urgency::Reply);
     let cmd = ShardCmd::Pulled {
         room: RoomKey(room),
         session: session.id,
-        since,
+        since: (!reset).then_some(since),
         cursor,
         more,
         taken,

@@ -34,14 +34,14 @@ pub(crate) enum ShardCmd {
     },
     /// A session left a room.
     Leave { room: RoomKey, session: SessionId },
-    /// A session pulled from `since` up to `cursor`; `more` waited after
-    /// it. The pull handed it `taken`, the messages `entries` (number and
-    /// lane): what it had been handed (or told it missed) already is not
-    /// counted again in the room's stats.
+    /// A session pulled from `since` (`None`: a cursor the room reset) up
+    /// to `cursor`; `more` waited after it. The pull handed it `taken`, the
+    /// messages `entries` (number and lane): what it had been handed (or
+    /// told it missed) already is not counted again in the room's stats.
     Pulled {
         room: RoomKey,
         session: SessionId,
-        since: Cursor,
+        since: Option<Cursor>,
         cursor: Cursor,
         more: bool,
         taken: Taken,
@@ -138,18 +138,22 @@ impl Shard {
             } => {
                 let now = time::mono_millis();
                 let handed = self.notifier.pulled(&room, session, cursor, more, now);
-                let taken = match handed {
-                    // Counted from where the member was handed everything
-                    // (or from where the pull began, if that is later).
-                    Some(handed) if handed.epoch == cursor.epoch && since.epoch == cursor.epoch => {
-                        let from = if handed.msg_id > since.msg_id {
-                            handed
-                        } else {
-                            since
+                let taken = match handed.filter(|handed| handed.epoch == cursor.epoch) {
+                    // Counted from where the member was handed everything,
+                    // or from where the pull began if that is later (what
+                    // lies between, the client chose to pass over).
+                    Some(handed) => {
+                        let from = match since {
+                            Some(since)
+                                if since.epoch == cursor.epoch && since.msg_id > handed.msg_id =>
+                            {
+                                since
+                            }
+                            _ => handed,
                         };
                         Taken::beyond(&entries, from, cursor)
                     }
-                    _ => taken,
+                    None => taken,
                 };
                 room.0.downstream.handed(taken, 1);
             }
