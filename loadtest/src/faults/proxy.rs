@@ -160,7 +160,10 @@ async fn relay_link(
     if cuts.borrow().contains(&node) {
         return debug!(node, "cut off: link closed after its hello");
     }
-    let Ok(mut up) = connect_up(&upstream, tls).await else {
+    // As a msg-svc would: a room service that does not finish its side
+    // of the handshake in time (stopped, say) is not linked to.
+    let Ok(Ok(mut up)) = tokio::time::timeout(HELLO_WITHIN, connect_up(&upstream, tls)).await
+    else {
         return debug!(node, upstream, "room-svc unreachable; link closed");
     };
     // The room-svc gets the Hello as sent (a Hello re-encodes to the same

@@ -170,6 +170,7 @@ impl ServeArgs {
                 let bytes = read(path)?;
                 let text = String::from_utf8(bytes).map_err(|_| ArgsError::RedisPassword)?;
                 let password = text.strip_suffix('\n').unwrap_or(&text);
+                let password = password.strip_suffix('\r').unwrap_or(password);
                 if password.is_empty() || password.contains(['\n', '\r']) {
                     return Err(ArgsError::RedisPassword);
                 }
