@@ -208,8 +208,8 @@ fn to_room_svc(frames: Vec<ToRoomSvc>) {
 
 /// A msg-svc taking its room's owner's frames: the ring never holds more
 /// than its lanes' capacities (as the newest owner heard from set them: an
-/// ack from an older one is ignored; once the room is closed, nothing
-/// changes them), and answers a pull from the stream's start.
+/// ack or update from an older one is ignored; once the room is closed,
+/// nothing changes them), and answers a pull from the stream's start.
 fn to_msg_svc(frames: &[ToMsgSvc]) {
     let room = msg_svc::fuzzing::Room::pending(ROOM);
     // The newest owner's fence heard so far, and whether the room closed.
@@ -234,6 +234,10 @@ fn to_msg_svc(frames: &[ToMsgSvc]) {
             }
             to_msg_svc::Body::RoomUpdate(update) if update.room_id == ROOM => {
                 room.updated(update);
+                if update.fence < heard {
+                    continue;
+                }
+                heard = update.fence;
                 closed |= update.closed;
                 match &update.config {
                     Some(config) => config.clone(),
