@@ -801,14 +801,10 @@ async fn every_join_and_leave_counts_at_once_in_join_acks_pongs_and_notifies(tra
     // A Notify carries the same count: the writer's message reaches ann
     // with it.
     let (ann, ann_events) = &mut members[0];
-    let ack = members_send(ann, "counted").await;
-    receive_until(ann_events, "counted", ack).await;
+    let ack = ann.send("counted", Kind::Chat, "hello").await.unwrap();
+    receive_until(ann_events, "counted", ack.msg_id).await;
     assert_eq!(ann.member_count("counted"), Some(3));
     server.server.shutdown().await;
-}
-
-async fn members_send(client: &Client, room: &str) -> u64 {
-    client.send(room, Kind::Chat, "hello").await.unwrap().msg_id
 }
 
 async fn leave_stops_deliveries(transport: Transport) {

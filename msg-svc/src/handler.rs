@@ -332,36 +332,26 @@ async fn pull(
         .since
         .ok_or_else(|| bad_request("pull needs a cursor"))?;
     let limit = requested(pull.limit, node.config.pull);
-    let (frame, cursor, more, reset, taken, entries) = {
+    let (frame, cmd) = {
         let ring = room.ring.read();
         let (frame, selection) = ring.pull_frame(request_id, &pull.room_id, &since, limit);
-        let entries = selection
-            .entries
-            .iter()
-            .map(|entry| (entry.msg_id, entry.lane))
-            .collect();
-        let taken = Taken::of(&selection);
-        let reset = selection.reset;
-        (
-            frame,
-            selection.cursor,
-            selection.more,
-            reset,
-            taken,
-            entries,
-        )
+        let cmd = ShardCmd::Pulled {
+            room: RoomKey(Arc::clone(&room)),
+            session: session.id,
+            since: (!selection.reset).then_some(since),
+            cursor: selection.cursor,
+            more: selection.more,
+            taken: Taken::of(&selection),
+            entries: selection
+                .entries
+                .iter()
+                .map(|entry| (entry.msg_id, entry.lane))
+                .collect(),
+        };
+        (frame, cmd)
     };
     node.metrics.pulled();
     session.send(0, &frame, Urgency::Reply);
-    let cmd = ShardCmd::Pulled {
-        room: RoomKey(room),
-        session: session.id,
-        since: (!reset).then_some(since),
-        cursor,
-        more,
-        taken,
-        entries,
-    };
     node.to_shard(session.shard, cmd).await;
     Ok(())
 }

@@ -143,14 +143,11 @@ impl Shard {
                     // or from where the pull began if that is later (what
                     // lies between, the client chose to pass over).
                     Some(handed) => {
-                        let from = match since {
-                            Some(since)
-                                if since.epoch == cursor.epoch && since.msg_id > handed.msg_id =>
-                            {
-                                since
-                            }
-                            _ => handed,
-                        };
+                        let from = since
+                            .filter(|since| {
+                                since.epoch == cursor.epoch && since.msg_id > handed.msg_id
+                            })
+                            .unwrap_or(handed);
                         Taken::beyond(&entries, from, cursor)
                     }
                     None => taken,
