@@ -88,6 +88,14 @@ where
     pub fn register(&self, registry: &mut Registry, name: &str, help: &str) {
         registry.register(name, help, self.family.clone());
     }
+
+    /// The series of `value`, made on first use: for labels whose values
+    /// come from a closed set named elsewhere (an error's reason), off the
+    /// hot path.
+    pub fn get(&self, label: &'static str, value: &str) -> M {
+        self.family
+            .get_or_create_owned(&[(label, value.to_owned())])
+    }
 }
 
 /// Counters by error code, labelled `code` with the code's name in lower
@@ -98,7 +106,7 @@ pub struct ErrorCounters(Labelled<Counter>);
 
 impl Default for ErrorCounters {
     fn default() -> Self {
-        let codes = (0..=ErrorCode::Internal as i32).map(error_code_name);
+        let codes = (0..=ErrorCode::LAST as i32).map(error_code_name);
         Self(Labelled::new("code", codes))
     }
 }
@@ -109,7 +117,7 @@ impl ErrorCounters {
     pub fn count(&self, code: i32) {
         let index = usize::try_from(code)
             .ok()
-            .filter(|&index| index <= ErrorCode::Internal as usize)
+            .filter(|&index| index <= ErrorCode::LAST as usize)
             .unwrap_or(ErrorCode::Unspecified as usize);
         self.0.series(index).inc();
     }
