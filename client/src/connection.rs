@@ -9,10 +9,12 @@
 //! synchronously, even after the connection ended (to resume elsewhere).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chatroom_cluster::quic::Trust;
@@ -45,7 +47,36 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 /// (the server closes a silent client after the same number).
 const SILENT_INTERVALS: u32 = 3;
 
+/// Longest a token is refreshed ahead of its expiry.
+const REFRESH_AHEAD: Duration = Duration::from_secs(60);
+
 type Waiter = oneshot::Sender<Result<Body, v1::Error>>;
+
+/// What a [`TokenSource`] yields: a fresh token, or why none could be had.
+pub type TokenFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+
+/// Where fresh tokens come from (the app's backend, usually): called
+/// before the session's token expires, so the session lives on (see
+/// [`ClientConfig::token_source`]).
+#[derive(Clone)]
+pub struct TokenSource(Arc<dyn Fn() -> TokenFuture + Send + Sync>);
+
+impl TokenSource {
+    /// A source calling `fetch` for each new token.
+    pub fn new(fetch: impl Fn() -> TokenFuture + Send + Sync + 'static) -> Self {
+        Self(Arc::new(fetch))
+    }
+
+    async fn fetch(&self) -> Result<String, String> {
+        (self.0)().await
+    }
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSource(..)")
+    }
+}
 
 /// How to connect and behave.
 #[derive(Debug, Clone)]
@@ -56,8 +87,13 @@ pub struct ClientConfig {
     /// certificate the embedded server wrote on this machine (for a server
     /// on loopback), and nothing else.
     pub trust: Option<Trust>,
-    /// The HS256 token (see [`dev_token`](crate::dev_token)).
+    /// The token (see [`dev_token`](crate::dev_token) for a development
+    /// one).
     pub token: String,
+    /// Fresh tokens before the current one expires: with one, the client
+    /// refreshes the session by itself (about a minute ahead, or halfway
+    /// through a short token's life), so it is not closed at the expiry.
+    pub token_source: Option<TokenSource>,
     /// Identifies the device: a second session with the same user and
     /// device replaces the first.
     pub device_id: String,
@@ -87,6 +123,7 @@ impl ClientConfig {
             url: url.into(),
             trust: None,
             token: token.into(),
+            token_source: None,
             device_id: format!("dev-{:016x}", rand::random::<u64>()),
             auto_pull: true,
             pull_limit: 0,
@@ -124,6 +161,9 @@ struct Shared {
     session: Session,
     request_timeout: Duration,
     next_client_msg_id: AtomicU64,
+    /// When the session's token expires, ms since the Unix epoch (0:
+    /// unknown).
+    token_expires_at_ms: AtomicU64,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -205,6 +245,7 @@ impl Client {
             // or process) must not reuse our ids, or the server would take
             // its messages for our retries.
             next_client_msg_id: AtomicU64::new((rand::random::<u64>() >> 2).max(1)),
+            token_expires_at_ms: AtomicU64::new(ack.token_expires_at_ms),
             task: Mutex::new(None),
         });
         let (events_tx, events_rx) = mpsc::channel(config.event_capacity.max(1));
@@ -219,7 +260,32 @@ impl Client {
         let client = Client {
             handle: Arc::new(Handle { shared }),
         };
+        if let Some(source) = config.token_source {
+            tokio::spawn(keep_token_fresh(Arc::downgrade(&client.handle), source));
+        }
         Ok((client, Events::new(events_rx)))
+    }
+
+    /// Hands the server a newer token for the same user; the session then
+    /// lives until its expiry (returned, ms since the Unix epoch).
+    pub async fn refresh(&self, token: &str) -> Result<u64, ClientError> {
+        match self.request(|core| core.refresh(token)).await? {
+            Body::RefreshAck(ack) => {
+                self.shared()
+                    .token_expires_at_ms
+                    .store(ack.token_expires_at_ms, Ordering::Relaxed);
+                Ok(ack.token_expires_at_ms)
+            }
+            other => Err(unexpected("refresh_ack", &other)),
+        }
+    }
+
+    /// When the session's token expires, as the server said.
+    pub fn token_expires_at(&self) -> Option<SystemTime> {
+        match self.shared().token_expires_at_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        }
     }
 
     /// Joins `room`. A fresh join's `recent` messages are also delivered as
@@ -386,6 +452,48 @@ impl Client {
                 state.core.give_up(request_id);
                 Err(ClientError::Timeout(shared.request_timeout))
             }
+        }
+    }
+}
+
+/// Refreshes the session's token from `source` ahead of each expiry, for
+/// as long as the client lives and its connection is open. A failed fetch
+/// or refresh is tried again, more often as the expiry nears.
+async fn keep_token_fresh(handle: Weak<Handle>, source: TokenSource) {
+    loop {
+        let Some(expires_at) = handle
+            .upgrade()
+            .and_then(|handle| Client { handle }.token_expires_at())
+        else {
+            return;
+        };
+        let left = expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::sleep(left.saturating_sub(REFRESH_AHEAD.min(left / 2))).await;
+        let refreshed = match source.fetch().await {
+            Ok(token) => {
+                let Some(handle) = handle.upgrade() else {
+                    return;
+                };
+                let client = Client { handle };
+                match client.refresh(&token).await {
+                    Ok(_) => Ok(()),
+                    Err(ClientError::Closed) => return,
+                    Err(error) => Err(error.to_string()),
+                }
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = refreshed {
+            tracing::warn!(%error, "token refresh failed; trying again");
+            let left = expires_at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::sleep(
+                (left / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)),
+            )
+            .await;
         }
     }
 }

@@ -268,6 +268,14 @@ impl SessionCore {
         }))
     }
 
+    /// A Refresh: a newer token for the session's user, answered by a
+    /// RefreshAck with its expiry.
+    pub fn refresh(&mut self, token: &str) -> ClientFrame {
+        self.plain_request(client_frame::Body::Refresh(v1::Refresh {
+            token: token.to_owned(),
+        }))
+    }
+
     /// A Ping. Its Pong is handled whatever request id it carries, so no
     /// answer is awaited.
     pub fn ping(&mut self) -> ClientFrame {
@@ -673,6 +681,7 @@ pub fn body_name(body: Option<&server_frame::Body>) -> &'static str {
         Some(Body::Kicked(_)) => "kicked",
         Some(Body::Error(_)) => "error",
         Some(Body::LeaveAck(_)) => "leave_ack",
+        Some(Body::RefreshAck(_)) => "refresh_ack",
     }
 }
 

@@ -51,7 +51,7 @@ pub mod token;
 pub mod transport;
 
 pub use chatroom_cluster::quic::{Fingerprint, Trust};
-pub use connection::{Client, ClientConfig, MAX_REDIRECTS};
+pub use connection::{Client, ClientConfig, MAX_REDIRECTS, TokenFuture, TokenSource};
 pub use core::{CoreConfig, JoinOptions, Output, Reply, SessionCore};
 pub use error::ClientError;
 pub use events::{CloseReason, Event, Events, RecvError};

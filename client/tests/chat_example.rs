@@ -173,6 +173,7 @@ fn message(n: u64, sender: &str, text: &str) -> ChatMessage {
         kind: Kind::Chat as i32,
         payload: text.as_bytes().to_vec().into(),
         client_msg_id: n,
+        sender_info: None,
     }
 }
 
@@ -209,6 +210,7 @@ async fn serve(
                     heartbeat_ms: 30_000,
                     user_id: "alice".into(),
                     max_rooms: 16,
+                    token_expires_at_ms: 0,
                 }),
             )),
             client_frame::Body::Join(join) => {
@@ -259,7 +261,7 @@ async fn serve(
             client_frame::Body::Ping(_) => {
                 replies.push(frame(id, server_frame::Body::Pong(Pong::default())))
             }
-            client_frame::Body::Pull(_) => {}
+            client_frame::Body::Pull(_) | client_frame::Body::Refresh(_) => {}
         }
         // The test may have stopped listening: the frame still gets its answer.
         let _ = seen.send(body);

@@ -61,6 +61,7 @@ fn broadcast(i: usize) -> ToMsgSvc {
             kind: 0,
             payload: Bytes::from_static(&[b'x'; 100]),
             client_msg_id: msg_id,
+            sender_info: None,
         })
         .collect();
     ToMsgSvc {

@@ -13,11 +13,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatroom_cluster::auth::{AdminToken, TokenKey};
+use chatroom_cluster::auth::{AdminToken, TokenKey, Verifier};
 use chatroom_cluster::membership::{Members, NodeInfo, Registration, Role};
 use chatroom_cluster::metrics;
+use chatroom_cluster::reload::Reloaded;
 use msg_svc::{LinkEnds, Listeners, NodeConfig, ServeError, Server, Surface};
-use room_svc::admin::AdminApi;
+use room_svc::admin::keys::{self, AdminKeys, KeysWatch};
+use room_svc::admin::{AdminApi, Keyring};
 use room_svc::{RoomService, RoomServiceConfig};
 use tokio::sync::mpsc;
 use tracing::info;
@@ -39,11 +41,17 @@ pub struct EmbeddedConfig {
     pub rooms: RoomServiceConfig,
     /// How long shutdown waits for clients to leave.
     pub drain_grace: Duration,
-    /// The admin API's token; without one the API refuses every request.
+    /// The admin API's token; without it or keys the API refuses every
+    /// request.
     pub admin_token: Option<AdminToken>,
+    /// The admin API's named keys with their scopes, from a watched file.
+    pub admin_keys: Option<Reloaded<AdminKeys>>,
     /// The WebSocket URL the demo page (`/demo`) connects to; default: the
     /// WebSocket listener's.
     pub public_url: Option<String>,
+    /// How client tokens are verified (an identity provider's keys beside
+    /// the secret); default: the secret the server mints demo tokens with.
+    pub verifier: Option<Verifier>,
 }
 
 /// The embedded server's node id, in both roles.
@@ -56,6 +64,8 @@ pub struct Embedded {
     rooms: RoomService,
     /// The in-process membership the node's view comes from.
     _registration: Registration,
+    /// Rereads the admin keys file while the server runs.
+    _keys_watch: Option<KeysWatch>,
 }
 
 fn in_process_registration() -> Registration {
@@ -88,7 +98,9 @@ impl Embedded {
             public_url: config.public_url.map(Arc::from),
             ws_addr: listeners.ws.local_addr()?,
         };
-        let routes = AdminApi::new(rooms.clone(), config.admin_token, None)
+        let keys_watch = config.admin_keys.as_ref().map(keys::watch);
+        let keyring = Keyring::new(config.admin_token, config.admin_keys);
+        let routes = AdminApi::new(rooms.clone(), keyring, None)
             .router()
             .merge(widget::routes(site));
         let surface = Surface {
@@ -96,9 +108,10 @@ impl Embedded {
             routes: Some(routes),
             drain_grace: config.drain_grace,
         };
+        let verifier = config.verifier.unwrap_or_else(|| tokens.into());
         let server = Server::start(
             config.node,
-            tokens,
+            verifier,
             links,
             &registration,
             listeners,
@@ -114,6 +127,7 @@ impl Embedded {
             server,
             rooms,
             _registration: registration,
+            _keys_watch: keys_watch,
         })
     }
 
@@ -156,6 +170,12 @@ impl Embedded {
     pub async fn shutdown(mut self) {
         self.server.drain().await;
         self.server.stop().await;
+        if let Some(webhooks) = self.rooms.webhooks() {
+            let deadline = tokio::time::Instant::now() + room_svc::server::WEBHOOK_FLUSH;
+            if let Err(error) = webhooks.flush(deadline).await {
+                tracing::warn!(%error, "some webhook events were not delivered before shutdown");
+            }
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use chatroom_cluster::telemetry::{self, LogArgs};
 use chatroom_embedded::cli::{EmbeddedArgs, Secret, banner};
 use clap::{Parser, Subcommand};
-use msg_svc::cli::{EXIT_CONFIG, SecretArgs, TokenArgs};
+use msg_svc::cli::{EXIT_CONFIG, KEYS_RELOAD_EVERY, SecretArgs, TokenArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,6 +71,10 @@ fn serve(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok(loaded) => loaded,
         Err(error) => return unusable(&error),
     };
+    let verifier = match cli.secret.verifier(Some(tokens.clone())) {
+        Ok(verifier) => verifier,
+        Err(error) => return unusable(&format!("token keys: {error}")),
+    };
     let quic = match cli.serve.quic_identity() {
         Ok(quic) => quic,
         Err(error) => return unusable(&error),
@@ -90,6 +94,14 @@ fn serve(cli: Cli) -> anyhow::Result<ExitCode> {
             banner(&listeners, &secret, &admin, cert_file.as_deref())?
         );
         let shutdown = chatroom_cluster::serve::shutdown_signal();
+        let _reload = cli
+            .secret
+            .has_public_keys()
+            .then(|| verifier.spawn_reload(KEYS_RELOAD_EVERY));
+        let config = chatroom_embedded::EmbeddedConfig {
+            verifier: Some(verifier),
+            ..config
+        };
         chatroom_embedded::run(config, tokens, listeners, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })

@@ -50,6 +50,8 @@ pub fn admin_config(data: &[u8]) {
     let send = SendInput {
         sender: "alice".into(),
         roles: Default::default(),
+        room_roles: Default::default(),
+        sender_info: None,
         client_msg_id: 1,
         kind: Kind::Chat as i32,
         payload: vec![b'x'; 100].into(),

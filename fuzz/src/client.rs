@@ -47,6 +47,7 @@ static RING: LazyLock<RoomRing> = LazyLock::new(|| {
             kind: Kind::Chat as i32,
             payload: vec![b'x'; msg_id as usize].into(),
             client_msg_id: msg_id,
+            sender_info: None,
         });
     }
     ring
@@ -96,6 +97,11 @@ pub fn client_frame(data: &[u8]) {
                 let limit = requested(pull.limit, config.pull);
                 assert!(limit <= config.pull.1 as usize);
                 answer_pull(frame.request_id, &pull.room_id, &since, limit);
+            }
+        }
+        client_frame::Body::Refresh(refresh) => {
+            if let Ok(who) = KEY.verify(&refresh.token) {
+                assert_eq!(check_id(&who.user), Ok(()));
             }
         }
         client_frame::Body::Leave(_) | client_frame::Body::Ping(_) => {}

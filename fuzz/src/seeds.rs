@@ -14,7 +14,7 @@ use chatroom_proto::framing::length;
 use chatroom_proto::framing::ws::{self, HeaderBytes, OpCode, close_code};
 use chatroom_proto::v1::{
     ChatMessage, ClientFrame, Connect, Cursor, Join, KickReason, Kind, Lane, Leave, Ping, Pull,
-    Send, SendAck, client_frame,
+    Refresh, Send, SendAck, SenderInfo, client_frame,
 };
 
 use crate::client::EPOCH;
@@ -60,6 +60,15 @@ fn valid_token() -> String {
     signed(
         br#"{"alg":"HS256","typ":"JWT"}"#,
         br#"{"sub":"alice","exp":4102444800,"roles":["admin"]}"#,
+    )
+}
+
+/// A token with every claim the service reads: room grants, room roles and
+/// display info.
+fn token_with_claims() -> String {
+    signed(
+        br#"{"alg":"HS256","typ":"JWT"}"#,
+        br##"{"sub":"alice","exp":4102444800,"rooms":["lobby","vip:*"],"room_roles":{"lobby":["moderator"]},"info":{"name":"Alice","badges":["vip"],"color":"#ff8800"}}"##,
     )
 }
 
@@ -195,6 +204,15 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
             ),
         ),
         ("ping", frame(6, Body::Ping(Ping {}))),
+        (
+            "refresh",
+            frame(
+                8,
+                Body::Refresh(Refresh {
+                    token: token_with_claims(),
+                }),
+            ),
+        ),
         (
             "no-body",
             ClientFrame {
@@ -466,6 +484,11 @@ fn message(msg_id: u64, lane: Lane) -> ChatMessage {
         kind: Kind::Chat as i32,
         payload: b"hello".to_vec().into(),
         client_msg_id: msg_id,
+        sender_info: msg_id.is_multiple_of(2).then(|| SenderInfo {
+            name: "Bob".into(),
+            badges: vec!["vip".into()],
+            color: "#336699".into(),
+        }),
     }
 }
 
@@ -511,6 +534,11 @@ fn to_room_svc_frames() -> Vec<(&'static str, ToRoomSvc)> {
                 client_msg_id: 3,
                 kind: Kind::Chat as i32,
                 payload: b"hello".to_vec().into(),
+                sender_info: Some(SenderInfo {
+                    name: "Alice".into(),
+                    badges: Vec::new(),
+                    color: String::new(),
+                }),
             })),
         ),
         (

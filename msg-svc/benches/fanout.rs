@@ -22,6 +22,7 @@ fn message(msg_id: u64) -> ChatMessage {
         kind: 0,
         payload: Bytes::from_static(b"a chat line of typical length, say sixty bytes or so!!"),
         client_msg_id: msg_id,
+        sender_info: None,
     }
 }
 

@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chatroom_cluster::auth::{AuthError, Roles, SecretError, SecretSource, default_secret_file};
+use chatroom_cluster::auth::{
+    AuthError, DisplayInfo, KeyError, PemKey, Roles, RoomRoles, SecretError, SecretSource,
+    TokenAlgorithm, TokenClaims, TokenKey, Verifier, VerifierConfig, default_secret_file,
+};
 use chatroom_cluster::link::tls::LinkTlsError;
 use chatroom_cluster::membership::{JoinArgs, JoinArgsError};
 use chatroom_cluster::quic::{self, TlsError, TlsIdentity};
@@ -19,6 +22,9 @@ use crate::{IpLimits, Listeners, NodeConfig, QuicListener, Rate};
 
 /// Exit status for a configuration that cannot work (sysexits EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
+
+/// How often an identity provider's key files are checked for changes.
+pub const KEYS_RELOAD_EVERY: Duration = Duration::from_secs(5);
 
 /// Where the client-token secret comes from.
 #[derive(Debug, Args)]
@@ -35,6 +41,21 @@ pub struct SecretArgs {
     /// random secret when absent. Default: $XDG_STATE_HOME/chatroom/token-secret.
     #[arg(long, env = "CHATROOM_TOKEN_SECRET_FILE", global = true)]
     pub token_secret_file: Option<PathBuf>,
+    /// An identity provider's public key for client tokens, as
+    /// `ALG=PATH` or `ALG:KID=PATH` (ALG one of RS256, ES256, EdDSA; the
+    /// PEM file reloaded when it changes). Repeatable.
+    #[arg(long = "token-public-key", env = "CHATROOM_TOKEN_PUBLIC_KEYS", value_delimiter = ',', value_parser = parse_pem_key, global = true)]
+    pub token_public_keys: Vec<PemKey>,
+    /// An identity provider's JWKS file (RFC 7517): keys chosen by the
+    /// token's `kid`, each pinned to its algorithm; reloaded when it changes.
+    #[arg(long, env = "CHATROOM_TOKEN_JWKS", global = true)]
+    pub token_jwks: Option<PathBuf>,
+    /// Tokens must name this audience (`aud`); without it `aud` is ignored.
+    #[arg(long, env = "CHATROOM_TOKEN_AUDIENCE", global = true)]
+    pub token_audience: Option<String>,
+    /// Tokens must name this issuer (`iss`); without it `iss` is ignored.
+    #[arg(long, env = "CHATROOM_TOKEN_ISSUER", global = true)]
+    pub token_issuer: Option<String>,
 }
 
 impl SecretArgs {
@@ -46,6 +67,51 @@ impl SecretArgs {
             (None, None) => SecretSource::File(default_secret_file()),
         }
     }
+
+    /// Whether an identity provider's keys are given: then the shared
+    /// secret is used only if it is given too.
+    pub fn has_public_keys(&self) -> bool {
+        !self.token_public_keys.is_empty() || self.token_jwks.is_some()
+    }
+
+    /// Whether the HS256 secret was named by a flag.
+    pub fn names_secret(&self) -> bool {
+        self.token_secret.is_some() || self.token_secret_file.is_some()
+    }
+
+    /// The verifier of client tokens: `secret` (if any) and the identity
+    /// provider's keys, with the audience and issuer checks asked for.
+    pub fn verifier(&self, secret: Option<TokenKey>) -> Result<Verifier, KeyError> {
+        Verifier::new(VerifierConfig {
+            secret,
+            pem_keys: self.token_public_keys.clone(),
+            jwks: self.token_jwks.clone(),
+            audience: self.token_audience.clone(),
+            issuer: self.token_issuer.clone(),
+        })
+    }
+}
+
+/// `ALG=PATH` or `ALG:KID=PATH`.
+fn parse_pem_key(text: &str) -> Result<PemKey, String> {
+    let (name, path) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not ALG=PATH or ALG:KID=PATH"))?;
+    let (alg, kid) = match name.split_once(':') {
+        Some((alg, kid)) => (alg, Some(kid.to_owned())),
+        None => (name, None),
+    };
+    let algorithm = TokenAlgorithm::from_name(alg)
+        .filter(|alg| *alg != TokenAlgorithm::Hs256)
+        .ok_or_else(|| format!("{alg:?} is not RS256, ES256 or EdDSA"))?;
+    if path.is_empty() {
+        return Err(format!("{text:?} names no file"));
+    }
+    Ok(PemKey {
+        path: PathBuf::from(path),
+        algorithm,
+        kid,
+    })
 }
 
 /// `token`: mint a client token with the node's secret.
@@ -57,6 +123,23 @@ pub struct TokenArgs {
     /// A role to grant: admin or system (repeatable).
     #[arg(long = "role", value_parser = ["admin", "system"])]
     pub roles: Vec<String>,
+    /// A room the token grants (an id, or a prefix ending in `*` such as
+    /// `vip:*`); private rooms need one. Repeatable.
+    #[arg(long = "room")]
+    pub rooms: Vec<String>,
+    /// A room role, as `ROOM=moderator` or `ROOM=streamer` (ROOM may be a
+    /// prefix pattern). Repeatable.
+    #[arg(long = "room-role", value_parser = parse_room_role)]
+    pub room_roles: Vec<(String, RoomRoles)>,
+    /// The display name shown with the user's messages.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A badge shown with the user's messages. Repeatable.
+    #[arg(long = "badge")]
+    pub badges: Vec<String>,
+    /// The user's colour, `#rrggbb`.
+    #[arg(long)]
+    pub color: Option<String>,
     /// How long the token is valid, e.g. 30m, 1h, 7d.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
@@ -77,8 +160,34 @@ impl TokenArgs {
     /// A token signed with `secret`'s key.
     pub fn mint(&self, secret: &SecretArgs) -> Result<String, MintError> {
         let (key, _) = secret.source().load(false)?;
-        Ok(key.mint(&self.user, Roles::from_names(&self.roles), self.ttl)?)
+        let mut claims = TokenClaims::new(&self.user).roles(Roles::from_names(&self.roles));
+        for grant in &self.rooms {
+            claims = claims.room(grant);
+        }
+        for (pattern, roles) in &self.room_roles {
+            claims = claims.room_roles(pattern, *roles);
+        }
+        if self.name.is_some() || !self.badges.is_empty() || self.color.is_some() {
+            claims = claims.info(DisplayInfo {
+                name: self.name.clone(),
+                badges: self.badges.clone(),
+                color: self.color.clone(),
+            });
+        }
+        Ok(key.mint_claims(&claims, self.ttl)?)
     }
+}
+
+/// `ROOM=moderator` or `ROOM=streamer`.
+fn parse_room_role(text: &str) -> Result<(String, RoomRoles), String> {
+    let (room, role) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not ROOM=ROLE"))?;
+    let roles = RoomRoles::from_names(&[role]);
+    if roles.is_empty() {
+        return Err(format!("{role:?} is not moderator or streamer"));
+    }
+    Ok((room.to_owned(), roles))
 }
 
 /// Where the node listens for clients and probes.

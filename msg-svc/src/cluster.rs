@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatroom_cluster::auth::TokenKey;
+use chatroom_cluster::auth::Verifier;
 use chatroom_cluster::link::dial::{DialConfig, LinkEvent, RoomLinks};
 use chatroom_cluster::link::tls;
 use chatroom_cluster::membership::{
@@ -70,7 +70,7 @@ impl MsgServer {
     /// Joins the cluster and starts serving on `listeners`.
     pub async fn start(
         config: ClusterConfig,
-        tokens: TokenKey,
+        tokens: impl Into<Verifier>,
         listeners: Listeners,
     ) -> Result<Self, StartError> {
         let ws_addr = listeners.ws.local_addr()?;
@@ -184,7 +184,7 @@ impl MsgServer {
 /// Serves until `shutdown` completes, then drains and leaves the cluster.
 pub async fn run(
     config: ClusterConfig,
-    tokens: TokenKey,
+    tokens: impl Into<Verifier>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {

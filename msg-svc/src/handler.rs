@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use chatroom_cluster::auth::{DisplayInfo, Identity};
 use chatroom_cluster::link::LinkError;
 use chatroom_cluster::time;
 use chatroom_proto::cluster::v1::{SendRequest, ToRoomSvc, to_room_svc};
@@ -11,7 +12,8 @@ use chatroom_proto::framing::ws::close_code;
 use chatroom_proto::ids::check_id;
 use chatroom_proto::v1::{
     self, ClientFrame, Connect, ConnectAck, ErrorCode, Join, JoinAck, KickReason, Kind, Leave,
-    LeaveAck, Pong, Pull, Redirect, RoomPosition, Send, client_frame, server_frame,
+    LeaveAck, Pong, Pull, Redirect, Refresh, RefreshAck, RoomPosition, Send, SenderInfo,
+    client_frame, server_frame,
 };
 use tracing::{debug, info};
 
@@ -35,7 +37,7 @@ pub(crate) async fn handle(node: &MsgNode, session: &Arc<Session>, frame: Client
     };
     let result = match body {
         client_frame::Body::Connect(connect) => self::connect(node, session, request_id, connect),
-        _ if session.identity().is_none() => {
+        _ if !session.is_connected() => {
             Err(v1::Error::new(ErrorCode::Unauthenticated, "connect first"))
         }
         client_frame::Body::Join(join) => self::join(node, session, request_id, join).await,
@@ -46,6 +48,7 @@ pub(crate) async fn handle(node: &MsgNode, session: &Arc<Session>, frame: Client
             pong(session, request_id);
             Ok(())
         }
+        client_frame::Body::Refresh(refresh) => self::refresh(node, session, request_id, refresh),
     };
     if let Err(error) = result {
         answer_error(session, request_id, error);
@@ -68,12 +71,13 @@ fn connect(
     request_id: u64,
     connect: Connect,
 ) -> Result<(), v1::Error> {
-    if session.identity().is_some() {
+    if session.is_connected() {
         return Err(bad_request("already connected"));
     }
     let who = match node.tokens.verify(&connect.token) {
         Ok(who) => who,
         Err(error) => {
+            node.metrics.token_refused(error.reason());
             refuse(
                 session,
                 request_id,
@@ -121,9 +125,43 @@ fn connect(
         heartbeat_ms: u32::try_from(node.config.heartbeat.as_millis()).unwrap_or(u32::MAX),
         user_id: who.user.to_string(),
         max_rooms: u32::try_from(node.config.max_rooms_per_session).unwrap_or(u32::MAX),
+        token_expires_at_ms: who.expires_at.saturating_mul(1000),
     };
     session.set_identity(who);
     session.reply(request_id, server_frame::Body::ConnectAck(ack));
+    Ok(())
+}
+
+/// Takes a newer token for the session's user: the session then lives
+/// until its expiry. A token refused, or another user's, leaves the session
+/// as it was.
+fn refresh(
+    node: &MsgNode,
+    session: &Session,
+    request_id: u64,
+    refresh: Refresh,
+) -> Result<(), v1::Error> {
+    let who = node.tokens.verify(&refresh.token).map_err(|error| {
+        node.metrics.token_refused(error.reason());
+        v1::Error::new(
+            ErrorCode::Unauthenticated,
+            format!("invalid token: {error}"),
+        )
+    })?;
+    let token_expires_at_ms = who.expires_at.saturating_mul(1000);
+    if !session.refresh_identity(who) {
+        return Err(v1::Error::new(
+            ErrorCode::Forbidden,
+            "a refreshed token must be for the session's user",
+        ));
+    }
+    node.metrics.token_refreshed();
+    session.reply(
+        request_id,
+        server_frame::Body::RefreshAck(RefreshAck {
+            token_expires_at_ms,
+        }),
+    );
     Ok(())
 }
 
@@ -165,7 +203,11 @@ async fn join(
             let admission = room.lifecycle().rejoin();
             (room, admission.map_err(node::refused)?)
         }
-        None => node.join_room(&join.room_id, &identity.user).await?,
+        None => {
+            let granted = identity.roles.privileged() || identity.access.may_join(&join.room_id);
+            node.join_room(&join.room_id, &identity.user, granted)
+                .await?
+        }
     };
     let backfill = requested(join.backfill, node.config.backfill);
     let (frame, cursor) = {
@@ -258,7 +300,8 @@ async fn send(
         body: Some(to_room_svc::Body::Send(SendRequest {
             room_id: send.room_id,
             sender: identity.user.to_string(),
-            sender_roles: identity.roles.names(),
+            sender_roles: sender_roles(&identity, &room.id),
+            sender_info: identity.info.as_deref().map(sender_info),
             session_id: session.id,
             request_id,
             client_msg_id: send.client_msg_id,
@@ -281,6 +324,29 @@ async fn send(
     sent?;
     node.metrics.send_forwarded();
     Ok(())
+}
+
+/// The sender's roles as the room service takes them: global ones, then
+/// those their token gives them in `room`.
+fn sender_roles(identity: &Identity, room: &str) -> Vec<String> {
+    let mut names = identity.roles.names();
+    let in_room = identity.access.roles_in(room);
+    if in_room.moderator {
+        names.push("moderator".to_owned());
+    }
+    if in_room.streamer {
+        names.push("streamer".to_owned());
+    }
+    names
+}
+
+/// How the app's backend described the sender, as messages carry it.
+fn sender_info(info: &DisplayInfo) -> SenderInfo {
+    SenderInfo {
+        name: info.name.clone().unwrap_or_default(),
+        badges: info.badges.clone(),
+        color: info.color.clone().unwrap_or_default(),
+    }
 }
 
 /// Forwards a send to `owner`, the room service the room is subscribed

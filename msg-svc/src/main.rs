@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use chatroom_cluster::telemetry::{self, LogArgs};
 use clap::{Parser, Subcommand};
-use msg_svc::cli::{ClusterArgs, EXIT_CONFIG, SecretArgs, TokenArgs};
+use msg_svc::cli::{ClusterArgs, EXIT_CONFIG, KEYS_RELOAD_EVERY, SecretArgs, TokenArgs};
 use msg_svc::cluster;
 
 #[derive(Debug, Parser)]
@@ -66,10 +66,19 @@ fn serve(cli: Cli) -> anyhow::Result<ExitCode> {
         Err(error) => return unusable(&error),
     };
     // Every node of a cluster must verify the same tokens: the secret is
-    // given, never made here.
-    let tokens = match cli.secret.source().load(false) {
-        Ok((tokens, _)) => tokens,
-        Err(error) => return unusable(&error),
+    // given, never made here; with an identity provider's keys it is
+    // optional.
+    let secret = if cli.secret.names_secret() || !cli.secret.has_public_keys() {
+        match cli.secret.source().load(false) {
+            Ok((secret, _)) => Some(secret),
+            Err(error) => return unusable(&error),
+        }
+    } else {
+        None
+    };
+    let tokens = match cli.secret.verifier(secret) {
+        Ok(tokens) => tokens,
+        Err(error) => return unusable(&format!("token keys: {error}")),
     };
     let quic = match cli.serve.listen.quic_identity() {
         Ok(quic) => quic,
@@ -87,6 +96,10 @@ fn serve(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let listeners = cli.serve.listen.bind(quic).await?;
         let shutdown = chatroom_cluster::serve::shutdown_signal();
+        let _reload = cli
+            .secret
+            .has_public_keys()
+            .then(|| tokens.spawn_reload(KEYS_RELOAD_EVERY));
         cluster::run(config, tokens, listeners, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })

@@ -33,6 +33,10 @@ pub(crate) struct NodeMetrics {
     /// By reason, in [`ConnectRefusal`] order.
     connections_refused: Labelled<Counter>,
     sends_rate_limited: Counter,
+    /// Tokens refused at Connect or Refresh, by reason (made on first use).
+    tokens_refused: Labelled<Counter>,
+    tokens_refreshed: Counter,
+    sessions_expired: Counter,
     /// What the shards count.
     pub(crate) rounds: RoundMetrics,
 }
@@ -56,6 +60,9 @@ impl Default for NodeMetrics {
                 ["node_limit", "address_count", "address_rate", "origin"],
             ),
             sends_rate_limited: Counter::default(),
+            tokens_refused: Labelled::new("reason", [] as [&str; 0]),
+            tokens_refreshed: Counter::default(),
+            sessions_expired: Counter::default(),
             rounds: RoundMetrics {
                 notifies_sent: Counter::default(),
                 notifies_suppressed: Counter::default(),
@@ -121,6 +128,21 @@ impl NodeMetrics {
     /// A send was refused by its session's own send rate.
     pub(crate) fn send_rate_limited(&self) {
         self.sends_rate_limited.inc();
+    }
+
+    /// A token was refused for `reason` (see `AuthError::reason`).
+    pub(crate) fn token_refused(&self, reason: &'static str) {
+        self.tokens_refused.get("reason", reason).inc();
+    }
+
+    /// A session took a newer token.
+    pub(crate) fn token_refreshed(&self) {
+        self.tokens_refreshed.inc();
+    }
+
+    /// A session was closed because its token expired.
+    pub(crate) fn token_expired(&self) {
+        self.sessions_expired.inc();
     }
 
     /// A Pull was answered.
@@ -201,6 +223,21 @@ impl NodeMetrics {
             "Sends refused with RATE_LIMITED by the session's own send rate, before \
              reaching the room",
             self.sends_rate_limited.clone(),
+        );
+        self.tokens_refused.register(
+            registry,
+            "tokens_refused",
+            "Client tokens refused at Connect or Refresh, by reason",
+        );
+        registry.register(
+            "tokens_refreshed",
+            "Sessions that took a newer token in-band (Refresh)",
+            self.tokens_refreshed.clone(),
+        );
+        registry.register(
+            "sessions_token_expired",
+            "Sessions closed because their token expired without a Refresh",
+            self.sessions_expired.clone(),
         );
         self.rounds.register(registry);
     }

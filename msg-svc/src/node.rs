@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use chatroom_cluster::auth::TokenKey;
+use chatroom_cluster::auth::{self, Verifier};
 use chatroom_cluster::link::UpLink;
 use chatroom_cluster::membership::{Members, MembershipHealth, Registration};
 use chatroom_cluster::metrics::{Registry, Sampled};
@@ -146,7 +146,7 @@ pub(crate) enum Readiness {
 pub(crate) struct MsgNode {
     pub(crate) config: NodeConfig,
     pub(crate) view: ClusterView,
-    pub(crate) tokens: TokenKey,
+    pub(crate) tokens: Verifier,
     pub(crate) uplink: Arc<dyn UpLink>,
     pub(crate) sessions: SessionTable,
     /// Per-address admission of WebSocket connections.
@@ -167,7 +167,7 @@ impl MsgNode {
     /// A node with its shards running.
     pub(crate) fn start(
         config: NodeConfig,
-        tokens: TokenKey,
+        tokens: Verifier,
         uplink: Arc<dyn UpLink>,
         view: ClusterView,
     ) -> Arc<Self> {
@@ -358,11 +358,13 @@ impl MsgNode {
         &self,
         id: &str,
         user: &Arc<str>,
+        granted: bool,
     ) -> Result<(Arc<LocalRoom>, Admission), v1::Error> {
         let (tx, rx) = oneshot::channel();
         let join = Event::Join {
             user: Arc::clone(user),
             waiter: tx,
+            granted,
         };
         let (room, followup) = {
             let mut rooms = self.rooms.lock();
@@ -550,16 +552,25 @@ impl MsgNode {
         self.quic_admission.prune(now);
         let silent_for = 3 * self.config.heartbeat.as_millis() as u64;
         let connect_for = self.config.connect_timeout.as_millis() as u64;
+        let unix_s = time::unix_micros() / 1_000_000;
         for session in self.sessions.all() {
             let idle = now.saturating_sub(session.last_seen());
             // From the opening, not the last frame: pings do not buy an
             // unauthenticated connection more time.
             let open_for = now.saturating_sub(session.opened_ms());
-            if session.identity().is_none() && open_for > connect_for {
+            let identity = session.identity();
+            if identity.is_none() && open_for > connect_for {
                 session.close_with(
                     KickReason::Protocol,
                     close_code::POLICY_VIOLATION,
                     "no connect in time",
+                );
+            } else if identity.is_some_and(|who| who.expires_at + auth::LEEWAY_S < unix_s) {
+                debug!(session = session.id, "token expired");
+                self.metrics.token_expired();
+                session.kick(
+                    KickReason::TokenExpired,
+                    "token expired; connect again with a new one",
                 );
             } else if idle > silent_for {
                 debug!(session = session.id, "heartbeat timeout");
@@ -602,6 +613,10 @@ pub(crate) fn refused(refusal: JoinRefusal) -> v1::Error {
         JoinRefusal::Gone => {
             v1::Error::new(ErrorCode::Overloaded, "room went away; retry").retry_after(100)
         }
+        JoinRefusal::Private => v1::Error::new(
+            ErrorCode::Forbidden,
+            "this room is private and your token grants no access to it",
+        ),
     }
 }
 

@@ -207,6 +207,7 @@ pub(crate) fn limits(
         priority_per_s: config.priority_per_s,
         max_pull,
         slow_mode_ms: config.slow_mode_ms,
+        read_only: config.read_only,
     }
 }
 

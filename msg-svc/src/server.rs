@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatroom_cluster::auth::TokenKey;
+use chatroom_cluster::auth::Verifier;
 use chatroom_cluster::link::{DownLinkRx, UpLink};
 use chatroom_cluster::membership::Registration;
 use chatroom_cluster::metrics::Registry;
@@ -88,13 +88,18 @@ impl Server {
     /// `links`, serving the users `registration`'s members give it.
     pub fn start(
         config: NodeConfig,
-        tokens: TokenKey,
+        tokens: impl Into<Verifier>,
         links: LinkEnds,
         registration: &Registration,
         listeners: Listeners,
         surface: Surface,
     ) -> Result<Self, ServeError> {
-        let node = MsgNode::start(config, tokens, links.up, ClusterView::of(registration));
+        let node = MsgNode::start(
+            config,
+            tokens.into(),
+            links.up,
+            ClusterView::of(registration),
+        );
         Self::launch(node, links.down, listeners, surface)
     }
 

@@ -23,8 +23,8 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
@@ -35,7 +35,7 @@ use chatroom_proto::compose::RequestIdPrefix;
 use chatroom_proto::framing::length;
 use chatroom_proto::framing::ws::{self, HeaderBytes, OpCode};
 use chatroom_proto::v1::{KickReason, Kicked, ServerFrame, server_frame};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::debug;
@@ -105,8 +105,9 @@ pub(crate) struct Session {
     /// The fan-out shard that holds this session's memberships.
     pub(crate) shard: usize,
     pub(crate) remote: SocketAddr,
-    /// Who the session speaks for, set by its Connect.
-    identity: OnceLock<Identity>,
+    /// Who the session speaks for, set by its Connect; a Refresh replaces
+    /// it with the same user's newer token.
+    identity: RwLock<Option<Arc<Identity>>>,
     transport: Transport,
     out: Mutex<OutQueue>,
     max_outbound: usize,
@@ -142,7 +143,7 @@ impl Session {
             id,
             shard,
             remote,
-            identity: OnceLock::new(),
+            identity: RwLock::new(None),
             transport,
             out: Mutex::new(OutQueue::default()),
             max_outbound,
@@ -156,13 +157,37 @@ impl Session {
         }
     }
 
-    pub(crate) fn identity(&self) -> Option<&Identity> {
-        self.identity.get()
+    pub(crate) fn identity(&self) -> Option<Arc<Identity>> {
+        self.identity.read().clone()
+    }
+
+    /// Whether a Connect succeeded.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.identity.read().is_some()
     }
 
     /// Sets the identity; false if the session already had one.
     pub(crate) fn set_identity(&self, identity: Identity) -> bool {
-        self.identity.set(identity).is_ok()
+        let mut slot = self.identity.write();
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(Arc::new(identity));
+        true
+    }
+
+    /// Replaces the identity with a newer token's for the same user; false
+    /// (and nothing changes) when the session has none or `identity` is
+    /// another user's.
+    pub(crate) fn refresh_identity(&self, identity: Identity) -> bool {
+        let mut slot = self.identity.write();
+        match &*slot {
+            Some(current) if current.user == identity.user => {
+                *slot = Some(Arc::new(identity));
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn touch(&self, now_ms: u64) {

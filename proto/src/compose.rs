@@ -184,6 +184,7 @@ mod tests {
             kind: 0,
             payload: Bytes::from(vec![msg_id as u8; msg_id as usize * 40]),
             client_msg_id: msg_id * 3,
+            sender_info: None,
         }
     }
 

@@ -4,6 +4,12 @@
 use crate::cluster::v1::{ToRoomSvc, to_room_svc};
 use crate::v1::{self, ErrorCode, Kind, server_frame};
 
+impl ErrorCode {
+    /// The largest code this build knows: counters keep one slot per code
+    /// up to it.
+    pub const LAST: Self = Self::ContentRejected;
+}
+
 impl v1::Error {
     /// An error with a human message and no retry hint.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {

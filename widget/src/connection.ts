@@ -32,6 +32,8 @@ const BACKOFF_MAX_MS = 10_000;
 const SEND_WINDOW = 32;
 /** Sends waiting (written or not); past it a send is refused at once. */
 const MAX_WAITING_SENDS = 4096;
+/** Longest a token is refreshed ahead of its expiry. */
+const REFRESH_AHEAD_MS = 60_000;
 
 export type ConnState = "connecting" | "live" | "reconnecting" | "stopped";
 
@@ -44,10 +46,20 @@ export type StateChange = {
   retryInMs?: number;
 };
 
+/** Fetches a fresh token from the app's backend. */
+export type TokenProvider = () => Promise<string>;
+
 export type RoomClientOptions = {
   /** `ws://host:port/ws` (or `wss://…`) of any msg-svc node. */
   server: string;
   token: string;
+  /**
+   * Fresh tokens before the current one expires: with one, the session is
+   * refreshed in-band ahead of the expiry (about a minute, or halfway
+   * through a short token's life) and never closed for it, and a
+   * reconnect after an expiry fetches a new token first.
+   */
+  tokenProvider?: TokenProvider;
   room: string;
   deviceId: string;
   /** Recent messages a fresh joiner gets; 0 is the server's default. */
@@ -95,6 +107,10 @@ type Attempt = {
   /** Gives up on an attempt that is not live in time. */
   connectTimer: number;
   heartbeatTimer: number;
+  /** Refreshes the token ahead of its expiry. */
+  refreshTimer: number;
+  /** The Refresh's request id, until its answer. */
+  refreshRequest: bigint | null;
 };
 
 /** Keeps one room joined over WebSocket for as long as it is not stopped. */
@@ -109,6 +125,8 @@ export class RoomClient {
   private readonly outbox: PendingSend[] = [];
   private inFlight = 0;
   private nextClientMsgId: bigint;
+  /** When the session's token expires (ms since the Unix epoch; 0: unknown). */
+  tokenExpiresAtMs = 0;
   userId = "";
   limits: RoomLimits | undefined;
 
@@ -192,6 +210,8 @@ export class RoomClient {
       lastHeard: Date.now(),
       connectTimer: 0,
       heartbeatTimer: 0,
+      refreshTimer: 0,
+      refreshRequest: null,
     };
     this.attempt = attempt;
     attempt.connectTimer = window.setTimeout(() => this.fail(attempt, "the server did not answer in time"), CONNECT_TIMEOUT_MS);
@@ -229,6 +249,8 @@ export class RoomClient {
     switch (reply.kind) {
       case "accepted": {
         this.userId = reply.ack.userId;
+        this.tokenExpiresAtMs = Number(reply.ack.tokenExpiresAtMs);
+        this.scheduleRefresh(attempt);
         attempt.heartbeatMs = reply.ack.heartbeatMs > 0 ? reply.ack.heartbeatMs : DEFAULT_HEARTBEAT_MS;
         attempt.core = new SessionCore();
         const join = attempt.core.join(this.options.room, { since: this.cursor, backfill: this.options.backfill });
@@ -264,6 +286,11 @@ export class RoomClient {
       this.writeFrame(attempt, frame);
     }
     for (const reply of out.replies) {
+      if (reply.requestId === attempt.refreshRequest) {
+        attempt.refreshRequest = null;
+        this.onRefreshed(attempt, reply.result);
+        continue;
+      }
       if (reply.requestId === attempt.joinRequest) {
         attempt.joinRequest = null;
         if (!reply.result.ok) {
@@ -322,9 +349,69 @@ export class RoomClient {
     }
   }
 
+  /** Arms the refresh of the token ahead of its expiry, if a provider can give one. */
+  private scheduleRefresh(attempt: Attempt): void {
+    window.clearTimeout(attempt.refreshTimer);
+    if (this.options.tokenProvider === undefined || this.tokenExpiresAtMs === 0) {
+      return;
+    }
+    const left = Math.max(0, this.tokenExpiresAtMs - Date.now());
+    const delay = left - Math.min(REFRESH_AHEAD_MS, left / 2);
+    attempt.refreshTimer = window.setTimeout(() => void this.refresh(attempt), delay);
+  }
+
+  /** Fetches a token and hands it to the server; a failure is tried again while time is left. */
+  private async refresh(attempt: Attempt): Promise<void> {
+    const provider = this.options.tokenProvider;
+    if (provider === undefined || this.attempt !== attempt || attempt.core === null) {
+      return;
+    }
+    let token: string;
+    try {
+      token = await provider();
+    } catch (error) {
+      this.retryRefresh(attempt, `no new token: ${String(error)}`);
+      return;
+    }
+    if (this.attempt !== attempt || attempt.core === null) {
+      return;
+    }
+    this.options = { ...this.options, token };
+    const frame = attempt.core.refresh(token);
+    attempt.refreshRequest = frame.requestId;
+    this.writeFrame(attempt, frame);
+  }
+
+  private onRefreshed(attempt: Attempt, result: Output["replies"][number]["result"]): void {
+    if (!result.ok) {
+      this.retryRefresh(attempt, describeError(result.error));
+      return;
+    }
+    if (result.body.case === "refreshAck") {
+      this.tokenExpiresAtMs = Number(result.body.value.tokenExpiresAtMs);
+    }
+    this.scheduleRefresh(attempt);
+  }
+
+  private retryRefresh(attempt: Attempt, why: string): void {
+    console.warn(`chatroom: token refresh failed (${why}); trying again`);
+    const left = Math.max(0, this.tokenExpiresAtMs - Date.now());
+    attempt.refreshTimer = window.setTimeout(() => void this.refresh(attempt), Math.min(5_000, Math.max(100, left / 4)));
+  }
+
   private onKicked(attempt: Attempt, room: string | null, reason: KickReason, message: string): void {
     const why = kickText(reason, message);
-    if (reason === KickReason.BANNED || reason === KickReason.REPLACED || reason === KickReason.ROOM_CLOSED) {
+    if (reason === KickReason.TOKEN_EXPIRED && this.options.tokenProvider !== undefined) {
+      // The next attempt fetches a new token first.
+      this.fail(attempt, why);
+      return;
+    }
+    if (
+      reason === KickReason.BANNED ||
+      reason === KickReason.REPLACED ||
+      reason === KickReason.ROOM_CLOSED ||
+      reason === KickReason.TOKEN_EXPIRED
+    ) {
       this.stop(room === null ? why : `removed from ${room}: ${why}`);
     } else {
       this.fail(attempt, why);
@@ -375,7 +462,23 @@ export class RoomClient {
     const delay = Math.max(retryAfterMs, base / 2 + (Math.random() * base) / 2);
     this.failures += 1;
     this.handlers.state({ state: "reconnecting", reason, retryInMs: delay });
-    this.retryTimer = window.setTimeout(() => this.open(this.options.server, 0, "reconnecting"), delay);
+    this.retryTimer = window.setTimeout(() => void this.reopen(), delay);
+  }
+
+  /** Opens the next attempt, with a fresh token first when the current one has expired. */
+  private async reopen(): Promise<void> {
+    const provider = this.options.tokenProvider;
+    if (provider !== undefined && this.tokenExpiresAtMs !== 0 && this.tokenExpiresAtMs <= Date.now()) {
+      try {
+        this.options = { ...this.options, token: await provider() };
+      } catch (error) {
+        this.stop(`the token expired and no new one could be had: ${String(error)}`);
+        return;
+      }
+    }
+    if (!this.stopped) {
+      this.open(this.options.server, 0, "reconnecting");
+    }
   }
 
   private closeAttempt(): void {
@@ -386,6 +489,7 @@ export class RoomClient {
     this.attempt = null;
     window.clearTimeout(attempt.connectTimer);
     window.clearInterval(attempt.heartbeatTimer);
+    window.clearTimeout(attempt.refreshTimer);
     if (attempt.core !== null) {
       this.cursor = attempt.core.cursor(this.options.room) ?? this.cursor;
     }
@@ -416,6 +520,7 @@ function kickText(reason: KickReason, message: string): string {
     [KickReason.ROOM_CLOSED]: "the room was closed",
     [KickReason.SHUTDOWN]: "the server is restarting",
     [KickReason.PROTOCOL]: "protocol violation",
+    [KickReason.TOKEN_EXPIRED]: "your session's token expired",
   };
   const text = why[reason] ?? `kicked (${reason})`;
   return message === "" ? text : `${text} (${message})`;

@@ -35,6 +35,7 @@ import {
   type Pong,
   type PullResult,
   PullSchema,
+  RefreshSchema,
   SendSchema,
   type ServerFrame,
 } from "./gen/client_pb.js";
@@ -175,6 +176,11 @@ export class SessionCore {
       case: "send",
       value: create(SendSchema, { roomId: room, clientMsgId, kind, payload }),
     });
+  }
+
+  /** A Refresh: a newer token for the session's user, answered by a RefreshAck. */
+  refresh(token: string): ClientFrame {
+    return this.plainRequest({ case: "refresh", value: create(RefreshSchema, { token }) });
   }
 
   /** A Ping. Its Pong is handled whatever request id it carries. */

@@ -9,7 +9,14 @@
 
 import { type ChatMessage, ErrorCode, Kind, Lane } from "./gen/client_pb.js";
 import type { CoreEvent } from "./core.js";
-import { type ConnState, RoomClient, SendError, type StateChange, describeError } from "./connection.js";
+import {
+  type ConnState,
+  RoomClient,
+  SendError,
+  type StateChange,
+  type TokenProvider,
+  describeError,
+} from "./connection.js";
 import { STYLES } from "./styles.js";
 
 const DEFAULT_MAX_MESSAGES = 300;
@@ -45,6 +52,8 @@ export type MessageDetail = {
   /** Microseconds since the Unix epoch (room clock). */
   ts: number;
   sender: string;
+  /** How the app's backend describes the sender (from their token); absent if it does not. */
+  senderInfo?: { name: string; badges: string[]; color: string };
   /** The payload as text (invalid UTF-8 replaced with U+FFFD). */
   text: string;
   priority: boolean;
@@ -68,6 +77,7 @@ export class ChatroomWidget extends HTMLElement {
   private readonly input: HTMLInputElement;
   private readonly button: HTMLButtonElement;
   private client: RoomClient | null = null;
+  private provider: TokenProvider | undefined;
   /** Between connectedCallback and disconnectedCallback. */
   private attached = false;
   /** Items waiting for the next animation frame; never more than the list holds. */
@@ -102,6 +112,21 @@ export class ChatroomWidget extends HTMLElement {
   /** The connection's state: `connecting`, `live`, `reconnecting` or `stopped`. */
   get state(): ConnState {
     return this.connState;
+  }
+
+  /**
+   * Fetches a fresh token from the app's backend: with one, the session is
+   * refreshed before its token expires instead of being closed.
+   */
+  get tokenProvider(): TokenProvider | undefined {
+    return this.provider;
+  }
+
+  set tokenProvider(provider: TokenProvider | undefined) {
+    this.provider = provider;
+    if (this.client !== null) {
+      this.client.reconnectWith(this.options());
+    }
   }
 
   /** Members in the room, as the server last said. */
@@ -153,6 +178,7 @@ export class ChatroomWidget extends HTMLElement {
     return {
       server: this.getAttribute("server") ?? "",
       token: this.getAttribute("token") ?? "",
+      tokenProvider: this.provider,
       room: this.getAttribute("room") ?? "",
       deviceId: deviceId(),
       backfill: Number.parseInt(this.getAttribute("backfill") ?? "0", 10) || 0,
@@ -401,6 +427,10 @@ function messageDetail(room: string, epoch: bigint, message: ChatMessage): Messa
     msgId: message.msgId.toString(),
     ts: Number(message.ts),
     sender: message.sender,
+    senderInfo:
+      message.senderInfo === undefined
+        ? undefined
+        : { name: message.senderInfo.name, badges: [...message.senderInfo.badges], color: message.senderInfo.color },
     text: utf8.decode(message.payload),
     priority: message.lane === Lane.PRIORITY,
     kind: message.kind,
@@ -413,7 +443,22 @@ const utf8 = new TextDecoder("utf-8", { fatal: false });
 function messageBody(detail: MessageDetail): HTMLSpanElement[] {
   const sender = document.createElement("span");
   sender.className = "sender";
-  sender.textContent = clean(detail.sender);
+  const info = detail.senderInfo;
+  if (info !== undefined && info.name !== "") {
+    sender.textContent = clean(info.name);
+    sender.title = clean(detail.sender);
+    for (const badge of [...info.badges].reverse()) {
+      const mark = document.createElement("span");
+      mark.className = "badge";
+      mark.textContent = clean(badge);
+      sender.prepend(mark);
+    }
+  } else {
+    sender.textContent = clean(detail.sender);
+  }
+  if (info !== undefined && /^#[0-9a-fA-F]{6}$/.test(info.color)) {
+    sender.style.color = info.color;
+  }
   const text = document.createElement("span");
   text.className = "text";
   const body = clean(detail.text);
@@ -449,7 +494,9 @@ function refusalText(error: SendError): string {
     case ErrorCode.NOT_JOINED:
       return "not in the room yet, try again";
     case ErrorCode.FORBIDDEN:
-      return "not allowed";
+      return error.serverMessage === "" ? "not allowed" : `not allowed: ${error.serverMessage}`;
+    case ErrorCode.CONTENT_REJECTED:
+      return `not sent: ${error.serverMessage === "" ? "the room's moderation refused it" : error.serverMessage}`;
     case ErrorCode.OVERLOADED:
       return `the server is busy${after}`;
     default:

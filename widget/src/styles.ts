@@ -114,6 +114,7 @@ export const STYLES = `
 .msg time { color: var(--_muted); font-size: 0.85em; margin-right: 0.45em; font-variant-numeric: tabular-nums; }
 .sender { font-weight: 600; margin-right: 0.35em; unicode-bidi: isolate; }
 .sender::after { content: ":"; }
+.badge { font-size: 0.75em; font-weight: 600; margin-right: 0.3em; padding: 0 0.3em; border-radius: 0.3em; background: var(--chatroom-badge-bg, rgba(127, 127, 127, 0.2)); }
 .text { unicode-bidi: isolate; }
 .msg.own { background: var(--_own-bg); }
 .msg.priority, .msg.notice {

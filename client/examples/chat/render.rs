@@ -54,6 +54,7 @@ pub(crate) fn render_event(event: &Event) -> Option<String> {
 }
 
 /// `[12:03:04] alice: hello`; `★` marks the PRIORITY lane. Times are UTC.
+/// A sender the app's backend named shows as `Alice [vip] (alice)`.
 fn render_message(message: &ChatMessage) -> String {
     let time = clock(message.ts);
     let star = if message.lane == Lane::Priority as i32 {
@@ -61,7 +62,7 @@ fn render_message(message: &ChatMessage) -> String {
     } else {
         ""
     };
-    let sender = clean(&message.sender);
+    let sender = sender_text(message);
     let text = payload_text(&message.payload);
     match Kind::try_from(message.kind) {
         Ok(Kind::Chat | Kind::Notice) => format!("[{time}] {star}{sender}: {text}"),
@@ -74,6 +75,25 @@ fn render_message(message: &ChatMessage) -> String {
     }
 }
 
+/// The sender's display name and badges when their token gave some, with
+/// the user id (which is what identifies them); else the user id.
+fn sender_text(message: &ChatMessage) -> String {
+    let id = clean(&message.sender);
+    let Some(info) = message
+        .sender_info
+        .as_ref()
+        .filter(|info| !info.name.is_empty())
+    else {
+        return id;
+    };
+    let badges: String = info
+        .badges
+        .iter()
+        .map(|badge| format!(" [{}]", clean(badge)))
+        .collect();
+    format!("{}{badges} ({id})", clean(&info.name))
+}
+
 /// Why the server refused, for a human: `rate limited; try again in 1.5 s`.
 pub(crate) fn refusal(error: &v1::Error) -> String {
     let mut text = match error.code() {
@@ -84,6 +104,7 @@ pub(crate) fn refusal(error: &v1::Error) -> String {
         ErrorCode::NotJoined => "not in the room".to_owned(),
         ErrorCode::Forbidden => "not allowed".to_owned(),
         ErrorCode::Overloaded => "server overloaded".to_owned(),
+        ErrorCode::ContentRejected => "message refused by the room's moderation".to_owned(),
         _ => {
             let bare = v1::Error {
                 message: String::new(),
@@ -113,6 +134,7 @@ pub(crate) fn kick_text(reason: KickReason, message: &str) -> String {
         KickReason::RoomClosed => "room closed",
         KickReason::Shutdown => "server shutting down",
         KickReason::Protocol => "protocol violation",
+        KickReason::TokenExpired => "token expired",
     };
     if message.is_empty() {
         why.to_owned()
@@ -188,6 +210,7 @@ mod tests {
             kind,
             payload: Bytes::copy_from_slice(payload),
             client_msg_id: 7,
+            sender_info: None,
         }
     }
 

@@ -32,6 +32,7 @@ fn msg(n: u64) -> ChatMessage {
         kind: 0,
         payload: Bytes::from(format!("m{n}")),
         client_msg_id: n,
+        sender_info: None,
     }
 }
 
@@ -934,6 +935,7 @@ fn handshake_answers_are_read() {
         heartbeat_ms: 10_000,
         user_id: "alice".into(),
         max_rooms: 8,
+        token_expires_at_ms: 1_700_000_000_000,
     };
     let frame = reply(CONNECT_REQUEST_ID, Body::ConnectAck(ack.clone()));
     assert_eq!(handshake_reply(frame).unwrap(), Handshake::Accepted(ack));

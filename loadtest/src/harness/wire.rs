@@ -370,6 +370,7 @@ mod tests {
             lane: lane as i32,
             kind: 0,
             payload: Bytes::from(stamped_payload(stamp, 40)),
+            sender_info: None,
             client_msg_id: 0,
         }
     }

@@ -200,6 +200,7 @@ impl Model {
             kind: 0,
             payload: Bytes::from_static(b"hi"),
             client_msg_id: 0,
+            sender_info: None,
         };
         self.stream.push(msg.clone());
         msg

@@ -31,6 +31,7 @@ impl Stream {
             kind: 0,
             payload: Bytes::from_static(b"hi"),
             client_msg_id: 0,
+            sender_info: None,
         }
     }
 }

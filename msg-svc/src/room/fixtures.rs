@@ -14,5 +14,6 @@ pub(crate) fn message(msg_id: u64) -> ChatMessage {
         kind: 0,
         payload: Bytes::from_static(b"hi"),
         client_msg_id: 0,
+        sender_info: None,
     }
 }

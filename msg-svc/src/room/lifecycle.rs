@@ -51,7 +51,13 @@ pub(crate) struct Timers {
 #[derive(Debug)]
 pub(crate) enum Event<W> {
     /// A session of `user` asks to join; `waiter` hears the verdict.
-    Join { user: Arc<str>, waiter: W },
+    /// `granted`: the user's token grants them this room (or they are an
+    /// admin or system user), which a private room requires.
+    Join {
+        user: Arc<str>,
+        waiter: W,
+        granted: bool,
+    },
     /// A session of `user` that was let in left, was kicked, or ended.
     Leave { user: Arc<str> },
     /// The owner took `user` out of the room on its own (a ban): it no
@@ -136,6 +142,8 @@ pub(crate) enum JoinRefusal {
     NoAnswer,
     /// The room was dropped; a new one takes the joiner.
     Gone,
+    /// The room is private and the joiner's token grants no access to it.
+    Private,
 }
 
 /// A frame for the room's owner; the node adds the room id (and, for a
@@ -165,6 +173,7 @@ pub(crate) enum Transmit {
 struct Joiner<W> {
     user: Arc<str>,
     waiter: W,
+    granted: bool,
     /// Monotonic ms after which the joiner is refused.
     deadline: u64,
 }
@@ -243,7 +252,11 @@ impl<W> RoomLifecycle<W> {
     /// Takes in `event` at monotonic time `now` (ms).
     pub(crate) fn handle(&mut self, now: u64, event: Event<W>) {
         match event {
-            Event::Join { user, waiter } => self.join(now, user, waiter),
+            Event::Join {
+                user,
+                waiter,
+                granted,
+            } => self.join(now, user, waiter, granted),
             Event::Leave { user } => self.leave(now, &user),
             Event::Removed { user } => {
                 // A change waiting is one from what the owner holds, which
@@ -271,7 +284,7 @@ impl<W> RoomLifecycle<W> {
             }
             Event::Subscribed(ack) => {
                 if self.heard_from(ack.fence) {
-                    self.subscribed(ack);
+                    self.subscribed(now, ack);
                 }
             }
             Event::Broadcast { messages, fence } => {
@@ -448,17 +461,21 @@ impl<W> RoomLifecycle<W> {
         true
     }
 
-    fn join(&mut self, now: u64, user: Arc<str>, waiter: W) {
+    fn join(&mut self, now: u64, user: Arc<str>, waiter: W, granted: bool) {
         match &mut self.stage {
             Stage::Pending(joiners) => {
                 joiners.push(Joiner {
                     user,
                     waiter,
+                    granted,
                     deadline: now.saturating_add(self.timers.subscribe_timeout),
                 });
                 self.empty_since = None;
             }
-            Stage::Live => self.admit(user, waiter),
+            Stage::Live => {
+                self.admit(user, waiter, granted);
+                self.note_if_empty(now);
+            }
             Stage::Closed => self
                 .actions
                 .push_back(Action::Refuse(waiter, JoinRefusal::Closed)),
@@ -468,8 +485,15 @@ impl<W> RoomLifecycle<W> {
         }
     }
 
-    /// Counts `user` in and lets the waiter in.
-    fn admit(&mut self, user: Arc<str>, waiter: W) {
+    /// Counts `user` in and lets the waiter in, unless the room is private
+    /// and the user holds no grant for it: then nothing of the room is
+    /// given and the user is not counted.
+    fn admit(&mut self, user: Arc<str>, waiter: W, granted: bool) {
+        if self.config.private && !granted {
+            self.actions
+                .push_back(Action::Refuse(waiter, JoinRefusal::Private));
+            return;
+        }
         self.sessions += 1;
         self.empty_since = None;
         let count = self.presence.entry(Arc::clone(&user)).or_insert(0);
@@ -514,7 +538,7 @@ impl<W> RoomLifecycle<W> {
         self.reports.clear();
     }
 
-    fn subscribed(&mut self, ack: SubscribeAck) {
+    fn subscribed(&mut self, now: u64, ack: SubscribeAck) {
         let live = match self.stage {
             Stage::Pending(_) => false,
             Stage::Live => true,
@@ -537,8 +561,10 @@ impl<W> RoomLifecycle<W> {
         self.config = config;
         if let Stage::Pending(joiners) = std::mem::replace(&mut self.stage, Stage::Live) {
             for joiner in joiners {
-                self.admit(joiner.user, joiner.waiter);
+                self.admit(joiner.user, joiner.waiter, joiner.granted);
             }
+            // Every joiner may have been turned away.
+            self.note_if_empty(now);
         }
         self.actions.push_back(Action::Wake);
     }

@@ -64,6 +64,7 @@ fn join(
     let event = Event::Join {
         user: user.into(),
         waiter,
+        granted: true,
     };
     (event, verdict)
 }

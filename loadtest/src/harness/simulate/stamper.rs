@@ -182,6 +182,8 @@ impl<'a> Stamper<'a> {
         let send = SendInput {
             sender: sender.to_owned(),
             roles,
+            room_roles: Default::default(),
+            sender_info: None,
             client_msg_id: 0,
             kind: kind as i32,
             payload: Bytes::from(wire::stamped_payload(now.unix_us, self.payload_bytes)),
@@ -189,8 +191,9 @@ impl<'a> Stamper<'a> {
         let tally = &mut self.stamped.rooms[room];
         let message = match self.cores[room].accept(send, now) {
             Ok(Accepted::New(message)) => message,
-            // Dedupe is off (client_msg_id 0): there are no retries.
-            Ok(Accepted::Duplicate(_)) => return false,
+            // Dedupe is off (client_msg_id 0): there are no retries; and
+            // the simulation runs no moderation hook.
+            Ok(Accepted::Duplicate(_) | Accepted::Held(_)) => return false,
             Err(error) => {
                 tally.refuse(error.code);
                 return false;

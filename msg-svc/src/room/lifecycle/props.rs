@@ -209,6 +209,7 @@ fn check_actions(room: &mut RoomLifecycle<u32>, model: &mut Model) -> Result<(),
                     ),
                     JoinRefusal::Closed => prop_assert_eq!(model.stage, Stage::Closed),
                     JoinRefusal::Gone => prop_assert_eq!(model.stage, Stage::Gone),
+                    JoinRefusal::Private => prop_assert!(false, "no room here is private"),
                 }
             }
             Action::Close => {
@@ -263,6 +264,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Event::Join {
                         user: USERS[user].into(),
                         waiter,
+                        granted: true,
                     },
                 );
             }

@@ -48,6 +48,7 @@ impl Room {
         self.feed(Event::Join {
             user: user.into(),
             waiter,
+            granted: true,
         });
     }
 
@@ -636,4 +637,65 @@ fn a_room_nobody_here_ever_got_into_is_not_kept() {
     room.feed(Event::Reap);
     assert!(room.lifecycle.is_gone());
     assert_eq!(room.transmit(false), [Transmit::Unsubscribe]);
+}
+
+#[test]
+fn a_private_room_turns_away_joiners_without_a_grant_and_counts_only_the_granted() {
+    let mut room = Room::placed("r1");
+    room.feed(Event::Join {
+        user: "mallory".into(),
+        waiter: 1,
+        granted: false,
+    });
+    room.join("alice", 2);
+    let mut private = ack(1, 0, 0);
+    private.config = Some(RoomConfig {
+        private: true,
+        ..config(8)
+    });
+    room.feed(Event::Subscribed(private));
+    room.ring_ops();
+    let actions = room.actions();
+    assert!(actions.contains(&Action::Refuse(1, JoinRefusal::Private)));
+    assert!(actions.iter().any(
+        |action| matches!(action, Action::Admit(2, admission) if admission.member_count == 1)
+    ));
+    assert!(
+        !actions
+            .iter()
+            .any(|action| matches!(action, Action::Admit(1, _)))
+    );
+    assert_eq!(room.transmit(true), [membership(&["alice"], &[])]);
+
+    // Live: the same at once, and nothing of the room is told.
+    room.feed(Event::Join {
+        user: "mallory".into(),
+        waiter: 3,
+        granted: false,
+    });
+    assert_eq!(room.actions(), [Action::Refuse(3, JoinRefusal::Private)]);
+    assert_eq!(room.transmit(true), []);
+    assert_eq!(room.lifecycle.member_count(), 1);
+}
+
+#[test]
+fn a_room_whose_only_joiner_was_turned_away_is_reaped_after_its_grace() {
+    let mut room = Room::placed("r1");
+    room.feed(Event::Join {
+        user: "mallory".into(),
+        waiter: 1,
+        granted: false,
+    });
+    let mut private = ack(1, 0, 0);
+    private.config = Some(RoomConfig {
+        private: true,
+        ..config(8)
+    });
+    room.feed(Event::Subscribed(private));
+    room.ring_ops();
+    room.actions();
+    assert_eq!(room.lifecycle.poll_timeout(), Some(TIMERS.grace));
+    room.now = TIMERS.grace;
+    room.feed(Event::Reap);
+    assert!(room.lifecycle.is_gone());
 }
