@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 
 use chatroom_cluster::auth::{SecretError, SecretSource, default_admin_token_file};
 use chatroom_cluster::quic::{self, TlsError, TlsIdentity};
+use chatroom_cluster::reload::ReloadError;
 use clap::Args;
 use msg_svc::Listeners;
 use msg_svc::cli::{ListenArgs, NodeArgs, cpus};
 use room_svc::RoomServiceConfig;
-use room_svc::server::{DefaultsError, OpsArgs};
+use room_svc::server::{BackendArgsError, DefaultsError, OpsArgs};
 
 use crate::EmbeddedConfig;
 
@@ -42,6 +43,12 @@ pub enum ConfigError {
     /// The admin token cannot be read or created.
     #[error("admin token: {0}")]
     AdminToken(#[from] SecretError),
+    /// The admin keys file cannot be read or is refused.
+    #[error("admin keys {0}")]
+    AdminKeys(#[from] ReloadError),
+    /// The moderation hook, webhook or word lists flags cannot be used.
+    #[error(transparent)]
+    Backend(#[from] BackendArgsError),
     /// QUIC's certificate cannot be loaded, made or written.
     #[error("quic certificate: {0}")]
     Tls(#[from] TlsError),
@@ -76,11 +83,14 @@ impl EmbeddedArgs {
             rooms: RoomServiceConfig {
                 workers: self.room_workers.unwrap_or(cpus()),
                 room_defaults,
+                backend: self.ops.backend.backend()?,
                 ..RoomServiceConfig::default()
             },
             drain_grace: self.node.drain_grace(),
             admin_token: Some(admin_token),
+            admin_keys: self.ops.admin_keys()?,
             public_url: self.listen.public_url.clone(),
+            verifier: None,
         };
         Ok((config, Secret { source, created }))
     }

@@ -30,6 +30,7 @@ pub mod admin;
 pub mod core;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hooks;
 pub mod server;
 pub mod service;
 pub mod store;
@@ -37,7 +38,7 @@ pub mod store;
 mod metrics;
 
 pub use service::{
-    AdminError, ConfigChange, ListedUser, ModerationList, NodePort, Ownership, RoomService,
-    RoomServiceConfig, RoomSettings,
+    AdminError, Backend, ConfigChange, ListedUser, ModerationList, NodePort, Ownership,
+    RoomService, RoomServiceConfig, RoomSettings,
 };
 pub use store::{RedisStoreConfig, RedisTarget, RoomStore, StoreCounters, StoreError, StoreHealth};

@@ -5,8 +5,11 @@
 //! Workers count through handles cloned into them; a worker counts a
 //! broadcast's messages once per drain of a room, never per message copy.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chatroom_cluster::metrics::{Counter, ErrorCounters, Gauge, Labelled, Registry, Sampled};
 
+use crate::hooks::{ModerationHook, Webhooks};
 use crate::store::RoomStore;
 
 /// The counters and gauges the workers and the service share.
@@ -187,6 +190,87 @@ fn register_store(registry: &mut Registry, store: &RoomStore) {
         "Rooms' write batches Redis refused because a newer owner had taken the room \
          (this node's writes for it were stale)",
         Sampled::counter(move || fenced.counters().fenced_writes),
+    );
+}
+
+/// `chatroom_moderation_hook_*`, read from the hook's counters when scraped.
+pub(crate) fn register_hook(registry: &mut Registry, hook: &ModerationHook) {
+    let verdicts = hook.clone();
+    registry.register(
+        "moderation_hook_verdicts",
+        "Messages the moderation hook decided on or failed, by outcome: accepted, \
+         rejected, replaced, or failed (timeout, unreachable, status, garbage, missing, \
+         shutdown; the room's policy then applies)",
+        Sampled::counters_by("outcome", move || {
+            let c = verdicts.counters();
+            let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+            vec![
+                ("accepted", read(&c.accepted)),
+                ("rejected", read(&c.rejected)),
+                ("replaced", read(&c.replaced)),
+                ("timeout", read(&c.failed_timeout)),
+                ("unreachable", read(&c.failed_unreachable)),
+                ("status", read(&c.failed_status)),
+                ("garbage", read(&c.failed_garbage)),
+                ("missing", read(&c.failed_missing)),
+                ("shutdown", read(&c.failed_shutdown)),
+            ]
+        }),
+    );
+    let overloaded = hook.clone();
+    registry.register(
+        "moderation_hook_overloaded",
+        "Messages refused with OVERLOADED because the hook's queue was at its bound",
+        Sampled::counter(move || overloaded.counters().overloaded.load(Ordering::Relaxed)),
+    );
+    let requests = hook.clone();
+    registry.register(
+        "moderation_hook_requests",
+        "Requests sent to the moderation hook",
+        Sampled::counter(move || requests.counters().requests.load(Ordering::Relaxed)),
+    );
+    let unknown = hook.clone();
+    registry.register(
+        "moderation_hook_unknown_verdicts",
+        "Verdicts the hook gave for messages not in their request (ignored)",
+        Sampled::counter(move || unknown.counters().unknown_verdicts.load(Ordering::Relaxed)),
+    );
+}
+
+/// `chatroom_webhook_*`, read from the webhook's counters when scraped.
+pub(crate) fn register_webhooks(registry: &mut Registry, webhooks: &Webhooks) {
+    let events = webhooks.clone();
+    registry.register(
+        "webhook_events",
+        "Webhook events by fate: emitted, delivered (a 2xx answered their batch), or \
+         dropped because the queue was at its bound",
+        Sampled::counters_by("fate", move || {
+            let c = events.counters();
+            vec![
+                ("emitted", c.emitted.load(Ordering::Relaxed)),
+                ("delivered", c.delivered.load(Ordering::Relaxed)),
+                ("dropped", c.dropped.load(Ordering::Relaxed)),
+            ]
+        }),
+    );
+    let failures = webhooks.clone();
+    registry.register(
+        "webhook_request_failures",
+        "Webhook requests that failed (and were retried), by cause",
+        Sampled::counters_by("cause", move || {
+            let c = failures.counters();
+            vec![
+                ("connect", c.failed_connect.load(Ordering::Relaxed)),
+                ("timeout", c.failed_timeout.load(Ordering::Relaxed)),
+                ("status", c.failed_status.load(Ordering::Relaxed)),
+            ]
+        }),
+    );
+    let queued = webhooks.clone();
+    registry.register(
+        "webhook_queued",
+        "Webhook events waiting or in the batch out",
+        Sampled::gauge(move || queued.counters().queued.load(Ordering::Relaxed)),
     );
 }
 

@@ -17,13 +17,15 @@ use chatroom_cluster::membership::{
     MembershipError, MembershipHealth, NodeInfo, Role, ZkConfig, join_zookeeper,
 };
 use chatroom_cluster::metrics::{self, LinkMetrics, Registry};
+use chatroom_cluster::reload::Reloaded;
 use chatroom_cluster::serve;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::admin::{AdminApi, Peers};
+use crate::admin::keys::{self, AdminKeys};
+use crate::admin::{AdminApi, Keyring, Peers};
 use crate::core::{ConfigError, ConfigPatch, default_room_config, resolve, validate_config};
 use crate::service::{Ownership, RoomService, RoomServiceConfig};
 use crate::store::{RedisTarget, RoomStore, StoreError, StoreHealth};
@@ -31,7 +33,10 @@ use chatroom_proto::cluster::v1::{RoomConfig, RoomOverrides};
 
 mod args;
 
-pub use args::{ArgsError, OpsArgs, ServeArgs};
+pub use args::{ArgsError, BackendArgs, BackendArgsError, OpsArgs, ServeArgs};
+
+/// How long shutdown waits for webhook events still queued to be delivered.
+pub const WEBHOOK_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Settings of a clustered room-svc.
 #[derive(Debug, Clone)]
@@ -49,9 +54,11 @@ pub struct ServerConfig {
     /// The address msg-svc nodes are told to link to; by default the link
     /// listener's.
     pub public_link_addr: Option<String>,
-    /// The operators' token; without one the admin API refuses every
-    /// request.
+    /// The operators' token; without it or keys the admin API refuses
+    /// every request.
     pub admin_token: Option<AdminToken>,
+    /// The operators' named keys with their scopes, from a watched file.
+    pub admin_keys: Option<Reloaded<AdminKeys>>,
     /// Mutual TLS on node links; `None` only with `--link-plaintext`.
     pub link_tls: Option<Arc<tls::ServerConfig>>,
 }
@@ -197,7 +204,9 @@ pub async fn run(
         stop.clone(),
     ));
     let peers = Peers::new(config.node_id.clone(), registration.members());
-    let admin = AdminApi::new(rooms.clone(), config.admin_token, Some(peers));
+    let _keys_watch = config.admin_keys.as_ref().map(keys::watch);
+    let keyring = Keyring::new(config.admin_token, config.admin_keys);
+    let admin = AdminApi::new(rooms.clone(), keyring, Some(peers));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -214,6 +223,12 @@ pub async fn run(
     let _ = links.await;
     if let Err(error) = rooms.flush().await {
         warn!(%error, "some writes did not reach redis before shutdown");
+    }
+    if let Some(webhooks) = rooms.webhooks() {
+        let deadline = tokio::time::Instant::now() + WEBHOOK_FLUSH;
+        if let Err(error) = webhooks.flush(deadline).await {
+            warn!(%error, "some webhook events were not delivered before shutdown");
+        }
     }
     let _ = http.await;
     info!("stopped");

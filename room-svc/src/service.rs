@@ -37,11 +37,14 @@ use tracing::{Instrument, info_span, warn};
 
 use crate::core::moderation::List;
 use crate::core::{
-    ConfigError, ConfigPatch, ModerationError, NodeIdx, RankBy, RoomStats, RoomSummary,
+    ConfigError, ConfigPatch, ModerationError, NodeIdx, RankBy, RoomStats, RoomSummary, WordList,
     default_room_config,
 };
+use crate::hooks::{ModerationHook, Webhooks};
 use crate::metrics::RoomMetrics;
 use crate::store::{RoomStore, StoreError, StoreHealth};
+pub use worker::Backend;
+use worker::Clients;
 use worker::{AdminJob, Input, NodeLink, Worker, WorkerSettings};
 
 /// How the service is laid out.
@@ -65,6 +68,8 @@ pub struct RoomServiceConfig {
     /// `Worker::drop_idle_rooms`): what bounds the rooms a client can make
     /// a room service hold by joining room after room.
     pub idle_room_ttl: Duration,
+    /// The app's backend: default word lists, moderation hook, webhooks.
+    pub backend: Backend,
 }
 
 impl Default for RoomServiceConfig {
@@ -77,6 +82,7 @@ impl Default for RoomServiceConfig {
             loading_queue: 1024,
             ack_history_bytes: 8 << 20,
             idle_room_ttl: Duration::from_secs(600),
+            backend: Backend::default(),
         }
     }
 }
@@ -192,6 +198,9 @@ pub enum AdminError {
     /// A moderation list is at its bound.
     #[error(transparent)]
     Moderation(#[from] ModerationError),
+    /// Word lists out of their bounds.
+    #[error("invalid word lists: {0}")]
+    InvalidWordLists(String),
     /// The room refused the notice (e.g. its payload is too large).
     #[error("notice refused: {}", .0.message)]
     NoticeRefused(v1::Error),
@@ -204,6 +213,9 @@ pub enum AdminError {
 #[derive(Debug, Clone)]
 pub struct RoomService {
     shared: Arc<Shared>,
+    /// Who the changes made through this handle are made by (an admin
+    /// key's name), as moderation events name them.
+    actor: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -212,6 +224,26 @@ struct Shared {
     next_node: AtomicU32,
     store: RoomStore,
     metrics: RoomMetrics,
+    /// Where room events go, if anywhere (for the admin API's audit
+    /// events, metrics and a flush at shutdown).
+    webhooks: Option<Webhooks>,
+    /// The moderation hook, if any (for metrics).
+    hook: Option<ModerationHook>,
+    /// Rereads the default word lists while the service runs.
+    _words_watch: Option<AbortOnDrop>,
+}
+
+/// How often the default word lists file is checked for changes.
+const WORD_LISTS_RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// Stops a task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Shared {
@@ -254,6 +286,11 @@ impl RoomService {
             warn!(%error, "room defaults are out of bounds; rooms use them as given");
         }
         let metrics = RoomMetrics::default();
+        let clients = Clients::start(config.backend.clone());
+        let words_watch = clients
+            .word_lists
+            .as_ref()
+            .map(|lists| AbortOnDrop(lists.spawn_watch("word lists", WORD_LISTS_RELOAD_EVERY)));
         let workers = (0..config.workers.max(1))
             .map(|index| {
                 let (tx, rx) = mpsc::channel(queue);
@@ -268,11 +305,12 @@ impl RoomService {
                         .map(|view| (Arc::clone(&view.node_id), view.lease.clone())),
                     idle_room_ttl: config.idle_room_ttl,
                     metrics: metrics.clone(),
+                    backend: clients.clone(),
                 };
-                let (worker, loaded) = Worker::new(settings, members.as_mut());
+                let (worker, returns) = Worker::new(settings, members.as_mut());
                 tokio::spawn(
                     worker
-                        .run(rx, loaded, interval, members)
+                        .run(rx, returns, interval, members)
                         .instrument(info_span!("room_worker", worker = index)),
                 );
                 tx
@@ -284,7 +322,20 @@ impl RoomService {
                 next_node: AtomicU32::new(0),
                 store,
                 metrics,
+                webhooks: clients.webhooks,
+                hook: clients.hook,
+                _words_watch: words_watch,
             }),
+            actor: None,
+        }
+    }
+
+    /// A handle whose changes are made by `actor` (e.g. the admin key of
+    /// the request): the moderation events they raise name it.
+    pub fn acting_as(&self, actor: &str) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            actor: Some(actor.into()),
         }
     }
 
@@ -319,6 +370,22 @@ impl RoomService {
     /// `chatroom_nodes_attached` and, with Redis, `chatroom_redis_*`).
     pub fn register_metrics(&self, registry: &mut Registry) {
         self.shared.metrics.register(registry, &self.shared.store);
+        if let Some(hook) = &self.shared.hook {
+            crate::metrics::register_hook(registry, hook);
+        }
+        if let Some(webhooks) = &self.shared.webhooks {
+            crate::metrics::register_webhooks(registry, webhooks);
+        }
+    }
+
+    /// Where room events go, if a webhook is configured.
+    pub fn webhooks(&self) -> Option<&Webhooks> {
+        self.shared.webhooks.as_ref()
+    }
+
+    /// The moderation hook, if one is configured.
+    pub fn moderation_hook(&self) -> Option<&ModerationHook> {
+        self.shared.hook.as_ref()
     }
 
     /// Where rooms are kept beyond memory.
@@ -502,6 +569,27 @@ impl RoomService {
         rooms
     }
 
+    /// The room's own word lists (the defaults apply beside them).
+    pub async fn word_lists(&self, room: &str) -> Result<Vec<WordList>, AdminError> {
+        self.on_worker(room, |worker, room| Ok(worker.word_lists(&room)))
+            .await
+    }
+
+    /// Sets one of the room's word lists, replacing the one of its name.
+    pub async fn set_word_list(&self, room: &str, list: WordList) -> Result<(), AdminError> {
+        self.on_worker(room, move |worker, room| worker.set_word_list(&room, list))
+            .await
+    }
+
+    /// Drops one of the room's word lists; whether there was one of that name.
+    pub async fn remove_word_list(&self, room: &str, name: &str) -> Result<bool, AdminError> {
+        let name = name.to_owned();
+        self.on_worker(room, move |worker, room| {
+            worker.remove_word_list(&room, &name)
+        })
+        .await
+    }
+
     /// Tells the subscribed nodes the room is closed, then forgets it. The
     /// next subscribe starts it afresh, with a new epoch.
     pub async fn close_room(&self, room: &str) -> Result<(), AdminError> {
@@ -523,11 +611,15 @@ impl RoomService {
         let room: Arc<str> = room.into();
         let (reply, answer) = oneshot::channel();
         let job_room = Arc::clone(&room);
+        let actor = self.actor.clone();
         let job = Box::new(move |worker: &mut Worker| {
             let answer = if !worker.leased() {
                 Err(AdminError::OwnershipUnsure)
             } else if worker.owns(&job_room) {
-                op(worker, Arc::clone(&job_room))
+                worker.acting_as(actor);
+                let answer = op(worker, Arc::clone(&job_room));
+                worker.acting_as(None);
+                answer
             } else {
                 Err(AdminError::NotOwner(job_room.to_string()))
             };

@@ -1,18 +1,25 @@
 //! The admin HTTP API over a real socket, in front of an in-process room
 //! service with fake msg-svc nodes attached: every route, its effect on the
 //! room and on the nodes, and every kind of bad input (answered with a 4xx
-//! and a JSON error, changing nothing).
+//! and a JSON error, changing nothing). Then scoped keys from a keys file
+//! that is rewritten while the server runs, and the audit of changes.
 
 mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use bytes::Bytes;
 use chatroom_cluster::auth::AdminToken;
+use chatroom_cluster::reload::Reloaded;
 use chatroom_proto::v1::{KickReason, Lane};
 use room_svc::RoomService;
 use room_svc::admin::client::AdminClient;
 use room_svc::admin::http_client::{HttpClient, Reply};
-use room_svc::admin::{AdminApi, ErrorBody, MAX_BODY_BYTES};
+use room_svc::admin::keys::{self, AdminKeys, KeyEntry, Scope, TOKEN_KEY_NAME, new_key};
+use room_svc::admin::{AdminApi, AuditRecord, ErrorBody, Keyring, MAX_BODY_BYTES};
 use serde_json::{Value, json};
 use support::*;
 use tokio::net::TcpListener;
@@ -27,9 +34,14 @@ struct Api {
 }
 
 async fn serve(token: Option<&str>) -> Api {
-    let service = start(2);
     let token = token.map(|t| AdminToken::new(t.as_bytes()).unwrap());
-    let router = AdminApi::new(service.clone(), token, None).router();
+    serve_api(|service| AdminApi::new(service, Keyring::new(token, None), None)).await
+}
+
+/// Serves the API `api` makes over a fresh room service.
+async fn serve_api(api: impl FnOnce(RoomService) -> AdminApi) -> Api {
+    let service = start(2);
+    let router = api(service.clone()).router();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -552,4 +564,333 @@ async fn the_cli_drives_the_api() {
         5,
         "refused changes changed nothing"
     );
+}
+
+// --- Scoped keys ----------------------------------------------------------------
+
+/// A keys file of the test's own.
+struct KeysFile {
+    dir: tempfile::TempDir,
+}
+
+impl KeysFile {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("admin-keys.json")
+    }
+
+    /// Replaces the file whole (write, then rename), so a reader never sees
+    /// half of it.
+    fn write(&self, contents: &str) {
+        let next = self.dir.path().join("next.json");
+        std::fs::write(&next, contents).unwrap();
+        std::fs::rename(&next, self.path()).unwrap();
+    }
+
+    fn write_keys(&self, entries: &[&KeyEntry]) {
+        self.write(&json!({ "keys": entries }).to_string());
+    }
+}
+
+/// A new key with `scopes`, and its entry for the file.
+fn key(name: &str, scopes: &[Scope]) -> (String, KeyEntry) {
+    new_key(name, scopes).unwrap()
+}
+
+/// The audit records the API handed out.
+#[derive(Clone, Default)]
+struct Audited(Arc<Mutex<Vec<AuditRecord>>>);
+
+impl Audited {
+    fn taken(&self) -> Vec<AuditRecord> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl Api {
+    async fn status(&self, method: Method, path: &str, body: &[u8], key: &str) -> StatusCode {
+        self.raw(method, path, body, Some(key)).await.status
+    }
+}
+
+/// A served API taking `TOKEN` and the keys of `keys`, auditing to `audited`.
+async fn serve_keys(keys: &Reloaded<AdminKeys>, audited: &Audited) -> Api {
+    let token = AdminToken::new(TOKEN.as_bytes()).unwrap();
+    let keyring = Keyring::new(Some(token), Some(keys.clone()));
+    let audited = audited.clone();
+    serve_api(move |service| {
+        AdminApi::new(service, keyring, None).with_audit(Arc::new(move |record| {
+            audited.0.lock().unwrap().push(record);
+        }))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn keys_reach_only_the_routes_of_their_scopes() {
+    let file = KeysFile::new();
+    let (viewer, viewer_entry) = key("viewer", &[Scope::Read]);
+    let (moderator, moderator_entry) = key("moderator", &[Scope::Read, Scope::Moderate]);
+    file.write_keys(&[&viewer_entry, &moderator_entry]);
+    let keys = keys::load(file.path()).unwrap();
+    let audited = Audited::default();
+    let api = serve_keys(&keys, &audited).await;
+    let mut node = FakeNode::attach(&api.service, "a");
+    node.subscribe(ROOM).await;
+    let ban = format!("/rooms/{ROOM}/bans/bob");
+    let config = format!("/rooms/{ROOM}/config");
+
+    // Read-only: every read, no change.
+    for path in [format!("/rooms/{ROOM}"), "/rooms".into(), config.clone()] {
+        assert_eq!(
+            api.status(Method::GET, &path, b"", &viewer).await,
+            StatusCode::OK
+        );
+    }
+    let reply = api.raw(Method::PUT, &ban, b"", Some(&viewer)).await;
+    assert_error(&reply, StatusCode::FORBIDDEN, "insufficient_scope");
+    let message = serde_json::from_slice::<ErrorBody>(&reply.body)
+        .unwrap()
+        .error
+        .message;
+    assert!(
+        message.contains("moderate") && message.contains("viewer"),
+        "{message}"
+    );
+    assert_eq!(api.service.stats(ROOM).await.unwrap().bans, 0);
+
+    // Moderation, but not configuration or notices.
+    assert_eq!(
+        api.status(Method::PUT, &ban, b"", &moderator).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(api.service.stats(ROOM).await.unwrap().bans, 1);
+    let patch = br#"{"normal_per_s": 1}"#;
+    let reply = api
+        .raw(Method::PATCH, &config, patch, Some(&moderator))
+        .await;
+    assert_error(&reply, StatusCode::FORBIDDEN, "insufficient_scope");
+    let notice = format!("/rooms/{ROOM}/notices");
+    let reply = api
+        .raw(
+            Method::POST,
+            &notice,
+            br#"{"text": "hi"}"#,
+            Some(&moderator),
+        )
+        .await;
+    assert_error(&reply, StatusCode::FORBIDDEN, "insufficient_scope");
+    let (_, settings) = api.get(&config).await;
+    assert_eq!(settings["config"]["normal_per_s"], 200);
+
+    // The admin token still does everything.
+    assert_eq!(
+        api.status(Method::PATCH, &config, patch, TOKEN).await,
+        StatusCode::OK
+    );
+    let notice_body = br#"{"text": "hi"}"#;
+    assert_eq!(
+        api.status(Method::POST, &notice, notice_body, TOKEN).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        api.status(Method::DELETE, &ban, b"", TOKEN).await,
+        StatusCode::NO_CONTENT
+    );
+
+    // An unknown key, or none, is unauthorized, and not audited.
+    for unknown in ["not-a-key-of-the-file-0123456789", ""] {
+        let reply = api.raw(Method::PUT, &ban, b"", Some(unknown)).await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+
+    // Every change by a known key is audited, done or refused; reads are not.
+    let record = |key: &str, method: &str, path: &str, status: u16| {
+        (
+            key.to_owned(),
+            method.to_owned(),
+            format!("/admin/v1{path}"),
+            status,
+        )
+    };
+    let records = audited.taken();
+    let seen: Vec<_> = records
+        .iter()
+        .map(|r| (r.key.clone(), r.method.clone(), r.path.clone(), r.status))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            record("viewer", "PUT", &ban, 403),
+            record("moderator", "PUT", &ban, 204),
+            record("moderator", "PATCH", &config, 403),
+            record("moderator", "POST", &notice, 403),
+            record(TOKEN_KEY_NAME, "PATCH", &config, 200),
+            record(TOKEN_KEY_NAME, "POST", &notice, 201),
+            record(TOKEN_KEY_NAME, "DELETE", &ban, 204),
+        ]
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.room.as_deref() == Some(ROOM) && r.at_us > 0)
+    );
+    let json = serde_json::to_value(&records[0]).unwrap();
+    assert_eq!(
+        json.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["at_us", "key", "method", "path", "room", "status"]
+    );
+}
+
+/// Asks with `key` until `want` is the answer, for at most ten seconds.
+async fn until_status(api: &Api, key: &str, want: StatusCode) {
+    let path = format!("/rooms/{ROOM}/config");
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while api.status(Method::GET, &path, b"", key).await != want {
+            // Paces the polling; the loop ends on the answer, not the time.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "never answered {want}");
+}
+
+#[tokio::test]
+async fn the_keys_file_is_reloaded_while_the_server_runs() {
+    let file = KeysFile::new();
+    let (old, old_entry) = key("old", &[Scope::Read]);
+    let (new, new_entry) = key("new", &[Scope::Read, Scope::Moderate]);
+    file.write_keys(&[&old_entry]);
+    let keys = keys::load(file.path()).unwrap();
+    let api = serve_keys(&keys, &Audited::default()).await;
+    let config = format!("/rooms/{ROOM}/config");
+    assert_eq!(
+        api.status(Method::GET, &config, b"", &old).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.status(Method::GET, &config, b"", &new).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // One key revoked, another added: in force once the file is checked.
+    file.write_keys(&[&new_entry]);
+    assert!(keys.check().unwrap());
+    assert_eq!(
+        api.status(Method::GET, &config, b"", &old).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        api.status(Method::GET, &config, b"", &new).await,
+        StatusCode::OK
+    );
+    let ban = format!("/rooms/{ROOM}/bans/bob");
+    assert_eq!(
+        api.status(Method::PUT, &ban, b"", &new).await,
+        StatusCode::NO_CONTENT
+    );
+
+    // A bad file keeps the keys in force and counts a failure.
+    let duplicate = json!({ "keys": [&new_entry, &new_entry] }).to_string();
+    for bad in ["{\"keys\": [", duplicate.as_str()] {
+        file.write(bad);
+        assert!(keys.check().is_err());
+        assert_eq!(
+            api.status(Method::GET, &config, b"", &new).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            api.status(Method::GET, &config, b"", &old).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(keys.failures(), 2);
+    assert_eq!(
+        api.status(Method::GET, &config, b"", TOKEN).await,
+        StatusCode::OK
+    );
+
+    // The watch the node runs picks up the next good file by itself.
+    let _watch = keys::watch(&keys);
+    file.write_keys(&[&old_entry]);
+    until_status(&api, &old, StatusCode::OK).await;
+    assert_eq!(
+        api.status(Method::GET, &config, b"", &new).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn the_cli_makes_keys_the_api_takes() {
+    let output = tokio::task::spawn_blocking(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_room-svc"))
+            .args([
+                "admin", "new-key", "--name", "ops", "--scope", "read", "--scope", "publish",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let [made, entry] = stdout.lines().collect::<Vec<_>>()[..] else {
+        panic!("expected the key and its entry: {stdout}");
+    };
+    let entry: KeyEntry = serde_json::from_str(entry).unwrap();
+    assert_eq!(entry.scopes, [Scope::Read, Scope::Publish]);
+
+    let file = KeysFile::new();
+    file.write_keys(&[&entry]);
+    let api = serve_keys(&keys::load(file.path()).unwrap(), &Audited::default()).await;
+    let notice = format!("/rooms/{ROOM}/notices");
+    let (text, config) = (br#"{"text": "hi"}"#, format!("/rooms/{ROOM}/config"));
+    assert_eq!(
+        api.status(Method::POST, &notice, text, made).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        api.status(Method::GET, &config, b"", made).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.status(Method::DELETE, &config, b"", made).await,
+        StatusCode::FORBIDDEN
+    );
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_room-svc"))
+        .args(["admin", "new-key", "--name", "no good", "--scope", "read"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(64));
+}
+
+#[tokio::test]
+async fn a_keys_file_alone_turns_the_api_on() {
+    let file = KeysFile::new();
+    let (viewer, entry) = key("viewer", &[Scope::Read]);
+    file.write_keys(&[&entry]);
+    let keys = keys::load(file.path()).unwrap();
+    let api =
+        serve_api(|service| AdminApi::new(service, Keyring::new(None, Some(keys)), None)).await;
+    let config = format!("/rooms/{ROOM}/config");
+    assert_eq!(
+        api.status(Method::GET, &config, b"", &viewer).await,
+        StatusCode::OK
+    );
+    let reply = api.raw(Method::GET, &config, b"", Some(TOKEN)).await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(matches!(
+        keys::load(Path::new("/nonexistent/admin-keys.json")),
+        Err(chatroom_cluster::reload::ReloadError::Io { .. })
+    ));
 }

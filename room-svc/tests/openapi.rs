@@ -9,7 +9,8 @@
 //! accepts and the headers it declares. A request the server accepts must
 //! be one the spec accepts (path ids, query and body), and one it refuses
 //! as malformed must be one the spec refuses, so neither can drift from the
-//! other. Every status the spec lists must be seen.
+//! other. Every operation's `x-scope` is the scope the server asks of keys.
+//! Every status the spec lists must be seen.
 
 mod support;
 
@@ -28,7 +29,8 @@ use chatroom_proto::v1::{ErrorCode, Kind};
 use http_body_util::Full;
 use room_svc::admin::client::{AdminClient, DEFAULT_TIMEOUT};
 use room_svc::admin::http_client::{HttpClient, Reply};
-use room_svc::admin::{AdminApi, MAX_BODY_BYTES, PREFIX, Peers};
+use room_svc::admin::keys::{self, Scope, new_key};
+use room_svc::admin::{AdminApi, Keyring, MAX_BODY_BYTES, PREFIX, Peers};
 use room_svc::core::moderation::MAX_LIST_ENTRIES;
 use room_svc::{Ownership, RoomService, RoomStore};
 use serde_json::{Value, json};
@@ -632,7 +634,13 @@ fn bearer(token: &str) -> String {
 /// Serves `service`'s admin API on a port of its own; its address.
 async fn serve(service: RoomService, token: Option<&str>, peers: Option<Peers>) -> String {
     let token = token.map(|t| AdminToken::new(t.as_bytes()).unwrap());
-    let router = AdminApi::new(service, token, peers).router();
+    serve_with(service, Keyring::new(token, None), peers).await
+}
+
+/// Serves `service`'s admin API, taking the credentials of `keyring`; its
+/// address.
+async fn serve_with(service: RoomService, keyring: Keyring, peers: Option<Peers>) -> String {
+    let router = AdminApi::new(service, keyring, peers).router();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -689,6 +697,8 @@ const WHITELISTED: &str = "/admin/v1/rooms/{room}/whitelist";
 const MUTES: &str = "/admin/v1/rooms/{room}/mutes/{user}";
 const BANS: &str = "/admin/v1/rooms/{room}/bans/{user}";
 const WHITELIST: &str = "/admin/v1/rooms/{room}/whitelist/{user}";
+const WORD_LISTS: &str = "/admin/v1/rooms/{room}/word-lists";
+const WORD_LIST: &str = "/admin/v1/rooms/{room}/word-lists/{name}";
 
 #[tokio::test]
 async fn the_spec_describes_exactly_the_routes_the_router_serves() {
@@ -764,11 +774,13 @@ async fn every_answer_is_one_the_spec_describes() {
     room_settings(&api).await;
     slow_mode(&api, &service).await;
     notices(&api).await;
+    word_lists(&api).await;
     the_spec_bounds_are_the_servers(&api).await;
     rooms_nobody_made(&api).await;
     closing(&api).await;
     without_a_token_configured(&checker).await;
     forwarding_to_the_owner(&checker).await;
+    scopes_on_every_route(&checker).await;
     checker.assert_every_status_seen();
 }
 
@@ -1071,6 +1083,67 @@ async fn notices(api: &Target<'_>) {
     }
 }
 
+/// A room's word lists: set, listed, replaced, bounded, dropped.
+async fn word_lists(api: &Target<'_>) {
+    let lists = api.call(Method::GET, WORD_LISTS, &[ROOM]).send().await;
+    assert_eq!(lists.ok(StatusCode::OK)["lists"], json!([]));
+    api.call(Method::PUT, WORD_LIST, &[ROOM, "mild"])
+        .example()
+        .send()
+        .await
+        .ok(StatusCode::NO_CONTENT);
+    let replaced = json!({"action": "reject", "words": ["spam", "ｓｃａｍ"]});
+    api.call(Method::PUT, WORD_LIST, &[ROOM, "mild"])
+        .json(replaced)
+        .send()
+        .await
+        .ok(StatusCode::NO_CONTENT);
+    let lists = api.call(Method::GET, WORD_LISTS, &[ROOM]).send().await;
+    assert_eq!(
+        lists.ok(StatusCode::OK)["lists"],
+        json!([{"name": "mild", "action": "reject", "words": ["spam", "ｓｃａｍ"]}])
+    );
+    for (body, code) in [
+        (json!({"action": "ban", "words": ["x"]}), "bad_body"),
+        (json!({"words": ["x"]}), "bad_body"),
+        (
+            json!({"action": "mask", "words": [""]}),
+            "invalid_word_lists",
+        ),
+        (
+            json!({"action": "mask", "words": ["x".repeat(65)]}),
+            "invalid_word_lists",
+        ),
+        (
+            json!({"action": "mask", "words": vec!["w"; 5001]}),
+            "invalid_word_lists",
+        ),
+    ] {
+        let call = api.call(Method::PUT, WORD_LIST, &[ROOM, "more"]).json(body);
+        call.send().await.error(StatusCode::BAD_REQUEST, code);
+    }
+    for n in 1..8 {
+        let name = format!("list-{n}");
+        let call = api
+            .call(Method::PUT, WORD_LIST, &[ROOM, &name])
+            .json(json!({"action": "mask", "words": ["w"]}));
+        call.send().await.ok(StatusCode::NO_CONTENT);
+    }
+    let ninth = api
+        .call(Method::PUT, WORD_LIST, &[ROOM, "list-9"])
+        .json(json!({"action": "mask", "words": ["w"]}));
+    ninth
+        .send()
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_word_lists");
+    let drop = || api.call(Method::DELETE, WORD_LIST, &[ROOM, "mild"]);
+    drop().send().await.ok(StatusCode::NO_CONTENT);
+    drop()
+        .send()
+        .await
+        .error(StatusCode::NOT_FOUND, "unknown_word_list");
+}
+
 /// Every bound the spec gives is the server's: both ends are taken, one
 /// past either is refused.
 async fn the_spec_bounds_are_the_servers(api: &Target<'_>) {
@@ -1219,6 +1292,42 @@ async fn closing(api: &Target<'_>) {
         call.send()
             .await
             .error(StatusCode::NOT_FOUND, "unknown_room");
+    }
+}
+
+/// Every operation names the scope it needs in `x-scope`: a key of that
+/// scope alone gets past the check, a key of any other alone is refused
+/// with 403 `insufficient_scope` naming it.
+async fn scopes_on_every_route(checker: &Checker) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin-keys.json");
+    let made: Vec<_> = Scope::ALL
+        .into_iter()
+        .map(|scope| (scope, new_key(scope.name(), &[scope]).unwrap()))
+        .collect();
+    let entries: Vec<_> = made.iter().map(|(_, (_, entry))| entry).collect();
+    std::fs::write(&path, json!({ "keys": entries }).to_string()).unwrap();
+    let keyring = Keyring::new(None, Some(keys::load(&path).unwrap()));
+    let api = Target::new(checker, &serve_with(start(1), keyring, None).await);
+    for route in &checker.spec.routes() {
+        let needed = checker.spec.operation(route)["x-scope"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{route} names no x-scope"));
+        for (scope, (key, _)) in &made {
+            let call = api.sample(route, ROOM).authorization(Some(bearer(key)));
+            let answer = call.send().await;
+            if scope.name() == needed {
+                let refused = [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN];
+                assert!(
+                    !refused.contains(&answer.status),
+                    "{route} refused the {scope} key: {:#}",
+                    answer.json
+                );
+            } else {
+                let message = answer.error_message(StatusCode::FORBIDDEN, "insufficient_scope");
+                assert!(message.contains(needed), "{route}: {message}");
+            }
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! Reads print the API's JSON; changes print one line saying what was done.
 //! Exit status: 0 done, 1 refused or unreachable (the API's error is
 //! printed), 64 a command that cannot work (bad flags, no token).
+//! `new-key` talks to no server: it makes a key for the `--admin-keys` file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 
 use super::client::{AdminClient, ClientError, segment};
+use super::keys::{Scope, new_key};
 
 /// Exit status for a command that cannot work (sysexits EX_USAGE).
 const EXIT_USAGE: u8 = 64;
@@ -36,10 +38,27 @@ pub struct AdminArgs {
     #[arg(long, env = "CHATROOM_ADMIN_TOKEN_FILE", conflicts_with = "token")]
     token_file: Option<PathBuf>,
     #[command(subcommand)]
-    command: AdminCommand,
+    command: Command,
 }
 
 /// What to do.
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Api(AdminCommand),
+    /// Make a new admin key: prints the key (shown this once) and, on the
+    /// next line, the entry to add to the "keys" of the --admin-keys file.
+    NewKey {
+        /// The key's name, unique in the file.
+        #[arg(long)]
+        name: String,
+        /// What the key may do; repeat for several.
+        #[arg(long = "scope", value_enum, required = true)]
+        scopes: Vec<Scope>,
+    },
+}
+
+/// What to ask the API.
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
     /// The busiest rooms of the cluster.
@@ -56,7 +75,9 @@ enum AdminCommand {
     /// A room's settings: what it runs with and what was overridden.
     Config { room: String },
     /// Override settings: FIELD=VALUE ... (VALUE `default` drops the
-    /// override; priority_kinds takes a comma-separated list of kinds).
+    /// override; priority_kinds and hook_kinds take a comma-separated list
+    /// of kinds, private, read_only and webhook_* true or false,
+    /// hook_failure open or closed).
     Set {
         room: String,
         #[arg(required = true, value_name = "FIELD=VALUE")]
@@ -104,6 +125,36 @@ enum AdminCommand {
     },
     /// Close a room: its members are kicked and its state is dropped.
     Close { room: String },
+    /// A room's own word lists (the service's default lists apply beside
+    /// them).
+    WordLists { room: String },
+    /// Set one of a room's word lists (replacing the one of that name).
+    WordList {
+        room: String,
+        /// The list's name: letters, digits, `_`, `.`, `-`.
+        name: String,
+        /// What a match does.
+        #[arg(long, value_enum)]
+        action: WordAction,
+        /// The words (matched case-insensitively, full-width and other
+        /// compatibility forms alike).
+        #[arg(required_unless_present = "file")]
+        words: Vec<String>,
+        /// A file of words, one per line, instead of (or besides) WORDS.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Drop one of a room's word lists.
+    DropWordList { room: String, name: String },
+}
+
+/// What a word list does, as a flag value.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum WordAction {
+    /// Refuse the message (CONTENT_REJECTED).
+    Reject,
+    /// Replace each matched character with `*`.
+    Mask,
 }
 
 /// What the busiest rooms are ranked by, as a flag value.
@@ -173,7 +224,11 @@ impl Call {
 
 /// Runs the command; its exit status.
 pub fn run(args: AdminArgs) -> ExitCode {
-    let token = match token(&args) {
+    let command = match args.command {
+        Command::Api(command) => command,
+        Command::NewKey { name, scopes } => return make_key(&name, &scopes),
+    };
+    let token = match token(args.token, args.token_file) {
         Ok(token) => token,
         Err(message) => {
             eprintln!("room-svc admin: {message}");
@@ -187,7 +242,7 @@ pub fn run(args: AdminArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let call = match plan(args.command) {
+    let call = match plan(command) {
         Ok(call) => call,
         Err(message) => {
             eprintln!("room-svc admin: {message}");
@@ -227,14 +282,36 @@ pub fn run(args: AdminArgs) -> ExitCode {
     }
 }
 
-fn token(args: &AdminArgs) -> Result<String, String> {
-    if let Some(token) = &args.token {
-        return Ok(token.clone());
+/// Prints a new key and its entry for the keys file.
+fn make_key(name: &str, scopes: &[Scope]) -> ExitCode {
+    let (key, entry) = match new_key(name, scopes) {
+        Ok(made) => made,
+        Err(error) => {
+            eprintln!("room-svc admin: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match serde_json::to_string(&entry) {
+        Ok(entry) => {
+            println!("{key}\n{entry}");
+            eprintln!(
+                "the first line is the key, shown only now; add the second to the \"keys\" of the --admin-keys file"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("room-svc admin: {error}");
+            ExitCode::FAILURE
+        }
     }
-    let path = args
-        .token_file
-        .clone()
-        .unwrap_or_else(default_admin_token_file);
+}
+
+/// The token given, or read from `file` (by default the embedded server's).
+fn token(token: Option<String>, file: Option<PathBuf>) -> Result<String, String> {
+    if let Some(token) = token {
+        return Ok(token);
+    }
+    let path = file.unwrap_or_else(default_admin_token_file);
     std::fs::read_to_string(&path)
         .map(|text| text.trim().to_owned())
         .map_err(|error| {
@@ -338,11 +415,47 @@ fn plan(command: AdminCommand) -> Result<Call, String> {
             let done = format!("closed {room}");
             Call::change(Method::DELETE, room_path(&room, ""), None, done)
         }
+        C::WordLists { room } => Call::read(room_path(&room, "/word-lists")),
+        C::WordList {
+            room,
+            name,
+            action,
+            mut words,
+            file,
+        } => {
+            if let Some(file) = file {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|error| format!("{}: {error}", file.display()))?;
+                words.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|word| !word.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+            let action = match action {
+                WordAction::Reject => "reject",
+                WordAction::Mask => "mask",
+            };
+            let done = format!(
+                "set word list {name} of {room} ({} words, {action})",
+                words.len()
+            );
+            let path = room_path(&room, &format!("/word-lists/{}", segment(&name)));
+            let body = json!({ "action": action, "words": words });
+            Call::change(Method::PUT, path, Some(body), done)
+        }
+        C::DropWordList { room, name } => {
+            let done = format!("dropped word list {name} of {room}");
+            let path = room_path(&room, &format!("/word-lists/{}", segment(&name)));
+            Call::change(Method::DELETE, path, None, done)
+        }
     })
 }
 
-/// `FIELD=VALUE` pairs as a config patch. Values are numbers, `default`
-/// (drop the override), or for `priority_kinds` a comma-separated list.
+/// `FIELD=VALUE` pairs as a config patch. Values are numbers, `true` or
+/// `false`, `default` (drop the override), for `priority_kinds` and
+/// `hook_kinds` a comma-separated list, for `hook_failure` a word.
 fn patch(fields: &[String]) -> Result<Value, String> {
     let mut patch = Map::new();
     for field in fields {
@@ -351,8 +464,13 @@ fn patch(fields: &[String]) -> Result<Value, String> {
         };
         let value = match (name, value) {
             (_, "default") => Value::Null,
-            ("priority_kinds", "") => json!([]),
-            ("priority_kinds", kinds) => Value::Array(kinds.split(',').map(kind).collect()),
+            (_, "true") => json!(true),
+            (_, "false") => json!(false),
+            ("priority_kinds" | "hook_kinds", "") => json!([]),
+            ("priority_kinds" | "hook_kinds", kinds) => {
+                Value::Array(kinds.split(',').map(kind).collect())
+            }
+            ("hook_failure", policy) => json!(policy),
             (_, number) => match number.parse::<u64>() {
                 Ok(number) => json!(number),
                 Err(_) => return Err(format!("{name}: {number:?} is not a whole number")),
@@ -389,6 +507,15 @@ mod tests {
         assert_eq!(
             patch(&["priority_kinds=".to_owned()]).unwrap(),
             json!({"priority_kinds": []})
+        );
+        assert_eq!(
+            patch(&[
+                "private=true".to_owned(),
+                "hook_kinds=chat,gift".to_owned(),
+                "hook_failure=closed".to_owned(),
+            ])
+            .unwrap(),
+            json!({"private": true, "hook_kinds": ["chat", "gift"], "hook_failure": "closed"})
         );
         assert!(patch(&["normal_per_s".to_owned()]).is_err());
         assert!(patch(&["normal_per_s=-5".to_owned()]).is_err());

@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use super::keys::Scope;
 use crate::core::ModerationError;
 use crate::service::AdminError;
 
@@ -65,7 +66,16 @@ impl ApiError {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "a valid admin token is required: Authorization: Bearer <token>",
+            "a valid admin token or key is required: Authorization: Bearer <token>",
+        )
+    }
+
+    /// A known key without the scope the route needs (403).
+    pub fn insufficient_scope(scope: Scope, key: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("this request needs the {scope} scope, which key {key} does not have"),
         )
     }
 }
@@ -77,6 +87,7 @@ impl From<AdminError> for ApiError {
             AdminError::BadRoomId(_) => Self::bad_request("bad_room_id", message),
             AdminError::BadUserId(_) => Self::bad_request("bad_user_id", message),
             AdminError::InvalidConfig(_) => Self::bad_request("invalid_config", message),
+            AdminError::InvalidWordLists(_) => Self::bad_request("invalid_word_lists", message),
             AdminError::NoticeRefused(_) => Self::bad_request("notice_refused", message),
             AdminError::UnknownRoom(_) => Self::new(StatusCode::NOT_FOUND, "unknown_room", message),
             AdminError::Moderation(ModerationError::Full(_)) => {

@@ -183,10 +183,15 @@ impl Peers {
     }
 }
 
+/// Marks an answer relayed from a peer, which did (and audited) the work.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Relayed;
+
 /// The peer's answer as this node's.
 fn relay(reply: Reply) -> Response {
     let mut response = Response::new(Body::from(reply.body));
     *response.status_mut() = reply.status;
+    response.extensions_mut().insert(Relayed);
     for name in [
         header::CONTENT_TYPE,
         header::RETRY_AFTER,

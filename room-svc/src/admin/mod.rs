@@ -1,9 +1,13 @@
 //! The admin HTTP API: operators read and change rooms while they are live.
 //!
 //! JSON over HTTP under [`PREFIX`], every request with `Authorization:
-//! Bearer <admin token>`. Served by every room service (and by the embedded
-//! server on its HTTP port). Any room service answers for any room: a
-//! request about a room another room service owns is forwarded to it
+//! Bearer <admin token or key>`. A key reaches only the routes of its
+//! scopes ([`keys`]); each route is registered with the [`Scope`] it needs,
+//! and every change (a request other than GET or HEAD, done or refused)
+//! by a known key is an [`AuditRecord`]. Served by every room service (and
+//! by the embedded server on its HTTP port). Any room service answers for
+//! any room: a request about a room another room service owns is forwarded
+//! to it
 //! ([`forward`]), and the busiest rooms are gathered from all of them. The
 //! owner applies a change in the room's worker, in order with the room's
 //! traffic, records it for Redis and pushes it to the room's msg-svc nodes
@@ -19,6 +23,7 @@ pub mod client;
 mod error;
 mod forward;
 pub mod http_client;
+pub mod keys;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,27 +33,31 @@ use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use bytes::Bytes;
-use chatroom_cluster::auth::AdminToken;
+use chatroom_cluster::time::unix_micros;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::core::moderation::List;
-use crate::core::{ConfigPatch, RankBy, RoomStats, RoomSummary};
+use crate::core::{ConfigPatch, FilterAction, RankBy, RoomStats, RoomSummary, WordList};
+use crate::hooks::EventKind;
 use crate::service::{ConfigChange, ModerationList, RoomService, RoomSettings};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
-use forward::Owner;
 pub use forward::{FORWARDED, Peers};
+use forward::{Owner, Relayed};
+use keys::Caller;
+pub use keys::{Keyring, Scope};
 
 /// Where the API's routes start.
 pub const PREFIX: &str = "/admin/v1";
 
-/// Largest request body, bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest request body, bytes: room for a word list at its bounds
+/// (5,000 words of up to 64 bytes, as JSON).
+pub const MAX_BODY_BYTES: usize = 512 * 1024;
 
 /// Most rooms one busiest-rooms answer lists.
 pub const MAX_TOP: usize = 1_000;
@@ -62,61 +71,145 @@ pub const MAX_MUTE_S: u64 = 366 * 24 * 3600;
 /// The sender a notice carries when the request names none.
 pub const DEFAULT_NOTICE_SENDER: &str = "system";
 
+/// Where audit records go besides the log (a webhook, say). Called on the
+/// request's task once the answer is known, so it must not block: hand the
+/// record to a queue.
+pub type AuditSink = Arc<dyn Fn(AuditRecord) + Send + Sync>;
+
+/// A change tried through the API by a known key, done or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// The key's name ([`keys::TOKEN_KEY_NAME`] for the admin token).
+    pub key: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The request's path, without the query.
+    pub path: String,
+    /// The room the path names, if it names one.
+    pub room: Option<String>,
+    /// The answer's HTTP status.
+    pub status: u16,
+    /// When the answer was known, microseconds since the Unix epoch.
+    pub at_us: u64,
+}
+
 /// What the API serves from.
 #[derive(Debug, Clone)]
 pub struct AdminApi {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+#[derive(Clone)]
 struct Inner {
     rooms: RoomService,
-    /// `None`: no token is configured and every request is refused.
-    token: Option<AdminToken>,
+    /// Empty: every request is refused.
+    keyring: Keyring,
     /// The other room services; `None` in the embedded mode.
     peers: Option<Peers>,
+    audit: Option<AuditSink>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("rooms", &self.rooms)
+            .field("keyring", &self.keyring)
+            .field("peers", &self.peers)
+            .field("audit", &self.audit.is_some())
+            .finish()
+    }
 }
 
 impl AdminApi {
-    /// The API over `rooms`, accepting `token`; without a token every
-    /// request is refused with 503 `admin_disabled`. With `peers`, requests
-    /// about rooms this node does not own are forwarded to their owner.
-    pub fn new(rooms: RoomService, token: Option<AdminToken>, peers: Option<Peers>) -> Self {
+    /// The API over `rooms`, accepting the token and keys of `keyring`;
+    /// with neither every request is refused with 503 `admin_disabled`.
+    /// With `peers`, requests about rooms this node does not own are
+    /// forwarded to their owner. When `rooms` has a webhook, every audit
+    /// record also goes there (as an `admin.audit` event).
+    pub fn new(rooms: RoomService, keyring: Keyring, peers: Option<Peers>) -> Self {
+        let audit = rooms.webhooks().cloned().map(|webhooks| {
+            let sink: AuditSink = Arc::new(move |record: AuditRecord| {
+                // A struct of strings and numbers always serializes.
+                let data = serde_json::to_value(&record).unwrap_or_default();
+                webhooks.emit(EventKind::AdminAudit, record.room.as_deref(), data);
+            });
+            sink
+        });
         Self {
             inner: Arc::new(Inner {
                 rooms,
-                token,
+                keyring,
                 peers,
+                audit,
             }),
         }
     }
 
-    /// The routes, to merge into a node's HTTP router. Unknown paths and
-    /// methods get JSON errors too.
+    /// The same, also handing every audit record to `sink`.
+    pub fn with_audit(self, sink: AuditSink) -> Self {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        inner.audit = Some(sink);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The routes, to merge into a node's HTTP router, each with the scope
+    /// it needs. Unknown paths and methods get JSON errors too.
     pub fn router(self) -> Router {
-        let room = Router::new()
-            .route("/admin/v1/rooms/{room}", get(stats).delete(close))
+        use Scope::{Configure, Moderate, Publish, Read};
+
+        Router::new()
+            .route("/admin/v1/rooms", needs(Read, get(busiest)))
+            .route("/admin/v1/rooms/{room}", self.room(Read, get(stats)))
+            .route(
+                "/admin/v1/rooms/{room}",
+                self.room(Configure, delete(close)),
+            )
             .route(
                 "/admin/v1/rooms/{room}/config",
-                get(config).patch(patch_config).delete(reset_config),
+                self.room(Read, get(config)),
             )
-            .route("/admin/v1/rooms/{room}/notices", post(notice))
-            .route("/admin/v1/rooms/{room}/mutes", get(list_mutes))
-            .route("/admin/v1/rooms/{room}/bans", get(list_bans))
-            .route("/admin/v1/rooms/{room}/whitelist", get(list_whitelist))
+            .route(
+                "/admin/v1/rooms/{room}/config",
+                self.room(Configure, patch(patch_config).delete(reset_config)),
+            )
+            .route(
+                "/admin/v1/rooms/{room}/notices",
+                self.room(Publish, post(notice)),
+            )
+            .route(
+                "/admin/v1/rooms/{room}/mutes",
+                self.room(Read, get(list_mutes)),
+            )
+            .route(
+                "/admin/v1/rooms/{room}/bans",
+                self.room(Read, get(list_bans)),
+            )
+            .route(
+                "/admin/v1/rooms/{room}/whitelist",
+                self.room(Read, get(list_whitelist)),
+            )
             .route(
                 "/admin/v1/rooms/{room}/mutes/{user}",
-                put(mute).delete(unmute),
+                self.room(Moderate, put(mute).delete(unmute)),
             )
-            .route("/admin/v1/rooms/{room}/bans/{user}", put(ban).delete(unban))
+            .route(
+                "/admin/v1/rooms/{room}/bans/{user}",
+                self.room(Moderate, put(ban).delete(unban)),
+            )
             .route(
                 "/admin/v1/rooms/{room}/whitelist/{user}",
-                put(whitelist_add).delete(whitelist_remove),
+                self.room(Moderate, put(whitelist_add).delete(whitelist_remove)),
             )
-            .route_layer(middleware::from_fn_with_state(self.clone(), to_owner));
-        Router::new()
-            .route("/admin/v1/rooms", get(busiest))
-            .merge(room)
+            .route(
+                "/admin/v1/rooms/{room}/word-lists",
+                self.room(Read, get(word_lists)),
+            )
+            .route(
+                "/admin/v1/rooms/{room}/word-lists/{name}",
+                self.room(Configure, put(set_word_list).delete(remove_word_list)),
+            )
             .route_layer(middleware::from_fn_with_state(self.clone(), authorize))
             .method_not_allowed_fallback(|| async {
                 ApiError::new(
@@ -130,28 +223,106 @@ impl AdminApi {
             })
             .with_state(self)
     }
+
+    /// `methods` about one room: they need `scope`, then go to the room's
+    /// owner, so a key is refused where it asked, not where it was sent.
+    fn room(&self, scope: Scope, methods: MethodRouter<Self>) -> MethodRouter<Self> {
+        let to_owner = middleware::from_fn_with_state(self.clone(), to_owner);
+        needs(scope, methods.route_layer(to_owner))
+    }
+}
+
+/// `methods`, refused with 403 to keys without `scope`.
+fn needs(scope: Scope, methods: MethodRouter<AdminApi>) -> MethodRouter<AdminApi> {
+    methods.route_layer(middleware::from_fn_with_state(scope, require_scope))
 }
 
 // --- Middleware ---------------------------------------------------------------
 
-/// Lets through requests carrying the admin token.
-async fn authorize(State(api): State<AdminApi>, request: Request, next: Next) -> Response {
-    let Some(token) = &api.inner.token else {
+/// Lets through requests carrying the admin token or a key, telling the
+/// routes' scope checks who it is ([`Caller`]), and records the changes.
+async fn authorize(State(api): State<AdminApi>, mut request: Request, next: Next) -> Response {
+    let keyring = &api.inner.keyring;
+    if keyring.is_empty() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "admin_disabled",
-            "no admin token is configured on this node (--admin-token or --admin-token-file)",
+            "no admin token or keys are configured on this node (--admin-token, --admin-token-file or --admin-keys)",
         )
         .into_response();
+    }
+    let Some(caller) = caller(keyring, request.headers()) else {
+        return ApiError::unauthorized().into_response();
     };
-    match presented_token(request.headers()) {
-        Some(presented) if token.verify(presented.as_bytes()) => next.run(request).await,
-        _ => ApiError::unauthorized().into_response(),
+    let change = !matches!(*request.method(), Method::GET | Method::HEAD);
+    if !change {
+        request.extensions_mut().insert(caller);
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let room = RoomPath::from_request_parts(&mut parts, &())
+        .await
+        .ok()
+        .map(|RoomPath(room)| room);
+    let method = parts.method.to_string();
+    let path = parts.uri.path().to_owned();
+    let key = caller.key.to_string();
+    parts.extensions.insert(caller);
+    let response = next.run(Request::from_parts(parts, body)).await;
+    // The owner a change was forwarded to records it.
+    if response.extensions().get::<Relayed>().is_none() {
+        audit(
+            &api,
+            AuditRecord {
+                key,
+                method,
+                path,
+                room,
+                status: response.status().as_u16(),
+                at_us: unix_micros(),
+            },
+        );
+    }
+    response
+}
+
+/// Logs `record` (target `audit`) and hands it to the sink, if any.
+fn audit(api: &AdminApi, record: AuditRecord) {
+    tracing::info!(
+        target: "audit",
+        key = %record.key,
+        method = %record.method,
+        path = %record.path,
+        room = record.room.as_deref(),
+        status = record.status,
+        "admin change"
+    );
+    if let Some(sink) = &api.inner.audit {
+        sink(record);
     }
 }
 
+/// Refuses callers without `scope` with 403 `insufficient_scope`.
+async fn require_scope(State(scope): State<Scope>, request: Request, next: Next) -> Response {
+    // `authorize` runs first on every route and leaves the caller; a route
+    // reached without one is refused rather than let through.
+    let Some(caller) = request.extensions().get::<Caller>() else {
+        return ApiError::unauthorized().into_response();
+    };
+    if caller.scopes.contains(scope) {
+        next.run(request).await
+    } else {
+        ApiError::insufficient_scope(scope, &caller.key).into_response()
+    }
+}
+
+/// Whose the request's bearer token is, if anyone's.
+pub(crate) fn caller(keyring: &Keyring, headers: &HeaderMap) -> Option<Caller> {
+    keyring.authenticate(presented_token(headers)?.as_bytes())
+}
+
 /// The token of an `Authorization: Bearer` header, if the request has one.
-pub(crate) fn presented_token(headers: &HeaderMap) -> Option<&str> {
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
     // The scheme is case-insensitive (RFC 9110 §11.1).
     headers
         .get(header::AUTHORIZATION)
@@ -207,6 +378,42 @@ impl<S: Send + Sync> FromRequestParts<S> for RoomPath {
             .find(|(name, _)| name == "room")
             .map(|(_, room)| Self(room))
             .ok_or_else(|| ApiError::bad_request("bad_path", "the path names no room"))
+    }
+}
+
+/// The room service acting for the request's key, so the moderation
+/// events its changes raise name who made them.
+struct Acting(RoomService);
+
+impl FromRequestParts<AdminApi> for Acting {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        api: &AdminApi,
+    ) -> Result<Self, Self::Rejection> {
+        let rooms = &api.inner.rooms;
+        Ok(Self(match parts.extensions.get::<Caller>() {
+            Some(caller) => rooms.acting_as(&caller.key),
+            None => rooms.clone(),
+        }))
+    }
+}
+
+/// The `{room}` and `{name}` of a word list's path.
+struct ListPath {
+    room: String,
+    name: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ListPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((room, name)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(bad_path)?;
+        Ok(Self { room, name })
     }
 }
 
@@ -404,11 +611,8 @@ async fn stats(
     Ok(Json(api.inner.rooms.stats(&room).await?))
 }
 
-async fn close(
-    State(api): State<AdminApi>,
-    RoomPath(room): RoomPath,
-) -> Result<StatusCode, ApiError> {
-    api.inner.rooms.close_room(&room).await?;
+async fn close(Acting(rooms): Acting, RoomPath(room): RoomPath) -> Result<StatusCode, ApiError> {
+    rooms.close_room(&room).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -420,20 +624,20 @@ async fn config(
 }
 
 async fn patch_config(
-    State(api): State<AdminApi>,
+    Acting(rooms): Acting,
     RoomPath(room): RoomPath,
     JsonBody(patch): JsonBody<ConfigPatch>,
 ) -> Result<Json<RoomSettings>, ApiError> {
     let change = ConfigChange::Patch(patch);
-    Ok(Json(api.inner.rooms.configure_room(&room, change).await?))
+    Ok(Json(rooms.configure_room(&room, change).await?))
 }
 
 async fn reset_config(
-    State(api): State<AdminApi>,
+    Acting(rooms): Acting,
     RoomPath(room): RoomPath,
 ) -> Result<Json<RoomSettings>, ApiError> {
     let change = ConfigChange::Reset;
-    Ok(Json(api.inner.rooms.configure_room(&room, change).await?))
+    Ok(Json(rooms.configure_room(&room, change).await?))
 }
 
 /// A system notice to post.
@@ -455,16 +659,14 @@ pub struct Posted {
 }
 
 async fn notice(
-    State(api): State<AdminApi>,
+    Acting(rooms): Acting,
     RoomPath(room): RoomPath,
     JsonBody(body): JsonBody<NoticeBody>,
 ) -> Result<(StatusCode, Json<Posted>), ApiError> {
     let sender = body
         .sender
         .unwrap_or_else(|| DEFAULT_NOTICE_SENDER.to_owned());
-    let ack = api
-        .inner
-        .rooms
+    let ack = rooms
         .post_notice(&room, &sender, Bytes::from(body.text))
         .await?;
     let posted = Posted {
@@ -483,7 +685,7 @@ struct MuteBody {
 }
 
 async fn mute(
-    State(api): State<AdminApi>,
+    Acting(rooms): Acting,
     path: MemberPath,
     JsonBody(body): JsonBody<Option<MuteBody>>,
 ) -> Result<StatusCode, ApiError> {
@@ -499,46 +701,85 @@ async fn mute(
             ));
         }
     };
-    api.inner
-        .rooms
-        .mute(&path.room, &path.user, duration)
-        .await?;
+    rooms.mute(&path.room, &path.user, duration).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn unmute(State(api): State<AdminApi>, path: MemberPath) -> Result<StatusCode, ApiError> {
-    api.inner.rooms.unmute(&path.room, &path.user).await?;
+async fn unmute(Acting(rooms): Acting, path: MemberPath) -> Result<StatusCode, ApiError> {
+    rooms.unmute(&path.room, &path.user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn ban(State(api): State<AdminApi>, path: MemberPath) -> Result<StatusCode, ApiError> {
-    api.inner.rooms.ban(&path.room, &path.user).await?;
+async fn ban(Acting(rooms): Acting, path: MemberPath) -> Result<StatusCode, ApiError> {
+    rooms.ban(&path.room, &path.user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn unban(State(api): State<AdminApi>, path: MemberPath) -> Result<StatusCode, ApiError> {
-    api.inner.rooms.unban(&path.room, &path.user).await?;
+async fn unban(Acting(rooms): Acting, path: MemberPath) -> Result<StatusCode, ApiError> {
+    rooms.unban(&path.room, &path.user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn whitelist_add(
+async fn whitelist_add(Acting(rooms): Acting, path: MemberPath) -> Result<StatusCode, ApiError> {
+    rooms.whitelist_add(&path.room, &path.user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn whitelist_remove(Acting(rooms): Acting, path: MemberPath) -> Result<StatusCode, ApiError> {
+    rooms.whitelist_remove(&path.room, &path.user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A room's own word lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomWordLists {
+    /// The room.
+    pub room_id: String,
+    /// Its lists (the service's default lists apply beside them).
+    pub lists: Vec<WordList>,
+}
+
+async fn word_lists(
     State(api): State<AdminApi>,
-    path: MemberPath,
+    RoomPath(room): RoomPath,
+) -> Result<Json<RoomWordLists>, ApiError> {
+    let lists = api.inner.rooms.word_lists(&room).await?;
+    Ok(Json(RoomWordLists {
+        room_id: room,
+        lists,
+    }))
+}
+
+/// A word list as it is set: its name is in the path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WordListBody {
+    action: FilterAction,
+    words: Vec<String>,
+}
+
+async fn set_word_list(
+    Acting(rooms): Acting,
+    path: ListPath,
+    JsonBody(body): JsonBody<WordListBody>,
 ) -> Result<StatusCode, ApiError> {
-    api.inner
-        .rooms
-        .whitelist_add(&path.room, &path.user)
-        .await?;
+    let list = WordList {
+        name: path.name,
+        action: body.action,
+        words: body.words,
+    };
+    rooms.set_word_list(&path.room, list).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn whitelist_remove(
-    State(api): State<AdminApi>,
-    path: MemberPath,
-) -> Result<StatusCode, ApiError> {
-    api.inner
-        .rooms
-        .whitelist_remove(&path.room, &path.user)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+async fn remove_word_list(Acting(rooms): Acting, path: ListPath) -> Result<StatusCode, ApiError> {
+    if rooms.remove_word_list(&path.room, &path.name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_word_list",
+            format!("room {} has no word list {}", path.room, path.name),
+        ))
+    }
 }

@@ -10,13 +10,14 @@
 use std::fmt;
 use std::ops::RangeInclusive;
 
-use chatroom_proto::cluster::v1::{KindList, RoomConfig, RoomOverrides};
+use chatroom_proto::cluster::v1::{HookFailurePolicy, KindList, RoomConfig, RoomOverrides};
 use chatroom_proto::v1::Kind;
 use serde::de::{self, Deserializer};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
-/// Most message kinds a room may route to the PRIORITY lane.
+/// Most message kinds a room may route to the PRIORITY lane (or through
+/// the moderation hook).
 pub const MAX_PRIORITY_KINDS: usize = 32;
 
 const RATE: RangeInclusive<u32> = 0..=1_000_000;
@@ -52,6 +53,12 @@ pub enum ConfigError {
     /// `priority_kinds` names a reserved kind.
     #[error("priority_kinds contains {0}, which is not a message kind (0..=3 or 1000 and up)")]
     BadPriorityKind(i32),
+    /// `hook_kinds` lists more kinds than allowed.
+    #[error("hook_kinds has {0} entries, at most {MAX_PRIORITY_KINDS} allowed")]
+    TooManyHookKinds(usize),
+    /// `hook_kinds` names a reserved kind.
+    #[error("hook_kinds contains {0}, which is not a message kind (0..=3 or 1000 and up)")]
+    BadHookKind(i32),
 }
 
 /// The settings of a room nobody has configured.
@@ -71,6 +78,12 @@ pub fn default_room_config() -> RoomConfig {
         inline_max_bytes: 32 * 1024,
         priority_kinds: vec![Kind::Gift as i32],
         slow_mode_ms: 0,
+        private: false,
+        read_only: false,
+        hook_kinds: vec![Kind::Chat as i32],
+        hook_failure: HookFailurePolicy::Open as i32,
+        webhook_presence: false,
+        webhook_messages: false,
     }
 }
 
@@ -111,18 +124,28 @@ pub fn validate_config(config: &RoomConfig) -> Result<(), ConfigError> {
             config.priority_kinds.len(),
         ));
     }
-    match config
+    if let Some(&kind) = config
         .priority_kinds
         .iter()
         .find(|&&kind| !Kind::is_allowed(kind))
     {
-        Some(&kind) => Err(ConfigError::BadPriorityKind(kind)),
+        return Err(ConfigError::BadPriorityKind(kind));
+    }
+    if config.hook_kinds.len() > MAX_PRIORITY_KINDS {
+        return Err(ConfigError::TooManyHookKinds(config.hook_kinds.len()));
+    }
+    match config
+        .hook_kinds
+        .iter()
+        .find(|&&kind| !Kind::is_allowed(kind))
+    {
+        Some(&kind) => Err(ConfigError::BadHookKind(kind)),
         None => Ok(()),
     }
 }
 
 /// Calls `$apply!` with the names of the numeric settings, in the order of
-/// `RoomConfig`.
+/// `RoomConfig`, then (after a `;`) those of the on/off settings.
 macro_rules! numeric_fields {
     ($apply:ident) => {
         $apply! {
@@ -138,7 +161,11 @@ macro_rules! numeric_fields {
             slow_consumer_notifies,
             history_size,
             inline_max_bytes,
-            slow_mode_ms
+            slow_mode_ms;
+            private,
+            read_only,
+            webhook_presence,
+            webhook_messages
         }
     };
 }
@@ -146,13 +173,19 @@ macro_rules! numeric_fields {
 /// The room's config: `defaults` with `overrides` laid over them.
 pub fn resolve(defaults: &RoomConfig, overrides: &RoomOverrides) -> RoomConfig {
     macro_rules! lay_over {
-        ($($field:ident),*) => {
+        ($($field:ident),*; $($flag:ident),*) => {
             RoomConfig {
                 $($field: overrides.$field.unwrap_or(defaults.$field),)*
+                $($flag: overrides.$flag.unwrap_or(defaults.$flag),)*
                 priority_kinds: overrides
                     .priority_kinds
                     .as_ref()
                     .map_or_else(|| defaults.priority_kinds.clone(), |list| list.kinds.clone()),
+                hook_kinds: overrides
+                    .hook_kinds
+                    .as_ref()
+                    .map_or_else(|| defaults.hook_kinds.clone(), |list| list.kinds.clone()),
+                hook_failure: overrides.hook_failure.unwrap_or(defaults.hook_failure),
             }
         };
     }
@@ -251,8 +284,41 @@ fn kind_names(kinds: &[i32]) -> Vec<KindName> {
     kinds.iter().map(|&kind| KindName(kind)).collect()
 }
 
+fn kind_list(names: Vec<KindName>) -> KindList {
+    KindList {
+        kinds: names.into_iter().map(|KindName(kind)| kind).collect(),
+    }
+}
+
+/// What a send gets when the moderation hook fails, as the admin API
+/// names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookFailure {
+    /// Accepted as if the hook had accepted it.
+    Open,
+    /// Refused with OVERLOADED and a retry hint.
+    Closed,
+}
+
+impl HookFailure {
+    fn of(policy: i32) -> Self {
+        match HookFailurePolicy::try_from(policy) {
+            Ok(HookFailurePolicy::Closed) => Self::Closed,
+            _ => Self::Open,
+        }
+    }
+
+    fn policy(self) -> i32 {
+        match self {
+            Self::Open => HookFailurePolicy::Open as i32,
+            Self::Closed => HookFailurePolicy::Closed as i32,
+        }
+    }
+}
+
 macro_rules! define_patch {
-    ($($field:ident),*) => {
+    ($($field:ident),*; $($flag:ident),*) => {
         /// A change to a room's overrides, as the admin API takes it: each
         /// field absent (kept), `null` (back to the default) or a value.
         #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -263,9 +329,20 @@ macro_rules! define_patch {
                 #[serde(default)]
                 pub $field: Field<u32>,
             )*
+            $(
+                #[allow(missing_docs)]
+                #[serde(default)]
+                pub $flag: Field<bool>,
+            )*
             /// Kinds that go to the PRIORITY lane whoever sends them.
             #[serde(default)]
             pub priority_kinds: Field<Vec<KindName>>,
+            /// Kinds the moderation hook decides on.
+            #[serde(default)]
+            pub hook_kinds: Field<Vec<KindName>>,
+            /// What a send gets when the hook fails.
+            #[serde(default)]
+            pub hook_failure: Field<HookFailure>,
         }
 
         impl ConfigPatch {
@@ -273,21 +350,32 @@ macro_rules! define_patch {
             pub fn from_config(config: &RoomConfig) -> Self {
                 Self {
                     $($field: Field::Set(config.$field),)*
+                    $($flag: Field::Set(config.$flag),)*
                     priority_kinds: Field::Set(kind_names(&config.priority_kinds)),
+                    hook_kinds: Field::Set(kind_names(&config.hook_kinds)),
+                    hook_failure: Field::Set(HookFailure::of(config.hook_failure)),
                 }
             }
 
             /// Applies the patch to `overrides`.
             pub fn apply(self, overrides: &mut RoomOverrides) {
                 $(self.$field.apply(&mut overrides.$field);)*
+                $(self.$flag.apply(&mut overrides.$flag);)*
                 let mut kinds = overrides
                     .priority_kinds
                     .take()
                     .map(|list| kind_names(&list.kinds));
                 self.priority_kinds.apply(&mut kinds);
-                overrides.priority_kinds = kinds.map(|names| KindList {
-                    kinds: names.into_iter().map(|KindName(kind)| kind).collect(),
-                });
+                overrides.priority_kinds = kinds.map(kind_list);
+                let mut kinds = overrides
+                    .hook_kinds
+                    .take()
+                    .map(|list| kind_names(&list.kinds));
+                self.hook_kinds.apply(&mut kinds);
+                overrides.hook_kinds = kinds.map(kind_list);
+                let mut failure = overrides.hook_failure.map(HookFailure::of);
+                self.hook_failure.apply(&mut failure);
+                overrides.hook_failure = failure.map(HookFailure::policy);
             }
         }
 
@@ -298,7 +386,10 @@ macro_rules! define_patch {
         ) -> Result<S::Ok, S::Error> {
             let mut map = serializer.serialize_map(None)?;
             $(map.serialize_entry(stringify!($field), &config.$field)?;)*
+            $(map.serialize_entry(stringify!($flag), &config.$flag)?;)*
             map.serialize_entry("priority_kinds", &kind_names(&config.priority_kinds))?;
+            map.serialize_entry("hook_kinds", &kind_names(&config.hook_kinds))?;
+            map.serialize_entry("hook_failure", &HookFailure::of(config.hook_failure))?;
             map.end()
         }
 
@@ -313,8 +404,19 @@ macro_rules! define_patch {
                     map.serialize_entry(stringify!($field), &value)?;
                 }
             )*
+            $(
+                if let Some(value) = overrides.$flag {
+                    map.serialize_entry(stringify!($flag), &value)?;
+                }
+            )*
             if let Some(list) = &overrides.priority_kinds {
                 map.serialize_entry("priority_kinds", &kind_names(&list.kinds))?;
+            }
+            if let Some(list) = &overrides.hook_kinds {
+                map.serialize_entry("hook_kinds", &kind_names(&list.kinds))?;
+            }
+            if let Some(policy) = overrides.hook_failure {
+                map.serialize_entry("hook_failure", &HookFailure::of(policy))?;
             }
             map.end()
         }
@@ -555,6 +657,6 @@ mod patch_tests {
         );
         assert_eq!(json["config"]["max_payload_bytes"], 10);
         assert_eq!(json["config"]["normal_per_s"], 200);
-        assert_eq!(json["config"].as_object().unwrap().len(), 14);
+        assert_eq!(json["config"].as_object().unwrap().len(), 20);
     }
 }

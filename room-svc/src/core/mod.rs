@@ -21,6 +21,7 @@ pub mod moderation;
 pub mod room;
 pub mod slowmode;
 pub mod stats;
+pub mod wordfilter;
 
 pub use clock::RoomClock;
 pub use config::{
@@ -28,5 +29,11 @@ pub use config::{
 };
 pub use members::NodeIdx;
 pub use moderation::{ModerationError, MuteLeft};
-pub use room::{Accepted, CatchUp, Now, PersistedRoom, PresenceChange, RoomState, SendInput};
+pub use room::{
+    Accepted, CatchUp, Held, MAX_HELD, Now, PersistedRoom, PresenceChange, RoomState, SendInput,
+    Verdict,
+};
 pub use stats::{RankBy, RoomStats, RoomSummary};
+pub use wordfilter::{
+    FilterAction, FilterError, Filtered, WordFilter, WordList, parse_lists_file, validate_lists,
+};

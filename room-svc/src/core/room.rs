@@ -9,9 +9,11 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chatroom_cluster::auth::Roles;
-use chatroom_proto::cluster::v1::{RoomConfig, RoomOverrides, RoomReport, SendRequest};
-use chatroom_proto::v1::{self, ChatMessage, Cursor, ErrorCode, Kind, Lane, SendAck};
+use chatroom_cluster::auth::{Roles, RoomRoles};
+use chatroom_proto::cluster::v1::{
+    HookFailurePolicy, RoomConfig, RoomOverrides, RoomReport, SendRequest,
+};
+use chatroom_proto::v1::{self, ChatMessage, Cursor, ErrorCode, Kind, Lane, SendAck, SenderInfo};
 
 use super::clock::RoomClock;
 use super::config::{ConfigError, resolve, validate_config};
@@ -21,6 +23,12 @@ use super::members::{NodeIdx, RoomMembers};
 use super::moderation::{Moderation, ModerationError, MuteLeft};
 use super::slowmode::SlowMode;
 use super::stats::{Counters, RoomStats, RoomSummary};
+use super::wordfilter::{Filtered, WordFilter};
+
+/// Most sends one room may have waiting for the moderation hook's verdict:
+/// past it the room's senders are told OVERLOADED, so a slow hook holds up
+/// one room's traffic within this bound and nothing else.
+pub const MAX_HELD: usize = 256;
 
 /// The time of a decision, read by the caller: wall clock for stamps and
 /// mutes, monotonic for limits and dedupe.
@@ -46,6 +54,10 @@ pub struct SendInput {
     pub sender: String,
     /// The sender's roles, from their token.
     pub roles: Roles,
+    /// The sender's roles in this room, from their token.
+    pub room_roles: RoomRoles,
+    /// How the sender is shown, from their token.
+    pub sender_info: Option<SenderInfo>,
     /// The sender's id for the message; 0 turns dedupe off.
     pub client_msg_id: u64,
     /// A `Kind` value or an application kind.
@@ -60,6 +72,8 @@ impl From<SendRequest> for SendInput {
         Self {
             sender: send.sender,
             roles: Roles::from_names(&send.sender_roles),
+            room_roles: RoomRoles::from_names(&send.sender_roles),
+            sender_info: send.sender_info,
             client_msg_id: send.client_msg_id,
             kind: send.kind,
             payload: send.payload,
@@ -67,23 +81,68 @@ impl From<SendRequest> for SendInput {
     }
 }
 
-/// A send the room accepted.
+/// A send the room accepted (or holds for the app's verdict).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
     /// A new message, stamped and in the history: broadcast it.
     New(ChatMessage),
     /// A retry of a message accepted earlier: answer with its ack only.
     Duplicate(SendAck),
+    /// Passed every check of the room and waits for the moderation hook:
+    /// hand it over, then give the verdict to [`RoomState::complete`].
+    Held(Held),
 }
 
 impl Accepted {
-    /// What the sender is told.
-    pub fn ack(&self) -> SendAck {
+    /// What the sender is told; `None` while the send is held.
+    pub fn ack(&self) -> Option<SendAck> {
         match self {
-            Self::New(msg) => ack_of(msg),
-            Self::Duplicate(ack) => *ack,
+            Self::New(msg) => Some(ack_of(msg)),
+            Self::Duplicate(ack) => Some(*ack),
+            Self::Held(_) => None,
         }
     }
+}
+
+/// A send waiting for the moderation hook: it passed the room's checks
+/// (its rate and slow-mode slot are taken) and is stamped once the app
+/// accepts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held(Box<Stamp>);
+
+impl Held {
+    /// The sender.
+    pub fn sender(&self) -> &str {
+        &self.0.sender
+    }
+
+    /// How the sender is shown.
+    pub fn sender_info(&self) -> Option<&SenderInfo> {
+        self.0.sender_info.as_ref()
+    }
+
+    /// The message kind.
+    pub fn kind(&self) -> i32 {
+        self.0.kind
+    }
+
+    /// The payload, as the word filter left it.
+    pub fn payload(&self) -> &Bytes {
+        &self.0.payload
+    }
+}
+
+/// What the app's moderation hook said of a held send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Post it as it is.
+    Accept,
+    /// Refuse it; the reason is shown to the sender.
+    Reject(String),
+    /// Post this payload instead.
+    Replace(Bytes),
+    /// The hook failed or did not answer in time: the room's policy decides.
+    Failed,
 }
 
 /// The ack of a stamped message.
@@ -151,6 +210,13 @@ pub struct RoomState {
     priority_limit: LaneLimiter,
     dedupe: Dedupe,
     slow_mode: SlowMode,
+    /// The default word lists and the room's own, compiled.
+    filter: Arc<WordFilter>,
+    /// The service has a moderation hook: sends of the room's hook kinds
+    /// wait for its verdict.
+    hooked: bool,
+    /// Sends waiting for the hook's verdict.
+    held: usize,
     clock: RoomClock,
     /// The newest message's position: its msg_id, ts and normal_seq are
     /// where the next message counts from.
@@ -189,6 +255,9 @@ impl RoomState {
             moderation: Moderation::new(),
             dedupe: Dedupe::new(),
             slow_mode: SlowMode::default(),
+            filter: Arc::default(),
+            hooked: false,
+            held: 0,
             clock: RoomClock::new(),
             latest: Cursor::start(epoch),
             counters: Counters::default(),
@@ -305,6 +374,22 @@ impl RoomState {
         Ok(())
     }
 
+    /// Sets the word filter the room's messages go through (the default
+    /// lists and the room's own, compiled by the caller).
+    pub fn set_filter(&mut self, filter: Arc<WordFilter>) {
+        self.filter = filter;
+    }
+
+    /// Whether the service has a moderation hook for the room's hook kinds.
+    pub fn set_hooked(&mut self, hooked: bool) {
+        self.hooked = hooked;
+    }
+
+    /// Sends waiting for the hook's verdict.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
     // --- Nodes and members -------------------------------------------------
 
     /// `node` wants the room's broadcasts; whether it did not before.
@@ -369,20 +454,120 @@ impl RoomState {
 
     // --- Messages ----------------------------------------------------------
 
-    /// Decides on a member's message: checks membership, ban, mute, kind,
-    /// payload size, dedupe, slow mode (NORMAL lane) and the lane's limit,
-    /// in that order, then stamps
-    /// the message and appends it to the history. A banned user is no member
-    /// (the ban removed them), and is told BANNED rather than NOT_JOINED so
-    /// their client does not try to join again.
+    /// Decides on a member's message: checks membership, ban, mute,
+    /// read-only, kind, payload size, dedupe, slow mode (NORMAL lane), the
+    /// lane's limit and the word filter, in that order: who may post and
+    /// how much first, then what is said. A message of the room's hook
+    /// kinds is then held for the app's verdict (when the service has a
+    /// hook); any other is stamped and appended to the history. A banned
+    /// user is no member (the ban removed them), and is told BANNED rather
+    /// than NOT_JOINED so their client does not try to join again. Admin and
+    /// system senders bypass the filter and the hook.
     pub fn accept(&mut self, send: SendInput, now: Now) -> Result<Accepted, v1::Error> {
         let outcome = self.decide(send, now);
-        match &outcome {
+        self.count(&outcome, now);
+        outcome
+    }
+
+    /// Stamps (or refuses) a held send on the hook's verdict. The sender
+    /// is checked for a ban and the message for a retry accepted meanwhile;
+    /// a replaced payload must fit the room's limit; a failed hook follows
+    /// the room's policy (accept, or refuse with OVERLOADED).
+    pub fn complete(
+        &mut self,
+        held: Held,
+        verdict: Verdict,
+        now: Now,
+    ) -> Result<Accepted, v1::Error> {
+        self.held = self.held.saturating_sub(1);
+        let outcome = self.settle(*held.0, verdict, now);
+        self.count(&outcome, now);
+        outcome
+    }
+
+    /// Lets go of a held send the hook could not take (its queue is
+    /// full): the sender is told OVERLOADED.
+    pub fn release(&mut self, _held: Held) -> v1::Error {
+        self.held = self.held.saturating_sub(1);
+        let error = hook_overloaded();
+        self.counters.rejected(error.code);
+        error
+    }
+
+    fn count(&mut self, outcome: &Result<Accepted, v1::Error>, now: Now) {
+        match outcome {
             Ok(Accepted::New(msg)) => self.counters.accepted(msg.lane(), now.seconds()),
             Ok(Accepted::Duplicate(_)) => self.counters.duplicates += 1,
+            Ok(Accepted::Held(_)) => {}
             Err(error) => self.counters.rejected(error.code),
         }
-        outcome
+    }
+
+    fn settle(&mut self, stamp: Stamp, verdict: Verdict, now: Now) -> Result<Accepted, v1::Error> {
+        if self.moderation.is_banned(&stamp.sender) {
+            return Err(v1::Error::new(
+                ErrorCode::Banned,
+                "you are banned from this room",
+            ));
+        }
+        if let Some(ack) = self
+            .dedupe
+            .get(&stamp.sender, stamp.client_msg_id, now.mono_ns)
+        {
+            return Ok(Accepted::Duplicate(ack));
+        }
+        let stamp = match verdict {
+            Verdict::Accept => stamp,
+            Verdict::Reject(reason) => {
+                let reason = if reason.is_empty() {
+                    "refused by the room's moderation".to_owned()
+                } else {
+                    reason
+                };
+                return Err(v1::Error::new(ErrorCode::ContentRejected, reason));
+            }
+            Verdict::Replace(payload) => {
+                self.check_payload(&payload)?;
+                self.counters.hook_replaced += 1;
+                Stamp { payload, ..stamp }
+            }
+            Verdict::Failed => {
+                if self.config.hook_failure == HookFailurePolicy::Closed as i32 {
+                    return Err(v1::Error::new(
+                        ErrorCode::Overloaded,
+                        "the room's moderation is unavailable",
+                    )
+                    .retry_after(1_000));
+                }
+                self.counters.hook_failed_open += 1;
+                stamp
+            }
+        };
+        let msg = self.stamp(stamp, now);
+        self.dedupe
+            .remember(&msg.sender, msg.client_msg_id, ack_of(&msg), now.mono_ns);
+        Ok(Accepted::New(msg))
+    }
+
+    /// Runs the word filter over a non-privileged sender's payload: the
+    /// payload to post (masked, or as it was), or CONTENT_REJECTED naming
+    /// the list (never the word, so the filter cannot be probed).
+    fn filter_content(&mut self, payload: Bytes) -> Result<Bytes, v1::Error> {
+        if self.filter.is_empty() {
+            return Ok(payload);
+        }
+        let text = String::from_utf8_lossy(&payload);
+        match self.filter.check(&text) {
+            Filtered::Pass => Ok(payload),
+            Filtered::Masked(masked) => {
+                self.counters.masked += 1;
+                Ok(Bytes::from(masked))
+            }
+            Filtered::Rejected { list } => Err(v1::Error::new(
+                ErrorCode::ContentRejected,
+                format!("refused by the room's word filter ({list})"),
+            )),
+        }
     }
 
     fn decide(&mut self, send: SendInput, now: Now) -> Result<Accepted, v1::Error> {
@@ -404,6 +589,16 @@ impl RoomState {
         {
             return Err(muted(left));
         }
+        if self.config.read_only
+            && !send.roles.privileged()
+            && !send.room_roles.moderator
+            && !send.room_roles.streamer
+        {
+            return Err(v1::Error::new(
+                ErrorCode::Forbidden,
+                "this room is read-only: only its moderators and streamers post",
+            ));
+        }
         if !Kind::is_allowed(send.kind) {
             return Err(v1::Error::new(
                 ErrorCode::BadRequest,
@@ -421,6 +616,11 @@ impl RoomState {
             return Ok(Accepted::Duplicate(ack));
         }
         let lane = self.lane_for(sender, send.roles, send.kind);
+        let hooked =
+            self.hooked && !send.roles.privileged() && self.config.hook_kinds.contains(&send.kind);
+        if hooked && self.held >= MAX_HELD {
+            return Err(hook_overloaded());
+        }
         let slow_ns = u64::from(self.config.slow_mode_ms) * 1_000_000;
         if lane == Lane::Normal
             && slow_ns > 0
@@ -440,19 +640,29 @@ impl RoomState {
         limiter
             .check_at(now.mono_ns)
             .map_err(|limited| rate_limited(lane, limiter.per_s(), limited))?;
-        let msg = self.stamp(
-            send.sender,
+        let payload = if send.roles.privileged() {
+            send.payload
+        } else {
+            self.filter_content(send.payload)?
+        };
+        if lane == Lane::Normal && slow_ns > 0 {
+            self.slow_mode.posted(&send.sender, now.mono_ns, slow_ns);
+        }
+        let stamp = Stamp {
+            sender: send.sender,
+            sender_info: send.sender_info,
             lane,
-            send.kind,
-            send.payload,
-            send.client_msg_id,
-            now,
-        );
+            kind: send.kind,
+            payload,
+            client_msg_id: send.client_msg_id,
+        };
+        if hooked {
+            self.held += 1;
+            return Ok(Accepted::Held(Held(Box::new(stamp))));
+        }
+        let msg = self.stamp(stamp, now);
         self.dedupe
             .remember(&msg.sender, msg.client_msg_id, ack_of(&msg), now.mono_ns);
-        if lane == Lane::Normal && slow_ns > 0 {
-            self.slow_mode.posted(&msg.sender, now.mono_ns, slow_ns);
-        }
         Ok(Accepted::New(msg))
     }
 
@@ -468,7 +678,17 @@ impl RoomState {
             self.counters.rejected(error.code);
             return Err(error);
         }
-        let msg = self.stamp(sender, Lane::Priority, Kind::Notice as i32, payload, 0, now);
+        let msg = self.stamp(
+            Stamp {
+                sender,
+                sender_info: None,
+                lane: Lane::Priority,
+                kind: Kind::Notice as i32,
+                payload,
+                client_msg_id: 0,
+            },
+            now,
+        );
         self.counters.accepted(Lane::Priority, now.seconds());
         Ok(msg)
     }
@@ -497,15 +717,15 @@ impl RoomState {
         Ok(())
     }
 
-    fn stamp(
-        &mut self,
-        sender: String,
-        lane: Lane,
-        kind: i32,
-        payload: Bytes,
-        client_msg_id: u64,
-        now: Now,
-    ) -> ChatMessage {
+    fn stamp(&mut self, stamp: Stamp, now: Now) -> ChatMessage {
+        let Stamp {
+            sender,
+            sender_info,
+            lane,
+            kind,
+            payload,
+            client_msg_id,
+        } = stamp;
         let ts = self.clock.stamp(now.unix_us);
         let msg_id = self.latest.msg_id.saturating_add(1);
         let normal_seq = match lane {
@@ -521,6 +741,7 @@ impl RoomState {
             kind,
             payload,
             client_msg_id,
+            sender_info,
         };
         self.latest = Cursor::after(self.epoch, &msg);
         if self.config.history_size > 0 {
@@ -660,6 +881,10 @@ impl RoomState {
             evicted_normal: down.evicted_normal,
             evicted_priority: down.evicted_priority,
             slow_consumer_kicks: down.slow_consumer_kicks,
+            masked: c.masked,
+            held: self.held as u64,
+            hook_replaced: c.hook_replaced,
+            hook_failed_open: c.hook_failed_open,
             accepted_normal: c.accepted_normal,
             accepted_priority: c.accepted_priority,
             duplicates: c.duplicates,
@@ -673,6 +898,17 @@ impl RoomState {
             latest: self.latest,
         }
     }
+}
+
+/// A message about to be stamped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    sender: String,
+    sender_info: Option<SenderInfo>,
+    lane: Lane,
+    kind: i32,
+    payload: Bytes,
+    client_msg_id: u64,
 }
 
 /// Each counter of the two positions at its furthest (`a`'s epoch).
@@ -699,6 +935,14 @@ fn muted(left: MuteLeft) -> v1::Error {
     }
 }
 
+fn hook_overloaded() -> v1::Error {
+    v1::Error::new(
+        ErrorCode::Overloaded,
+        "too many messages wait for the room's moderation",
+    )
+    .retry_after(500)
+}
+
 fn rate_limited(lane: Lane, per_s: u32, limited: Limited) -> v1::Error {
     let lane = match lane {
         Lane::Normal => "normal",
@@ -712,6 +956,8 @@ fn rate_limited(lane: Lane, per_s: u32, limited: Limited) -> v1::Error {
     v1::Error::new(ErrorCode::RateLimited, message).retry_after(limited.retry_after_ms)
 }
 
+#[cfg(test)]
+mod content;
 #[cfg(test)]
 mod props;
 #[cfg(test)]

@@ -8,7 +8,7 @@ use chatroom_proto::v1::{Cursor, ErrorCode, Lane};
 use serde::ser::{SerializeStruct, Serializer};
 
 /// One slot per `ErrorCode` value.
-const CODES: usize = ErrorCode::Internal as usize + 1;
+const CODES: usize = ErrorCode::LAST as usize + 1;
 
 /// Seconds a rate is averaged over.
 pub const RATE_WINDOW_S: u64 = 10;
@@ -60,6 +60,12 @@ pub(crate) struct Counters {
     pub(crate) accepted_normal: u64,
     pub(crate) accepted_priority: u64,
     pub(crate) duplicates: u64,
+    /// Accepted messages the word filter masked.
+    pub(crate) masked: u64,
+    /// Accepted messages whose payload the moderation hook replaced.
+    pub(crate) hook_replaced: u64,
+    /// Messages accepted because the hook failed and the room fails open.
+    pub(crate) hook_failed_open: u64,
     rejected: [u64; CODES],
     pub(crate) broadcast_frames: u64,
     pub(crate) broadcast_messages: u64,
@@ -159,6 +165,15 @@ pub struct RoomStats {
     pub accepted_priority: u64,
     /// Retries answered with their original ack.
     pub duplicates: u64,
+    /// Accepted messages the word filter masked words in.
+    pub masked: u64,
+    /// Sends waiting for the moderation hook's verdict now.
+    pub held: u64,
+    /// Accepted messages whose payload the moderation hook replaced.
+    pub hook_replaced: u64,
+    /// Messages accepted without a verdict because the hook failed and the
+    /// room fails open.
+    pub hook_failed_open: u64,
     /// Refused sends by error code (`rate_limited`, `muted`, ...).
     pub rejected: BTreeMap<String, u64>,
     /// Broadcast frames sent, one per subscribed node per batch.

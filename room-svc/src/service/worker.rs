@@ -16,6 +16,7 @@
 //! waits on the store. Which rooms the worker serves, and how a room that is
 //! not in memory gets there, is [`routing`]'s part.
 
+mod backend;
 mod routing;
 
 use std::collections::{HashMap, HashSet};
@@ -39,18 +40,26 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tracing::{debug, info, warn};
 
 use super::{AdminError, ConfigChange, ListedUser, ModerationList, RoomSettings};
+use crate::core::WordList;
 use crate::core::moderation::List;
+use crate::core::wordfilter::validate_lists as validate_word_lists;
 use crate::core::{
     Accepted, CatchUp, NodeIdx, Now, RankBy, RoomClock, RoomState, RoomStats, RoomSummary,
     SendInput, resolve, validate_config,
 };
+use crate::hooks::EventKind;
 use crate::metrics::{RoomMetrics, RoomsShare};
 use crate::store::writes::{EntryChange, PendingWrites};
 use crate::store::{Fenced, RoomStore};
+pub use backend::Backend;
+pub(crate) use backend::Clients;
+use backend::{HeldSend, HookVerdict, WorkerBackend, stored_word_list, word_lists};
 use routing::{Loaded, LoadingRoom, OwnerView};
 
 /// Most inputs handled between two flushes.
 const BATCH: usize = 256;
+/// A room's occupancy goes to the webhook at most this often.
+const OCCUPANCY_EVERY: Duration = Duration::from_secs(5);
 
 /// An attached msg-svc node as the workers see it.
 #[derive(Debug)]
@@ -122,6 +131,8 @@ pub(super) struct WorkerSettings {
     pub(super) idle_room_ttl: Duration,
     /// What the worker counts.
     pub(super) metrics: RoomMetrics,
+    /// The app's backend: word lists, moderation hook, webhooks.
+    pub(super) backend: Clients,
 }
 
 /// A room and what the worker has yet to send for it.
@@ -139,6 +150,11 @@ struct RoomSlot {
     reports: HashMap<NodeIdx, Reports>,
     /// Since when no node has been subscribed, as of the last idle sweep.
     idle_since: Option<Instant>,
+    /// The generation of the default word lists the room's filter was
+    /// compiled with; 0: compile it before the next send.
+    filter_generation: u64,
+    /// When the webhook last heard the room's occupancy, and the count.
+    occupancy: Option<(Instant, u64)>,
 }
 
 /// A node's presence reports for a room: the newest applied, and the
@@ -163,6 +179,8 @@ pub(super) struct Worker {
     pending_rooms: Vec<Arc<str>>,
     /// Rooms whose member count may have changed since the last push.
     members_changed: HashSet<Arc<str>>,
+    /// Rooms whose occupancy the webhook has yet to hear.
+    occupancy_due: HashSet<Arc<str>>,
     /// Answers to admin jobs, sent once their frames are sent, with the
     /// room each is about.
     replies: Vec<(Option<Arc<str>>, Reply)>,
@@ -196,6 +214,10 @@ pub(super) struct Worker {
     metrics: RoomMetrics,
     /// This worker's rooms in the rooms-held gauge.
     rooms_held: RoomsShare,
+    /// The word filter, the moderation hook and the webhooks.
+    backend: WorkerBackend,
+    /// Who the admin job being run acts for, as moderation events name them.
+    actor: Option<Arc<str>>,
 }
 
 fn now() -> Now {
@@ -210,14 +232,15 @@ fn frame(body: to_msg_svc::Body) -> ToMsgSvc {
 }
 
 impl Worker {
-    /// A worker and the receiving end of its load results (for
-    /// [`run`](Self::run)). With an owner id, `members` is the view rooms
-    /// are placed by.
+    /// A worker and the receiving ends of its load results and hook
+    /// verdicts (for [`run`](Self::run)). With an owner id, `members` is
+    /// the view rooms are placed by.
     pub(super) fn new(
         settings: WorkerSettings,
         members: Option<&mut watch::Receiver<Arc<Members>>>,
-    ) -> (Self, mpsc::UnboundedReceiver<Loaded>) {
+    ) -> (Self, Returns) {
         let (loaded_tx, loaded_rx) = mpsc::unbounded_channel();
+        let (backend, verdicts_rx) = WorkerBackend::new(settings.backend);
         let view = settings.owner.zip(members).map(|((me, lease), members)| {
             OwnerView::new(me, lease, members.borrow_and_update().clone())
         });
@@ -230,6 +253,7 @@ impl Worker {
             outbox: Vec::new(),
             pending_rooms: Vec::new(),
             members_changed: HashSet::new(),
+            occupancy_due: HashSet::new(),
             replies: Vec::new(),
             epochs: RoomClock::new(),
             writes: settings.store.persists().then(PendingWrites::default),
@@ -243,8 +267,14 @@ impl Worker {
             settled: None,
             rooms_held: settings.metrics.rooms_share(),
             metrics: settings.metrics,
+            backend,
+            actor: None,
         };
-        (worker, loaded_rx)
+        let returns = Returns {
+            loaded: loaded_rx,
+            verdicts: verdicts_rx,
+        };
+        (worker, returns)
     }
 
     /// Runs `reply` after the frames queued so far are sent (and, while
@@ -261,10 +291,15 @@ impl Worker {
     pub(super) async fn run(
         mut self,
         mut queue: mpsc::Receiver<Input>,
-        mut loaded: mpsc::UnboundedReceiver<Loaded>,
+        returns: Returns,
         member_update: Duration,
         mut members: Option<watch::Receiver<Arc<Members>>>,
     ) {
+        let Returns {
+            mut loaded,
+            mut verdicts,
+        } = returns;
+        let mut settled_verdicts = Vec::new();
         debug!("worker started");
         let mut tick = interval_at(Instant::now() + member_update, member_update);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -292,6 +327,11 @@ impl Worker {
                         self.on_loaded(load);
                     }
                 }
+                _ = verdicts.recv_many(&mut settled_verdicts, BATCH) => {
+                    for verdict in settled_verdicts.drain(..) {
+                        self.on_verdict(verdict);
+                    }
+                }
                 _ = tick.tick() => {
                     self.check_lease();
                     self.push_member_counts();
@@ -304,6 +344,7 @@ impl Worker {
                     // Once per batch: a batch is handled in far less than
                     // the lease's margin.
                     self.check_lease();
+                    self.backend.refresh_words();
                     for input in batch.drain(..) {
                         self.on_input(input);
                     }
@@ -448,6 +489,20 @@ impl Worker {
         let change = slot
             .state
             .apply_membership(node, &report.joined, &report.left);
+        if slot.state.config().webhook_presence {
+            let joined: Vec<&String> = report
+                .joined
+                .iter()
+                .filter(|user| !change.banned.contains(user))
+                .collect();
+            if !joined.is_empty() || !report.left.is_empty() {
+                self.backend.emit(
+                    EventKind::RoomJoins,
+                    &report.room_id,
+                    || serde_json::json!({ "joined": joined, "left": report.left }),
+                );
+            }
+        }
         let reports = slot.reports.entry(node).or_default();
         reports.applied = reports.applied.max(report.seq);
         // Even an unchanged count is news to the reporter: its report is in.
@@ -470,7 +525,21 @@ impl Worker {
 
     fn on_send(&mut self, node: NodeIdx, send: SendRequest) {
         let (session_id, request_id) = (send.session_id, send.request_id);
-        let (outcome, room_id, fence) = self.accept(send);
+        let (outcome, room_id, fence) = self.accept(node, send);
+        if let Some(outcome) = outcome {
+            self.answer_send(node, session_id, request_id, outcome, room_id, fence);
+        }
+    }
+
+    fn answer_send(
+        &mut self,
+        node: NodeIdx,
+        session_id: u64,
+        request_id: u64,
+        outcome: send_result::Outcome,
+        room_id: String,
+        fence: u64,
+    ) {
         if let send_result::Outcome::Error(error) = &outcome {
             self.metrics.rejected(error.code);
         }
@@ -485,11 +554,64 @@ impl Worker {
             .push((node, frame(to_msg_svc::Body::SendResult(result))));
     }
 
-    /// The room's answer to `send`, with the room's id (handed back) and
-    /// the fence the answer is given under.
-    fn accept(&mut self, mut send: SendRequest) -> (send_result::Outcome, String, u64) {
+    /// The app's verdict on a held send: stamped (or refused) and answered,
+    /// unless its room moved or was re-created meanwhile (then the sender
+    /// is told to try again).
+    fn on_verdict(&mut self, verdict: HookVerdict) {
         use send_result::Outcome;
-        let refuse = |code, message: String| Outcome::Error(v1::Error::new(code, message));
+        let Some((send, verdict)) = self.backend.settle(verdict) else {
+            return;
+        };
+        let HeldSend {
+            room,
+            fence,
+            node,
+            session_id,
+            request_id,
+            held,
+        } = send;
+        let outcome = match self.rooms.get_mut(&room) {
+            Some(slot) if slot.fence == fence => {
+                match slot.state.complete(held, verdict, now()) {
+                    Ok(accepted) => match slot.take_accepted(
+                        accepted,
+                        &mut self.pending_rooms,
+                        &mut self.writes,
+                        &self.backend,
+                        &self.metrics,
+                    ) {
+                        Ok(outcome) => outcome,
+                        // A verdict settles a send: it is never held again.
+                        Err(held) => Outcome::Error(slot.state.release(held)),
+                    },
+                    Err(error) => Outcome::Error(error),
+                }
+            }
+            _ => Outcome::Error(
+                v1::Error::new(ErrorCode::Overloaded, "the room moved; send again")
+                    .retry_after(100),
+            ),
+        };
+        self.answer_send(
+            node,
+            session_id,
+            request_id,
+            outcome,
+            room.to_string(),
+            fence,
+        );
+    }
+
+    /// The room's answer to `send` (`None`: held for the moderation hook,
+    /// answered with its verdict), with the room's id (handed back) and the
+    /// fence the answer is given under.
+    fn accept(
+        &mut self,
+        node: NodeIdx,
+        mut send: SendRequest,
+    ) -> (Option<send_result::Outcome>, String, u64) {
+        use send_result::Outcome;
+        let refuse = |code, message: String| Some(Outcome::Error(v1::Error::new(code, message)));
         if let Err(error) = check_id(&send.room_id) {
             let refused = refuse(ErrorCode::BadRequest, format!("room id {error}"));
             return (refused, send.room_id, self.term());
@@ -507,20 +629,40 @@ impl Worker {
             return (refused, room_id, self.term());
         };
         let fence = slot.fence;
+        if slot.filter_generation != self.backend.words_generation() {
+            slot.state
+                .set_filter(self.backend.filter_for(slot.state.overrides()));
+            slot.state.set_hooked(self.backend.hooked());
+            slot.filter_generation = self.backend.words_generation();
+        }
+        let (session_id, request_id) = (send.session_id, send.request_id);
         let outcome = match slot.state.accept(SendInput::from(send), now()) {
-            Ok(accepted) => {
-                let ack = accepted.ack();
-                match accepted {
-                    Accepted::New(msg) => {
-                        slot.queue_broadcast(msg, &mut self.pending_rooms, &mut self.writes);
+            Ok(accepted) => match slot.take_accepted(
+                accepted,
+                &mut self.pending_rooms,
+                &mut self.writes,
+                &self.backend,
+                &self.metrics,
+            ) {
+                Ok(outcome) => outcome,
+                Err(held) => {
+                    let send = HeldSend {
+                        room: Arc::clone(slot.state.room_id()),
+                        fence,
+                        node,
+                        session_id,
+                        request_id,
+                        held,
+                    };
+                    match self.backend.hold(send) {
+                        Ok(()) => return (None, room_id, fence),
+                        Err(send) => Outcome::Error(slot.state.release(send.held)),
                     }
-                    Accepted::Duplicate(_) => self.metrics.deduplicated(),
                 }
-                Outcome::Ack(ack)
-            }
+            },
             Err(error) => Outcome::Error(error),
         };
-        (outcome, room_id, fence)
+        (Some(outcome), room_id, fence)
     }
 
     // --- Admin jobs ------------------------------------------------------------
@@ -569,14 +711,97 @@ impl Worker {
             &mut self.writes,
             room_id,
         );
+        let before = RoomSettings::of(&slot.state);
         slot.state.reconfigure(overrides, &self.defaults)?;
+        slot.filter_generation = 0;
         let settings = RoomSettings::of(&slot.state);
         if let Some(writes) = &mut self.writes {
             writes.config(slot.state.room_id(), &settings.config, &settings.overrides);
         }
         info!(room = room_id, "room config changed");
         self.push_update(room_id, Some(settings.config.clone()), true);
+        self.moderated(
+            room_id,
+            "config",
+            serde_json::json!({ "before": before, "after": settings }),
+        );
         Ok(settings)
+    }
+
+    /// The room's own word lists (none for a room not here).
+    pub(super) fn word_lists(&self, room_id: &str) -> Vec<WordList> {
+        self.rooms
+            .get(room_id)
+            .map(|slot| word_lists(slot.state.overrides()))
+            .unwrap_or_default()
+    }
+
+    /// Sets one of the room's word lists (replacing the one of the same
+    /// name), creating the room if needed; the lists must stay within
+    /// their bounds. Kept with the room's settings.
+    pub(super) fn set_word_list(
+        &mut self,
+        room_id: &str,
+        list: WordList,
+    ) -> Result<(), AdminError> {
+        let mut lists = self.word_lists(room_id);
+        let name = list.name.clone();
+        let words = list.words.len();
+        match lists.iter_mut().find(|known| known.name == list.name) {
+            Some(known) => *known = list,
+            None => lists.push(list),
+        }
+        validate_word_lists(&lists).map_err(|e| AdminError::InvalidWordLists(e.to_string()))?;
+        self.store_word_lists(room_id, lists)?;
+        info!(room = room_id, list = %name, words, "word list set");
+        self.moderated(
+            room_id,
+            "word_list_set",
+            serde_json::json!({ "list": name, "words": words }),
+        );
+        Ok(())
+    }
+
+    /// Drops one of the room's word lists; whether it had one of that name.
+    pub(super) fn remove_word_list(
+        &mut self,
+        room_id: &str,
+        name: &str,
+    ) -> Result<bool, AdminError> {
+        let mut lists = self.word_lists(room_id);
+        let before = lists.len();
+        lists.retain(|known| known.name != name);
+        if lists.len() == before {
+            return Ok(false);
+        }
+        self.store_word_lists(room_id, lists)?;
+        info!(room = room_id, list = name, "word list removed");
+        self.moderated(
+            room_id,
+            "word_list_removed",
+            serde_json::json!({ "list": name }),
+        );
+        Ok(true)
+    }
+
+    fn store_word_lists(&mut self, room_id: &str, lists: Vec<WordList>) -> Result<(), AdminError> {
+        let slot = room_or_create(
+            &mut self.rooms,
+            routing::term(&self.view),
+            &mut self.epochs,
+            &self.defaults,
+            &mut self.writes,
+            room_id,
+        );
+        let mut overrides = slot.state.overrides().clone();
+        overrides.word_lists = lists.into_iter().map(stored_word_list).collect();
+        slot.state.reconfigure(overrides, &self.defaults)?;
+        slot.filter_generation = 0;
+        if let Some(writes) = &mut self.writes {
+            let settings = RoomSettings::of(&slot.state);
+            writes.config(slot.state.room_id(), &settings.config, &settings.overrides);
+        }
+        Ok(())
     }
 
     pub(super) fn mute(
@@ -649,13 +874,46 @@ impl Worker {
         }
     }
 
-    /// Records a moderation change of a room in memory for the store.
+    /// Sets who the admin jobs that follow act for.
+    pub(super) fn acting_as(&mut self, actor: Option<Arc<str>>) {
+        self.actor = actor;
+    }
+
+    /// Records a moderation change of a room in memory for the store, and
+    /// tells the webhook.
     fn record_moderation(&mut self, room_id: &str, list: List, user: &str, change: EntryChange) {
         if let Some(writes) = &mut self.writes
             && let Some(slot) = self.rooms.get(room_id)
         {
             writes.moderation(slot.state.room_id(), list, user, change);
         }
+        let action = match (list, change) {
+            (List::Mutes, EntryChange::Put(_)) => "mute",
+            (List::Mutes, EntryChange::Remove) => "unmute",
+            (List::Bans, EntryChange::Put(_)) => "ban",
+            (List::Bans, EntryChange::Remove) => "unban",
+            (List::Whitelist, EntryChange::Put(_)) => "whitelist_add",
+            (List::Whitelist, EntryChange::Remove) => "whitelist_remove",
+        };
+        let until_us = match change {
+            EntryChange::Put(until) => until,
+            EntryChange::Remove => None,
+        };
+        self.moderated(
+            room_id,
+            action,
+            serde_json::json!({ "user": user, "until_us": until_us }),
+        );
+    }
+
+    /// Tells the webhook of a moderation action: what, on what, by whom.
+    fn moderated(&self, room_id: &str, action: &str, mut data: serde_json::Value) {
+        let by = self.actor.as_deref();
+        self.backend.emit(EventKind::Moderation, room_id, || {
+            data["action"] = serde_json::json!(action);
+            data["by"] = serde_json::json!(by);
+            data
+        });
     }
 
     pub(super) fn post_notice(
@@ -681,7 +939,12 @@ impl Worker {
             ts: msg.ts,
             lane: msg.lane,
         };
-        slot.queue_broadcast(msg, &mut self.pending_rooms, &mut self.writes);
+        slot.queue_broadcast(
+            msg,
+            &mut self.pending_rooms,
+            &mut self.writes,
+            &self.backend,
+        );
         Ok(ack)
     }
 
@@ -752,6 +1015,13 @@ impl Worker {
         let nodes: Vec<NodeIdx> = slot.state.subscribers().collect();
         self.push_to(&nodes, body);
         info!(room = room_id, nodes = nodes.len(), "room closed");
+        let members = slot.state.member_count();
+        let by = self.actor.as_deref();
+        self.backend.emit(
+            EventKind::RoomClosed,
+            room_id,
+            || serde_json::json!({ "members": members, "by": by }),
+        );
         Ok(())
     }
 
@@ -814,7 +1084,37 @@ impl Worker {
     fn push_member_counts(&mut self) {
         for room_id in std::mem::take(&mut self.members_changed) {
             self.push_update(&room_id, None, false);
+            if self.backend.has_webhook() {
+                self.occupancy_due.insert(room_id);
+            }
         }
+        self.tell_occupancy(Instant::now());
+    }
+
+    /// Tells the webhook the member count of each room whose count changed,
+    /// at most once per [`OCCUPANCY_EVERY`] per room (a change within it
+    /// waits for the next tick past it).
+    fn tell_occupancy(&mut self, now: Instant) {
+        let backend = &self.backend;
+        let rooms = &mut self.rooms;
+        self.occupancy_due.retain(|room_id| {
+            let Some(slot) = rooms.get_mut(room_id) else {
+                return false;
+            };
+            let members = slot.state.member_count() as u64;
+            match slot.occupancy {
+                Some((_, told)) if told == members => return false,
+                Some((at, _)) if now.duration_since(at) < OCCUPANCY_EVERY => return true,
+                _ => {}
+            }
+            slot.occupancy = Some((now, members));
+            backend.emit(
+                EventKind::RoomOccupancy,
+                room_id,
+                || serde_json::json!({ "members": members }),
+            );
+            false
+        });
     }
 
     /// Sends the room's member count (and `config`, if any) to each
@@ -954,14 +1254,45 @@ impl Worker {
 }
 
 impl RoomSlot {
-    /// Adds an accepted message to the next broadcast of the room, and to
-    /// the writes for the store.
+    /// What the sender of an accepted send is told, with a new message
+    /// queued for broadcast; a held send is handed back.
+    fn take_accepted(
+        &mut self,
+        accepted: Accepted,
+        pending_rooms: &mut Vec<Arc<str>>,
+        writes: &mut Option<PendingWrites>,
+        backend: &WorkerBackend,
+        metrics: &RoomMetrics,
+    ) -> Result<send_result::Outcome, crate::core::Held> {
+        match accepted {
+            Accepted::New(msg) => {
+                let ack = ack_of(&msg);
+                self.queue_broadcast(msg, pending_rooms, writes, backend);
+                Ok(send_result::Outcome::Ack(ack))
+            }
+            Accepted::Duplicate(ack) => {
+                metrics.deduplicated();
+                Ok(send_result::Outcome::Ack(ack))
+            }
+            Accepted::Held(held) => Err(held),
+        }
+    }
+
+    /// Adds an accepted message to the next broadcast of the room, to the
+    /// writes for the store and, when the room archives through the
+    /// webhook, to its events.
     fn queue_broadcast(
         &mut self,
         msg: ChatMessage,
         pending_rooms: &mut Vec<Arc<str>>,
         writes: &mut Option<PendingWrites>,
+        backend: &WorkerBackend,
     ) {
+        if self.state.config().webhook_messages {
+            backend.emit(EventKind::MessageAccepted, self.state.room_id(), || {
+                backend::message_json(&msg)
+            });
+        }
         if let Some(writes) = writes {
             let state = &self.state;
             writes.append(
@@ -975,6 +1306,21 @@ impl RoomSlot {
             pending_rooms.push(Arc::clone(self.state.room_id()));
         }
         self.pending.push(msg);
+    }
+}
+
+/// The receiving ends a worker's tasks answer it on.
+pub(super) struct Returns {
+    loaded: mpsc::UnboundedReceiver<Loaded>,
+    verdicts: mpsc::UnboundedReceiver<HookVerdict>,
+}
+
+/// The ack of a stamped message.
+fn ack_of(msg: &ChatMessage) -> SendAck {
+    SendAck {
+        msg_id: msg.msg_id,
+        ts: msg.ts,
+        lane: msg.lane,
     }
 }
 
@@ -1005,6 +1351,8 @@ fn room_or_create<'a>(
                 pushed_members: 0,
                 reports: HashMap::new(),
                 idle_since: None,
+                filter_generation: 0,
+                occupancy: None,
             },
         );
     }

@@ -159,6 +159,7 @@ pub fn send(room: &str, sender: &str, request_id: u64) -> SendRequest {
         client_msg_id: 0,
         kind: Kind::Chat as i32,
         payload: Bytes::from(format!("message {request_id}")),
+        sender_info: None,
     }
 }
 

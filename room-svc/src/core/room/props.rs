@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::core::config::default_room_config;
 use crate::core::dedupe::DEDUPE_WINDOW_NS;
+use chatroom_cluster::auth::RoomRoles;
 
 const NODE: NodeIdx = NodeIdx(1);
 const EPOCH: u64 = 42;
@@ -230,6 +231,8 @@ fn run(config: RoomConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let send = SendInput {
                     sender: sender.clone(),
                     roles,
+                    room_roles: RoomRoles::default(),
+                    sender_info: None,
                     client_msg_id,
                     kind,
                     payload: Bytes::from_static(b"hi"),
@@ -260,7 +263,7 @@ fn run(config: RoomConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         model.stamped(&msg)?;
                         model.persist(&room);
                         if client_msg_id != 0 {
-                            let ack = Accepted::New(msg).ack();
+                            let ack = ack_of(&msg);
                             model.acks.insert(key, (ack, model.now.mono_ns));
                         }
                         if lane == Lane::Normal && slow_ns > 0 {
@@ -269,6 +272,9 @@ fn run(config: RoomConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                     (Ok(Accepted::Duplicate(ack)), None) => {
                         prop_assert!(false, "a first send was taken for a retry: {ack:?}");
+                    }
+                    (Ok(Accepted::Held(held)), _) => {
+                        prop_assert!(false, "held without a hook: {held:?}");
                     }
                     (Err(error), None) => {
                         prop_assert_eq!(error.code, ErrorCode::RateLimited as i32);
@@ -310,7 +316,7 @@ fn run(config: RoomConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .filter(|msg| msg.client_msg_id != 0)
                     .map(|msg| {
                         let key = (msg.sender.clone(), msg.client_msg_id);
-                        (key, (Accepted::New(msg.clone()).ack(), model.now.mono_ns))
+                        (key, (ack_of(msg), model.now.mono_ns))
                     })
                     .collect();
                 model.last_normal.clear();

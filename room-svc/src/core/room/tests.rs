@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::core::config::default_room_config;
+use chatroom_cluster::auth::RoomRoles;
 
 const A: NodeIdx = NodeIdx(1);
 const B: NodeIdx = NodeIdx(2);
@@ -35,6 +36,8 @@ fn chat(sender: &str) -> SendInput {
     SendInput {
         sender: sender.to_owned(),
         roles: Roles::default(),
+        room_roles: RoomRoles::default(),
+        sender_info: None,
         client_msg_id: 0,
         kind: Kind::Chat as i32,
         payload: Bytes::from_static(b"hi"),
@@ -60,6 +63,7 @@ fn new_msg(result: Result<Accepted, v1::Error>) -> ChatMessage {
     match result.expect("accepted") {
         Accepted::New(msg) => msg,
         Accepted::Duplicate(ack) => panic!("unexpected duplicate {ack:?}"),
+        Accepted::Held(held) => panic!("unexpected hold {held:?}"),
     }
 }
 

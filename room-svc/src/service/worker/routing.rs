@@ -488,6 +488,8 @@ impl Worker {
                 pushed_members: 0,
                 reports: HashMap::new(),
                 idle_since: None,
+                filter_generation: 0,
+                occupancy: None,
             },
         );
     }

@@ -23,6 +23,7 @@ fn msg(msg_id: u64) -> ChatMessage {
         kind: 0,
         payload: Bytes::from(format!("m{msg_id}")),
         client_msg_id: 0,
+        sender_info: None,
     }
 }
 
