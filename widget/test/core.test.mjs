@@ -200,3 +200,22 @@ test("the handshake reads an ack, a redirect or a refusal", () => {
   assert.equal(refused.kind, "refused");
   assert.equal(P.handshakeReply(frame(1n, { case: "pong", value: P.create(P.PongSchema) })).kind, "protocol");
 });
+
+test("a refresh carries the new token and its answer, ack or refusal, goes to its caller", () => {
+  const core = joinedAt(5);
+  const request = core.refresh("new-token");
+  assert.equal(request.body.case, "refresh");
+  assert.equal(request.body.value.token, "new-token");
+  let out = handle(
+    core,
+    frame(request.requestId, { case: "refreshAck", value: P.create(P.RefreshAckSchema, { tokenExpiresAtMs: 1234n }) }),
+  );
+  assert.equal(out.replies.length, 1);
+  assert.equal(out.replies[0].requestId, request.requestId);
+  assert.equal(out.replies[0].result.body.value.tokenExpiresAtMs, 1234n);
+  const refused = core.refresh("someone-else");
+  out = handle(core, frame(refused.requestId, { case: "error", value: P.create(P.ErrorSchema, { code: P.ErrorCode.FORBIDDEN }) }));
+  assert.equal(out.replies[0].result.ok, false);
+  assert.equal(out.replies[0].result.error.code, P.ErrorCode.FORBIDDEN);
+  assert.equal(core.cursor(ROOM).msgId, 5n, "a refresh leaves the room alone");
+});

@@ -145,11 +145,16 @@ export class Server {
     return text === "" ? null : JSON.parse(text);
   }
 
-  /** A client token for `user`, signed with the server's secret (HS256). */
-  token(user) {
+  /**
+   * A client token for `user`, signed with the server's secret (HS256),
+   * valid for `ttlS` seconds (negative: expired that long ago), with any
+   * `claims` the app's backend adds (rooms, room_roles, info).
+   */
+  token(user, { ttlS = 3600, claims = {} } = {}) {
     const secret = readFileSync(join(this.dir, "token-secret"), "utf8").trim();
     const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
-    const head = `${part({ alg: "HS256", typ: "JWT" })}.${part({ sub: user, exp: Math.floor(Date.now() / 1000) + 3600, roles: [] })}`;
+    const body = { sub: user, exp: Math.floor(Date.now() / 1000) + ttlS, roles: [], ...claims };
+    const head = `${part({ alg: "HS256", typ: "JWT" })}.${part(body)}`;
     return `${head}.${createHmac("sha256", secret).update(head).digest("base64url")}`;
   }
 }

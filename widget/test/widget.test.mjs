@@ -305,3 +305,61 @@ test("refusals show why: rate limit, mute, then a ban that stops the panel", asy
     assert.deepEqual(eve.errors, []);
   });
 });
+
+test("a token provider keeps the panel live past its token's expiry, and the backend's names and badges show", async () => {
+  await withServer(async (server, open) => {
+    const alice = await open("stage", "alice");
+    const bob = await open("stage", "bob");
+    // Both pages switch to tokens that expired 3 s ago (inside the server's
+    // 5 s leeway): bob's panel has a provider for fresh ones, alice's not.
+    const info = { name: "Bob the Builder", badges: ["vip"], color: "#2266aa" };
+    await bob.exposeFunction("freshToken", () => server.token("bob", { claims: { info } }));
+    await bob.locator("chatroom-widget").evaluate((widget) => {
+      widget.tokenProvider = () => window.freshToken();
+    });
+    await bob
+      .locator("chatroom-widget")
+      .evaluate((widget, token) => widget.setAttribute("token", token), server.token("bob", { ttlS: -3, claims: { info } }));
+    await alice
+      .locator("chatroom-widget")
+      .evaluate((widget, token) => widget.setAttribute("token", token), server.token("alice", { ttlS: -3 }));
+
+    // The server closes alice's session at its token's expiry.
+    await widgetState(alice, "stopped");
+    await alice.locator("chatroom-widget .feedback").getByText(/token expired/).waitFor();
+    // The same sweep left bob's refreshed session alone: he still posts.
+    await widgetState(bob, "live");
+    const input = bob.getByRole("textbox", { name: "Message" });
+    await input.fill("still here");
+    await input.press("Enter");
+    await entry(bob, "still here").waitFor();
+    const mine = (await entries(bob)).find((item) => item.text === "still here");
+    assert.equal(mine.sender, "vipBob the Builder", "the badge, then the name the backend gave");
+    const color = await entry(bob, "still here")
+      .locator(".sender")
+      .evaluate((sender) => sender.style.color);
+    assert.equal(color, "rgb(34, 102, 170)");
+    const metrics = await fetch(`${server.http}/metrics`).then((response) => response.text());
+    assert.match(metrics, /^chatroom_tokens_refreshed_total [1-9]/m);
+    assert.match(metrics, /^chatroom_sessions_token_expired_total 1$/m);
+    assert.deepEqual(bob.errors, []);
+  });
+});
+
+test("the room's word filter refuses with its reason and masks without a trace of the word", async () => {
+  await withServer(async (server, open) => {
+    await server.admin("PUT", "/rooms/clean/word-lists/slurs", { action: "reject", words: ["badword"] });
+    await server.admin("PUT", "/rooms/clean/word-lists/mild", { action: "mask", words: ["darn"] });
+    const carol = await open("clean", "carol");
+    const input = carol.getByRole("textbox", { name: "Message" });
+    await input.fill("oh ＤＡＲＮ it");
+    await input.press("Enter");
+    await entry(carol, "oh **** it").waitFor();
+    await input.fill("a BADWORD here");
+    await input.press("Enter");
+    const feedback = carol.locator("chatroom-widget .feedback");
+    await feedback.getByText("not sent: refused by the room's word filter (slurs)").waitFor();
+    assert.equal(await input.inputValue(), "a BADWORD here", "the refused text is given back");
+    assert.deepEqual(carol.errors, []);
+  });
+});
