@@ -539,6 +539,7 @@ fn run_args(args: &FaultArgs) -> RunArgs {
         msg_svcs: MSG_SVCS,
         room_svcs: ROOM_SVCS,
         server_args: Vec::new(),
+        hook_delay_ms: None,
         users: args.users,
         rate: Some(args.rate),
         senders: Some(1),

@@ -8,8 +8,11 @@
 //!
 //! Layout:
 //! - [`core`]: the sans-I/O part. [`core::RoomState`] and what it is made of
-//!   (members, moderation, limiter, dedupe, clock, config, stats); time is
-//!   passed in, nothing waits or reads a clock.
+//!   (members, moderation, limiter, dedupe, clock, config, word filter,
+//!   stats); time is passed in, nothing waits or reads a clock.
+//! - [`hooks`]: the app's backend over HTTP, signed: the before-send
+//!   moderation hook and the webhooks.
+//! - [`admin`]: the admin API (scoped keys, audit), its CLI and client.
 //! - [`store`]: the second-level store. [`RoomStore`] keeps rooms in Redis
 //!   (or nowhere, in the embedded mode): loads, and writes coalesced per
 //!   room off the ack path.
@@ -23,7 +26,7 @@
 //!   into the [`RoomService`]), health, readiness and metrics, ordered
 //!   shutdown.
 //! - `fuzzing`: the admin API's request checks, for the fuzz targets.
-//! - `metrics`: what the service counts for `/metrics`
+//! - [`metrics`]: what the service counts for `/metrics`
 //!   ([`RoomService::register_metrics`]).
 
 pub mod admin;
@@ -31,11 +34,10 @@ pub mod core;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hooks;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod store;
-
-mod metrics;
 
 pub use service::{
     AdminError, Backend, ConfigChange, ListedUser, ModerationList, NodePort, Ownership,

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chatroom_cluster::metrics::{Counter, ErrorCounters, Gauge, Labelled, Registry, Sampled};
 
+use chatroom_cluster::reload::Reloaded;
+
 use crate::hooks::{ModerationHook, Webhooks};
 use crate::store::RoomStore;
 
@@ -234,6 +236,21 @@ pub(crate) fn register_hook(registry: &mut Registry, hook: &ModerationHook) {
         "moderation_hook_unknown_verdicts",
         "Verdicts the hook gave for messages not in their request (ignored)",
         Sampled::counter(move || unknown.counters().unknown_verdicts.load(Ordering::Relaxed)),
+    );
+}
+
+/// `chatroom_{what}_reload_failures`: rereads of a settings file that were
+/// refused (the version in force stays).
+pub fn register_reloads<T: Send + Sync + 'static>(
+    registry: &mut Registry,
+    what: &str,
+    file: &Reloaded<T>,
+) {
+    let file = file.clone();
+    registry.register(
+        format!("{what}_reload_failures"),
+        format!("Rereads of the {what} file refused (the version in force stays)"),
+        Sampled::counter(move || file.failures()),
     );
 }
 

@@ -186,6 +186,9 @@ pub async fn run(
     let mut families = metrics::registry();
     registration.register_metrics(&mut families);
     rooms.register_metrics(&mut families);
+    if let Some(keys) = &config.admin_keys {
+        crate::metrics::register_reloads(&mut families, "admin_keys", keys);
+    }
     let link_metrics = LinkMetrics::default();
     link_metrics.register(&mut families);
     let stop = CancellationToken::new();

@@ -40,6 +40,8 @@ use crate::core::{
     ConfigError, ConfigPatch, ModerationError, NodeIdx, RankBy, RoomStats, RoomSummary, WordList,
     default_room_config,
 };
+use chatroom_cluster::reload::Reloaded;
+
 use crate::hooks::{ModerationHook, Webhooks};
 use crate::metrics::RoomMetrics;
 use crate::store::{RoomStore, StoreError, StoreHealth};
@@ -229,6 +231,8 @@ struct Shared {
     webhooks: Option<Webhooks>,
     /// The moderation hook, if any (for metrics).
     hook: Option<ModerationHook>,
+    /// The default word lists, if from a file (for metrics).
+    word_lists: Option<Reloaded<Vec<WordList>>>,
     /// Rereads the default word lists while the service runs.
     _words_watch: Option<AbortOnDrop>,
 }
@@ -324,6 +328,7 @@ impl RoomService {
                 metrics,
                 webhooks: clients.webhooks,
                 hook: clients.hook,
+                word_lists: clients.word_lists,
                 _words_watch: words_watch,
             }),
             actor: None,
@@ -375,6 +380,9 @@ impl RoomService {
         }
         if let Some(webhooks) = &self.shared.webhooks {
             crate::metrics::register_webhooks(registry, webhooks);
+        }
+        if let Some(lists) = &self.shared.word_lists {
+            crate::metrics::register_reloads(registry, "word_lists", lists);
         }
     }
 

@@ -399,3 +399,59 @@ async fn webhooks_tell_joins_messages_moderation_occupancy_and_closes_signed() {
     );
     assert_eq!(seen["room.occupancy"][0]["data"]["members"], 2);
 }
+
+#[tokio::test]
+async fn every_change_through_the_admin_api_reaches_the_webhook_naming_its_key() {
+    use chatroom_cluster::auth::AdminToken;
+    use hyper::Method;
+    use room_svc::admin::client::AdminClient;
+    use room_svc::admin::{AdminApi, Keyring};
+
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let receiver = webhook_receiver(events_tx).await;
+    let service = service_with(Backend {
+        webhook: Some(webhook_at(receiver)),
+        ..Backend::default()
+    });
+    let token = "admin-token-of-the-backend-test";
+    let keyring = Keyring::new(Some(AdminToken::new(token.as_bytes()).expect("long")), None);
+    let router = AdminApi::new(service.clone(), keyring, None).router();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("bound");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let client = AdminClient::new(&format!("http://{addr}"), token).expect("client");
+    client
+        .call(Method::PUT, &format!("/rooms/{ROOM}/bans/eve"), None)
+        .await
+        .expect("ban");
+    let body = json!({"action": "mask", "words": ["darn"]});
+    client
+        .call(
+            Method::PUT,
+            &format!("/rooms/{ROOM}/word-lists/mild"),
+            Some(&body),
+        )
+        .await
+        .expect("word list");
+
+    let mut audited = Vec::new();
+    let mut moderated = Vec::new();
+    while audited.len() < 2 || moderated.len() < 2 {
+        let event = timeout(GUARD, events.recv())
+            .await
+            .expect("events in time")
+            .expect("the receiver runs");
+        match event["type"].as_str() {
+            Some("admin.audit") => audited.push(event["data"].clone()),
+            Some("moderation") => moderated.push(event["data"].clone()),
+            _ => {}
+        }
+    }
+    assert!(audited.iter().all(|record| record["key"] == "admin-token"));
+    assert_eq!(audited[0]["method"], "PUT");
+    assert_eq!(audited[0]["room"], ROOM);
+    assert_eq!(audited[0]["status"], 204);
+    let actions: Vec<&Value> = moderated.iter().map(|data| &data["action"]).collect();
+    assert_eq!(actions, [&json!("ban"), &json!("word_list_set")]);
+    assert!(moderated.iter().all(|data| data["by"] == "admin-token"));
+}

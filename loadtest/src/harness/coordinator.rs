@@ -17,6 +17,7 @@ use chatroom_cluster::local::LocalServer;
 use chatroom_cluster::quic::Fingerprint;
 use tokio::sync::mpsc;
 
+use super::hook::HookReceiver;
 use super::plan::{ClientKind, Command, Event, PlanRoom, Plays, Protocol, WorkerPlan};
 use super::report::{ClientUse, Lanes, Report, Second, ServerUse};
 use super::scenario::{Peer, RunArgs, Scenario};
@@ -53,6 +54,8 @@ pub struct Target {
     /// Its admin API, address and bearer token, when this run started it
     /// (to read the rooms' stats at the end).
     pub admin: Option<(String, String)>,
+    /// The moderation hook the spawned servers use, if any.
+    pub hook: Option<HookReceiver>,
     /// Spawned processes, alive until the run ends.
     _embedded: Option<NodeProcess>,
     _cluster: Option<LocalCluster>,
@@ -90,14 +93,21 @@ impl Target {
                 name: format!("{} (remote)", args.target.join(", ")),
                 protocol: Protocol::Chatroom,
                 admin: None,
+                hook: None,
                 _embedded: None,
                 _cluster: None,
                 _nats: None,
             });
         }
         let dir = args.out.join("servers");
+        let hook = args
+            .hook_delay_ms
+            .map(|ms| HookReceiver::start(&dir, Duration::from_millis(ms)))
+            .transpose()?;
+        let mut server_args = args.server_args.clone();
+        server_args.extend(hook.iter().flat_map(HookReceiver::server_args));
         if args.msg_svcs == 0 {
-            let node = crate::local::spawn_embedded(&dir, &args.server_args)?;
+            let node = crate::local::spawn_embedded(&dir, &server_args)?;
             let secret = read_secret(&dir.join("token-secret"))?;
             let token = std::fs::read_to_string(dir.join("admin-token"))
                 .context("the embedded server's admin token")?;
@@ -115,6 +125,7 @@ impl Target {
                 name: "chatroom embedded (1 process, spawned here)".into(),
                 protocol: Protocol::Chatroom,
                 admin: Some((node.http_addr.clone(), token.trim().to_owned())),
+                hook,
                 _embedded: Some(node),
                 _cluster: None,
                 _nats: None,
@@ -123,12 +134,13 @@ impl Target {
         let spec = ClusterSpec {
             room_svcs: args.room_svcs.max(1),
             msg_svcs: args.msg_svcs,
-            node_args: args.server_args.clone(),
+            node_args: server_args,
             ..ClusterSpec::default()
         };
         let cluster = LocalCluster::start(&spec, &dir)?;
         let mut target = Self::cluster(&cluster, transport)?;
         target._cluster = Some(cluster);
+        target.hook = hook;
         Ok(target)
     }
 
@@ -164,6 +176,7 @@ impl Target {
                     Ok::<_, anyhow::Error>((node.http_addr.clone(), cluster.admin_token()?))
                 })
                 .transpose()?,
+            hook: None,
             _embedded: None,
             _cluster: None,
             _nats: None,
@@ -200,6 +213,7 @@ impl Target {
             name,
             protocol: Protocol::Nats,
             admin: None,
+            hook: None,
             _embedded: None,
             _cluster: None,
             _nats: server,

@@ -16,12 +16,14 @@
 //!   `nats`: the same users against NATS, the reference broker.
 //! - [`simulate`]: `--simulate`, msg-svc's fan-out core in this process
 //!   with up to millions of simulated sessions and no sockets.
+//! - [`hook`]: a moderation hook for `--hook-delay-ms` runs.
 //!
 //! [`run`] runs a scenario against its targets and writes the report.
 
 mod bot;
 pub mod coordinator;
 mod history;
+pub mod hook;
 mod library;
 mod nats;
 pub mod plan;
@@ -61,6 +63,19 @@ pub async fn run(scenario: &Scenario, args: &RunArgs) -> anyhow::Result<()> {
         let target =
             tokio::task::spawn_blocking(move || Target::prepare(&target_args, transport)).await??;
         reports.push(coordinator::run(scenario, args, &target).await?);
+        if let Some(hook) = &target.hook {
+            let tally = &hook.tally;
+            let read = |counter: &std::sync::atomic::AtomicU64| {
+                counter.load(std::sync::atomic::Ordering::Relaxed)
+            };
+            println!(
+                "moderation hook ({} ms): {} messages judged in {} requests, {} unsigned refused",
+                args.hook_delay_ms.unwrap_or_default(),
+                read(&tally.messages),
+                read(&tally.requests),
+                read(&tally.unsigned),
+            );
+        }
         drop(target);
     }
     let mut others = reports.split_off(1);

@@ -123,6 +123,11 @@ pub struct RunArgs {
     /// socket refuses every other push; they pull a round late).
     #[arg(long, default_value_t = 0.01, requires = "simulate")]
     pub laggards: f64,
+    /// With --spawn-local: run the servers with a moderation hook (an HTTP
+    /// receiver started here) that accepts every message after this many
+    /// ms, to measure what the hook costs.
+    #[arg(long, requires = "spawn_local")]
+    pub hook_delay_ms: Option<u64>,
     /// The program to run workers with (`loadtest worker`); default: this one.
     #[arg(long, hide = true)]
     pub worker_exe: Option<PathBuf>,

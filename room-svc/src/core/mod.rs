@@ -10,6 +10,7 @@
 //! - [`dedupe`]: acks of recent messages, for senders' retries.
 //! - [`clock`]: the strictly increasing room clock.
 //! - [`config`]: per-room settings, defaults and bounds.
+//! - [`wordfilter`]: word lists compiled for matching (mask or reject).
 //! - [`stats`]: counters and the operators' snapshot.
 
 pub mod clock;

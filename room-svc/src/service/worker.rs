@@ -570,9 +570,17 @@ impl Worker {
             request_id,
             held,
         } = send;
-        let outcome = match self.rooms.get_mut(&room) {
+        let moved = || {
+            Outcome::Error(
+                v1::Error::new(ErrorCode::Overloaded, "the room moved; send again")
+                    .retry_after(100),
+            )
+        };
+        // The answer goes under the fence the room is held with now, so a
+        // node that has heard from a newer owner still takes it.
+        let (outcome, answer_fence) = match self.rooms.get_mut(&room) {
             Some(slot) if slot.fence == fence => {
-                match slot.state.complete(held, verdict, now()) {
+                let outcome = match slot.state.complete(held, verdict, now()) {
                     Ok(accepted) => match slot.take_accepted(
                         accepted,
                         &mut self.pending_rooms,
@@ -581,16 +589,18 @@ impl Worker {
                         &self.metrics,
                     ) {
                         Ok(outcome) => outcome,
-                        // A verdict settles a send: it is never held again.
-                        Err(held) => Outcome::Error(slot.state.release(held)),
+                        // A verdict settles a send: `complete` never holds.
+                        Err(_) => Outcome::Error(v1::Error::new(
+                            ErrorCode::Internal,
+                            "a settled send was held again",
+                        )),
                     },
                     Err(error) => Outcome::Error(error),
-                }
+                };
+                (outcome, fence)
             }
-            _ => Outcome::Error(
-                v1::Error::new(ErrorCode::Overloaded, "the room moved; send again")
-                    .retry_after(100),
-            ),
+            Some(slot) => (moved(), slot.fence),
+            None => (moved(), self.term()),
         };
         self.answer_send(
             node,
@@ -598,7 +608,7 @@ impl Worker {
             request_id,
             outcome,
             room.to_string(),
-            fence,
+            answer_fence,
         );
     }
 
