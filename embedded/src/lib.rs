@@ -93,6 +93,9 @@ impl Embedded {
         let mut families = metrics::registry();
         registration.register_metrics(&mut families);
         rooms.register_metrics(&mut families);
+        if let Some(keys) = &config.admin_keys {
+            room_svc::metrics::register_reloads(&mut families, "admin_keys", keys);
+        }
         let site = DemoSite {
             tokens: tokens.clone(),
             public_url: config.public_url.map(Arc::from),

@@ -213,6 +213,20 @@ impl MsgNode {
              period after the last one left",
             Sampled::gauge(move || read(&node, MsgNode::room_count)),
         );
+        let tokens = self.tokens.clone();
+        registry.register(
+            "token_keys",
+            "Keys client tokens are verified with: the HS256 secret and the identity \
+             provider's public keys in force",
+            Sampled::gauge(move || tokens.key_count() as u64),
+        );
+        let tokens = self.tokens.clone();
+        registry.register(
+            "token_keys_reload_failures",
+            "Rereads of the identity provider's key files refused (the keys in force \
+             stay): unreadable, malformed, or a key out of bounds",
+            Sampled::counter(move || tokens.reload_failures()),
+        );
     }
 
     /// Runs presence reports and the sweeper until `stop`.
