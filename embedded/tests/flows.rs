@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chatroom_client::{Client, ClientConfig, ClientError, Event, Events, JoinOptions};
 use chatroom_cluster::auth::Roles;
-use chatroom_proto::cluster::v1::RoomConfig;
 use chatroom_proto::v1::{ChatMessage, Cursor, ErrorCode, KickReason, Kind, Lane};
 use support::{PATIENCE, TestServer, Transport, over_both};
 
@@ -45,18 +44,6 @@ async fn join(client: &Client, room: &str) {
         .join(room, JoinOptions::default())
         .await
         .expect("join");
-}
-
-/// Sets a room's settings through the in-process admin API.
-async fn configure(server: &TestServer, room: &str, tweak: impl FnOnce(&mut RoomConfig)) {
-    let rooms = server.server.rooms();
-    let mut config = rooms.room_config(room).await.expect("room settings").config;
-    tweak(&mut config);
-    let patch = room_svc::core::ConfigPatch::from_config(&config);
-    rooms
-        .configure_room(room, room_svc::ConfigChange::Patch(patch))
-        .await
-        .expect("valid room config");
 }
 
 fn text(msg: &ChatMessage) -> String {
@@ -151,7 +138,7 @@ async fn a_flood_is_rate_limited_while_a_priority_notice_reaches_every_member(
     })
     .await;
     // A small ring, so the flood really overflows the receivers' lane.
-    configure(&server, "stage", |c| c.normal_ring = 16).await;
+    server.configure("stage", |c| c.normal_ring = 16).await;
     let (flooder, _flood_events) = connect(&server, "flooder").await;
     let (host, _host_events) = connect_with(&server, "host", SYSTEM, |_| {}).await;
     join(&flooder, "stage").await;
@@ -250,11 +237,12 @@ async fn a_client_that_never_pulls_is_renotified_after_2_s_and_kicked_after_n(
 ) {
     let server = TestServer::start_over(transport).await;
     // Plain notifies only, and a short fuse: 3 unanswered notifies.
-    configure(&server, "quiet", |c| {
-        c.inline_max_bytes = 0;
-        c.slow_consumer_notifies = 3;
-    })
-    .await;
+    server
+        .configure("quiet", |c| {
+            c.inline_max_bytes = 0;
+            c.slow_consumer_notifies = 3;
+        })
+        .await;
     let (lazy, mut lazy_events) =
         connect_with(&server, "lazy", Roles::default(), |c| c.auto_pull = false).await;
     let (keen, mut keen_events) = connect(&server, "keen").await;
@@ -336,7 +324,7 @@ async fn a_client_that_never_pulls_is_renotified_after_2_s_and_kicked_after_n(
 
 async fn a_pull_with_an_old_cursor_reports_what_was_dropped(transport: Transport) {
     let server = TestServer::start_over(transport).await;
-    configure(&server, "small", |c| c.normal_ring = 8).await;
+    server.configure("small", |c| c.normal_ring = 8).await;
     let (reader, _reader_events) = connect(&server, "reader").await;
     let (writer, _writer_events) = connect(&server, "writer").await;
     join(&reader, "small").await;
@@ -386,7 +374,7 @@ async fn stats_until(
 
 async fn room_stats_count_what_happened_downstream(transport: Transport) {
     let server = TestServer::start_over(transport).await;
-    configure(&server, "counted", |c| c.normal_ring = 8).await;
+    server.configure("counted", |c| c.normal_ring = 8).await;
     let (reader, mut reader_events) = connect(&server, "reader").await;
     let (writer, mut writer_events) = connect(&server, "writer").await;
     join(&reader, "counted").await;
@@ -627,7 +615,7 @@ async fn mute_ban_and_whitelist_behave(transport: Transport) {
         .unwrap();
 
     // Whitelist: PRIORITY lane, past a closed NORMAL lane.
-    configure(&server, "mod", |c| c.normal_per_s = 0).await;
+    server.configure("mod", |c| c.normal_per_s = 0).await;
     let error = plain.send("mod", Kind::Chat, "hello?").await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::RateLimited));
     rooms.whitelist_add("mod", "vip").await.unwrap();

@@ -15,7 +15,6 @@ use chatroom_client::{ClientError, Event, Events, JoinOptions, TokenSource};
 use chatroom_cluster::auth::{
     DisplayInfo, Roles, RoomRoles, TokenClaims, Verifier, VerifierConfig,
 };
-use chatroom_proto::cluster::v1::RoomConfig;
 use chatroom_proto::v1::{ErrorCode, KickReason, Kind};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::rand::SystemRandom;
@@ -35,17 +34,6 @@ fn now_s() -> u64 {
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-async fn configure(server: &TestServer, room: &str, tweak: impl FnOnce(&mut RoomConfig)) {
-    let rooms = server.server.rooms();
-    let mut config = rooms.room_config(room).await.expect("settings").config;
-    tweak(&mut config);
-    let patch = room_svc::core::ConfigPatch::from_config(&config);
-    rooms
-        .configure_room(room, room_svc::ConfigChange::Patch(patch))
-        .await
-        .expect("valid config");
 }
 
 fn mint(server: &TestServer, claims: TokenClaims) -> String {
@@ -74,7 +62,9 @@ fn refusal<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
 #[tokio::test]
 async fn a_private_room_admits_only_users_whose_token_grants_it() {
     let server = TestServer::start().await;
-    configure(&server, "vip:gold", |config| config.private = true).await;
+    server
+        .configure("vip:gold", |config| config.private = true)
+        .await;
 
     let (granted, _events) = connect(
         &server,
@@ -121,7 +111,9 @@ async fn a_private_room_admits_only_users_whose_token_grants_it() {
 #[tokio::test]
 async fn display_info_travels_with_messages_and_a_read_only_room_takes_its_staff_only() {
     let server = TestServer::start().await;
-    configure(&server, "stage", |config| config.read_only = true).await;
+    server
+        .configure("stage", |config| config.read_only = true)
+        .await;
     let info = DisplayInfo {
         name: Some("Alice ✨".into()),
         badges: vec!["vip".into(), "sub-12".into()],

@@ -7,7 +7,6 @@ mod support;
 use std::time::Instant;
 
 use bytes::Bytes;
-use chatroom_proto::cluster::v1::RoomConfig;
 use chatroom_proto::v1::{ErrorCode, client_frame, server_frame};
 use support::{PATIENCE, RawClient, Seen, TestServer, Transport, http_get};
 
@@ -71,19 +70,6 @@ async fn eventually(server: &TestServer, expected: &[(&str, u64)]) {
     }
 }
 
-/// Sets a room's settings through the in-process admin API.
-async fn configure(server: &TestServer, room: &str, tweak: impl FnOnce(&mut RoomConfig)) {
-    let mut config = room_svc::core::default_room_config();
-    tweak(&mut config);
-    let patch = room_svc::core::ConfigPatch::from_config(&config);
-    server
-        .server
-        .rooms()
-        .configure_room(room, room_svc::ConfigChange::Patch(patch))
-        .await
-        .unwrap();
-}
-
 /// What a client was pushed, and the answers to its requests.
 #[derive(Default)]
 struct Pushed {
@@ -141,20 +127,22 @@ async fn counters_follow_what_clients_do_over_both_transports() {
     // Three sends fit the lobby's burst, the fourth is refused; its ring
     // keeps two messages. The quiet room notifies plainly; the stalled one
     // soon kicks a member that never pulls.
-    configure(&server, "lobby", |c| {
-        c.normal_per_s = 1;
-        c.normal_burst = 3;
-        c.normal_ring = 2;
-    })
-    .await;
-    configure(&server, "quiet", |c| c.inline_max_bytes = 0).await;
-    configure(&server, "stalled", |c| {
-        c.inline_max_bytes = 0;
-        c.round_interval_ms = 10;
-        c.pull_timeout_ms = 500;
-        c.slow_consumer_notifies = 2;
-    })
-    .await;
+    server
+        .configure("lobby", |c| {
+            c.normal_per_s = 1;
+            c.normal_burst = 3;
+            c.normal_ring = 2;
+        })
+        .await;
+    server.configure("quiet", |c| c.inline_max_bytes = 0).await;
+    server
+        .configure("stalled", |c| {
+            c.inline_max_bytes = 0;
+            c.round_interval_ms = 10;
+            c.pull_timeout_ms = 500;
+            c.slow_consumer_notifies = 2;
+        })
+        .await;
 
     let idle = scrape(&server).await;
     idle.assert(&[

@@ -138,6 +138,22 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Sets a room's settings through the in-process admin API.
+    pub async fn configure(
+        &self,
+        room: &str,
+        tweak: impl FnOnce(&mut chatroom_proto::cluster::v1::RoomConfig),
+    ) {
+        let rooms = self.server.rooms();
+        let mut config = rooms.room_config(room).await.expect("room settings").config;
+        tweak(&mut config);
+        let patch = room_svc::core::ConfigPatch::from_config(&config);
+        rooms
+            .configure_room(room, room_svc::ConfigChange::Patch(patch))
+            .await
+            .expect("valid room config");
+    }
+
     pub fn token_with(&self, user: &str, roles: Roles) -> String {
         self.tokens
             .mint(user, roles, Duration::from_secs(600))

@@ -3,20 +3,16 @@
 //! word filter (1,000 words), and with the moderation hook (a receiver on
 //! loopback answering after 1 ms, then after 50 ms).
 //!
-//! `cargo bench -p room-svc --bench backend`. Closed loop: a fixed number of
+//! `cargo bench -p loadtest --bench backend`; the hook is the harness's
+//! (`--hook-delay-ms`), which checks every request's signature. Closed loop: a fixed number of
 //! sends in flight over 16 rooms (at most the hook's per-room bound in each),
 //! each answered send replaced by the next, so with a slow hook the rate is
 //! what is in flight over the hook's time. Figures are printed, never
 //! asserted.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes as BodyBytes;
-use axum::extract::State;
-use axum::routing::post;
 use bytes::Bytes;
 use chatroom_cluster::link::UpLink;
 use chatroom_proto::cluster::v1::{
@@ -24,40 +20,18 @@ use chatroom_proto::cluster::v1::{
 };
 use chatroom_proto::v1::Kind;
 use hdrhistogram::Histogram;
+use loadtest::harness::hook::HookReceiver;
 use room_svc::core::{ConfigPatch, FilterAction, WordList, default_room_config};
 use room_svc::hooks::{HookConfig, SigningSecret};
 use room_svc::{Backend, ConfigChange, RoomService, RoomServiceConfig};
-use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 const ROOMS: usize = 16;
 const RUN: Duration = Duration::from_secs(5);
-const SECRET: &[u8] = b"bench-hook-secret-0123456789abcd";
 
 /// A chat line of about 100 bytes, none of the filter's words in it.
 const TEXT: &str =
     "what a play that was, did you see the goalkeeper stretch for it? unbelievable save!!";
-
-/// A receiver that accepts every message after `delay`.
-async fn hook_receiver(delay: Duration) -> SocketAddr {
-    async fn judge(State(delay): State<Duration>, body: BodyBytes) -> String {
-        tokio::time::sleep(delay).await;
-        let request: Value = serde_json::from_slice(&body).unwrap_or_default();
-        let verdicts: Vec<Value> = request["messages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|message| json!({"id": message["id"], "action": "accept"}))
-            .collect();
-        json!({ "verdicts": verdicts }).to_string()
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("bound");
-    let app = Router::new().route("/", post(judge)).with_state(delay);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
 
 /// 1,000 words over a reject list and a mask list, none in [`TEXT`].
 fn thousand_words() -> Vec<WordList> {
@@ -85,11 +59,16 @@ struct Case {
 }
 
 async fn run(case: &Case) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // Answers until the case ends.
+    let receiver = case
+        .hook_delay
+        .map(|delay| HookReceiver::start(dir.path(), delay).expect("a hook receiver"));
     let mut backend = Backend::default();
-    if let Some(delay) = case.hook_delay {
-        let addr = hook_receiver(delay).await;
-        let url = format!("http://{addr}/").parse().expect("url");
-        let mut hook = HookConfig::new(url, SigningSecret::new(SECRET).expect("long enough"))
+    if let Some(receiver) = &receiver {
+        let secret = std::fs::read(&receiver.secret_file).expect("its secret");
+        let url = receiver.url.parse().expect("url");
+        let mut hook = HookConfig::new(url, SigningSecret::new(secret).expect("long enough"))
             .expect("http url");
         hook.max_in_flight = 64;
         backend.hook = Some(hook);
