@@ -564,9 +564,18 @@ async fn the_cluster_heals_after_zookeeper_expires_every_session() {
         .await
         .unwrap();
     receive_until(&mut bob_events, room, during.msg_id).await;
-    // Past the session timeout: every session expires when it wakes up.
+    // Past the session timeout, and the nodes held still while ZooKeeper
+    // wakes: no ping can revive a session before ZooKeeper's expiry sweep,
+    // so every session expires (and with it every registration).
     tokio::time::sleep(SESSION_TIMEOUT + Duration::from_secs(2)).await;
+    let nodes = || {
+        let cluster = &setup.cluster;
+        cluster.msg_svcs.iter().chain(&cluster.room_svcs)
+    };
+    nodes().for_each(NodeProcess::pause);
     setup.cluster.zookeeper.resume().unwrap();
+    until_every_registration_is_gone(&setup).await;
+    nodes().for_each(NodeProcess::resume);
     let resumed = Instant::now();
     for node in MSG_SVCS.iter().chain(&ROOM_SVCS) {
         while setup.readiness(node) != "ready" {
@@ -585,25 +594,50 @@ async fn the_cluster_heals_after_zookeeper_expires_every_session() {
     receive_until(&mut bob_events, room, after.msg_id).await;
     receive_until(&mut carol_events, room, after.msg_id).await;
     assert!(after.ts > during.ts);
-    // Every node lost its connection while ZooKeeper slept. Which sessions
-    // expire is ZooKeeper's call: a client whose ping reaches it before its
-    // expiry sweep after waking keeps its session, so only some must count
-    // an expiry.
-    let mut expired = 0;
+    // Every node lost its connection and its session while ZooKeeper slept.
     for node in MSG_SVCS.iter().chain(&ROOM_SVCS) {
         assert!(
             setup.metric(node, "chatroom_zookeeper_disconnects_total") >= 1,
             "{node} counted its lost connection"
         );
-        expired += setup.metric(
-            node,
-            "chatroom_zookeeper_sessions_lost_total{reason=\"expired\"}",
+        assert!(
+            setup.metric(
+                node,
+                "chatroom_zookeeper_sessions_lost_total{reason=\"expired\"}",
+            ) >= 1,
+            "{node} counted its expired session"
         );
     }
-    assert!(expired >= 1, "no node counted an expired session");
     println!(
         "zookeeper session expiry: every node registered and ready {healed:?} after ZooKeeper resumed"
     );
+}
+
+/// Waits, with ZooKeeper watches, until no node is registered: every
+/// session has expired.
+async fn until_every_registration_is_gone(setup: &Setup) {
+    let credentials = std::fs::read_to_string(setup.cluster.dir().join("zk-auth"))
+        .expect("the cluster's ZooKeeper credentials");
+    let client = zookeeper_client::Client::connector()
+        .with_auth("digest", credentials.trim().as_bytes())
+        .connect(&setup.cluster.zookeeper.addr())
+        .await
+        .expect("a ZooKeeper session of the test's own");
+    for role in ["room-svc", "msg-svc"] {
+        let dir = format!("/chatroom/{}/{role}", setup.cluster.name());
+        loop {
+            let (children, _, watcher) = client
+                .get_and_watch_children(&dir)
+                .await
+                .expect("the role's directory");
+            if children.is_empty() {
+                break;
+            }
+            tokio::time::timeout(PATIENCE, watcher.changed())
+                .await
+                .unwrap_or_else(|_| panic!("{children:?} still registered in {dir}"));
+        }
+    }
 }
 
 #[test]
