@@ -6,10 +6,11 @@
 //! a default list replaces it ([`WordFilter::for_room`]). Matching is on
 //! normalised text: each char is decomposed to its Unicode compatibility
 //! form (NFKD, so full-width `ｂａｄ`, ligatures and circled letters match
-//! `bad`), lower-cased, and combining marks put in canonical order, so that
-//! precomposed and decomposed accents match alike. Words are normalised the
-//! same way when the filter is built; the automata are built once per list
-//! change, never per message.
+//! `bad`), lower-cased, and stripped of combining marks (accents, so
+//! precomposed, decomposed and added accents all match the bare letters)
+//! and of characters that show nothing (zero-width spaces, soft hyphens).
+//! Words are normalised the same way when the filter is built; the
+//! automata are built once per list change, never per message.
 //!
 //! Masking maps each match back to the chars of the original text it came
 //! from and replaces exactly those, one `*` per char, keeping every other
@@ -315,6 +316,12 @@ impl WordFilter {
                 masked[normalised.origin(at)] = true;
             }
         }
+        // An accent goes with the letter it sits on.
+        for &(mark, on) in &normalised.marks {
+            if masked[normalised.origin(on)] {
+                masked[mark] = true;
+            }
+        }
         let mut out = String::with_capacity(text.len());
         for (at, c) in text.char_indices() {
             out.push(if masked[at] { '*' } else { c });
@@ -330,6 +337,9 @@ struct Normalised {
     /// it came from; `None` when the original was ASCII, where the offsets
     /// are the identity.
     origins: Option<Vec<usize>>,
+    /// Combining marks left out of `text`: the offset of the original char,
+    /// and the byte of `text` it sat on (masked with it).
+    marks: Vec<(usize, usize)>,
 }
 
 impl Normalised {
@@ -338,55 +348,63 @@ impl Normalised {
     }
 }
 
-/// `text` decomposed char by char to its compatibility form, lower-cased,
-/// with each run of combining marks in canonical order: NFKD and lower case,
-/// keeping track of which original char each byte came from.
+/// `text` decomposed char by char to its compatibility form (NFKD),
+/// lower-cased, without its combining marks (so `bädwörd` and `b̈adword`
+/// are `badword`) and without the characters that show nothing (a
+/// zero-width space or a soft hyphen cannot split a word), keeping track
+/// of which original char each byte came from.
 fn normalise(text: &str) -> Normalised {
     if text.is_ascii() {
         return Normalised {
             text: text.to_ascii_lowercase(),
             origins: None,
+            marks: Vec::new(),
         };
     }
-    let mut chars: Vec<(char, usize)> = Vec::with_capacity(text.len());
+    let mut normalised = String::with_capacity(text.len());
+    let mut origins = Vec::with_capacity(text.len());
+    let mut marks = Vec::new();
+    let mut keep = |c: char, at: usize| {
+        if canonical_combining_class(c) != 0 {
+            if !normalised.is_empty() {
+                marks.push((at, normalised.len() - 1));
+            }
+        } else if !is_invisible(c) {
+            normalised.push(c);
+            origins.extend(std::iter::repeat_n(at, c.len_utf8()));
+        }
+    };
     for (at, c) in text.char_indices() {
         decompose_compatible(c, |part| {
             for lower in part.to_lowercase() {
                 // Lower-casing can yield a char that decomposes further.
-                decompose_compatible(lower, |out| chars.push((out, at)));
+                decompose_compatible(lower, |out| keep(out, at));
             }
         });
-    }
-    order_marks(&mut chars);
-    let mut normalised = String::with_capacity(chars.len());
-    let mut origins = Vec::with_capacity(chars.len());
-    for (c, at) in chars {
-        normalised.push(c);
-        origins.extend(std::iter::repeat_n(at, c.len_utf8()));
     }
     Normalised {
         text: normalised,
         origins: Some(origins),
+        marks,
     }
 }
 
-/// Sorts each run of combining marks by combining class (stably), as the
-/// canonical ordering of NFKD does; the chars keep their origins.
-fn order_marks(chars: &mut [(char, usize)]) {
-    let class = |&(c, _): &(char, usize)| canonical_combining_class(c);
-    let mut start = 0;
-    while start < chars.len() {
-        if class(&chars[start]) == 0 {
-            start += 1;
-            continue;
-        }
-        let run = chars[start..]
-            .iter()
-            .position(|c| class(c) == 0)
-            .unwrap_or(chars.len() - start);
-        chars[start..start + run].sort_by_key(class);
-        start += run;
-    }
+/// Characters that show nothing by themselves: soft hyphen, combining
+/// grapheme joiner, Mongolian vowel separator, zero-width spaces and
+/// joiners, direction marks and embeddings, invisible operators, the byte
+/// order mark, variation selectors.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+    )
 }
 
 #[cfg(test)]
@@ -443,11 +461,36 @@ mod tests {
             // Each original char is masked: the e and its accent.
             assert_eq!(filter.check("un cafe\u{301}"), masked("un *****"));
             assert_eq!(filter.check("un CAFÉ!"), masked("un ****!"));
-            assert_eq!(filter.check("un cafe"), Filtered::Pass);
+            // Accents are left out of matching: the bare word matches too.
+            assert_eq!(filter.check("un cafe"), masked("un ****"));
         }
         // Marks given out of canonical order still match.
         let filter = masking(&["\u{1EC7}"]);
         assert_eq!(filter.check("e\u{302}\u{323}"), masked("***"));
+    }
+
+    #[test]
+    fn accents_and_invisible_characters_do_not_hide_a_word() {
+        let filter = WordFilter::build(&[list("slurs", FilterAction::Reject, &["badword"])])
+            .expect("valid");
+        for hidden in [
+            "bädwörd",
+            "b\u{308}adword",
+            "bad\u{200B}word",
+            "b\u{AD}a\u{200D}d\u{FEFF}word",
+            "ＢＡＤ\u{2060}ｗｏｒｄ",
+        ] {
+            assert_eq!(
+                filter.check(hidden),
+                Filtered::Rejected {
+                    list: "slurs".into()
+                },
+                "{hidden:?}"
+            );
+        }
+        let filter = masking(&["darn"]);
+        // The invisible char stays where it was, unmasked; the letters go.
+        assert_eq!(filter.check("d\u{200B}ärn it"), masked("*\u{200B}*** it"));
     }
 
     #[test]
