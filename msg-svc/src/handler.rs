@@ -330,13 +330,8 @@ async fn send(
 /// those their token gives them in `room`.
 fn sender_roles(identity: &Identity, room: &str) -> Vec<String> {
     let mut names = identity.roles.names();
-    let in_room = identity.access.roles_in(room);
-    if in_room.moderator {
-        names.push("moderator".to_owned());
-    }
-    if in_room.streamer {
-        names.push("streamer".to_owned());
-    }
+    let in_room = identity.access.roles_in(room).names();
+    names.extend(in_room.into_iter().map(str::to_owned));
     names
 }
 

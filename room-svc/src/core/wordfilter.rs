@@ -471,8 +471,8 @@ mod tests {
 
     #[test]
     fn accents_and_invisible_characters_do_not_hide_a_word() {
-        let filter = WordFilter::build(&[list("slurs", FilterAction::Reject, &["badword"])])
-            .expect("valid");
+        let filter =
+            WordFilter::build(&[list("slurs", FilterAction::Reject, &["badword"])]).expect("valid");
         for hidden in [
             "bädwörd",
             "b\u{308}adword",
