@@ -206,6 +206,9 @@ pub enum AdminError {
     /// The room refused the notice (e.g. its payload is too large).
     #[error("notice refused: {}", .0.message)]
     NoticeRefused(v1::Error),
+    /// The room refused a published message (its kind or size).
+    #[error("message refused: {}", .0.message)]
+    PublishRefused(v1::Error),
     /// The service's workers have stopped.
     #[error("room service has stopped")]
     Stopped,
@@ -534,6 +537,19 @@ impl RoomService {
             worker.post_notice(&room, sender, payload)
         })
         .await
+    }
+
+    /// Posts a message of the app's backend (see
+    /// [`RoomState::publish`](crate::core::RoomState::publish)); with
+    /// whether it was a retry answered with the first message's ack.
+    pub async fn publish(
+        &self,
+        room: &str,
+        publish: crate::core::Publish,
+    ) -> Result<(v1::SendAck, bool), AdminError> {
+        check_id(&publish.sender).map_err(AdminError::BadUserId)?;
+        self.on_worker(room, move |worker, room| worker.publish(&room, publish))
+            .await
     }
 
     /// A snapshot of the room.

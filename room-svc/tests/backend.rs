@@ -455,3 +455,58 @@ async fn every_change_through_the_admin_api_reaches_the_webhook_naming_its_key()
     assert_eq!(actions, [&json!("ban"), &json!("word_list_set")]);
     assert!(moderated.iter().all(|data| data["by"] == "admin-token"));
 }
+
+#[tokio::test]
+async fn the_backend_publishes_any_kind_once_per_idempotency_key_on_the_rooms_lane() {
+    use chatroom_proto::v1::{Lane, SenderInfo};
+    use room_svc::core::Publish;
+
+    let service = service_with(Backend::default());
+    let mut node = FakeNode::attach(&service, "m1");
+    node.subscribe(ROOM).await;
+    let gift = || Publish {
+        sender: "alice".into(),
+        system: false,
+        sender_info: Some(SenderInfo {
+            name: "Alice".into(),
+            badges: vec!["vip".into()],
+            color: "#ff8800".into(),
+        }),
+        kind: Kind::Gift as i32,
+        payload: r#"{"gift":"rocket","count":3}"#.into(),
+        client_msg_id: 42,
+    };
+    let (ack, duplicate) = service.publish(ROOM, gift()).await.expect("published");
+    assert!(!duplicate);
+    let broadcast = node.next_broadcast().await;
+    let message = &broadcast.messages[0];
+    assert_eq!(message.msg_id, ack.msg_id);
+    assert_eq!(
+        message.sender, "alice",
+        "on the user's behalf, though not a member"
+    );
+    assert_eq!(message.lane(), Lane::Priority, "gifts are a priority kind");
+    assert_eq!(&message.payload[..], br#"{"gift":"rocket","count":3}"#);
+    assert_eq!(message.sender_info.as_ref().expect("shown").name, "Alice");
+
+    let (again, duplicate) = service.publish(ROOM, gift()).await.expect("answered");
+    assert!(duplicate);
+    assert_eq!(again.msg_id, ack.msg_id);
+    let like = Publish {
+        kind: Kind::Like as i32,
+        payload: Default::default(),
+        client_msg_id: 0,
+        sender_info: None,
+        ..gift()
+    };
+    let (liked, _) = service.publish(ROOM, like).await.expect("published");
+    let broadcast = node.next_broadcast().await;
+    assert_eq!(
+        broadcast.messages.len(),
+        1,
+        "the retry was not posted again"
+    );
+    assert_eq!(broadcast.messages[0].msg_id, liked.msg_id);
+    assert_eq!(broadcast.messages[0].lane(), Lane::Normal);
+    node.assert_quiet();
+}

@@ -698,6 +698,7 @@ const MUTES: &str = "/admin/v1/rooms/{room}/mutes/{user}";
 const BANS: &str = "/admin/v1/rooms/{room}/bans/{user}";
 const WHITELIST: &str = "/admin/v1/rooms/{room}/whitelist/{user}";
 const WORD_LISTS: &str = "/admin/v1/rooms/{room}/word-lists";
+const MESSAGES: &str = "/admin/v1/rooms/{room}/messages";
 const WORD_LIST: &str = "/admin/v1/rooms/{room}/word-lists/{name}";
 
 #[tokio::test]
@@ -774,6 +775,7 @@ async fn every_answer_is_one_the_spec_describes() {
     room_settings(&api).await;
     slow_mode(&api, &service).await;
     notices(&api).await;
+    published(&api).await;
     word_lists(&api).await;
     the_spec_bounds_are_the_servers(&api).await;
     rooms_nobody_made(&api).await;
@@ -1079,6 +1081,78 @@ async fn notices(api: &Target<'_>) {
         (json!({"text": "x".repeat(4097)}), "notice_refused"),
     ] {
         let call = api.call(Method::POST, NOTICES, &[ROOM]).json(body);
+        call.send().await.error(StatusCode::BAD_REQUEST, code);
+    }
+}
+
+/// The backend's messages: any kind, on a user's or the system's behalf,
+/// once per idempotency key, and refusals of what is not a message.
+async fn published(api: &Target<'_>) {
+    // A room no other step configured: its policy is the defaults'.
+    const FRESH: &str = "published";
+    let first = api
+        .call(Method::POST, MESSAGES, &[FRESH])
+        .example()
+        .send()
+        .await;
+    let first = first.ok(StatusCode::CREATED);
+    assert_eq!(first["lane"], "priority", "gifts go PRIORITY by default");
+    assert_eq!(first["duplicate"], false);
+    let again = api
+        .call(Method::POST, MESSAGES, &[FRESH])
+        .example()
+        .send()
+        .await;
+    let again = again.ok(StatusCode::OK);
+    assert_eq!(again["msg_id"], first["msg_id"]);
+    assert_eq!(again["duplicate"], true);
+    let like = json!({"kind": "like", "sender": "bob"});
+    let like = api
+        .call(Method::POST, MESSAGES, &[FRESH])
+        .json(like)
+        .send()
+        .await;
+    assert_eq!(like.ok(StatusCode::CREATED)["lane"], "normal");
+    let notice = json!({"kind": "notice", "text": "from the system"});
+    let notice = api
+        .call(Method::POST, MESSAGES, &[FRESH])
+        .json(notice)
+        .send()
+        .await;
+    assert_eq!(notice.ok(StatusCode::CREATED)["lane"], "priority");
+    for (body, code) in [
+        (json!({"kind": "gifts"}), "bad_body"),
+        (json!({"kind": 999}), "bad_body"),
+        (
+            json!({"kind": "chat", "text": "a", "payload_base64": "Yg=="}),
+            "bad_body",
+        ),
+        (
+            json!({"kind": "chat", "payload_base64": "not base64!"}),
+            "bad_body",
+        ),
+        (
+            json!({"kind": "chat", "text": "a", "sender_info": {"color": "red"}}),
+            "bad_body",
+        ),
+        (
+            json!({"kind": "chat", "text": "a", "idempotency_key": "k".repeat(129)}),
+            "bad_body",
+        ),
+        (
+            json!({"kind": "chat", "text": "a", "sender": "not ok"}),
+            "bad_user_id",
+        ),
+        (
+            json!({"kind": "notice", "text": "a", "sender": "bob"}),
+            "publish_refused",
+        ),
+        (
+            json!({"kind": "chat", "text": "x".repeat(4097)}),
+            "publish_refused",
+        ),
+    ] {
+        let call = api.call(Method::POST, MESSAGES, &[FRESH]).json(body);
         call.send().await.error(StatusCode::BAD_REQUEST, code);
     }
 }

@@ -177,6 +177,17 @@ pub struct DisplayInfo {
 }
 
 impl DisplayInfo {
+    /// Display info given as JSON (`{"name", "badges", "color"}`, as a
+    /// token's `info` claim), checked by the same bounds; `None` when it
+    /// says nothing.
+    pub fn from_json(value: Value) -> Result<Option<Self>, AuthError> {
+        let extra = ExtraClaims {
+            info: Some(value),
+            ..ExtraClaims::default()
+        };
+        Ok(extra.info()?.map(Arc::unwrap_or_clone))
+    }
+
     fn is_empty(&self) -> bool {
         self.name.is_none() && self.badges.is_empty() && self.color.is_none()
     }

@@ -123,6 +123,26 @@ enum AdminCommand {
         #[arg(long, default_value = super::DEFAULT_NOTICE_SENDER)]
         sender: String,
     },
+    /// Publish a message of any kind from the app's backend (a gift with
+    /// attributes, a like, a notice), on a user's behalf or the system's.
+    Publish {
+        room: String,
+        /// chat, like, gift, notice, or a number from 1000.
+        #[arg(long)]
+        kind: String,
+        /// The payload as text.
+        #[arg(long, conflicts_with = "attributes")]
+        text: Option<String>,
+        /// The payload as a JSON object, e.g. '{"gift":"rocket"}'.
+        #[arg(long)]
+        attributes: Option<String>,
+        /// On whose behalf; the system when left out.
+        #[arg(long = "as")]
+        sender: Option<String>,
+        /// A retry with the same key posts nothing again.
+        #[arg(long)]
+        key: Option<String>,
+    },
     /// Close a room: its members are kicked and its state is dropped.
     Close { room: String },
     /// A room's own word lists (the service's default lists apply beside
@@ -411,6 +431,36 @@ fn plan(command: AdminCommand) -> Result<Call, String> {
             body: Some(json!({ "text": text, "sender": sender })),
             done: None,
         },
+        C::Publish {
+            room,
+            kind: named,
+            text,
+            attributes,
+            sender,
+            key,
+        } => {
+            let mut body = json!({ "kind": kind(&named) });
+            if let Some(text) = text {
+                body["text"] = json!(text);
+            }
+            if let Some(attributes) = attributes {
+                let parsed: Value = serde_json::from_str(&attributes)
+                    .map_err(|error| format!("--attributes: {error}"))?;
+                body["attributes"] = parsed;
+            }
+            if let Some(sender) = sender {
+                body["sender"] = json!(sender);
+            }
+            if let Some(key) = key {
+                body["idempotency_key"] = json!(key);
+            }
+            Call {
+                method: Method::POST,
+                path: room_path(&room, "/messages"),
+                body: Some(body),
+                done: None,
+            }
+        }
         C::Close { room } => {
             let done = format!("closed {room}");
             Call::change(Method::DELETE, room_path(&room, ""), None, done)
@@ -519,6 +569,36 @@ mod tests {
         );
         assert!(patch(&["normal_per_s".to_owned()]).is_err());
         assert!(patch(&["normal_per_s=-5".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn publish_builds_the_backends_message() {
+        let call = plan(AdminCommand::Publish {
+            room: "giant".into(),
+            kind: "gift".into(),
+            text: None,
+            attributes: Some(r#"{"gift":"rocket"}"#.into()),
+            sender: Some("alice".into()),
+            key: Some("order-1".into()),
+        })
+        .unwrap();
+        assert_eq!(call.method, Method::POST);
+        assert_eq!(call.path, "/rooms/giant/messages");
+        assert_eq!(
+            call.body,
+            Some(
+                json!({"kind": "gift", "attributes": {"gift": "rocket"}, "sender": "alice", "idempotency_key": "order-1"})
+            )
+        );
+        let bad = plan(AdminCommand::Publish {
+            room: "giant".into(),
+            kind: "1001".into(),
+            text: None,
+            attributes: Some("{not json".into()),
+            sender: None,
+            key: None,
+        });
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -89,6 +89,7 @@ impl From<AdminError> for ApiError {
             AdminError::InvalidConfig(_) => Self::bad_request("invalid_config", message),
             AdminError::InvalidWordLists(_) => Self::bad_request("invalid_word_lists", message),
             AdminError::NoticeRefused(_) => Self::bad_request("notice_refused", message),
+            AdminError::PublishRefused(_) => Self::bad_request("publish_refused", message),
             AdminError::UnknownRoom(_) => Self::new(StatusCode::NOT_FOUND, "unknown_room", message),
             AdminError::Moderation(ModerationError::Full(_)) => {
                 Self::new(StatusCode::CONFLICT, "list_full", message)

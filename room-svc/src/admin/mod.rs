@@ -42,10 +42,13 @@ use chatroom_cluster::time::unix_micros;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::core::config::KindName;
 use crate::core::moderation::List;
-use crate::core::{ConfigPatch, FilterAction, RankBy, RoomStats, RoomSummary, WordList};
+use crate::core::{ConfigPatch, FilterAction, Publish, RankBy, RoomStats, RoomSummary, WordList};
 use crate::hooks::EventKind;
 use crate::service::{ConfigChange, ModerationList, RoomService, RoomSettings};
+use chatroom_cluster::auth::DisplayInfo;
+use chatroom_proto::v1;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use forward::{FORWARDED, Peers};
 use forward::{Owner, Relayed};
@@ -177,6 +180,10 @@ impl AdminApi {
             .route(
                 "/admin/v1/rooms/{room}/notices",
                 self.room(Publish, post(notice)),
+            )
+            .route(
+                "/admin/v1/rooms/{room}/messages",
+                self.room(Publish, post(publish)),
             )
             .route(
                 "/admin/v1/rooms/{room}/mutes",
@@ -674,6 +681,127 @@ async fn notice(
         ts: ack.ts,
     };
     Ok((StatusCode::CREATED, Json(posted)))
+}
+
+/// A message the app's backend publishes: of any kind, on behalf of a user
+/// (`sender`) or of the system, with at most one of `text`, `attributes`
+/// (a JSON object, sent as its JSON text) or `payload_base64`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    kind: KindName,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    attributes: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    payload_base64: Option<String>,
+    #[serde(default)]
+    sender: Option<String>,
+    #[serde(default)]
+    sender_info: Option<serde_json::Value>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// Where a published message landed, and whether it was a retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// Its id in the room.
+    pub msg_id: u64,
+    /// Its timestamp, microseconds.
+    pub ts: u64,
+    /// `normal` or `priority`, as the room's policy gave the kind.
+    pub lane: String,
+    /// A retry with the same idempotency key: the first message's ack, and
+    /// nothing posted again.
+    pub duplicate: bool,
+}
+
+async fn publish(
+    Acting(rooms): Acting,
+    RoomPath(room): RoomPath,
+    JsonBody(body): JsonBody<PublishBody>,
+) -> Result<(StatusCode, Json<Published>), ApiError> {
+    use base64::Engine as _;
+
+    let bad = |message: String| ApiError::bad_request("bad_body", message);
+    let payload = match (body.text, body.attributes, body.payload_base64) {
+        (None, None, None) => Bytes::new(),
+        (Some(text), None, None) => Bytes::from(text),
+        (None, Some(attributes), None) => {
+            Bytes::from(serde_json::Value::Object(attributes).to_string())
+        }
+        (None, None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map(Bytes::from)
+            .map_err(|error| bad(format!("payload_base64: {error}")))?,
+        _ => {
+            return Err(bad(
+                "give at most one of text, attributes and payload_base64".to_owned(),
+            ));
+        }
+    };
+    let sender_info = body
+        .sender_info
+        .map(DisplayInfo::from_json)
+        .transpose()
+        .map_err(|error| bad(format!("sender_info: {error}")))?
+        .flatten()
+        .map(|info| v1::SenderInfo {
+            name: info.name.unwrap_or_default(),
+            badges: info.badges,
+            color: info.color.unwrap_or_default(),
+        });
+    let client_msg_id = match body.idempotency_key {
+        None => 0,
+        Some(key) if (1..=MAX_IDEMPOTENCY_KEY).contains(&key.len()) => idempotency_number(&key),
+        Some(_) => {
+            return Err(bad(format!(
+                "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"
+            )));
+        }
+    };
+    let system = body.sender.is_none();
+    let publish = Publish {
+        sender: body
+            .sender
+            .unwrap_or_else(|| DEFAULT_NOTICE_SENDER.to_owned()),
+        system,
+        sender_info,
+        kind: body.kind.0,
+        payload,
+        client_msg_id,
+    };
+    let (ack, duplicate) = rooms.publish(&room, publish).await?;
+    let lane = match v1::Lane::try_from(ack.lane) {
+        Ok(v1::Lane::Priority) => "priority",
+        _ => "normal",
+    };
+    let published = Published {
+        msg_id: ack.msg_id,
+        ts: ack.ts,
+        lane: lane.to_owned(),
+        duplicate,
+    };
+    let status = if duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(published)))
+}
+
+/// Longest idempotency key, bytes.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// An idempotency key as the number a retry is recognised by: the first
+/// eight bytes of its SHA-256 (never 0, which means none).
+fn idempotency_number(key: &str) -> u64 {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_be_bytes(first).max(1)
 }
 
 /// How long a mute lasts; no body (or no duration) mutes until unmuted.

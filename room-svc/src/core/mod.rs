@@ -31,8 +31,8 @@ pub use config::{
 pub use members::NodeIdx;
 pub use moderation::{ModerationError, MuteLeft};
 pub use room::{
-    Accepted, CatchUp, Held, MAX_HELD, Now, PersistedRoom, PresenceChange, RoomState, SendInput,
-    Verdict,
+    Accepted, CatchUp, Held, MAX_HELD, Now, PersistedRoom, PresenceChange, Publish, RoomState,
+    SendInput, Verdict,
 };
 pub use stats::{RankBy, RoomStats, RoomSummary};
 pub use wordfilter::{

@@ -132,6 +132,25 @@ impl Held {
     }
 }
 
+/// A message the app's backend posts (through the admin API) on behalf of
+/// a user or of the system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// Who it is from.
+    pub sender: String,
+    /// From the system (PRIORITY, and notices allowed) rather than a user.
+    pub system: bool,
+    /// How the sender is shown.
+    pub sender_info: Option<SenderInfo>,
+    /// A `Kind` value or an application kind.
+    pub kind: i32,
+    /// Application bytes (a gift's attributes as JSON, say).
+    pub payload: Bytes,
+    /// The idempotency key's number: a retry with the same one gets the
+    /// first message's ack; 0: none.
+    pub client_msg_id: u64,
+}
+
 /// What the app's moderation hook said of a held send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -661,6 +680,59 @@ impl RoomState {
             return Ok(Accepted::Held(Held(Box::new(stamp))));
         }
         let msg = self.stamp(stamp, now);
+        self.dedupe
+            .remember(&msg.sender, msg.client_msg_id, ack_of(&msg), now.mono_ns);
+        Ok(Accepted::New(msg))
+    }
+
+    /// Posts a message the app's backend sends on a user's or the system's
+    /// behalf: no membership, mute, limit, filter or hook (the backend is
+    /// trusted), but the kind, the payload size and notices' need for the
+    /// system are checked, a retry with the same idempotency key gets the
+    /// first ack, and the lane is the one the room's policy gives the kind
+    /// and the sender (the system's messages go PRIORITY).
+    pub fn publish(&mut self, publish: Publish, now: Now) -> Result<Accepted, v1::Error> {
+        let outcome = self.decide_publish(publish, now);
+        self.count(&outcome, now);
+        outcome
+    }
+
+    fn decide_publish(&mut self, publish: Publish, now: Now) -> Result<Accepted, v1::Error> {
+        if !Kind::is_allowed(publish.kind) {
+            return Err(v1::Error::new(
+                ErrorCode::BadRequest,
+                format!("kind {} is reserved", publish.kind),
+            ));
+        }
+        if publish.kind == Kind::Notice as i32 && !publish.system {
+            return Err(v1::Error::new(
+                ErrorCode::Forbidden,
+                "only the system may post notices",
+            ));
+        }
+        self.check_payload(&publish.payload)?;
+        if let Some(ack) = self
+            .dedupe
+            .get(&publish.sender, publish.client_msg_id, now.mono_ns)
+        {
+            return Ok(Accepted::Duplicate(ack));
+        }
+        let roles = Roles {
+            admin: false,
+            system: publish.system,
+        };
+        let lane = self.lane_for(&publish.sender, roles, publish.kind);
+        let msg = self.stamp(
+            Stamp {
+                sender: publish.sender,
+                sender_info: publish.sender_info,
+                lane,
+                kind: publish.kind,
+                payload: publish.payload,
+                client_msg_id: publish.client_msg_id,
+            },
+            now,
+        );
         self.dedupe
             .remember(&msg.sender, msg.client_msg_id, ack_of(&msg), now.mono_ns);
         Ok(Accepted::New(msg))

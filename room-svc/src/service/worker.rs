@@ -926,6 +926,45 @@ impl Worker {
         });
     }
 
+    /// Posts a message of the app's backend; with whether it was a retry
+    /// answered with the first message's ack.
+    pub(super) fn publish(
+        &mut self,
+        room_id: &str,
+        publish: crate::core::Publish,
+    ) -> Result<(SendAck, bool), AdminError> {
+        let slot = room_or_create(
+            &mut self.rooms,
+            routing::term(&self.view),
+            &mut self.epochs,
+            &self.defaults,
+            &mut self.writes,
+            room_id,
+        );
+        match slot
+            .state
+            .publish(publish, now())
+            .map_err(AdminError::PublishRefused)?
+        {
+            Accepted::New(msg) => {
+                let ack = ack_of(&msg);
+                slot.queue_broadcast(
+                    msg,
+                    &mut self.pending_rooms,
+                    &mut self.writes,
+                    &self.backend,
+                );
+                Ok((ack, false))
+            }
+            Accepted::Duplicate(ack) => Ok((ack, true)),
+            // A published message is never held: the backend is trusted.
+            Accepted::Held(_) => Err(AdminError::PublishRefused(v1::Error::new(
+                ErrorCode::Internal,
+                "a published message was held",
+            ))),
+        }
+    }
+
     pub(super) fn post_notice(
         &mut self,
         room_id: &str,
