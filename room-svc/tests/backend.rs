@@ -278,7 +278,7 @@ async fn a_hook_that_never_answers_follows_each_rooms_policy_and_stalls_nothing_
     });
     let url = format!("http://{addr}/moderate").parse().expect("a url");
     let mut config = HookConfig::new(url, secret()).expect("http url");
-    config.timeout = Duration::from_millis(100);
+    config.timeout = Duration::from_millis(500);
     let service = service_with(Backend {
         hook: Some(config),
         ..Backend::default()
@@ -295,17 +295,22 @@ async fn a_hook_that_never_answers_follows_each_rooms_policy_and_stalls_nothing_
         node.subscribe(room).await;
         node.join(room, &["alice"]);
     }
-    // Likes do not go through the hook: answered at once.
+    // Two chats wait for a hook that never answers; a like, sent after
+    // them, does not go through the hook and is answered while they wait.
+    node.send(send_body(send(ROOM, "alice", 2)));
+    node.send(send_body(send("closed", "alice", 3)));
     let mut like = send("likes", "alice", 1);
     like.kind = Kind::Like as i32;
     node.send(send_body(like));
-    match next_result(&mut node).await.outcome {
+    let first = next_result(&mut node).await;
+    assert_eq!(
+        first.request_id, 1,
+        "the like is answered before the held chats"
+    );
+    match first.outcome {
         Some(send_result::Outcome::Ack(_)) => {}
         other => panic!("a like is not held: {other:?}"),
     }
-
-    node.send(send_body(send(ROOM, "alice", 2)));
-    node.send(send_body(send("closed", "alice", 3)));
     let mut outcomes = HashMap::new();
     while outcomes.len() < 2 {
         let result = next_result(&mut node).await;

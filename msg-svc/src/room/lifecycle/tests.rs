@@ -52,6 +52,15 @@ impl Room {
         });
     }
 
+    /// A session of `user` whose token grants no access to the room.
+    fn join_ungranted(&mut self, user: &str, waiter: u32) {
+        self.feed(Event::Join {
+            user: user.into(),
+            waiter,
+            granted: false,
+        });
+    }
+
     fn leave(&mut self, user: &str) {
         self.feed(Event::Leave { user: user.into() });
     }
@@ -161,6 +170,17 @@ fn ack(epoch: u64, msg_id: u64, members: u64) -> SubscribeAck {
         history: (1..=msg_id).map(message).collect(),
         fence: 1,
         membership_seq: 0,
+    }
+}
+
+/// The owner's SubscribeAck for an empty private room.
+fn private_ack() -> SubscribeAck {
+    SubscribeAck {
+        config: Some(RoomConfig {
+            private: true,
+            ..config(8)
+        }),
+        ..ack(1, 0, 0)
     }
 }
 
@@ -642,18 +662,9 @@ fn a_room_nobody_here_ever_got_into_is_not_kept() {
 #[test]
 fn a_private_room_turns_away_joiners_without_a_grant_and_counts_only_the_granted() {
     let mut room = Room::placed("r1");
-    room.feed(Event::Join {
-        user: "mallory".into(),
-        waiter: 1,
-        granted: false,
-    });
+    room.join_ungranted("mallory", 1);
     room.join("alice", 2);
-    let mut private = ack(1, 0, 0);
-    private.config = Some(RoomConfig {
-        private: true,
-        ..config(8)
-    });
-    room.feed(Event::Subscribed(private));
+    room.feed(Event::Subscribed(private_ack()));
     room.ring_ops();
     let actions = room.actions();
     assert!(actions.contains(&Action::Refuse(1, JoinRefusal::Private)));
@@ -668,11 +679,7 @@ fn a_private_room_turns_away_joiners_without_a_grant_and_counts_only_the_granted
     assert_eq!(room.transmit(true), [membership(&["alice"], &[])]);
 
     // Live: the same at once, and nothing of the room is told.
-    room.feed(Event::Join {
-        user: "mallory".into(),
-        waiter: 3,
-        granted: false,
-    });
+    room.join_ungranted("mallory", 3);
     assert_eq!(room.actions(), [Action::Refuse(3, JoinRefusal::Private)]);
     assert_eq!(room.transmit(true), []);
     assert_eq!(room.lifecycle.member_count(), 1);
@@ -681,17 +688,8 @@ fn a_private_room_turns_away_joiners_without_a_grant_and_counts_only_the_granted
 #[test]
 fn a_room_whose_only_joiner_was_turned_away_is_reaped_after_its_grace() {
     let mut room = Room::placed("r1");
-    room.feed(Event::Join {
-        user: "mallory".into(),
-        waiter: 1,
-        granted: false,
-    });
-    let mut private = ack(1, 0, 0);
-    private.config = Some(RoomConfig {
-        private: true,
-        ..config(8)
-    });
-    room.feed(Event::Subscribed(private));
+    room.join_ungranted("mallory", 1);
+    room.feed(Event::Subscribed(private_ack()));
     room.ring_ops();
     room.actions();
     assert_eq!(room.lifecycle.poll_timeout(), Some(TIMERS.grace));
